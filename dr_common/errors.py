@@ -1,0 +1,83 @@
+"""The error hierarchy every layer raises and every face (gRPC, CLI, logs) shows.
+
+Each error carries a stable `reason` (a short kebab-case word users and tests can match
+on), a message that says what was wrong and what to do, and whether trying again may
+help. Nothing here may carry a secret: messages end up in logs and API responses.
+"""
+
+from __future__ import annotations
+
+
+class DRError(Exception):
+    """Base of all errors a user can see."""
+
+    reason = "internal"
+    retryable = False
+
+    def __init__(self, message: str, *, reason: str | None = None, retryable: bool | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class InvalidArgument(DRError):
+    """The request is wrong; `field` names the offending field when there is one."""
+
+    reason = "invalid-argument"
+
+    def __init__(self, message: str, *, field: str = "", reason: str | None = None):
+        super().__init__(message, reason=reason)
+        self.field = field
+
+
+class NotFound(DRError):
+    reason = "not-found"
+
+
+class AlreadyExists(DRError):
+    reason = "already-exists"
+
+
+class FailedPrecondition(DRError):
+    """The system is not in a state that allows the request (e.g. a lost lease)."""
+
+    reason = "failed-precondition"
+
+
+class SourceError(DRError):
+    """Reading the protected disk failed."""
+
+    reason = "source-unavailable"
+    retryable = True
+
+
+class TargetError(DRError):
+    """Writing to or reading from target storage failed."""
+
+    reason = "target-unavailable"
+    retryable = True
+
+
+class RepositoryError(TargetError):
+    """The repository is missing, of an unknown version, or inconsistent."""
+
+    reason = "repository-error"
+    retryable = False
+
+
+class ObjectNotFound(RepositoryError):
+    reason = "object-missing"
+
+
+class CorruptData(RepositoryError):
+    """Stored data does not match its hash. `offset` is the disk offset when known."""
+
+    reason = "corrupt-chunk"
+
+    def __init__(self, message: str, *, disk: str = "", offset: int | None = None):
+        super().__init__(message)
+        self.disk = disk
+        self.offset = offset

@@ -1,0 +1,112 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TransferStats(_message.Message):
+    __slots__ = ("bytes_read", "bytes_sent", "bytes_stored", "chunks_read", "chunks_sent", "chunks_unchanged", "chunks_zero", "chunks_stored", "chunks_deduplicated")
+    BYTES_READ_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_STORED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_READ_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_SENT_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_ZERO_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_STORED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
+    bytes_read: int
+    bytes_sent: int
+    bytes_stored: int
+    chunks_read: int
+    chunks_sent: int
+    chunks_unchanged: int
+    chunks_zero: int
+    chunks_stored: int
+    chunks_deduplicated: int
+    def __init__(self, bytes_read: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_stored: _Optional[int] = ..., chunks_read: _Optional[int] = ..., chunks_sent: _Optional[int] = ..., chunks_unchanged: _Optional[int] = ..., chunks_zero: _Optional[int] = ..., chunks_stored: _Optional[int] = ..., chunks_deduplicated: _Optional[int] = ...) -> None: ...
+
+class Checkpoint(_message.Message):
+    __slots__ = ("watermark_chunk", "segments", "tail")
+    WATERMARK_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    watermark_chunk: int
+    segments: _containers.RepeatedScalarFieldContainer[str]
+    tail: bytes
+    def __init__(self, watermark_chunk: _Optional[int] = ..., segments: _Optional[_Iterable[str]] = ..., tail: _Optional[bytes] = ...) -> None: ...
+
+class TaskError(_message.Message):
+    __slots__ = ("reason", "message", "retryable")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    message: str
+    retryable: bool
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
+
+class BadChunk(_message.Message):
+    __slots__ = ("disk", "offset", "length", "reason")
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    disk: str
+    offset: int
+    length: int
+    reason: str
+    def __init__(self, disk: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Operation(_message.Message):
+    __slots__ = ("name", "kind", "state", "done", "target", "bytes_done", "bytes_total", "create_time", "end_time", "error", "restore_result", "verify_result")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_RESULT_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_RESULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    state: str
+    done: bool
+    target: str
+    bytes_done: int
+    bytes_total: int
+    create_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    error: TaskError
+    restore_result: RestoreResult
+    verify_result: VerifyResult
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., done: _Optional[bool] = ..., target: _Optional[str] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., restore_result: _Optional[_Union[RestoreResult, _Mapping]] = ..., verify_result: _Optional[_Union[VerifyResult, _Mapping]] = ...) -> None: ...
+
+class RestoreResult(_message.Message):
+    __slots__ = ("destination_path", "bytes_written", "root_hash")
+    DESTINATION_PATH_FIELD_NUMBER: _ClassVar[int]
+    BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    destination_path: str
+    bytes_written: int
+    root_hash: str
+    def __init__(self, destination_path: _Optional[str] = ..., bytes_written: _Optional[int] = ..., root_hash: _Optional[str] = ...) -> None: ...
+
+class VerifyResult(_message.Message):
+    __slots__ = ("ok", "chunks_checked", "bad_chunks")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BAD_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    chunks_checked: int
+    bad_chunks: _containers.RepeatedCompositeFieldContainer[BadChunk]
+    def __init__(self, ok: _Optional[bool] = ..., chunks_checked: _Optional[int] = ..., bad_chunks: _Optional[_Iterable[_Union[BadChunk, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,253 @@
+import datetime
+
+from dr_common.proto.dr.v1 import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Node(_message.Message):
+    __slots__ = ("name", "hostname", "version", "max_tasks", "budget_bytes", "state", "last_heartbeat_time", "running_tasks", "inflight_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_TIME_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    hostname: str
+    version: str
+    max_tasks: int
+    budget_bytes: int
+    state: str
+    last_heartbeat_time: _timestamp_pb2.Timestamp
+    running_tasks: int
+    inflight_bytes: int
+    def __init__(self, name: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., state: _Optional[str] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("name", "kind", "lease_token", "lease_expire_time", "lease_seconds", "replicate", "finalize", "restore", "verify")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATE_FIELD_NUMBER: _ClassVar[int]
+    FINALIZE_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    lease_token: int
+    lease_expire_time: _timestamp_pb2.Timestamp
+    lease_seconds: int
+    replicate: ReplicateSpec
+    finalize: FinalizeSpec
+    restore: RestoreSpec
+    verify: VerifySpec
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ...) -> None: ...
+
+class RepositoryLocator(_message.Message):
+    __slots__ = ("kind", "path")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    path: str
+    def __init__(self, kind: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class ReplicateSpec(_message.Message):
+    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_FIELD_NUMBER: _ClassVar[int]
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_KIND_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_LOCATOR_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_INTERVAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    cycle: str
+    disk: str
+    source_kind: str
+    source_locator: str
+    size_bytes: int
+    repository: RepositoryLocator
+    chunk_size_bytes: int
+    compression: str
+    previous_root_hash: str
+    checkpoint: _common_pb2.Checkpoint
+    checkpoint_interval_bytes: int
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ...) -> None: ...
+
+class FinalizeSpec(_message.Message):
+    __slots__ = ("plan", "cycle", "recovery_point_id", "repository", "disks")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    cycle: str
+    recovery_point_id: str
+    repository: RepositoryLocator
+    disks: _containers.RepeatedCompositeFieldContainer[FinalizeDisk]
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., recovery_point_id: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[FinalizeDisk, _Mapping]]] = ...) -> None: ...
+
+class FinalizeDisk(_message.Message):
+    __slots__ = ("disk", "root_hash", "size_bytes", "full_sync")
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FULL_SYNC_FIELD_NUMBER: _ClassVar[int]
+    disk: str
+    root_hash: str
+    size_bytes: int
+    full_sync: bool
+    def __init__(self, disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ...) -> None: ...
+
+class RestoreSpec(_message.Message):
+    __slots__ = ("recovery_point", "disk", "root_hash", "repository", "destination_path", "format", "overwrite")
+    RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_PATH_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    recovery_point: str
+    disk: str
+    root_hash: str
+    repository: RepositoryLocator
+    destination_path: str
+    format: str
+    overwrite: bool
+    def __init__(self, recovery_point: _Optional[str] = ..., disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., destination_path: _Optional[str] = ..., format: _Optional[str] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+
+class VerifySpec(_message.Message):
+    __slots__ = ("recovery_point", "repository", "disks")
+    RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    recovery_point: str
+    repository: RepositoryLocator
+    disks: _containers.RepeatedCompositeFieldContainer[FinalizeDisk]
+    def __init__(self, recovery_point: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[FinalizeDisk, _Mapping]]] = ...) -> None: ...
+
+class RegisterNodeRequest(_message.Message):
+    __slots__ = ("node_id", "hostname", "version", "max_tasks", "budget_bytes")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    hostname: str
+    version: str
+    max_tasks: int
+    budget_bytes: int
+    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("node", "running_tasks", "inflight_bytes")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    running_tasks: int
+    inflight_bytes: int
+    def __init__(self, node: _Optional[str] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("lease_seconds",)
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    lease_seconds: int
+    def __init__(self, lease_seconds: _Optional[int] = ...) -> None: ...
+
+class AcquireTaskRequest(_message.Message):
+    __slots__ = ("node", "wait_seconds")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    wait_seconds: int
+    def __init__(self, node: _Optional[str] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
+
+class AcquireTaskResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+
+class ReportProgressRequest(_message.Message):
+    __slots__ = ("task", "lease_token", "checkpoint", "bytes_done", "stats", "full_sync")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    FULL_SYNC_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    lease_token: int
+    checkpoint: _common_pb2.Checkpoint
+    bytes_done: int
+    stats: _common_pb2.TransferStats
+    full_sync: bool
+    def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., bytes_done: _Optional[int] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., full_sync: _Optional[bool] = ...) -> None: ...
+
+class ReportProgressResponse(_message.Message):
+    __slots__ = ("cancel",)
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    cancel: bool
+    def __init__(self, cancel: _Optional[bool] = ...) -> None: ...
+
+class CompleteTaskRequest(_message.Message):
+    __slots__ = ("task", "lease_token", "error", "stats", "root_hash", "full_sync", "size_bytes", "restore_result", "verify_result")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    FULL_SYNC_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_RESULT_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_RESULT_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    lease_token: int
+    error: _common_pb2.TaskError
+    stats: _common_pb2.TransferStats
+    root_hash: str
+    full_sync: bool
+    size_bytes: int
+    restore_result: _common_pb2.RestoreResult
+    verify_result: _common_pb2.VerifyResult
+    def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., root_hash: _Optional[str] = ..., full_sync: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., restore_result: _Optional[_Union[_common_pb2.RestoreResult, _Mapping]] = ..., verify_result: _Optional[_Union[_common_pb2.VerifyResult, _Mapping]] = ...) -> None: ...
+
+class CompleteTaskResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes", "next_page_token")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[Node]
+    next_page_token: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,42 @@
+"""Retries with jittered exponential backoff and a deadline.
+
+Only errors that say they are retryable (`DRError.retryable`, or the predicate given)
+are retried; writes we retry must be idempotent, which every target write is (chunks
+are named by their content; conditional puts make the last write idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def _retryable(exc: BaseException) -> bool:
+    return bool(getattr(exc, "retryable", False))
+
+
+async def retry(fn: Callable[[], Awaitable[T]], *, attempts: int = 5, base: float = 0.05,
+                cap: float = 5.0, deadline: float = 120.0,
+                retryable: Callable[[BaseException], bool] = _retryable,
+                on_retry: Callable[[BaseException, int], None] | None = None) -> T:
+    start = time.monotonic()
+    for attempt in range(1, attempts + 1):
+        try:
+            return await fn()
+        except Exception as exc:
+            if attempt == attempts or not retryable(exc):
+                raise
+            # "Full jitter": spreads retries of many chunks so they do not hit the
+            # target again in lock-step.
+            delay = random.uniform(0, min(cap, base * 2 ** attempt))
+            if time.monotonic() - start + delay > deadline:
+                raise
+            if on_retry is not None:
+                on_retry(exc, attempt)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")

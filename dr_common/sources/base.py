@@ -1,0 +1,57 @@
+"""The small interface every source adapter offers to the replication engine.
+
+A source opens one disk of a consistent point and says which extents to look at:
+- `zero` extents are holes or known zeros: recorded as zero, never read;
+- data extents are read; whether they changed is decided by the adapter's tracking
+  (changed-block APIs) or, for sources without tracking, by comparing chunk hashes
+  with the previous recovery point's manifest (`tracking == "hash-diff"`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Extent:
+    start: int
+    length: int
+    zero: bool
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    """A disk found by inventory."""
+
+    id: str
+    display_name: str
+    locator: str
+    size: int
+    sector_size: int = 512
+    cbt: str = "none"
+
+
+@dataclass(frozen=True)
+class WorkloadInfo:
+    id: str
+    display_name: str
+    disks: tuple[DiskInfo, ...]
+
+
+class SourceDisk(Protocol):
+    """One disk opened for reading. `readinto` blocks: call it from a worker thread."""
+
+    size: int
+    # "hash-diff": every data extent may have changed; the engine compares hashes.
+    tracking: str
+
+    def extents(self) -> list[Extent]: ...
+
+    def readinto(self, offset: int, buf: memoryview) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""gRPC face of the control plane: thin servicers over dr_control.services."""

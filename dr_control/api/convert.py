@@ -1,0 +1,144 @@
+"""Conversions from the metadata models to the wire messages (one place, one name each)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import json_format, timestamp_pb2
+
+from dr_common import names
+from dr_common.errors import InvalidArgument
+from dr_common.proto.dr.v1 import (common_pb2, inventory_pb2, nodes_pb2, protection_pb2,
+                                   recovery_points_pb2)
+from dr_control.db import models
+
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
+
+
+def paginate(items: list, page_size: int, page_token: str) -> tuple[list, str]:
+    """Offset pagination: the token is the offset of the next page."""
+    if page_size < 0:
+        raise InvalidArgument("page_size must not be negative", field="page_size")
+    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    try:
+        start = int(page_token or 0)
+    except ValueError:
+        raise InvalidArgument("page_token is not valid", field="page_token") from None
+    page = items[start:start + size]
+    nxt = str(start + size) if start + size < len(items) else ""
+    return page, nxt
+
+
+def ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    t = timestamp_pb2.Timestamp()
+    t.FromDatetime(value)
+    return t
+
+
+def stats(d: dict) -> common_pb2.TransferStats:
+    return json_format.ParseDict(d or {}, common_pb2.TransferStats(), ignore_unknown_fields=True)
+
+
+def task_error(reason: str, message: str) -> common_pb2.TaskError | None:
+    if not reason:
+        return None
+    return common_pb2.TaskError(reason=reason, message=message)
+
+
+def site(s: models.Site) -> inventory_pb2.Site:
+    return inventory_pb2.Site(name=names.site_name(s.id), kind=s.kind, path=s.path,
+                              description=s.description, credential_ref=s.credential_ref,
+                              create_time=ts(s.create_time),
+                              workload_count=getattr(s, "workload_count", 0))
+
+
+def disk(d: models.Disk) -> inventory_pb2.Disk:
+    return inventory_pb2.Disk(name=d.name, display_name=d.display_name, size_bytes=d.size,
+                              sector_size=d.sector_size, cbt=d.cbt, locator=d.locator)
+
+
+def workload(w: models.Workload) -> inventory_pb2.Workload:
+    return inventory_pb2.Workload(name=names.workload_name(w.site_id, w.id),
+                                  display_name=w.display_name,
+                                  disks=[disk(d) for d in w.disks])
+
+
+def plan(p: models.Plan, state: str) -> protection_pb2.Plan:
+    return protection_pb2.Plan(
+        name=names.plan_name(p.id), source_site=names.site_name(p.source_site),
+        target_site=names.site_name(p.target_site), target_kind=p.target_kind,
+        workloads=p.workloads, disks=p.disks, rpo_seconds=p.rpo_seconds, keep_last=p.keep_last,
+        chunk_size_bytes=p.chunk_size, compression=p.compression, state=state, paused=p.paused,
+        create_time=ts(p.create_time))
+
+
+def disk_progress(t: models.Task, chunk_size: int) -> protection_pb2.DiskProgress:
+    watermark = int((t.checkpoint or {}).get("watermark_chunk", 0)) * chunk_size
+    state = {"leased": "running"}.get(t.state, t.state)
+    done = t.bytes_total if t.state == "completed" else min(watermark, t.bytes_total)
+    return protection_pb2.DiskProgress(disk=t.disk, state=state, size_bytes=t.bytes_total,
+                                       watermark_bytes=done, full_sync=t.full_sync,
+                                       stats=stats(t.stats))
+
+
+def cycle(c: models.Cycle, tasks: list[models.Task], chunk_size: int) -> protection_pb2.Cycle:
+    total: dict[str, int] = {}
+    for t in tasks:
+        for k, v in (t.stats or {}).items():
+            total[k] = total.get(k, 0) + int(v)
+    return protection_pb2.Cycle(
+        name=names.cycle_name(c.plan_id, c.seq), state=c.state, create_time=ts(c.create_time),
+        end_time=ts(c.end_time),
+        recovery_point=names.point_name(c.plan_id, c.recovery_point_id)
+        if c.recovery_point_id else "",
+        stats=stats(total), disks=[disk_progress(t, chunk_size) for t in tasks],
+        error=task_error(c.error_reason, c.error_message))
+
+
+def point(p: models.RecoveryPoint) -> recovery_points_pb2.RecoveryPoint:
+    return recovery_points_pb2.RecoveryPoint(
+        name=names.point_name(p.plan_id, p.id), create_time=ts(p.create_time),
+        cycle=names.cycle_name(p.plan_id, p.cycle_seq),
+        disks=[recovery_points_pb2.RecoveryPointDisk(
+            disk=d["disk"], size_bytes=d["size_bytes"], root_hash=d["root_hash"],
+            full_sync=d.get("full_sync", False)) for d in p.disks],
+        stats=stats(p.stats), locked=p.locked)
+
+
+_OP_STATE = {"queued": "queued", "leased": "running", "completed": "completed",
+             "failed": "failed", "cancelled": "cancelled"}
+
+
+def operation(t: models.Task) -> common_pb2.Operation:
+    op = common_pb2.Operation(
+        name=names.operation_name(t.id), kind=t.kind, state=_OP_STATE[t.state],
+        done=t.state in ("completed", "failed", "cancelled"), target=t.target,
+        bytes_done=t.bytes_done, bytes_total=t.bytes_total, create_time=ts(t.create_time),
+        end_time=ts(t.end_time), error=task_error(t.error_reason, t.error_message)
+        if t.state in ("failed", "cancelled") else None)
+    if t.state == "completed" and t.result:
+        if t.kind == "restore":
+            json_format.ParseDict(t.result, op.restore_result, ignore_unknown_fields=True)
+        elif t.kind == "verify":
+            json_format.ParseDict(t.result, op.verify_result, ignore_unknown_fields=True)
+    return op
+
+
+def node(n: models.Node, online: bool) -> nodes_pb2.Node:
+    return nodes_pb2.Node(name=names.node_name(n.id), hostname=n.hostname, version=n.version,
+                          max_tasks=n.max_tasks, budget_bytes=n.budget_bytes,
+                          state="online" if online else "offline",
+                          last_heartbeat_time=ts(n.last_heartbeat_time),
+                          running_tasks=n.running_tasks, inflight_bytes=n.inflight_bytes)
+
+
+def task(t: models.Task) -> nodes_pb2.Task:
+    msg = nodes_pb2.Task(name=names.task_name(t.id), kind=t.kind, lease_token=t.lease_token,
+                         lease_expire_time=ts(t.lease_expire_time))
+    spec = dict(t.spec)
+    if t.kind == "replicate" and t.checkpoint:
+        spec["checkpoint"] = t.checkpoint
+    json_format.ParseDict(spec, getattr(msg, t.kind), ignore_unknown_fields=True)
+    return msg

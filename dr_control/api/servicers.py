@@ -1,0 +1,259 @@
+"""gRPC servicers: decode a request, call the service layer, encode the answer.
+
+No validation or state lives here (the service layer owns both), so the REST face can
+reuse the same services.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import empty_pb2, json_format
+
+from dr_common import names
+from dr_common.proto.dr.v1 import (inventory_pb2, inventory_pb2_grpc, nodes_pb2,
+                                   nodes_pb2_grpc, operations_pb2, operations_pb2_grpc,
+                                   protection_pb2, protection_pb2_grpc, recovery_points_pb2,
+                                   recovery_points_pb2_grpc, restore_pb2_grpc)
+from dr_control.api import convert
+from dr_control.api.errors import rpc
+from dr_control.services.coordinator import Coordinator
+from dr_control.services.inventory import InventoryService
+from dr_control.services.points import PointService
+from dr_control.services.protection import ProtectionService
+
+# Longest a node's AcquireTask waits for work before answering "nothing".
+MAX_WAIT_SECONDS = 30
+
+
+def _dict(msg) -> dict:
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+class Inventory(inventory_pb2_grpc.InventoryServiceServicer):
+    def __init__(self, svc: InventoryService):
+        self.svc = svc
+
+    @rpc
+    async def CreateSite(self, request, context):
+        s = request.site
+        site = await self.svc.create_site(request.site_id, kind=s.kind, path=s.path,
+                                          description=s.description,
+                                          credential_ref=s.credential_ref)
+        return convert.site(site)
+
+    @rpc
+    async def GetSite(self, request, context):
+        return convert.site(await self.svc.get_site(request.name))
+
+    @rpc
+    async def ListSites(self, request, context):
+        page, nxt = convert.paginate(await self.svc.list_sites(), request.page_size,
+                                     request.page_token)
+        return inventory_pb2.ListSitesResponse(sites=[convert.site(s) for s in page],
+                                               next_page_token=nxt)
+
+    @rpc
+    async def RefreshSite(self, request, context):
+        return convert.site(await self.svc.refresh_site(request.name))
+
+    @rpc
+    async def ListWorkloads(self, request, context):
+        page, nxt = convert.paginate(await self.svc.list_workloads(request.parent),
+                                     request.page_size, request.page_token)
+        return inventory_pb2.ListWorkloadsResponse(
+            workloads=[convert.workload(w) for w in page], next_page_token=nxt)
+
+    @rpc
+    async def GetWorkload(self, request, context):
+        return convert.workload(await self.svc.get_workload(request.name))
+
+
+class Protection(protection_pb2_grpc.ProtectionServiceServicer):
+    def __init__(self, svc: ProtectionService):
+        self.svc = svc
+
+    async def _plan(self, plan) -> protection_pb2.Plan:
+        return convert.plan(plan, await self.svc.plan_state(plan))
+
+    @rpc
+    async def CreatePlan(self, request, context):
+        p = request.plan
+        plan = await self.svc.create_plan(
+            request.plan_id, source_site=p.source_site, target_site=p.target_site,
+            target_kind=p.target_kind, workloads=list(p.workloads), disks=list(p.disks),
+            rpo_seconds=p.rpo_seconds, keep_last=p.keep_last, chunk_size=p.chunk_size_bytes,
+            compression=p.compression)
+        return await self._plan(plan)
+
+    @rpc
+    async def GetPlan(self, request, context):
+        return await self._plan(await self.svc.get_plan(request.name))
+
+    @rpc
+    async def ListPlans(self, request, context):
+        page, nxt = convert.paginate(await self.svc.list_plans(), request.page_size,
+                                     request.page_token)
+        return protection_pb2.ListPlansResponse(plans=[await self._plan(p) for p in page],
+                                                next_page_token=nxt)
+
+    @rpc
+    async def DeletePlan(self, request, context):
+        await self.svc.delete_plan(request.name)
+        return empty_pb2.Empty()
+
+    @rpc
+    async def PausePlan(self, request, context):
+        return await self._plan(await self.svc.set_paused(request.name, True))
+
+    @rpc
+    async def ResumePlan(self, request, context):
+        return await self._plan(await self.svc.set_paused(request.name, False))
+
+    @rpc
+    async def RunPlan(self, request, context):
+        plan = await self.svc.get_plan(request.name)
+        cycle = await self.svc.run_plan(request.name)
+        return convert.cycle(cycle, [], plan.chunk_size)
+
+    @rpc
+    async def GetPlanStatus(self, request, context):
+        st = await self.svc.status(request.name)
+        last = st.last_point
+        return protection_pb2.PlanStatus(
+            plan=convert.plan(st.plan, st.state),
+            last_recovery_point=names.point_name(st.plan.id, last.id) if last else "",
+            last_recovery_point_time=convert.ts(last.create_time) if last else None,
+            rpo_lag_seconds=st.rpo_lag_seconds, rpo_met=st.rpo_met,
+            disks=[protection_pb2.DiskStatus(disk=d, state=s) for d, s in st.disks],
+            in_sync_count=sum(1 for _, s in st.disks if s == "in-sync"),
+            current_cycle=convert.cycle(st.current_cycle, st.current_tasks, st.plan.chunk_size)
+            if st.current_cycle else None)
+
+    @rpc
+    async def ListCycles(self, request, context):
+        plan = await self.svc.get_plan(request.parent)
+        page, nxt = convert.paginate(await self.svc.list_cycles(request.parent),
+                                     request.page_size, request.page_token)
+        return protection_pb2.ListCyclesResponse(
+            cycles=[convert.cycle(c, tasks, plan.chunk_size) for c, tasks in page],
+            next_page_token=nxt)
+
+
+class RecoveryPoints(recovery_points_pb2_grpc.RecoveryPointServiceServicer):
+    def __init__(self, svc: PointService):
+        self.svc = svc
+
+    @rpc
+    async def ListRecoveryPoints(self, request, context):
+        page, nxt = convert.paginate(await self.svc.list_points(request.parent),
+                                     request.page_size, request.page_token)
+        return recovery_points_pb2.ListRecoveryPointsResponse(
+            recovery_points=[convert.point(p) for p in page], next_page_token=nxt)
+
+    @rpc
+    async def GetRecoveryPoint(self, request, context):
+        return convert.point(await self.svc.get_point(request.name))
+
+    @rpc
+    async def VerifyRecoveryPoint(self, request, context):
+        return convert.operation(await self.svc.verify(request.name))
+
+
+class Restore(restore_pb2_grpc.RestoreServiceServicer):
+    def __init__(self, svc: PointService):
+        self.svc = svc
+
+    @rpc
+    async def RestoreDisk(self, request, context):
+        task = await self.svc.restore(request.recovery_point, disk=request.disk,
+                                      destination=request.destination_path, fmt=request.format,
+                                      overwrite=request.overwrite)
+        return convert.operation(task)
+
+
+class Operations(operations_pb2_grpc.OperationsServiceServicer):
+    def __init__(self, svc: PointService):
+        self.svc = svc
+
+    @rpc
+    async def GetOperation(self, request, context):
+        return convert.operation(await self.svc.get_operation(request.name))
+
+    @rpc
+    async def ListOperations(self, request, context):
+        page, nxt = convert.paginate(await self.svc.list_operations(), request.page_size,
+                                     request.page_token)
+        return operations_pb2.ListOperationsResponse(
+            operations=[convert.operation(t) for t in page], next_page_token=nxt)
+
+    @rpc
+    async def CancelOperation(self, request, context):
+        await self.svc.cancel_operation(request.name)
+        return empty_pb2.Empty()
+
+
+class Nodes(nodes_pb2_grpc.NodeServiceServicer):
+    def __init__(self, coordinator: Coordinator):
+        self.coord = coordinator
+
+    @rpc
+    async def RegisterNode(self, request, context):
+        node = await self.coord.register_node(
+            request.node_id or request.hostname, hostname=request.hostname,
+            version=request.version, max_tasks=request.max_tasks,
+            budget_bytes=request.budget_bytes)
+        return convert.node(node, True)
+
+    @rpc
+    async def Heartbeat(self, request, context):
+        await self.coord.heartbeat(request.node, running_tasks=request.running_tasks,
+                                   inflight_bytes=request.inflight_bytes)
+        return nodes_pb2.HeartbeatResponse(
+            lease_seconds=self.coord.ctx.config.scheduler.lease_seconds)
+
+    @rpc
+    async def AcquireTask(self, request, context):
+        wait = min(request.wait_seconds, MAX_WAIT_SECONDS)
+        signal = self.coord.ctx.tasks_queued
+        while True:
+            task = await self.coord.acquire_task(request.node)
+            if task is not None:
+                return nodes_pb2.AcquireTaskResponse(task=convert.task(task))
+            if wait <= 0:
+                return nodes_pb2.AcquireTaskResponse()
+            # Wait for a wake-up, but look again at least every second: another replica
+            # (or the lease expiry pass) may have queued work without waking us.
+            step = min(wait, 1.0)
+            await signal.wait(step)
+            wait -= step
+
+    @rpc
+    async def ReportProgress(self, request, context):
+        cancel = await self.coord.report_progress(
+            request.task, request.lease_token,
+            checkpoint=_dict(request.checkpoint) if request.HasField("checkpoint") else {},
+            bytes_done=request.bytes_done, stats=_dict(request.stats),
+            full_sync=request.full_sync)
+        return nodes_pb2.ReportProgressResponse(cancel=cancel)
+
+    @rpc
+    async def CompleteTask(self, request, context):
+        result: dict = {}
+        which = request.WhichOneof("result")
+        if which:
+            result = _dict(getattr(request, which))
+        if request.root_hash:
+            result.update(root_hash=request.root_hash, size_bytes=request.size_bytes)
+        error = _dict(request.error) if request.HasField("error") else None
+        await self.coord.complete_task(request.task, request.lease_token, error=error,
+                                       stats=_dict(request.stats), result=result,
+                                       full_sync=request.full_sync)
+        return nodes_pb2.CompleteTaskResponse()
+
+    @rpc
+    async def ListNodes(self, request, context):
+        page, nxt = convert.paginate(await self.coord.list_nodes(), request.page_size,
+                                     request.page_token)
+        return nodes_pb2.ListNodesResponse(
+            nodes=[convert.node(n, self.coord.node_online(n)) for n in page],
+            next_page_token=nxt)
+

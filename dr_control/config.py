@@ -1,0 +1,36 @@
+"""dr-control configuration (TOML file + DR_CONTROL_* environment overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    # Seconds between scheduler passes (due plans, expired leases).
+    tick_seconds: float = 1.0
+    # A node's leases last this long without a heartbeat or progress report.
+    lease_seconds: int = 30
+    # Times a task is tried before its cycle fails.
+    max_attempts: int = 3
+    # Persist a disk's checkpoint at least every this many bytes (DESIGN: 500 MB).
+    checkpoint_interval_bytes: int = 500_000_000
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    listen: str = "127.0.0.1:50051"
+    state_dir: str = "/var/lib/hybrid-dr/control"
+    # Empty: sqlite+aiosqlite:///{state_dir}/control.db
+    database_url: str = ""
+    # `file` sites and restore destinations must lie inside one of these directories.
+    file_roots: list[str] = field(default_factory=lambda: ["/var/lib/hybrid-dr"])
+    metrics_host: str = "127.0.0.1"
+    # -1 disables the /metrics endpoint; 0 picks a free port.
+    metrics_port: int = 9464
+    log_level: str = "info"
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.state_dir}/control.db"

@@ -1,0 +1,1 @@
+"""Metadata store: SQLAlchemy 2 models, engine set-up and Alembic migrations."""

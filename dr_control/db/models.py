@@ -1,0 +1,170 @@
+"""Tables of the control plane's metadata (the only durable state besides target storage).
+
+Names follow DESIGN.md section 3. Times are timezone-aware UTC. JSON columns hold
+values the database never queries into (specs, stats, checkpoints).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, ForeignKeyConstraint,
+                        Integer, String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores UTC; returns aware datetimes (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict: JSON}
+
+
+class Site(Base):
+    __tablename__ = "sites"
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    credential_ref: Mapped[str] = mapped_column(Text, default="")
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    workloads: Mapped[list["Workload"]] = relationship(
+        back_populates="site", cascade="all, delete-orphan", order_by="Workload.id")
+
+
+class Workload(Base):
+    __tablename__ = "workloads"
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    display_name: Mapped[str] = mapped_column(Text, default="")
+    site: Mapped[Site] = relationship(back_populates="workloads")
+    disks: Mapped[list["Disk"]] = relationship(
+        back_populates="workload", cascade="all, delete-orphan", order_by="Disk.id")
+
+
+class Disk(Base):
+    __tablename__ = "disks"
+    # The full resource name is the key: plans and tasks refer to disks by it.
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    site_id: Mapped[str] = mapped_column(String(63))
+    workload_id: Mapped[str] = mapped_column(String(63))
+    id: Mapped[str] = mapped_column(String(63))
+    display_name: Mapped[str] = mapped_column(Text, default="")
+    locator: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sector_size: Mapped[int] = mapped_column(Integer, default=512)
+    cbt: Mapped[str] = mapped_column(String(32), default="none")
+    workload: Mapped[Workload] = relationship(back_populates="disks")
+    __table_args__ = (
+        ForeignKeyConstraint(["site_id", "workload_id"], ["workloads.site_id", "workloads.id"]),
+    )
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    source_site: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    target_site: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    target_kind: Mapped[str] = mapped_column(String(16))
+    workloads: Mapped[list] = mapped_column(JSON, default=list)
+    disks: Mapped[list] = mapped_column(JSON, default=list)
+    rpo_seconds: Mapped[int] = mapped_column(BigInteger)
+    keep_last: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_size: Mapped[int] = mapped_column(BigInteger)
+    compression: Mapped[str] = mapped_column(String(16), default="none")
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set by RunPlan: the scheduler starts a cycle at its next tick.
+    run_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Cycle(Base):
+    __tablename__ = "cycles"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    # queued | running | completed | partially-completed | failed
+    state: Mapped[str] = mapped_column(String(24), default="queued", index=True)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    end_time: Mapped[datetime | None] = mapped_column(nullable=True)
+    recovery_point_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    error_reason: Mapped[str] = mapped_column(String(64), default="")
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    __table_args__ = (UniqueConstraint("plan_id", "seq"),)
+
+
+class Task(Base):
+    """Work leased to one node at a time: replicate and finalize belong to a cycle;
+    restore and verify are the long-running operations users see."""
+
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycles.id"), nullable=True,
+                                                 index=True)
+    plan_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    disk: Mapped[str] = mapped_column(String(255), default="")
+    target: Mapped[str] = mapped_column(String(255), default="")
+    # queued | leased | completed | failed | cancelled
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    node_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    lease_token: Mapped[int] = mapped_column(BigInteger, default=0)
+    lease_expire_time: Mapped[datetime | None] = mapped_column(nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    spec: Mapped[dict] = mapped_column(JSON, default=dict)
+    checkpoint: Mapped[dict] = mapped_column(JSON, default=dict)
+    stats: Mapped[dict] = mapped_column(JSON, default=dict)
+    result: Mapped[dict] = mapped_column(JSON, default=dict)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    full_sync: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_reason: Mapped[str] = mapped_column(String(64), default="")
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    end_time: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class RecoveryPoint(Base):
+    __tablename__ = "recovery_points"
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(ForeignKey("cycles.id"))
+    cycle_seq: Mapped[int] = mapped_column(Integer)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # [{"disk", "size", "root_hash", "full_sync"}]
+    disks: Mapped[list] = mapped_column(JSON, default=list)
+    stats: Mapped[dict] = mapped_column(JSON, default=dict)
+    locked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    hostname: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[str] = mapped_column(String(32), default="")
+    max_tasks: Mapped[int] = mapped_column(Integer, default=1)
+    budget_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    running_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    inflight_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_heartbeat_time: Mapped[datetime] = mapped_column(default=utcnow)
+    register_time: Mapped[datetime] = mapped_column(default=utcnow)

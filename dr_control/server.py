@@ -1,0 +1,98 @@
+"""Assembles the dr-control process: database, services, gRPC server, scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dr_common.proto.dr.v1 import (inventory_pb2, inventory_pb2_grpc, nodes_pb2,
+                                   nodes_pb2_grpc, operations_pb2, operations_pb2_grpc,
+                                   protection_pb2, protection_pb2_grpc, recovery_points_pb2,
+                                   recovery_points_pb2_grpc, restore_pb2, restore_pb2_grpc)
+from dr_control.api import servicers
+from dr_control.config import ControlConfig
+from dr_control.db.engine import make_engine, migrate, sessionmaker
+from dr_control.scheduler import Scheduler
+from dr_control.services.context import ServiceContext
+from dr_control.services.coordinator import Coordinator
+from dr_control.services.inventory import InventoryService
+from dr_control.services.points import PointService
+from dr_control.services.protection import ProtectionService
+
+log = structlog.get_logger()
+
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in ((inventory_pb2, "InventoryService"),
+                         (protection_pb2, "ProtectionService"),
+                         (recovery_points_pb2, "RecoveryPointService"),
+                         (restore_pb2, "RestoreService"),
+                         (operations_pb2, "OperationsService"),
+                         (nodes_pb2, "NodeService")))
+
+
+@dataclass
+class Control:
+    config: ControlConfig
+    server: grpc.aio.Server
+    port: int
+    scheduler_task: asyncio.Task
+    engine: object
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self.scheduler_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.scheduler_task
+        await self.server.stop(grace)
+        await self.engine.dispose()
+
+
+async def start(config: ControlConfig) -> Control:
+    Path(config.state_dir).mkdir(parents=True, exist_ok=True)
+    await migrate(config.db_url)
+    engine = make_engine(config.db_url)
+    ctx = ServiceContext(db=sessionmaker(engine), config=config)
+    coordinator = Coordinator(ctx)
+    points = PointService(ctx)
+
+    server = grpc.aio.server()
+    inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
+        servicers.Inventory(InventoryService(ctx)), server)
+    protection_pb2_grpc.add_ProtectionServiceServicer_to_server(
+        servicers.Protection(ProtectionService(ctx, coordinator)), server)
+    recovery_points_pb2_grpc.add_RecoveryPointServiceServicer_to_server(
+        servicers.RecoveryPoints(points), server)
+    restore_pb2_grpc.add_RestoreServiceServicer_to_server(servicers.Restore(points), server)
+    operations_pb2_grpc.add_OperationsServiceServicer_to_server(
+        servicers.Operations(points), server)
+    nodes_pb2_grpc.add_NodeServiceServicer_to_server(servicers.Nodes(coordinator), server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in (*SERVICE_NAMES, ""):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.listen}")
+    await server.start()
+    scheduler_task = asyncio.create_task(Scheduler(ctx, coordinator).run(), name="scheduler")
+    log.info("dr-control started", listen=config.listen, port=port, database=_safe_url(
+        config.db_url))
+    return Control(config=config, server=server, port=port, scheduler_task=scheduler_task,
+                   engine=engine)
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password (it may hold one)."""
+    from sqlalchemy.engine import make_url
+    return make_url(url).render_as_string(hide_password=True)

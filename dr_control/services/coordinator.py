@@ -1,0 +1,268 @@
+"""Cycles and tasks: what nodes lease, how leases are fenced, and how a cycle ends.
+
+A cycle has one `replicate` task per disk. When all are completed, one `finalize` task
+writes the recovery-point object at the target (the last write of the cycle); only when
+that succeeds does the control plane record the recovery point, so a cycle that dies
+anywhere before leaves no visible point.
+
+Leases: a task is leased to one node at a time with a `lease_token` that grows on each
+lease. Every report carries the token; a stale holder (whose lease expired and whose
+task went to another node) gets FailedPrecondition and must stop. A task whose lease
+expires is queued again with its checkpoint, so the next holder resumes at the watermark.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import func, select, update
+
+from dr_common import names
+from dr_common.errors import FailedPrecondition, NotFound
+from dr_control import metrics
+from dr_control.db.models import Cycle, Disk, Node, Plan, RecoveryPoint, Site, Task, utcnow
+from dr_control.services.context import ServiceContext
+
+log = structlog.get_logger()
+
+ACTIVE_CYCLE_STATES = ("queued", "running")
+# Finalizing a cycle and user operations go before more replication work.
+_KIND_PRIORITY = {"finalize": 0, "restore": 1, "verify": 1, "replicate": 2}
+# A graceful node stop hands its tasks back with this reason; it costs no attempt.
+RELEASED = "node-stopping"
+
+
+def _point_id(cycle: Cycle, now: datetime) -> str:
+    return f"{now:%Y%m%dt%H%M%Sz}-{cycle.seq}"
+
+
+class Coordinator:
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.ctx.config.scheduler.lease_seconds)
+
+    # -- cycles -------------------------------------------------------------------
+
+    async def active_cycle(self, s, plan_id: str) -> Cycle | None:
+        return await s.scalar(select(Cycle).where(
+            Cycle.plan_id == plan_id, Cycle.state.in_(ACTIVE_CYCLE_STATES)))
+
+    async def start_cycle(self, s, plan: Plan) -> Cycle:
+        """Queues a cycle with one replicate task per disk (caller holds a transaction)."""
+        seq = (await s.scalar(select(func.max(Cycle.seq)).where(Cycle.plan_id == plan.id))) or 0
+        cycle = Cycle(plan_id=plan.id, seq=seq + 1, state="queued")
+        s.add(cycle)
+        await s.flush()
+        last = await s.scalar(select(RecoveryPoint).where(RecoveryPoint.plan_id == plan.id)
+                              .order_by(RecoveryPoint.create_time.desc()).limit(1))
+        previous = {d["disk"]: d["root_hash"] for d in (last.disks if last else [])}
+        target = await s.get(Site, plan.target_site)
+        source = await s.get(Site, plan.source_site)
+        for disk_name in plan.disks:
+            disk = await s.get(Disk, disk_name)
+            spec = {
+                "plan": names.plan_name(plan.id),
+                "cycle": names.cycle_name(plan.id, cycle.seq),
+                "disk": disk_name,
+                "source_kind": source.kind,
+                "source_locator": disk.locator,
+                "size_bytes": disk.size,
+                "repository": {"kind": plan.target_kind, "path": target.path},
+                "chunk_size_bytes": plan.chunk_size,
+                "compression": plan.compression,
+                "previous_root_hash": previous.get(disk_name, ""),
+                "checkpoint_interval_bytes": self.ctx.config.scheduler.checkpoint_interval_bytes,
+            }
+            s.add(Task(kind="replicate", cycle_id=cycle.id, plan_id=plan.id, disk=disk_name,
+                       spec=spec, bytes_total=disk.size))
+        plan.run_requested = False
+        log.info("cycle queued", plan=plan.id, cycle=cycle.seq, disks=len(plan.disks))
+        metrics.CYCLES.labels(state="queued").inc()
+        self.ctx.tasks_queued.notify()
+        return cycle
+
+    async def _after_replicate(self, s, cycle: Cycle) -> None:
+        tasks = (await s.scalars(select(Task).where(Task.cycle_id == cycle.id))).all()
+        if any(t.kind == "finalize" for t in tasks):
+            return
+        if not all(t.state == "completed" for t in tasks):
+            return
+        plan = await s.get(Plan, cycle.plan_id)
+        target = await s.get(Site, plan.target_site)
+        disks = [{"disk": t.disk, "root_hash": t.result["root_hash"],
+                  "size_bytes": t.result["size_bytes"], "full_sync": t.full_sync}
+                 for t in sorted(tasks, key=lambda t: t.disk)]
+        spec = {"plan": names.plan_name(plan.id), "cycle": names.cycle_name(plan.id, cycle.seq),
+                "recovery_point_id": _point_id(cycle, utcnow()),
+                "repository": {"kind": plan.target_kind, "path": target.path}, "disks": disks}
+        s.add(Task(kind="finalize", cycle_id=cycle.id, plan_id=plan.id, spec=spec))
+        self.ctx.tasks_queued.notify()
+
+    async def _after_finalize(self, s, cycle: Cycle, task: Task) -> None:
+        tasks = (await s.scalars(select(Task).where(
+            Task.cycle_id == cycle.id, Task.kind == "replicate"))).all()
+        stats: dict[str, int] = {}
+        for t in tasks:
+            for k, v in t.stats.items():
+                stats[k] = stats.get(k, 0) + int(v)
+        point_id = task.spec["recovery_point_id"]
+        s.add(RecoveryPoint(plan_id=cycle.plan_id, id=point_id, cycle_id=cycle.id,
+                            cycle_seq=cycle.seq, disks=task.spec["disks"], stats=stats))
+        cycle.state, cycle.end_time, cycle.recovery_point_id = "completed", utcnow(), point_id
+        metrics.CYCLES.labels(state="completed").inc()
+        log.info("recovery point recorded", plan=cycle.plan_id, cycle=cycle.seq, point=point_id)
+
+    async def _fail_cycle(self, s, cycle: Cycle, reason: str, message: str) -> None:
+        cycle.state, cycle.end_time = "failed", utcnow()
+        cycle.error_reason, cycle.error_message = reason, message
+        await s.execute(update(Task).where(Task.cycle_id == cycle.id, Task.state == "queued")
+                        .values(state="cancelled", end_time=utcnow()))
+        await s.execute(update(Task).where(Task.cycle_id == cycle.id, Task.state == "leased")
+                        .values(cancel_requested=True))
+        metrics.CYCLES.labels(state="failed").inc()
+        log.warning("cycle failed", plan=cycle.plan_id, cycle=cycle.seq, reason=reason,
+                    message=message)
+
+    # -- nodes --------------------------------------------------------------------
+
+    async def register_node(self, node_id: str, *, hostname: str, version: str,
+                            max_tasks: int, budget_bytes: int) -> Node:
+        names.check_id(node_id, field="node_id", what="node")
+        async with self.ctx.db() as s, s.begin():
+            node = await s.get(Node, node_id)
+            if node is None:
+                node = Node(id=node_id)
+                s.add(node)
+            node.hostname, node.version = hostname, version
+            node.max_tasks, node.budget_bytes = max(1, max_tasks), budget_bytes
+            node.last_heartbeat_time = utcnow()
+        log.info("node registered", node=node_id, hostname=hostname, max_tasks=max_tasks)
+        return node
+
+    async def heartbeat(self, node_name: str, *, running_tasks: int, inflight_bytes: int) -> None:
+        node_id = names.parse_node(node_name, field="node")
+        now = utcnow()
+        async with self.ctx.db() as s, s.begin():
+            node = await s.get(Node, node_id)
+            if node is None:
+                raise NotFound(f"node {node_name} is not registered; register it again")
+            node.last_heartbeat_time, node.running_tasks = now, running_tasks
+            node.inflight_bytes = inflight_bytes
+            await s.execute(update(Task).where(Task.node_id == node_id, Task.state == "leased")
+                            .values(lease_expire_time=now + self.lease))
+
+    async def list_nodes(self) -> list[Node]:
+        async with self.ctx.db() as s:
+            return list((await s.scalars(select(Node).order_by(Node.id))).all())
+
+    def node_online(self, node: Node) -> bool:
+        return utcnow() - node.last_heartbeat_time < self.lease
+
+    # -- tasks --------------------------------------------------------------------
+
+    async def acquire_task(self, node_name: str) -> Task | None:
+        node_id = names.parse_node(node_name, field="node")
+        async with self.ctx.db() as s, s.begin():
+            if await s.get(Node, node_id) is None:
+                raise NotFound(f"node {node_name} is not registered; register it again")
+            queued = (await s.scalars(select(Task).where(Task.state == "queued")
+                                      .order_by(Task.id).limit(64))).all()
+            for task in sorted(queued, key=lambda t: (_KIND_PRIORITY[t.kind], t.id)):
+                now = utcnow()
+                # Conditional update: with several control replicas, only one wins a task.
+                won = await s.execute(
+                    update(Task).where(Task.id == task.id, Task.state == "queued").values(
+                        state="leased", node_id=node_id, lease_token=Task.lease_token + 1,
+                        lease_expire_time=now + self.lease, attempts=Task.attempts + 1))
+                if won.rowcount != 1:
+                    continue
+                await s.refresh(task)
+                if task.cycle_id is not None:
+                    await s.execute(update(Cycle).where(
+                        Cycle.id == task.cycle_id, Cycle.state == "queued").values(
+                        state="running"))
+                log.info("task leased", task=task.id, kind=task.kind, node=node_id,
+                         disk=task.disk, attempt=task.attempts)
+                return task
+        return None
+
+    async def _leased(self, s, task_name: str, token: int) -> Task:
+        task_id = int(names.parse_task(task_name, field="task"))
+        task = await s.get(Task, task_id)
+        if task is None:
+            raise NotFound(f"task {task_name} not found")
+        if task.state != "leased" or task.lease_token != token:
+            raise FailedPrecondition(
+                f"the lease on {task_name} was lost (token {token}); stop working on it",
+                reason="lease-lost")
+        return task
+
+    async def report_progress(self, task_name: str, token: int, *, checkpoint: dict,
+                              bytes_done: int, stats: dict, full_sync: bool) -> bool:
+        """Records progress and renews the lease; True means: cancel the task."""
+        async with self.ctx.db() as s, s.begin():
+            task = await self._leased(s, task_name, token)
+            if checkpoint:
+                task.checkpoint = checkpoint
+            task.bytes_done, task.stats, task.full_sync = bytes_done, stats, full_sync
+            task.lease_expire_time = utcnow() + self.lease
+            return task.cancel_requested
+
+    async def complete_task(self, task_name: str, token: int, *, error: dict | None,
+                            stats: dict, result: dict, full_sync: bool) -> None:
+        async with self.ctx.db() as s, s.begin():
+            task = await self._leased(s, task_name, token)
+            task.stats, task.full_sync = stats or task.stats, full_sync
+            if error:
+                await self._task_error(s, task, error)
+                return
+            task.state, task.end_time, task.result = "completed", utcnow(), result
+            task.bytes_done = task.bytes_total or task.bytes_done
+            log.info("task completed", task=task.id, kind=task.kind, disk=task.disk)
+            cycle = await s.get(Cycle, task.cycle_id) if task.cycle_id else None
+            if cycle is None or cycle.state not in ACTIVE_CYCLE_STATES:
+                return
+            if task.kind == "replicate":
+                await self._after_replicate(s, cycle)
+            elif task.kind == "finalize":
+                await self._after_finalize(s, cycle, task)
+
+    async def _task_error(self, s, task: Task, error: dict) -> None:
+        reason, message = error.get("reason", "internal"), error.get("message", "")
+        released = reason == RELEASED
+        if released:
+            task.attempts -= 1
+        if not task.cancel_requested and (released or (
+                error.get("retryable") and task.attempts < self.ctx.config.scheduler.max_attempts)):
+            task.state, task.node_id, task.lease_expire_time = "queued", None, None
+            task.error_reason, task.error_message = reason, message
+            log.warning("task requeued", task=task.id, kind=task.kind, reason=reason,
+                        message=message, attempt=task.attempts)
+            self.ctx.tasks_queued.notify()
+            return
+        task.state = "cancelled" if reason == "cancelled" else "failed"
+        task.end_time, task.error_reason, task.error_message = utcnow(), reason, message
+        log.warning("task failed", task=task.id, kind=task.kind, reason=reason, message=message)
+        if task.cycle_id is not None:
+            cycle = await s.get(Cycle, task.cycle_id)
+            if cycle.state in ACTIVE_CYCLE_STATES:
+                where = f" ({task.disk})" if task.disk else ""
+                await self._fail_cycle(s, cycle, reason, f"{task.kind}{where}: {message}")
+
+    async def expire_leases(self) -> int:
+        """Queues again every task whose node stopped renewing its lease."""
+        now = utcnow()
+        async with self.ctx.db() as s, s.begin():
+            expired = (await s.scalars(select(Task).where(
+                Task.state == "leased", Task.lease_expire_time < now))).all()
+            for task in expired:
+                log.warning("lease expired", task=task.id, kind=task.kind, node=task.node_id,
+                            disk=task.disk)
+                await self._task_error(s, task, {
+                    "reason": "lease-expired", "retryable": True,
+                    "message": f"node {task.node_id} stopped renewing its lease"})
+        return len(expired)

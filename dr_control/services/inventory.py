@@ -1,0 +1,109 @@
+"""Inventory: sites and the workloads and disks discovered at them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from dr_common import names
+from dr_common.errors import AlreadyExists, InvalidArgument, NotFound
+from dr_common.sources import file as file_source
+from dr_control.db.models import Disk, Site, Workload
+from dr_control.services.context import ServiceContext
+
+SITE_KINDS = ("file",)
+
+
+class InventoryService:
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+
+    async def create_site(self, site_id: str, *, kind: str, path: str, description: str = "",
+                          credential_ref: str = "") -> Site:
+        names.check_id(site_id, field="site_id", what="site")
+        if kind not in SITE_KINDS:
+            raise InvalidArgument(
+                f"site kind {kind!r} is not supported; supported kinds: {', '.join(SITE_KINDS)}",
+                field="site.kind")
+        if not path:
+            raise InvalidArgument("a file site needs a path", field="site.path")
+        resolved = file_source.check_within_roots(path, self.ctx.config.file_roots,
+                                                  field="site.path")
+        found = await asyncio.to_thread(file_source.discover, resolved)
+        async with self.ctx.db() as s, s.begin():
+            if await s.get(Site, site_id) is not None:
+                raise AlreadyExists(f"site {names.site_name(site_id)} already exists")
+            site = Site(id=site_id, kind=kind, path=str(resolved), description=description,
+                        credential_ref=credential_ref)
+            s.add(site)
+            await s.flush()
+            self._merge(s, site, found, existing={})
+        return await self.get_site(names.site_name(site_id))
+
+    async def refresh_site(self, name: str) -> Site:
+        site = await self.get_site(name)
+        found = await asyncio.to_thread(file_source.discover, site.path)
+        async with self.ctx.db() as s, s.begin():
+            site = await s.get(Site, site.id)
+            existing = {d.name: d for d in
+                        (await s.scalars(select(Disk).where(Disk.site_id == site.id))).all()}
+            existing_wl = {w.id for w in
+                           (await s.scalars(select(Workload).where(Workload.site_id == site.id)))}
+            self._merge(s, site, found, existing=existing, existing_workloads=existing_wl)
+        return await self.get_site(name)
+
+    @staticmethod
+    def _merge(s, site: Site, found, *, existing: dict, existing_workloads=frozenset()) -> None:
+        # Disks that vanished are kept: plans may refer to them, and a cycle will report the
+        # source as unavailable, which is the truthful state.
+        for wl in found:
+            if wl.id not in existing_workloads:
+                s.add(Workload(site_id=site.id, id=wl.id, display_name=wl.display_name))
+            for d in wl.disks:
+                name = names.disk_name(site.id, wl.id, d.id)
+                disk = existing.get(name)
+                if disk is None:
+                    s.add(Disk(name=name, site_id=site.id, workload_id=wl.id, id=d.id,
+                               display_name=d.display_name, locator=d.locator, size=d.size,
+                               sector_size=d.sector_size, cbt=d.cbt))
+                else:
+                    disk.size, disk.locator = d.size, d.locator
+
+    async def get_site(self, name: str) -> Site:
+        site_id = names.parse_site(name)
+        async with self.ctx.db() as s:
+            site = await s.get(Site, site_id)
+            if site is None:
+                raise NotFound(f"site {name} not found")
+            site.workload_count = await s.scalar(
+                select(func.count()).select_from(Workload).where(Workload.site_id == site_id))
+            return site
+
+    async def list_sites(self) -> list[Site]:
+        async with self.ctx.db() as s:
+            sites = (await s.scalars(select(Site).order_by(Site.id))).all()
+            counts = dict((await s.execute(
+                select(Workload.site_id, func.count()).group_by(Workload.site_id))).all())
+        for site in sites:
+            site.workload_count = counts.get(site.id, 0)
+        return list(sites)
+
+    async def list_workloads(self, parent: str = "") -> list[Workload]:
+        q = select(Workload).options(selectinload(Workload.disks)).order_by(
+            Workload.site_id, Workload.id)
+        if parent:
+            site = await self.get_site(parent)
+            q = q.where(Workload.site_id == site.id)
+        async with self.ctx.db() as s:
+            return list((await s.scalars(q)).all())
+
+    async def get_workload(self, name: str) -> Workload:
+        site_id, wl_id = names.parse_workload(name)
+        async with self.ctx.db() as s:
+            wl = await s.scalar(select(Workload).options(selectinload(Workload.disks)).where(
+                Workload.site_id == site_id, Workload.id == wl_id))
+        if wl is None:
+            raise NotFound(f"workload {name} not found")
+        return wl

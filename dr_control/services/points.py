@@ -1,0 +1,118 @@
+"""Recovery points, and the operations users run on them (restore, verify).
+
+Both operations are tasks run by a node, because target storage may be reachable only
+from inside the recovery site. An operation's name is "operations/{task id}".
+"""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy import select
+
+from dr_common import names
+from dr_common.errors import AlreadyExists, InvalidArgument, NotFound
+from dr_common.sources.file import check_within_roots
+from dr_control.db.models import Plan, RecoveryPoint, Site, Task, utcnow
+from dr_control.services.context import ServiceContext
+
+OPERATION_KINDS = ("restore", "verify")
+RESTORE_FORMATS = ("raw",)
+
+
+class PointService:
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+
+    async def list_points(self, parent: str) -> list[RecoveryPoint]:
+        plan_id = names.parse_plan(parent, field="parent")
+        async with self.ctx.db() as s:
+            if await s.get(Plan, plan_id) is None:
+                raise NotFound(f"plan {parent} not found")
+            return list((await s.scalars(select(RecoveryPoint).where(
+                RecoveryPoint.plan_id == plan_id).order_by(RecoveryPoint.create_time))).all())
+
+    async def get_point(self, name: str, *, field: str = "name") -> RecoveryPoint:
+        plan_id, point_id = names.parse_point(name, field=field)
+        async with self.ctx.db() as s:
+            point = await s.get(RecoveryPoint, (plan_id, point_id))
+        if point is None:
+            raise NotFound(f"recovery point {name} not found")
+        return point
+
+    async def _repository(self, s, plan_id: str) -> dict:
+        plan = await s.get(Plan, plan_id)
+        site = await s.get(Site, plan.target_site)
+        return {"kind": plan.target_kind, "path": site.path}
+
+    async def verify(self, name: str) -> Task:
+        point = await self.get_point(name)
+        async with self.ctx.db() as s, s.begin():
+            task = Task(kind="verify", plan_id=point.plan_id, target=name,
+                        bytes_total=sum(d["size_bytes"] for d in point.disks),
+                        spec={"recovery_point": name,
+                              "repository": await self._repository(s, point.plan_id),
+                              "disks": point.disks})
+            s.add(task)
+        self.ctx.tasks_queued.notify()
+        return task
+
+    async def restore(self, point_name: str, *, disk: str, destination: str, fmt: str,
+                      overwrite: bool) -> Task:
+        point = await self.get_point(point_name, field="recovery_point")
+        if not disk:
+            if len(point.disks) != 1:
+                raise InvalidArgument(
+                    f"recovery point {point_name} holds {len(point.disks)} disks; name one",
+                    field="disk")
+            disk = point.disks[0]["disk"]
+        entry = next((d for d in point.disks if d["disk"] == disk), None)
+        if entry is None:
+            raise NotFound(f"disk {disk} is not in recovery point {point_name}")
+        fmt = fmt or "raw"
+        if fmt not in RESTORE_FORMATS:
+            raise InvalidArgument(f"format must be one of {', '.join(RESTORE_FORMATS)}",
+                                  field="format")
+        if not destination:
+            raise InvalidArgument("destination_path is required", field="destination_path")
+        dest = check_within_roots(destination, self.ctx.config.file_roots,
+                                  field="destination_path")
+        if dest.exists() and not overwrite:
+            raise AlreadyExists(f"{dest} exists; pass overwrite to replace it")
+        if not dest.parent.is_dir():
+            raise InvalidArgument(f"directory {dest.parent} does not exist",
+                                  field="destination_path")
+        async with self.ctx.db() as s, s.begin():
+            task = Task(kind="restore", plan_id=point.plan_id, target=point_name, disk=disk,
+                        bytes_total=entry["size_bytes"],
+                        spec={"recovery_point": point_name, "disk": disk,
+                              "root_hash": entry["root_hash"],
+                              "repository": await self._repository(s, point.plan_id),
+                              "destination_path": os.fspath(dest), "format": fmt,
+                              "overwrite": overwrite})
+            s.add(task)
+        self.ctx.tasks_queued.notify()
+        return task
+
+    async def get_operation(self, name: str) -> Task:
+        task_id = names.parse_operation(name)
+        async with self.ctx.db() as s:
+            task = await s.get(Task, int(task_id)) if task_id.isdigit() else None
+        if task is None or task.kind not in OPERATION_KINDS:
+            raise NotFound(f"operation {name} not found")
+        return task
+
+    async def list_operations(self) -> list[Task]:
+        async with self.ctx.db() as s:
+            return list((await s.scalars(select(Task).where(
+                Task.kind.in_(OPERATION_KINDS)).order_by(Task.id))).all())
+
+    async def cancel_operation(self, name: str) -> None:
+        task = await self.get_operation(name)
+        async with self.ctx.db() as s, s.begin():
+            task = await s.get(Task, task.id)
+            if task.state == "queued":
+                task.state, task.end_time = "cancelled", utcnow()
+                task.error_reason, task.error_message = "cancelled", "cancelled by a user"
+            elif task.state == "leased":
+                task.cancel_requested = True

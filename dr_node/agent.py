@@ -1,0 +1,340 @@
+"""The node's side of the control protocol: register, heartbeat, lease tasks, run them,
+report progress (which renews the lease) and completion.
+
+A node keeps nothing it cannot lose: a task's progress lives in its checkpoint at the
+control plane, its data in the repository. On SIGTERM the node hands its tasks back
+(reason "node-stopping") so they resume elsewhere from their watermark at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+import grpc
+import structlog
+from google.protobuf import json_format
+
+from dr_common import __version__
+from dr_common.errors import DRError, InvalidArgument
+from dr_common.proto.dr.v1 import common_pb2, nodes_pb2, nodes_pb2_grpc
+from dr_common.repository import FsStore, PointDisk, RecoveryPointRecord, Repository
+from dr_common.sources.file import FileDisk, check_within_roots
+from dr_node import metrics
+from dr_node.budget import ByteBudget
+from dr_node.config import NodeConfig
+from dr_node.engine import Checkpoint, DiskReplication, Stats
+from dr_node.restore import restore_raw
+
+log = structlog.get_logger()
+
+RELEASED = "node-stopping"  # the coordinator requeues these without using an attempt
+ACQUIRE_WAIT_SECONDS = 5
+
+
+class LeaseLost(Exception):
+    """The control plane gave this task to another holder: stop without reporting."""
+
+
+class Cancelled(DRError):
+    reason = "cancelled"
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """TaskGroups wrap failures in ExceptionGroups; users need the first real one."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = (inner or exc.exceptions)[0]
+    return exc
+
+
+class Reporter:
+    """Sends a task's progress; learns of lost leases and cancellations."""
+
+    def __init__(self, stub: nodes_pb2_grpc.NodeServiceStub, task: nodes_pb2.Task):
+        self.stub = stub
+        self.task = task
+
+    async def report(self, *, checkpoint: Checkpoint | None, bytes_done: int,
+                     stats: Stats | None = None, full_sync: bool = False) -> None:
+        req = nodes_pb2.ReportProgressRequest(
+            task=self.task.name, lease_token=self.task.lease_token, bytes_done=bytes_done,
+            full_sync=full_sync,
+            stats=common_pb2.TransferStats(**stats.as_dict()) if stats else None)
+        if checkpoint is not None:
+            req.checkpoint.CopyFrom(common_pb2.Checkpoint(
+                watermark_chunk=checkpoint.watermark_chunk, segments=checkpoint.segments,
+                tail=checkpoint.tail))
+        try:
+            resp = await self.stub.ReportProgress(req, timeout=30)
+        except grpc.aio.AioRpcError as e:
+            if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                raise LeaseLost(e.details()) from None
+            # The control plane may be restarting: keep working; the lease has slack.
+            log.warning("progress report failed", code=e.code().name, details=e.details())
+            return
+        if resp.cancel:
+            raise Cancelled("the task was cancelled")
+
+
+class Agent:
+    def __init__(self, config: NodeConfig, channel: grpc.aio.Channel):
+        self.config = config
+        self.stub = nodes_pb2_grpc.NodeServiceStub(channel)
+        self.node_name = f"nodes/{config.id}"
+        ec = config.engine
+        self.pool = ThreadPoolExecutor(ec.workers, thread_name_prefix="dr-io")
+        self.budget = ByteBudget(ec.budget_bytes)
+        self.running: dict[str, asyncio.Task] = {}
+        self.stopping = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._register(stop)
+        heartbeat = asyncio.create_task(self._heartbeats(stop))
+        try:
+            await self._take_tasks(stop)
+        finally:
+            self.stopping = True
+            for t in self.running.values():
+                t.cancel()
+            await asyncio.gather(*self.running.values(), return_exceptions=True)
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    async def _register(self, stop: asyncio.Event) -> None:
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                await self.stub.RegisterNode(nodes_pb2.RegisterNodeRequest(
+                    node_id=self.config.id, hostname=socket.gethostname(), version=__version__,
+                    max_tasks=self.config.max_tasks, budget_bytes=self.config.engine.budget_bytes),
+                    timeout=10)
+                log.info("registered", node=self.node_name, control=self.config.control)
+                return
+            except grpc.aio.AioRpcError as e:
+                log.warning("cannot register with dr-control; retrying", code=e.code().name,
+                            control=self.config.control, details=e.details())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.stub.Heartbeat(nodes_pb2.HeartbeatRequest(
+                    node=self.node_name, running_tasks=len(self.running),
+                    inflight_bytes=self.budget.used), timeout=10)
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:  # control lost us: register again
+                    await self._register(stop)
+                else:
+                    log.warning("heartbeat failed", code=e.code().name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.heartbeat_seconds)
+
+    async def _take_tasks(self, stop: asyncio.Event) -> None:
+        slot_freed = asyncio.Event()
+        while not stop.is_set():
+            if len(self.running) >= self.config.max_tasks:
+                slot_freed.clear()
+                waiter = asyncio.create_task(slot_freed.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            acquire = asyncio.create_task(self.stub.AcquireTask(nodes_pb2.AcquireTaskRequest(
+                node=self.node_name, wait_seconds=ACQUIRE_WAIT_SECONDS),
+                timeout=ACQUIRE_WAIT_SECONDS + 10))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({acquire, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if stop.is_set():
+                acquire.cancel()
+                # A task leased in this very moment is not lost: its lease expires.
+                return
+            try:
+                resp = acquire.result()
+            except grpc.aio.AioRpcError as e:
+                log.warning("cannot fetch tasks", code=e.code().name, details=e.details())
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    await self._register(stop)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                continue
+            if not resp.HasField("task"):
+                continue
+            task = resp.task
+            runner = asyncio.create_task(self._run(task), name=task.name)
+            self.running[task.name] = runner
+            metrics.RUNNING.set(len(self.running))
+
+            def _done(_t, name=task.name):
+                self.running.pop(name, None)
+                metrics.RUNNING.set(len(self.running))
+                slot_freed.set()
+
+            runner.add_done_callback(_done)
+
+    async def _run(self, task: nodes_pb2.Task) -> None:
+        spec = getattr(task, task.kind)
+        structlog.contextvars.bind_contextvars(task=task.name, kind=task.kind,
+                                               disk=getattr(spec, "disk", ""),
+                                               plan=getattr(spec, "plan", ""))
+        reporter = Reporter(self.stub, task)
+        req = nodes_pb2.CompleteTaskRequest(task=task.name, lease_token=task.lease_token)
+        log.info("task started")
+        started = time.monotonic()
+        try:
+            await getattr(self, f"_{task.kind}")(spec, reporter, req)
+            outcome = "completed"
+        except LeaseLost as e:
+            log.warning("lease lost; task abandoned", details=str(e))
+            metrics.TASKS.labels(kind=task.kind, outcome="lease-lost").inc()
+            return
+        except asyncio.CancelledError:
+            if self.stopping:
+                req.error.CopyFrom(common_pb2.TaskError(
+                    reason=RELEASED, message="the node is stopping", retryable=True))
+                await self._complete(req)
+            metrics.TASKS.labels(kind=task.kind, outcome="released").inc()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported, not lost
+            err = _first_error(exc)
+            if isinstance(err, LeaseLost):
+                log.warning("lease lost; task abandoned", details=str(err))
+                return
+            if isinstance(err, DRError):
+                req.error.CopyFrom(common_pb2.TaskError(
+                    reason=err.reason, message=err.message, retryable=err.retryable))
+                log.warning("task failed", reason=err.reason, message=err.message)
+            elif isinstance(err, OSError):
+                req.error.CopyFrom(common_pb2.TaskError(
+                    reason="io-error", message=f"{err.strerror or err}: {err.filename or ''}",
+                    retryable=True))
+                log.warning("task failed", error=str(err))
+            else:
+                req.error.CopyFrom(common_pb2.TaskError(
+                    reason="internal", message=f"internal error: {type(err).__name__}: {err}",
+                    retryable=False))
+                log.error("task failed", exc_info=err)
+            outcome = "failed"
+        finally:
+            structlog.contextvars.unbind_contextvars("task", "kind", "disk", "plan")
+        await self._complete(req)
+        metrics.TASKS.labels(kind=task.kind, outcome=outcome).inc()
+        log.info("task finished", task=task.name, outcome=outcome,
+                 seconds=round(time.monotonic() - started, 3))
+
+    async def _complete(self, req: nodes_pb2.CompleteTaskRequest) -> None:
+        for attempt in range(5):
+            try:
+                await self.stub.CompleteTask(req, timeout=30)
+                return
+            except grpc.aio.AioRpcError as e:
+                if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                    log.warning("completion refused", details=e.details())
+                    return
+                log.warning("completion not delivered; retrying", code=e.code().name)
+                await asyncio.sleep(min(0.5 * 2 ** attempt, 5))
+
+    async def _repository(self, locator: nodes_pb2.RepositoryLocator) -> Repository:
+        if locator.kind != "fs":
+            raise InvalidArgument(f"repository kind {locator.kind!r} is not supported by "
+                                  f"this node", field="repository.kind")
+        path = check_within_roots(locator.path, self.config.file_roots, field="repository.path")
+        return await Repository.open_or_create(FsStore(path, executor=self.pool))
+
+    # -- task kinds -----------------------------------------------------------------
+
+    async def _replicate(self, spec: nodes_pb2.ReplicateSpec, reporter: Reporter,
+                         req: nodes_pb2.CompleteTaskRequest) -> None:
+        if spec.source_kind != "file":
+            raise InvalidArgument(f"source kind {spec.source_kind!r} is not supported",
+                                  field="source_kind")
+        path = check_within_roots(spec.source_locator, self.config.file_roots,
+                                  field="source_locator")
+        repo = await self._repository(spec.repository)
+        previous = (await repo.get_manifest(spec.previous_root_hash)
+                    if spec.previous_root_hash else None)
+        checkpoint = None
+        if spec.HasField("checkpoint") and spec.checkpoint.watermark_chunk:
+            cp = spec.checkpoint
+            checkpoint = Checkpoint(cp.watermark_chunk, list(cp.segments), cp.tail)
+
+        async def progress(cp, bytes_done, stats, full_sync):
+            await reporter.report(checkpoint=cp, bytes_done=bytes_done, stats=stats,
+                                  full_sync=full_sync)
+
+        with FileDisk(path) as source:
+            job = DiskReplication(
+                disk=spec.disk, source=source, repo=repo, pool=self.pool, budget=self.budget,
+                window=self.config.engine.window_chunks, chunk_size=spec.chunk_size_bytes,
+                compression=spec.compression or "none", previous=previous,
+                checkpoint=checkpoint, checkpoint_interval=spec.checkpoint_interval_bytes,
+                progress=progress, progress_seconds=self.config.engine.progress_seconds)
+            result = await job.run()
+        req.root_hash = result.manifest.root_hash
+        req.size_bytes = result.manifest.size
+        req.full_sync = result.full_sync
+        req.stats.CopyFrom(common_pb2.TransferStats(**result.stats.as_dict()))
+        log.info("disk replicated", root_hash=result.manifest.root_hash,
+                 full_sync=result.full_sync, **result.stats.as_dict())
+
+    async def _finalize(self, spec: nodes_pb2.FinalizeSpec, reporter: Reporter,
+                        req: nodes_pb2.CompleteTaskRequest) -> None:
+        repo = await self._repository(spec.repository)
+        for d in spec.disks:  # validate: every manifest is there and intact
+            await repo.get_manifest(d.root_hash)
+        record = RecoveryPointRecord(
+            id=spec.recovery_point_id, plan=spec.plan, cycle=spec.cycle,
+            create_time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            disks=tuple(PointDisk(disk=d.disk, size=d.size_bytes, root_hash=d.root_hash,
+                                  full_sync=d.full_sync) for d in spec.disks))
+        written = await repo.put_recovery_point(record)
+        log.info("recovery point written", point=spec.recovery_point_id, new=written)
+
+    async def _restore(self, spec: nodes_pb2.RestoreSpec, reporter: Reporter,
+                       req: nodes_pb2.CompleteTaskRequest) -> None:
+        if spec.format not in ("", "raw"):
+            raise InvalidArgument(f"restore format {spec.format!r} is not supported",
+                                  field="format")
+        repo = await self._repository(spec.repository)
+        last = 0.0
+
+        async def progress(done, total):
+            nonlocal last
+            if time.monotonic() - last >= 0.5 or done == total:
+                last = time.monotonic()
+                await reporter.report(checkpoint=None, bytes_done=done)
+
+        result = await restore_raw(
+            repo=repo, root_hash=spec.root_hash, disk=spec.disk,
+            destination=spec.destination_path, overwrite=spec.overwrite,
+            roots=self.config.file_roots, pool=self.pool, budget=self.budget,
+            window=self.config.engine.window_chunks, progress=progress)
+        json_format.ParseDict(result, req.restore_result)
+
+    async def _verify(self, spec: nodes_pb2.VerifySpec, reporter: Reporter,
+                      req: nodes_pb2.CompleteTaskRequest) -> None:
+        repo = await self._repository(spec.repository)
+        checked, bytes_done, bad = 0, 0, []
+        for d in spec.disks:
+            # Every disk is checked even after a bad one: the user needs the whole list.
+            report = await repo.verify_disk(await repo.get_manifest(d.root_hash))
+            checked += report.chunks_checked
+            bad += [common_pb2.BadChunk(disk=d.disk, offset=b.offset, length=b.length,
+                                        reason=b.reason) for b in report.bad_chunks]
+            bytes_done += d.size_bytes
+            await reporter.report(checkpoint=None, bytes_done=bytes_done)
+        req.verify_result.CopyFrom(common_pb2.VerifyResult(
+            ok=not bad, chunks_checked=checked, bad_chunks=bad))
+        if bad:
+            log.warning("recovery point failed verification", point=spec.recovery_point,
+                        bad_chunks=len(bad), first_disk=bad[0].disk, first_offset=bad[0].offset)

@@ -1,0 +1,279 @@
+"""Replication of one disk (DESIGN section 4, stages 1-5, for one disk of a cycle).
+
+Descriptors are chunk indices on the disk's chunk grid. Each is one of:
+- zero: the chunk lies in holes; recorded as ZERO_ID without reading;
+- data: read, checked for zeros, hashed; if its id equals the previous recovery
+  point's, it is unchanged and not sent; otherwise it is encoded and written.
+
+At most `window` data chunks of a disk are in flight, and every read buffer is held
+under the node's byte budget until its chunk is durable. Chunks finish out of order;
+the committer advances the low watermark over contiguous finished chunks, feeds their
+ids to the manifest writer in order, and reports a checkpoint every
+`checkpoint_interval_bytes`, from which a re-assigned task resumes (re-sending at most
+one window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass, field
+
+import structlog
+
+from dr_common.errors import DRError
+from dr_common.repository import (ZERO_ID, DiskManifest, ManifestWriter, Repository,
+                                  encode_chunk)
+from dr_common.retry import retry
+from dr_common.sources.base import Extent, SourceDisk
+from dr_node import metrics
+from dr_node.budget import ByteBudget
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Stats:
+    bytes_read: int = 0
+    bytes_sent: int = 0
+    bytes_stored: int = 0
+    chunks_read: int = 0
+    chunks_sent: int = 0
+    chunks_unchanged: int = 0
+    chunks_zero: int = 0
+    chunks_stored: int = 0
+    chunks_deduplicated: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    watermark_chunk: int
+    segments: list[str]
+    tail: bytes
+
+
+@dataclass
+class ReplicateResult:
+    manifest: DiskManifest
+    full_sync: bool
+    stats: Stats = field(default_factory=Stats)
+
+
+Progress = Callable[[Checkpoint | None, int, Stats, bool], Awaitable[None]]
+
+
+class BufferPool:
+    """Reusable chunk buffers: one allocation per window slot, not one per chunk."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._free: list[bytearray] = []
+
+    def get(self) -> bytearray:
+        return self._free.pop() if self._free else bytearray(self.size)
+
+    def put(self, buf: bytearray) -> None:
+        self._free.append(buf)
+
+
+class _DataMap:
+    """Answers "does chunk i overlap any data extent?" in O(log n)."""
+
+    def __init__(self, extents: list[Extent]):
+        data = [e for e in extents if not e.zero]
+        self._starts = [e.start for e in data]
+        self._ends = [e.end for e in data]
+
+    def has_data(self, start: int, end: int) -> bool:
+        i = bisect.bisect_right(self._ends, start)
+        return i < len(self._starts) and self._starts[i] < end
+
+
+class DiskReplication:
+    def __init__(self, *, disk: str, source: SourceDisk, repo: Repository, pool: Executor,
+                 budget: ByteBudget, window: int, chunk_size: int, compression: str,
+                 previous: DiskManifest | None, checkpoint: Checkpoint | None,
+                 checkpoint_interval: int, progress: Progress, progress_seconds: float = 2.0):
+        self.disk = disk
+        self.source = source
+        self.repo = repo
+        self.pool = pool
+        self.budget = budget
+        self.window = window
+        self.chunk_size = chunk_size
+        self.compression = compression
+        self.size = source.size
+        self.chunk_count = -(-self.size // chunk_size)
+        self.previous = previous if self._compatible(previous) else None
+        self.full_sync = self.previous is None
+        self.checkpoint = checkpoint if checkpoint and self._resumable(checkpoint) else None
+        self.checkpoint_interval = max(checkpoint_interval, chunk_size)
+        self.progress = progress
+        self.progress_seconds = progress_seconds
+        self.stats = Stats()
+        self.buffers = BufferPool(chunk_size)
+        self._zeros = memoryview(bytes(chunk_size))
+        self._prev_segments: dict[int, list[bytes]] = {}
+
+    def _compatible(self, prev: DiskManifest | None) -> bool:
+        if prev is None:
+            return False
+        if prev.size != self.size or prev.chunk_size != self.chunk_size:
+            log.info("previous recovery point not comparable: full sync", disk=self.disk,
+                     previous_size=prev.size, size=self.size)
+            return False
+        return True
+
+    def _resumable(self, cp: Checkpoint) -> bool:
+        return 0 < cp.watermark_chunk <= self.chunk_count
+
+    async def run(self) -> ReplicateResult:
+        loop = asyncio.get_running_loop()
+        extents = await loop.run_in_executor(self.pool, self.source.extents)
+        data_map = _DataMap(extents)
+        cp = self.checkpoint
+        writer = ManifestWriter(self.repo, self.disk, self.size, self.chunk_size,
+                                segments=cp.segments if cp else (), tail=cp.tail if cp else b"")
+        start = writer.next_chunk
+        if start:
+            log.info("resuming from checkpoint", disk=self.disk, watermark_chunk=start)
+        done: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        window = asyncio.Semaphore(self.window)
+        metrics.WINDOW.labels(disk=self.disk).set(self.window)
+        async with asyncio.TaskGroup() as tg:
+            committer = tg.create_task(self._commit(writer, done))
+            for index in range(start, self.chunk_count):
+                offset = index * self.chunk_size
+                length = min(self.chunk_size, self.size - offset)
+                if not data_map.has_data(offset, offset + length):
+                    self.stats.chunks_zero += 1
+                    metrics.CHUNKS.labels(outcome="zero").inc()
+                    done.put_nowait((index, ZERO_ID))
+                    continue
+                prev_id = await self._previous_id(index)
+                await window.acquire()
+                try:
+                    taken = await self.budget.acquire(length)
+                except BaseException:
+                    window.release()
+                    raise
+                tg.create_task(self._chunk(index, offset, length, prev_id, taken, window, done))
+            done.put_nowait((self.chunk_count, b""))  # end marker, after all dispatches
+        manifest = committer.result()
+        return ReplicateResult(manifest=manifest, full_sync=self.full_sync, stats=self.stats)
+
+    async def _previous_id(self, index: int) -> bytes | None:
+        if self.previous is None:
+            return None
+        seg = index // self.previous.segment_chunks
+        ids = self._prev_segments.get(seg)
+        if ids is None:
+            # Only the current segment is kept: memory stays bounded on huge disks.
+            self._prev_segments = {seg: await self.repo.segment_ids(self.previous, seg)}
+            ids = self._prev_segments[seg]
+        return ids[index - seg * self.previous.segment_chunks]
+
+    def _read(self, offset: int, buf: memoryview, prev_id: bytes | None
+              ) -> tuple[bytes, bytes | None, int]:
+        """In a worker thread: read, zero check, hash, encode. Returns (id, blob, bytes read)."""
+        n = self.source.readinto(offset, buf)
+        if n != len(buf):
+            raise DRError(f"source disk {self.disk} ended at {offset + n}, expected "
+                          f"{offset + len(buf)}: was it truncated during the cycle?",
+                          reason="source-changed", retryable=True)
+        if buf == self._zeros[:n]:  # memcmp against a shared zero buffer: no allocation
+            return ZERO_ID, None, n
+        cid = self.repo.chunk_id(buf)
+        if cid == prev_id:
+            return cid, None, n
+        return cid, encode_chunk(buf, self.compression), n
+
+    async def _chunk(self, index: int, offset: int, length: int, prev_id: bytes | None,
+                     taken: int, window: asyncio.Semaphore,
+                     done: asyncio.Queue[tuple[int, bytes]]) -> None:
+        t0 = time.monotonic()
+        buf = self.buffers.get()
+        try:
+            view = memoryview(buf)[:length]
+            cid, blob, n = await asyncio.get_running_loop().run_in_executor(
+                self.pool, self._read, offset, view, prev_id)
+            del view
+            self.buffers.put(buf)
+            buf = None
+            self.stats.bytes_read += n
+            self.stats.chunks_read += 1
+            metrics.BYTES.labels(stage="read").inc(n)
+            metrics.CHUNKS.labels(outcome="read").inc()
+            if cid == ZERO_ID:
+                self.stats.chunks_zero += 1
+                metrics.CHUNKS.labels(outcome="zero").inc()
+            elif blob is None:
+                self.stats.chunks_unchanged += 1
+                metrics.CHUNKS.labels(outcome="unchanged").inc()
+            else:
+                await self._store(cid, blob)
+            done.put_nowait((index, cid))
+            metrics.CHUNK_SECONDS.observe(time.monotonic() - t0)
+        finally:
+            if buf is not None:
+                self.buffers.put(buf)
+            self.budget.release(taken)
+            window.release()
+
+    async def _store(self, cid: bytes, blob: bytes) -> None:
+        stored = await retry(lambda: self.repo.put_chunk(cid, blob),
+                             on_retry=lambda e, n: metrics.RETRIES.labels(op="put_chunk").inc())
+        self.stats.chunks_sent += 1
+        self.stats.bytes_sent += len(blob)
+        metrics.BYTES.labels(stage="sent").inc(len(blob))
+        metrics.CHUNKS.labels(outcome="sent").inc()
+        if stored:
+            self.stats.chunks_stored += 1
+            self.stats.bytes_stored += len(blob)
+            metrics.BYTES.labels(stage="stored").inc(len(blob))
+            metrics.CHUNKS.labels(outcome="stored").inc()
+        else:
+            self.stats.chunks_deduplicated += 1
+            metrics.CHUNKS.labels(outcome="deduplicated").inc()
+
+    async def _commit(self, writer: ManifestWriter,
+                      done: asyncio.Queue[tuple[int, bytes]]) -> DiskManifest:
+        """Advances the low watermark in order; reports checkpoints; ends the manifest."""
+        finished: dict[int, bytes] = {}
+        end_seen = False
+        last_cp_chunk = writer.next_chunk
+        last_report = time.monotonic()
+        while not (end_seen and writer.next_chunk == self.chunk_count):
+            index, cid = await done.get()
+            if index == self.chunk_count and not cid:
+                end_seen = True
+            else:
+                finished[index] = cid
+            ready = []
+            nxt = writer.next_chunk
+            while nxt in finished:
+                ready.append(finished.pop(nxt))
+                nxt += 1
+            if ready:
+                await writer.add(ready)
+                metrics.WATERMARK.labels(disk=self.disk).set(
+                    min(writer.next_chunk * self.chunk_size, self.size))
+            now = time.monotonic()
+            due_cp = (writer.next_chunk - last_cp_chunk) * self.chunk_size >= \
+                self.checkpoint_interval
+            if due_cp or now - last_report >= self.progress_seconds:
+                cp = None
+                if due_cp:
+                    wm, segments, tail = writer.checkpoint()
+                    cp = Checkpoint(wm, segments, tail)
+                    last_cp_chunk = writer.next_chunk
+                await self.progress(cp, min(writer.next_chunk * self.chunk_size, self.size),
+                                    self.stats, self.full_sync)
+                last_report = now
+        return await writer.finish()

@@ -1,0 +1,16 @@
+"""Prometheus metrics of a replication node (DESIGN section 5, observability)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+BYTES = Counter("dr_node_bytes_total", "Bytes by stage", ["stage"])  # read, sent, stored
+CHUNKS = Counter("dr_node_chunks_total", "Chunks by outcome",
+                 ["outcome"])  # read, sent, stored, unchanged, zero, deduplicated
+CHUNK_SECONDS = Histogram("dr_node_chunk_seconds", "Time to read, hash and store one chunk",
+                          buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+BUDGET_USED = Gauge("dr_node_budget_used_bytes", "Bytes held under the node's byte budget")
+BUDGET_WAIT = Histogram("dr_node_budget_wait_seconds", "Time spent waiting for the byte budget")
+WINDOW = Gauge("dr_node_window_chunks", "Chunks allowed in flight per disk", ["disk"])
+WATERMARK = Gauge("dr_node_watermark_bytes", "Bytes below the disk's low watermark", ["disk"])
+RETRIES = Counter("dr_node_retries_total", "Retried target or source operations", ["op"])
+TASKS = Counter("dr_node_tasks_total", "Tasks finished by kind and outcome", ["kind", "outcome"])
+RUNNING = Gauge("dr_node_running_tasks", "Tasks running on this node")
