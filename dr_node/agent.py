@@ -149,7 +149,7 @@ class Agent:
                 waiter.cancel()
                 stopper.cancel()
                 continue
-            acquire = asyncio.create_task(self.stub.AcquireTask(nodes_pb2.AcquireTaskRequest(
+            acquire = asyncio.ensure_future(self.stub.AcquireTask(nodes_pb2.AcquireTaskRequest(
                 node=self.node_name, wait_seconds=ACQUIRE_WAIT_SECONDS),
                 timeout=ACQUIRE_WAIT_SECONDS + 10))
             stopper = asyncio.create_task(stop.wait())

@@ -26,6 +26,7 @@ from dr_common.proto.dr.v1 import (
     operations_pb2_grpc,
     protection_pb2,
     protection_pb2_grpc,
+    recovery_points_pb2,
     recovery_points_pb2_grpc,
     restore_pb2_grpc,
 )
@@ -330,6 +331,32 @@ class RecoveryPoints(recovery_points_pb2_grpc.RecoveryPointServiceServicer):
     def __init__(self, operations: Operations):
         self.operations = operations
 
+    def ListRecoveryPoints(self, request, context):
+        assert request.parent == "plans/p1"
+        return recovery_points_pb2.ListRecoveryPointsResponse(recovery_points=[self._point()])
+
+    def GetRecoveryPoint(self, request, context):
+        return self._point()
+
+    @staticmethod
+    def _point() -> recovery_points_pb2.RecoveryPoint:
+        point = recovery_points_pb2.RecoveryPoint(
+            name="plans/p1/recoveryPoints/r1",
+            cycle="plans/p1/cycles/c1",
+            disks=[
+                recovery_points_pb2.RecoveryPointDisk(
+                    disk="sites/s1/workloads/vm1/disks/d1", size_bytes=GiB, root_hash="cd" * 32,
+                    full_sync=True,
+                ),
+                recovery_points_pb2.RecoveryPointDisk(
+                    disk="sites/s1/workloads/vm1/disks/d2", size_bytes=GiB, root_hash="ef" * 32,
+                ),
+            ],
+            stats=common_pb2.TransferStats(bytes_stored=3 * 1024**2),
+        )
+        point.create_time.GetCurrentTime()
+        return point
+
     def VerifyRecoveryPoint(self, request, context):
         return common_pb2.Operation(name="operations/op1", kind="verify", state="queued",
                                     target=request.name)
@@ -604,6 +631,32 @@ def test_restore_no_wait(fake, capsys):
     assert drctl(fake, "restore", "p1/r1", "--to", "/x", "--no-wait") == 0
     assert "operation:  operations/op1" in capsys.readouterr().out
     assert fake.operations.polls == 0
+
+
+def test_point_list_and_show(fake, capsys):
+    assert drctl(fake, "point", "list", "p1") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["POINT", "CREATED", "DISKS", "FULL-SYNC", "DISKS", "STORED"]
+    assert out[1].split()[0] == "p1/r1"
+    assert out[1].split()[-4:] == ["2", "1", "3.0", "MiB"]
+    assert drctl(fake, "point", "show", "p1/r1") == 0
+    out = capsys.readouterr().out
+    assert "recovery point:          plans/p1/recoveryPoints/r1" in out
+    assert "s1/vm1/d1  1.0 GiB  yes        " + "cd" * 32 in out
+
+
+def test_wait_interrupted_leaves_operation_running(fake, capsys, monkeypatch):
+    fake.operations.final = common_pb2.Operation(name="operations/op1", kind="restore")
+
+    def interrupt(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wait.time, "sleep", interrupt)
+    assert drctl(fake, "restore", "p1/r1", "--to", "/x") == 130
+    err = capsys.readouterr().err
+    assert "operations/op1 keeps running on dr-control" in err
+    assert "`drctl operation cancel op1`" in err
+    assert "Traceback" not in err
 
 
 def test_unimplemented_call(fake, capsys):

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import blake3
 import pytest
 
 from dr_common.errors import AlreadyExists, CorruptData, ObjectNotFound, RepositoryError
@@ -20,6 +21,7 @@ from dr_common.repository import (
     PointDisk,
     RecoveryPointRecord,
     Repository,
+    chunk_id,
     chunk_key,
     compute_root,
     decode_chunk,
@@ -202,6 +204,25 @@ def test_root_depends_on_every_field() -> None:
         compute_root(key, 10 << 20, 1 << 20, 1024, segs[:1]),
     ]
     assert base not in variants and len(set(variants)) == len(variants)
+
+
+def test_format_test_vectors_in_the_spec() -> None:
+    """docs/FORMAT.md section 12: pins the format so it cannot drift silently."""
+    key = bytes(range(32))
+    hello = chunk_id(key, b"hello")
+    assert hello.hex() == "23278c18c8c9fe0fbfadfb940af5f08d3fd1802bf919dd6d77ebd211a19fbe29"
+    seg = encode_segment(1024, [hello, ZERO_ID])
+    assert seg[:17].hex() == "4452534701" "0004000000000000" "02000000" and len(seg) == 81
+    seg_id = blake3.blake3(seg, key=key).hexdigest()
+    assert seg_id == "f42be5c9687b9c225441ad290b34d75daf57d1678248f05d1e145cacd3f3d75f"
+    root = compute_root(key, 1024 * 4096 + 100, 4096, 1024, ["11" * 32, seg_id])
+    assert root == "e15a6d1b4c798064c56df8f0f232544934226962b18ed9bcb3f7edadbe0db243"
+    assert compute_root(key, 0, 1 << 20, 1024, []) == (
+        "274978dd0da0d05ea36e1bfcb9037a18784ce6515a1170acf6fe78437f5fef59"
+    )
+    spec = (Path(__file__).parent.parent / "docs" / "FORMAT.md").read_text()
+    for value in (hello.hex(), seg_id, root):
+        assert value in spec
 
 
 def test_object_keys() -> None:

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 import grpc
 
+from . import argtypes
 from .client import Client
 from .commands import MODULES
 from .context import Context
 from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CliError, describe_rpc_error
-from . import argtypes
 from .output import FORMATS, TABLE, Output
 
 DEFAULT_SERVER = "127.0.0.1:50051"

@@ -111,7 +111,10 @@ def render_restore_result(result: common_pb2.RestoreResult) -> str:
     return format_fields(
         [
             ("destination", result.destination_path),
-            ("bytes written", f"{format_size(result.bytes_written)} ({result.bytes_written} bytes)"),
+            (
+                "bytes written",
+                f"{format_size(result.bytes_written)} ({result.bytes_written} bytes)",
+            ),
             ("root hash", result.root_hash),
         ]
     )

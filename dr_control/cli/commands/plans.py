@@ -311,7 +311,8 @@ def render_cycle(cycle: protection_pb2.Cycle) -> str:
         ("duration", _duration(cycle)),
         ("recovery point", cycle.recovery_point or "-"),
         ("bytes read/sent/stored",
-         f"{format_size(s.bytes_read)} / {format_size(s.bytes_sent)} / {format_size(s.bytes_stored)}"),
+         f"{format_size(s.bytes_read)} / {format_size(s.bytes_sent)} / "
+         f"{format_size(s.bytes_stored)}"),
         ("chunks sent/unchanged/zero",
          f"{s.chunks_sent} / {s.chunks_unchanged} / {s.chunks_zero}"),
     ]
