@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -327,7 +328,9 @@ class Agent:
         checked, bytes_done, bad = 0, 0, []
         for d in spec.disks:
             # Every disk is checked even after a bad one: the user needs the whole list.
-            report = await repo.verify_disk(await repo.get_manifest(d.root_hash))
+            # Identical disks share a manifest: name the disk this point says it is.
+            manifest = dataclasses.replace(await repo.get_manifest(d.root_hash), disk=d.disk)
+            report = await repo.verify_disk(manifest)
             checked += report.chunks_checked
             bad += [common_pb2.BadChunk(disk=d.disk, offset=b.offset, length=b.length,
                                         reason=b.reason) for b in report.bad_chunks]
