@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Cluster
+from tools.localcluster import Cluster
 
 MiB = 1 << 20
 

@@ -11,7 +11,7 @@ import pytest
 from dr_common.proto.dr.v1 import protection_pb2
 from dr_common.repository import FsStore, Repository, chunk_key
 from tests.conftest import MiB, make_disk, write_at
-from tests.harness import Cluster, sha256, wait_for
+from tools.localcluster import Cluster, sha256, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,5 @@
-"""Starts real dr-control and dr-node processes on loopback ports for end-to-end tests.
+"""A local cluster: real dr-control and dr-node processes on loopback ports, used by the
+tests and by `make demo`.
 
 Readiness is checked, never assumed: the control plane is ready when its gRPC health
 check answers SERVING; a node when the control plane lists it online.
