@@ -23,8 +23,9 @@ from google.protobuf import json_format
 from dr_common import __version__
 from dr_common.errors import DRError, InvalidArgument
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2, nodes_pb2_grpc
-from dr_common.repository import FsStore, PointDisk, RecoveryPointRecord, Repository
+from dr_common.repository import PointDisk, RecoveryPointRecord, Repository
 from dr_common.sources.file import FileDisk, check_within_roots
+from dr_common.targets import open_repository
 from dr_node import metrics
 from dr_node.budget import ByteBudget
 from dr_node.config import NodeConfig
@@ -246,11 +247,8 @@ class Agent:
                 await asyncio.sleep(min(0.5 * 2 ** attempt, 5))
 
     async def _repository(self, locator: nodes_pb2.RepositoryLocator) -> Repository:
-        if locator.kind != "fs":
-            raise InvalidArgument(f"repository kind {locator.kind!r} is not supported by "
-                                  f"this node", field="repository.kind")
-        path = check_within_roots(locator.path, self.config.file_roots, field="repository.path")
-        return await Repository.open_or_create(FsStore(path, executor=self.pool))
+        return await open_repository(locator.kind, locator.path, roots=self.config.file_roots,
+                                     executor=self.pool)
 
     # -- task kinds -----------------------------------------------------------------
 

@@ -59,7 +59,8 @@ class Cluster:
     """One control plane and any number of nodes, all in `root`."""
 
     def __init__(self, root: Path, *, lease_seconds: int = 30,
-                 checkpoint_interval: int = 500_000_000, node_env: dict | None = None):
+                 checkpoint_interval: int = 500_000_000, node_env: dict | None = None,
+                 metrics: bool = False):
         self.root = root
         self.src = root / "src"
         self.repo = root / "repo"
@@ -70,11 +71,13 @@ class Cluster:
         self.address = f"127.0.0.1:{self.port}"
         self.control: subprocess.Popen | None = None
         self.nodes: dict[str, subprocess.Popen] = {}
+        self.metrics = metrics
+        self.control_metrics_port = free_port() if metrics else -1
         self.control_env = {
             "DR_CONTROL_LISTEN": self.address,
             "DR_CONTROL_STATE_DIR": str(root / "state"),
             "DR_CONTROL_FILE_ROOTS": str(root),
-            "DR_CONTROL_METRICS_PORT": "-1",
+            "DR_CONTROL_METRICS_PORT": str(self.control_metrics_port),
             "DR_CONTROL_SCHEDULER__TICK_SECONDS": "0.2",
             "DR_CONTROL_SCHEDULER__LEASE_SECONDS": str(lease_seconds),
             "DR_CONTROL_SCHEDULER__CHECKPOINT_INTERVAL_BYTES": str(checkpoint_interval),
@@ -109,8 +112,11 @@ class Cluster:
         wait_for(serving, what="dr-control to serve")
 
     def start_node(self, node_id: str = "n1", **env: str) -> subprocess.Popen:
+        if self.metrics:
+            env.setdefault("DR_NODE_METRICS_PORT", str(free_port()))
         proc = self._spawn("dr-node", {**self.node_env, "DR_NODE_NODE_ID": node_id, **env},
                            f"node-{node_id}.log")
+        proc.metrics_port = int(env.get("DR_NODE_METRICS_PORT", -1))
         self.nodes[node_id] = proc
 
         def online():
@@ -120,6 +126,12 @@ class Cluster:
             return any(n.name == f"nodes/{node_id}" and n.state == "online" for n in nodes)
         wait_for(online, what=f"node {node_id} to register")
         return proc
+
+    def restart_control(self) -> None:
+        """SIGTERM (a clean stop), then start again on the same port and database."""
+        self.control.terminate()
+        assert self.control.wait(30) == 0, self.log("control.log")
+        self.start_control()
 
     def kill_node(self, node_id: str, sig: int = signal.SIGKILL, timeout: float = 30) -> int:
         proc = self.nodes.pop(node_id)

@@ -9,11 +9,11 @@ from sqlalchemy import delete, select
 
 from dr_common import names
 from dr_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from dr_common.targets import REPOSITORY_KINDS as TARGET_KINDS
 from dr_control.db.models import Cycle, Disk, Plan, RecoveryPoint, Site, Task, Workload, utcnow
 from dr_control.services.context import ServiceContext
 from dr_control.services.coordinator import Coordinator
 
-TARGET_KINDS = ("fs",)
 COMPRESSIONS = ("none", "zstd")
 DEFAULT_CHUNK_SIZE = 1 << 20
 # Chunks below 64 KiB make manifests and object counts explode; above 16 MiB a

@@ -1,0 +1,123 @@
+"""The coordinator in-process over SQLite: lease fencing, expiry, cycle completion."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from dr_common.errors import FailedPrecondition
+from dr_control.config import ControlConfig, SchedulerConfig
+from dr_control.db.engine import make_engine, migrate, sessionmaker
+from dr_control.db.models import Task, utcnow
+from dr_control.services.context import ServiceContext
+from dr_control.services.coordinator import Coordinator
+from dr_control.services.inventory import InventoryService
+from dr_control.services.points import PointService
+from dr_control.services.protection import ProtectionService
+from tests.conftest import MiB, make_disk
+
+
+@pytest.fixture
+async def env(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
+    await migrate(url)
+    engine = make_engine(url)
+    cfg = ControlConfig(state_dir=str(tmp_path), file_roots=[str(tmp_path)],
+                        scheduler=SchedulerConfig(lease_seconds=30, max_attempts=2))
+    ctx = ServiceContext(db=sessionmaker(engine), config=cfg)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "repo").mkdir()
+    make_disk(tmp_path / "src" / "a.img", MiB, [(0, MiB)])
+    make_disk(tmp_path / "src" / "b.img", MiB, [(0, MiB)])
+    inv = InventoryService(ctx)
+    await inv.create_site("src", kind="file", path=str(tmp_path / "src"))
+    await inv.create_site("dst", kind="file", path=str(tmp_path / "repo"))
+    coord = Coordinator(ctx)
+    prot = ProtectionService(ctx, coord)
+    await prot.create_plan("p", source_site="sites/src", target_site="sites/dst",
+                           target_kind="fs", workloads=["sites/src/workloads/a",
+                                                        "sites/src/workloads/b"],
+                           disks=[], rpo_seconds=60, keep_last=0, chunk_size=0,
+                           compression="")
+    for n in ("n1", "n2"):
+        await coord.register_node(n, hostname=n, version="t", max_tasks=4, budget_bytes=1)
+    yield ctx, coord, prot
+    await engine.dispose()
+
+
+async def _expire(ctx, task_id: int) -> None:
+    async with ctx.db() as s, s.begin():
+        (await s.get(Task, task_id)).lease_expire_time = utcnow() - timedelta(seconds=1)
+
+
+async def test_stale_holder_is_fenced_and_next_holder_resumes(env):
+    ctx, coord, prot = env
+    await prot.run_plan("plans/p")
+    t1 = await coord.acquire_task("nodes/n1")
+    cp = {"watermark_chunk": 7, "segments": [], "tail": ""}
+    await coord.report_progress(f"tasks/{t1.id}", t1.lease_token, checkpoint=cp,
+                                bytes_done=7, stats={}, full_sync=True)
+    await _expire(ctx, t1.id)
+    assert await coord.expire_leases() == 1
+    # The requeued task keeps its id and checkpoint; n2 may lease the other disk first.
+    got = [await coord.acquire_task("nodes/n2"), await coord.acquire_task("nodes/n2")]
+    again = next(t for t in got if t.id == t1.id)
+    assert again.lease_token == t1.lease_token + 1 and again.checkpoint == cp
+    with pytest.raises(FailedPrecondition, match="lease .* was lost"):
+        await coord.report_progress(f"tasks/{t1.id}", t1.lease_token, checkpoint={},
+                                    bytes_done=0, stats={}, full_sync=True)
+    with pytest.raises(FailedPrecondition):
+        await coord.complete_task(f"tasks/{t1.id}", t1.lease_token, error=None, stats={},
+                                  result={"root_hash": "x", "size_bytes": 1}, full_sync=True)
+
+
+async def test_point_recorded_only_after_finalize(env):
+    ctx, coord, prot = env
+    await prot.run_plan("plans/p")
+    points = PointService(ctx)
+    for _ in range(2):
+        t = await coord.acquire_task("nodes/n1")
+        assert t.kind == "replicate"
+        await coord.complete_task(f"tasks/{t.id}", t.lease_token, error=None, stats={},
+                                  result={"root_hash": "ab" * 32, "size_bytes": MiB},
+                                  full_sync=True)
+        assert await points.list_points("plans/p") == []
+    fin = await coord.acquire_task("nodes/n1")
+    assert fin.kind == "finalize" and len(fin.spec["disks"]) == 2
+    assert await points.list_points("plans/p") == []
+    await coord.complete_task(f"tasks/{fin.id}", fin.lease_token, error=None, stats={},
+                              result={}, full_sync=False)
+    [point] = await points.list_points("plans/p")
+    assert point.id == fin.spec["recovery_point_id"]
+    assert (await prot.status("plans/p")).state == "running"
+
+
+async def test_exhausted_retries_fail_the_cycle_without_a_point(env):
+    ctx, coord, prot = env
+    await prot.run_plan("plans/p")
+    err = {"reason": "source-unavailable", "message": "gone", "retryable": True}
+    for attempt in range(2):  # max_attempts = 2
+        t = await coord.acquire_task("nodes/n1")
+        await coord.complete_task(f"tasks/{t.id}", t.lease_token, error=err, stats={},
+                                  result={}, full_sync=False)
+    [(cycle, _)] = await prot.list_cycles("plans/p")
+    assert cycle.state == "failed" and "gone" in cycle.error_message
+    assert await PointService(ctx).list_points("plans/p") == []
+    status = await prot.status("plans/p")
+    assert status.state == "partial"
+    assert {s for _, s in status.disks} == {"sync-failed"}
+    # The other disk's queued task was cancelled with the cycle: nothing left to lease.
+    assert await coord.acquire_task("nodes/n2") is None
+
+
+async def test_released_task_costs_no_attempt(env):
+    ctx, coord, prot = env
+    await prot.run_plan("plans/p")
+    for _ in range(5):  # more than max_attempts
+        t = await coord.acquire_task("nodes/n1")
+        await coord.complete_task(f"tasks/{t.id}", t.lease_token, full_sync=False, stats={},
+                                  result={}, error={"reason": "node-stopping",
+                                                    "message": "", "retryable": True})
+    [(cycle, _)] = await prot.list_cycles("plans/p")
+    assert cycle.state in ("queued", "running")
