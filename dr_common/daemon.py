@@ -19,7 +19,9 @@ from dr_common import logging as dr_logging
 from dr_common import metrics as dr_metrics
 from dr_common.errors import DRError
 
-Serve = Callable[[Any, asyncio.Event, structlog.stdlib.BoundLogger], Awaitable[None]]
+# serve(config, stop event, logger, path of the configuration file or None)
+Serve = Callable[[Any, asyncio.Event, structlog.stdlib.BoundLogger, str | None],
+                 Awaitable[None]]
 
 
 def run(prog: str, description: str, config_cls: type, env_prefix: str, serve: Serve,
@@ -29,7 +31,7 @@ def run(prog: str, description: str, config_cls: type, env_prefix: str, serve: S
     args = parser.parse_args(argv)
     try:
         cfg = config_loader.load(config_cls, args.config, env_prefix=env_prefix)
-        uvloop.run(_main(prog, cfg, serve))
+        uvloop.run(_main(prog, cfg, serve, args.config))
     except DRError as e:
         print(f"{prog}: {e.message}", file=sys.stderr)
         return 2
@@ -39,7 +41,7 @@ def run(prog: str, description: str, config_cls: type, env_prefix: str, serve: S
     return 0
 
 
-async def _main(prog: str, cfg, serve: Serve) -> None:
+async def _main(prog: str, cfg, serve: Serve, config_path: str | None) -> None:
     log = dr_logging.setup(cfg.log_level, service=prog)
     metrics_port = dr_metrics.serve(cfg.metrics_host, cfg.metrics_port)
     stop = asyncio.Event()
@@ -47,5 +49,5 @@ async def _main(prog: str, cfg, serve: Serve) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("starting", metrics_port=metrics_port)
-    await serve(cfg, stop, log)
+    await serve(cfg, stop, log, config_path)
     log.info("stopped")

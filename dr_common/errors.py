@@ -61,6 +61,14 @@ class TargetError(DRError):
     retryable = True
 
 
+class Throttled(TargetError):
+    """The target asked us to slow down (429/503, SlowDown, ThrottlingException, ServerBusy).
+
+    A signal for adaptive concurrency, not a failure: the write is retried."""
+
+    reason = "throttled"
+
+
 class RepositoryError(TargetError):
     """The repository is missing, of an unknown version, or inconsistent."""
 

@@ -9,7 +9,7 @@ from dr_control.config import ControlConfig
 from dr_control.server import start
 
 
-async def _serve(cfg: ControlConfig, stop: asyncio.Event, log) -> None:
+async def _serve(cfg: ControlConfig, stop: asyncio.Event, log, _config_path) -> None:
     control = await start(cfg)
     log.info("ready", port=control.port)
     await stop.wait()

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import grpc
@@ -27,10 +26,9 @@ from dr_common.repository import PointDisk, RecoveryPointRecord, Repository
 from dr_common.sources.file import FileDisk, check_within_roots
 from dr_common.targets import open_repository
 from dr_node import metrics
-from dr_node.budget import ByteBudget
+from dr_node.bandwidth import TokenBucket
 from dr_node.config import NodeConfig
-from dr_node.engine import Checkpoint, DiskReplication, Stats
-from dr_node.restore import restore_raw
+from dr_node.engine import Checkpoint, Engine, Stats
 
 log = structlog.get_logger()
 
@@ -55,11 +53,14 @@ def _first_error(exc: BaseException) -> BaseException:
 
 
 class Reporter:
-    """Sends a task's progress; learns of lost leases and cancellations."""
+    """Sends a task's progress; learns of lost leases, cancellations, and changes to the
+    plan's bandwidth cap (applied to `bandwidth` at once)."""
 
     def __init__(self, stub: nodes_pb2_grpc.NodeServiceStub, task: nodes_pb2.Task):
         self.stub = stub
         self.task = task
+        spec = getattr(task, task.kind)
+        self.bandwidth = TokenBucket(getattr(spec, "bandwidth_bytes_per_second", 0))
 
     async def report(self, *, checkpoint: Checkpoint | None, bytes_done: int,
                      stats: Stats | None = None, full_sync: bool = False) -> None:
@@ -81,6 +82,9 @@ class Reporter:
             return
         if resp.cancel:
             raise Cancelled("the task was cancelled")
+        if resp.bandwidth_bytes_per_second != self.bandwidth.rate:
+            log.info("plan bandwidth changed", bytes_per_second=resp.bandwidth_bytes_per_second)
+            self.bandwidth.set_rate(resp.bandwidth_bytes_per_second)
 
 
 class Agent:
@@ -88,9 +92,7 @@ class Agent:
         self.config = config
         self.stub = nodes_pb2_grpc.NodeServiceStub(channel)
         self.node_name = f"nodes/{config.id}"
-        ec = config.engine
-        self.pool = ThreadPoolExecutor(ec.workers, thread_name_prefix="dr-io")
-        self.budget = ByteBudget(ec.budget_bytes)
+        self.engine = Engine(config.engine)
         self.running: dict[str, asyncio.Task] = {}
         self.stopping = False
 
@@ -107,7 +109,7 @@ class Agent:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.engine.close()
 
     async def _register(self, stop: asyncio.Event) -> None:
         delay = 0.2
@@ -131,7 +133,7 @@ class Agent:
             try:
                 await self.stub.Heartbeat(nodes_pb2.HeartbeatRequest(
                     node=self.node_name, running_tasks=len(self.running),
-                    inflight_bytes=self.budget.used), timeout=10)
+                    inflight_bytes=self.engine.budget.used), timeout=10)
             except grpc.aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.NOT_FOUND:  # control lost us: register again
                     await self._register(stop)
@@ -248,7 +250,7 @@ class Agent:
 
     async def _repository(self, locator: nodes_pb2.RepositoryLocator) -> Repository:
         return await open_repository(locator.kind, locator.path, roots=self.config.file_roots,
-                                     executor=self.pool)
+                                     executor=self.engine.pool)
 
     # -- task kinds -----------------------------------------------------------------
 
@@ -272,13 +274,13 @@ class Agent:
                                   full_sync=full_sync)
 
         with FileDisk(path) as source:
-            job = DiskReplication(
-                disk=spec.disk, source=source, repo=repo, pool=self.pool, budget=self.budget,
-                window=self.config.engine.window_chunks, chunk_size=spec.chunk_size_bytes,
-                compression=spec.compression or "none", previous=previous,
-                checkpoint=checkpoint, checkpoint_interval=spec.checkpoint_interval_bytes,
-                progress=progress, progress_seconds=self.config.engine.progress_seconds)
-            result = await job.run()
+            result = await self.engine.replicate(
+                disk=spec.disk, source=source, repo=repo,
+                target=f"{spec.repository.kind}:{spec.repository.path}",
+                chunk_size=spec.chunk_size_bytes, compression=spec.compression or "none",
+                previous=previous, checkpoint=checkpoint,
+                checkpoint_interval=spec.checkpoint_interval_bytes, progress=progress,
+                plan_bandwidth=reporter.bandwidth)
         req.root_hash = result.manifest.root_hash
         req.size_bytes = result.manifest.size
         req.full_sync = result.full_sync
@@ -296,7 +298,9 @@ class Agent:
             create_time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             disks=tuple(PointDisk(disk=d.disk, size=d.size_bytes, root_hash=d.root_hash,
                                   full_sync=d.full_sync) for d in spec.disks))
+        await repo.store.sync()  # every chunk and manifest durable before the point is visible
         written = await repo.put_recovery_point(record)
+        await repo.store.sync()
         log.info("recovery point written", point=spec.recovery_point_id, new=written)
 
     async def _restore(self, spec: nodes_pb2.RestoreSpec, reporter: Reporter,
@@ -313,11 +317,10 @@ class Agent:
                 last = time.monotonic()
                 await reporter.report(checkpoint=None, bytes_done=done)
 
-        result = await restore_raw(
+        result = await self.engine.restore_raw(
             repo=repo, root_hash=spec.root_hash, disk=spec.disk,
             destination=spec.destination_path, overwrite=spec.overwrite,
-            roots=self.config.file_roots, pool=self.pool, budget=self.budget,
-            window=self.config.engine.window_chunks, progress=progress)
+            roots=self.config.file_roots, progress=progress)
         json_format.ParseDict(result, req.restore_result)
 
     async def _verify(self, spec: nodes_pb2.VerifySpec, reporter: Reporter,

@@ -17,6 +17,12 @@ class EngineConfig:
     workers: int = 4
     # Seconds between progress reports (the lease is also renewed by heartbeats).
     progress_seconds: float = 2.0
+    # Bounds of the adaptive number of writes in flight per target.
+    min_concurrency: int = 1
+    max_concurrency: int = 64
+    # The node's bandwidth cap in bytes/s of chunk data sent; 0 = unlimited. Re-read on
+    # SIGHUP, so it can change while cycles run.
+    bandwidth_bytes_per_second: int = 0
 
 
 @dataclass(frozen=True)

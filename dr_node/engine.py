@@ -9,8 +9,16 @@ At most `window` data chunks of a disk are in flight, and every read buffer is h
 under the node's byte budget until its chunk is durable. Chunks finish out of order;
 the committer advances the low watermark over contiguous finished chunks, feeds their
 ids to the manifest writer in order, and reports a checkpoint every
-`checkpoint_interval_bytes`, from which a re-assigned task resumes (re-sending at most
-one window).
+`checkpoint_interval_bytes`, from which a re-assigned task resumes.
+
+Durability: chunk writes are not flushed one by one; the repository is synced before a
+checkpoint is reported and before the disk's manifest is, so the watermark the control
+plane holds only ever covers durable chunks. A resumed task re-reads from its
+checkpoint but asks the repository before sending a chunk there, so it re-sends only
+what was in flight when the previous holder died: at most one window.
+
+`Engine` holds what all disks of a node share: the thread pool, the byte budget, one
+adaptive limiter per target, and the node's bandwidth cap.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import asyncio
 import bisect
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import structlog
@@ -30,7 +38,15 @@ from dr_common.repository import (ZERO_ID, DiskManifest, ManifestWriter, Reposit
 from dr_common.retry import retry
 from dr_common.sources.base import Extent, SourceDisk
 from dr_node import metrics
+from dr_node.adaptive import AdaptiveLimiter
+from dr_node.bandwidth import TokenBucket
 from dr_node.budget import ByteBudget
+from dr_node.config import EngineConfig
+from dr_node.restore import restore_raw
+
+# Hole chunks are handled without a thread hop; yield to the loop every this many so
+# that a huge sparse disk does not hold the loop (heartbeats, other disks) for long.
+_YIELD_EVERY = 256
 
 log = structlog.get_logger()
 
@@ -95,16 +111,25 @@ class _DataMap:
         return i < len(self._starts) and self._starts[i] < end
 
 
+async def _no_progress(*_args) -> None:
+    return None
+
+
 class DiskReplication:
     def __init__(self, *, disk: str, source: SourceDisk, repo: Repository, pool: Executor,
                  budget: ByteBudget, window: int, chunk_size: int, compression: str,
                  previous: DiskManifest | None, checkpoint: Checkpoint | None,
-                 checkpoint_interval: int, progress: Progress, progress_seconds: float = 2.0):
+                 checkpoint_interval: int, progress: Progress = _no_progress,
+                 progress_seconds: float = 2.0, limiter: AdaptiveLimiter | None = None,
+                 buckets: tuple[TokenBucket, ...] = ()):
         self.disk = disk
         self.source = source
         self.repo = repo
         self.pool = pool
         self.budget = budget
+        self.limiter = limiter or AdaptiveLimiter(f"disk:{disk}", initial=window,
+                                                  maximum=max(window, 1))
+        self.buckets = buckets
         self.window = window
         self.chunk_size = chunk_size
         self.compression = compression
@@ -117,6 +142,8 @@ class DiskReplication:
         self.progress = progress
         self.progress_seconds = progress_seconds
         self.stats = Stats()
+        # On resume, chunks up to here may already be stored by the previous holder.
+        self._probe_until = 0
         self.buffers = BufferPool(chunk_size)
         self._zeros = memoryview(bytes(chunk_size))
         self._prev_segments: dict[int, list[bytes]] = {}
@@ -143,6 +170,8 @@ class DiskReplication:
         start = writer.next_chunk
         if start:
             log.info("resuming from checkpoint", disk=self.disk, watermark_chunk=start)
+            self._probe_until = start + (self.checkpoint_interval // self.chunk_size +
+                                         2 * self.window)
         done: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
         window = asyncio.Semaphore(self.window)
         metrics.WINDOW.labels(disk=self.disk).set(self.window)
@@ -155,6 +184,8 @@ class DiskReplication:
                     self.stats.chunks_zero += 1
                     metrics.CHUNKS.labels(outcome="zero").inc()
                     done.put_nowait((index, ZERO_ID))
+                    if index % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
                     continue
                 prev_id = await self._previous_id(index)
                 await window.acquire()
@@ -216,6 +247,10 @@ class DiskReplication:
             elif blob is None:
                 self.stats.chunks_unchanged += 1
                 metrics.CHUNKS.labels(outcome="unchanged").inc()
+            elif index < self._probe_until and await self.repo.has_chunk(cid):
+                # Stored by the holder that died after its last checkpoint: don't resend.
+                self.stats.chunks_deduplicated += 1
+                metrics.CHUNKS.labels(outcome="deduplicated").inc()
             else:
                 await self._store(cid, blob)
             done.put_nowait((index, cid))
@@ -227,8 +262,15 @@ class DiskReplication:
             window.release()
 
     async def _store(self, cid: bytes, blob: bytes) -> None:
-        stored = await retry(lambda: self.repo.put_chunk(cid, blob),
-                             on_retry=lambda e, n: metrics.RETRIES.labels(op="put_chunk").inc())
+        for bucket in self.buckets:
+            await bucket.consume(len(blob))
+
+        async def put() -> bool:
+            async with self.limiter.slot():
+                return await self.repo.put_chunk(cid, blob)
+
+        stored = await retry(put, on_retry=lambda e, n: metrics.RETRIES.labels(
+            op="put_chunk").inc())
         self.stats.chunks_sent += 1
         self.stats.bytes_sent += len(blob)
         metrics.BYTES.labels(stage="sent").inc(len(blob))
@@ -271,9 +313,62 @@ class DiskReplication:
                 cp = None
                 if due_cp:
                     wm, segments, tail = writer.checkpoint()
+                    await self.repo.store.sync()  # the checkpoint may only cover durable chunks
                     cp = Checkpoint(wm, segments, tail)
                     last_cp_chunk = writer.next_chunk
                 await self.progress(cp, min(writer.next_chunk * self.chunk_size, self.size),
                                     self.stats, self.full_sync)
                 last_report = now
-        return await writer.finish()
+        manifest = await writer.finish()
+        await self.repo.store.sync()
+        return manifest
+
+
+class Engine:
+    """What every disk task of a node shares."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="dr-io")
+        self.budget = ByteBudget(config.budget_bytes)
+        self.node_bandwidth = TokenBucket(config.bandwidth_bytes_per_second)
+        self._limiters: dict[str, AdaptiveLimiter] = {}
+
+    def limiter(self, target: str) -> AdaptiveLimiter:
+        """The adaptive limiter of one target (e.g. a repository location)."""
+        lim = self._limiters.get(target)
+        if lim is None:
+            c = self.config
+            lim = AdaptiveLimiter(target, initial=min(c.window_chunks, 4),
+                                  minimum=c.min_concurrency, maximum=c.max_concurrency)
+            self._limiters[target] = lim
+        return lim
+
+    async def replicate(self, *, disk: str, source: SourceDisk, repo: Repository, target: str,
+                        chunk_size: int, compression: str = "none",
+                        previous: DiskManifest | None = None,
+                        checkpoint: Checkpoint | None = None,
+                        checkpoint_interval: int = 500_000_000,
+                        progress: Progress = _no_progress,
+                        plan_bandwidth: TokenBucket | None = None,
+                        window: int | None = None) -> ReplicateResult:
+        buckets = tuple(b for b in (self.node_bandwidth, plan_bandwidth) if b is not None)
+        job = DiskReplication(
+            disk=disk, source=source, repo=repo, pool=self.pool, budget=self.budget,
+            window=window or self.config.window_chunks, chunk_size=chunk_size,
+            compression=compression, previous=previous, checkpoint=checkpoint,
+            checkpoint_interval=checkpoint_interval, progress=progress,
+            progress_seconds=self.config.progress_seconds, limiter=self.limiter(target),
+            buckets=buckets)
+        return await job.run()
+
+    async def restore_raw(self, *, repo: Repository, root_hash: str, disk: str,
+                          destination: str, overwrite: bool, roots: list[str],
+                          progress=_no_progress) -> dict:
+        return await restore_raw(repo=repo, root_hash=root_hash, disk=disk,
+                                 destination=destination, overwrite=overwrite, roots=roots,
+                                 pool=self.pool, budget=self.budget,
+                                 window=self.config.window_chunks, progress=progress)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)

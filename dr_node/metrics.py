@@ -14,3 +14,6 @@ WATERMARK = Gauge("dr_node_watermark_bytes", "Bytes below the disk's low waterma
 RETRIES = Counter("dr_node_retries_total", "Retried target or source operations", ["op"])
 TASKS = Counter("dr_node_tasks_total", "Tasks finished by kind and outcome", ["kind", "outcome"])
 RUNNING = Gauge("dr_node_running_tasks", "Tasks running on this node")
+TARGET_CONCURRENCY = Gauge("dr_node_target_concurrency",
+                           "Adaptive limit of requests in flight per target", ["target"])
+THROTTLES = Counter("dr_node_throttles_total", "Throttling answers from targets", ["target"])

@@ -52,6 +52,10 @@ class ObjectStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def sync(self) -> None:
+        """Make every put that returned so far durable (a no-op where puts already are)."""
+        ...
+
 
 def _check_part(part: str, key: str) -> None:
     if part in ("", ".", ".."):
@@ -81,7 +85,10 @@ class FsStore:
 
     Blocking calls run in `executor` (None: the loop's default executor) so the event
     loop never waits on the disk. With `durable` (the default), a put returns only
-    after the file and its directory entry are on stable storage; tests may turn it off.
+    after the file and its directory entry are on stable storage. The replication
+    engine turns it off and calls `sync()` before it reports a checkpoint or a finished
+    disk: one syncfs per checkpoint instead of two fsyncs per chunk, same guarantee for
+    everything the control plane is told is durable.
     """
 
     def __init__(
@@ -139,6 +146,10 @@ class FsStore:
     async def close(self) -> None:
         # Nothing to release: the executor belongs to the caller.
         return None
+
+    async def sync(self) -> None:
+        if self.root.is_dir():
+            await self._run(_syncfs, self.root)
 
     async def _walk(self, rel: str) -> AsyncIterator[str]:
         entries = await self._run(self._scan, self.root / rel if rel else self.root)
@@ -221,6 +232,28 @@ class FsStore:
             return
         if self._durable:
             _fsync_dir(path.parent)
+
+
+def _syncfs(path: Path) -> None:
+    """Flushes the filesystem holding `path` (syncfs(2)): one call instead of an fsync
+    per object, which is what lets puts skip their own fsyncs."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc is not None and _libc.syncfs(fd) == 0:
+            return
+        os.sync()  # no syncfs: flush everything, slower but as safe
+    finally:
+        os.close(fd)
+
+
+try:
+    import ctypes
+    import ctypes.util
+
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    _libc.syncfs.argtypes = [ctypes.c_int]
+except (OSError, AttributeError):  # not glibc/musl: fall back to os.sync
+    _libc = None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -71,7 +71,7 @@ def plan(p: models.Plan, state: str) -> protection_pb2.Plan:
         target_site=names.site_name(p.target_site), target_kind=p.target_kind,
         workloads=p.workloads, disks=p.disks, rpo_seconds=p.rpo_seconds, keep_last=p.keep_last,
         chunk_size_bytes=p.chunk_size, compression=p.compression, state=state, paused=p.paused,
-        create_time=ts(p.create_time))
+        create_time=ts(p.create_time), bandwidth_bytes_per_second=p.bandwidth)
 
 
 def disk_progress(t: models.Task, chunk_size: int) -> protection_pb2.DiskProgress:

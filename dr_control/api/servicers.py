@@ -9,6 +9,7 @@ from __future__ import annotations
 from google.protobuf import empty_pb2, json_format
 
 from dr_common import names
+from dr_common.errors import InvalidArgument
 from dr_common.proto.dr.v1 import (inventory_pb2, inventory_pb2_grpc, nodes_pb2,
                                    nodes_pb2_grpc, operations_pb2, operations_pb2_grpc,
                                    protection_pb2, protection_pb2_grpc, recovery_points_pb2,
@@ -81,8 +82,23 @@ class Protection(protection_pb2_grpc.ProtectionServiceServicer):
             request.plan_id, source_site=p.source_site, target_site=p.target_site,
             target_kind=p.target_kind, workloads=list(p.workloads), disks=list(p.disks),
             rpo_seconds=p.rpo_seconds, keep_last=p.keep_last, chunk_size=p.chunk_size_bytes,
-            compression=p.compression)
+            compression=p.compression, bandwidth=p.bandwidth_bytes_per_second)
         return await self._plan(plan)
+
+    @rpc
+    async def UpdatePlan(self, request, context):
+        p = request.plan
+        fields = {"rpo_seconds": ("rpo_seconds", p.rpo_seconds),
+                  "keep_last": ("keep_last", p.keep_last),
+                  "bandwidth_bytes_per_second": ("bandwidth", p.bandwidth_bytes_per_second)}
+        changes = {}
+        for path in request.update_mask.paths:
+            if path not in fields:
+                raise InvalidArgument(f"field {path!r} cannot be updated; updatable: "
+                                      f"{', '.join(fields)}", field="update_mask")
+            key, value = fields[path]
+            changes[key] = value
+        return await self._plan(await self.svc.update_plan(p.name, changes))
 
     @rpc
     async def GetPlan(self, request, context):
@@ -228,12 +244,13 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
 
     @rpc
     async def ReportProgress(self, request, context):
-        cancel = await self.coord.report_progress(
+        cancel, bandwidth = await self.coord.report_progress(
             request.task, request.lease_token,
             checkpoint=_dict(request.checkpoint) if request.HasField("checkpoint") else {},
             bytes_done=request.bytes_done, stats=_dict(request.stats),
             full_sync=request.full_sync)
-        return nodes_pb2.ReportProgressResponse(cancel=cancel)
+        return nodes_pb2.ReportProgressResponse(cancel=cancel,
+                                                bandwidth_bytes_per_second=bandwidth)
 
     @rpc
     async def CompleteTask(self, request, context):

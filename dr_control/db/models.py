@@ -91,6 +91,7 @@ class Plan(Base):
     keep_last: Mapped[int] = mapped_column(Integer, default=0)
     chunk_size: Mapped[int] = mapped_column(BigInteger)
     compression: Mapped[str] = mapped_column(String(16), default="none")
+    bandwidth: Mapped[int] = mapped_column(BigInteger, default=0)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     # Set by RunPlan: the scheduler starts a cycle at its next tick.

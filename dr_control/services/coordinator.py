@@ -76,6 +76,7 @@ class Coordinator:
                 "compression": plan.compression,
                 "previous_root_hash": previous.get(disk_name, ""),
                 "checkpoint_interval_bytes": self.ctx.config.scheduler.checkpoint_interval_bytes,
+                "bandwidth_bytes_per_second": plan.bandwidth,
             }
             s.add(Task(kind="replicate", cycle_id=cycle.id, plan_id=plan.id, disk=disk_name,
                        spec=spec, bytes_total=disk.size))
@@ -202,15 +203,18 @@ class Coordinator:
         return task
 
     async def report_progress(self, task_name: str, token: int, *, checkpoint: dict,
-                              bytes_done: int, stats: dict, full_sync: bool) -> bool:
-        """Records progress and renews the lease; True means: cancel the task."""
+                              bytes_done: int, stats: dict, full_sync: bool
+                              ) -> tuple[bool, int]:
+        """Records progress and renews the lease. Returns (cancel the task?, the plan's
+        bandwidth cap now), so running tasks follow changes to the plan."""
         async with self.ctx.db() as s, s.begin():
             task = await self._leased(s, task_name, token)
             if checkpoint:
                 task.checkpoint = checkpoint
             task.bytes_done, task.stats, task.full_sync = bytes_done, stats, full_sync
             task.lease_expire_time = utcnow() + self.lease
-            return task.cancel_requested
+            plan = await s.get(Plan, task.plan_id) if task.plan_id else None
+            return task.cancel_requested, plan.bandwidth if plan else 0
 
     async def complete_task(self, task_name: str, token: int, *, error: dict | None,
                             stats: dict, result: dict, full_sync: bool) -> None:

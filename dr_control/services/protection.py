@@ -21,6 +21,21 @@ DEFAULT_CHUNK_SIZE = 1 << 20
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 64 << 10, 16 << 20
 
 
+UPDATABLE = frozenset({"rpo_seconds", "keep_last", "bandwidth"})
+
+
+def _check_settings(rpo_seconds: int, keep_last: int, bandwidth: int) -> None:
+    if rpo_seconds <= 0:
+        raise InvalidArgument(f"rpo_seconds must be positive, got {rpo_seconds}",
+                              field="plan.rpo_seconds")
+    if keep_last < 0:
+        raise InvalidArgument(f"keep_last must be 0 (keep all) or positive, got {keep_last}",
+                              field="plan.keep_last")
+    if bandwidth < 0:
+        raise InvalidArgument(f"bandwidth_bytes_per_second must be 0 (unlimited) or positive, "
+                              f"got {bandwidth}", field="plan.bandwidth_bytes_per_second")
+
+
 @dataclass
 class PlanStatus:
     plan: Plan
@@ -41,14 +56,9 @@ class ProtectionService:
     async def create_plan(self, plan_id: str, *, source_site: str, target_site: str,
                           target_kind: str, workloads: list[str], disks: list[str],
                           rpo_seconds: int, keep_last: int, chunk_size: int,
-                          compression: str) -> Plan:
+                          compression: str, bandwidth: int = 0) -> Plan:
         names.check_id(plan_id, field="plan_id", what="plan")
-        if rpo_seconds <= 0:
-            raise InvalidArgument(f"rpo_seconds must be positive, got {rpo_seconds}",
-                                  field="plan.rpo_seconds")
-        if keep_last < 0:
-            raise InvalidArgument(f"keep_last must be 0 (keep all) or positive, got {keep_last}",
-                                  field="plan.keep_last")
+        _check_settings(rpo_seconds, keep_last, bandwidth)
         chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
         if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE) or chunk_size & (chunk_size - 1):
             raise InvalidArgument(
@@ -77,7 +87,7 @@ class ProtectionService:
             plan = Plan(id=plan_id, source_site=src_id, target_site=dst_id,
                         target_kind=target_kind, workloads=list(workloads), disks=resolved,
                         rpo_seconds=rpo_seconds, keep_last=keep_last, chunk_size=chunk_size,
-                        compression=compression)
+                        compression=compression, bandwidth=bandwidth)
             s.add(plan)
         self.ctx.tasks_queued.notify()
         return plan
@@ -118,6 +128,23 @@ class ProtectionService:
     async def list_plans(self) -> list[Plan]:
         async with self.ctx.db() as s:
             return list((await s.scalars(select(Plan).order_by(Plan.id))).all())
+
+    async def update_plan(self, name: str, changes: dict[str, int]) -> Plan:
+        """Applies `changes` (keys: rpo_seconds, keep_last, bandwidth) to a plan."""
+        plan = await self.get_plan(name)
+        unknown = set(changes) - UPDATABLE
+        if unknown or not changes:
+            raise InvalidArgument(
+                f"update_mask may name {', '.join(sorted(UPDATABLE))}; got "
+                f"{', '.join(sorted(unknown)) or 'nothing'}", field="update_mask")
+        merged = {"rpo_seconds": plan.rpo_seconds, "keep_last": plan.keep_last,
+                  "bandwidth": plan.bandwidth, **changes}
+        _check_settings(merged["rpo_seconds"], merged["keep_last"], merged["bandwidth"])
+        async with self.ctx.db() as s, s.begin():
+            plan = await s.get(Plan, plan.id)
+            for key, value in changes.items():
+                setattr(plan, key, value)
+        return plan
 
     async def set_paused(self, name: str, paused: bool) -> Plan:
         plan = await self.get_plan(name)

@@ -63,7 +63,7 @@ class RepositoryLocator(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class ReplicateSpec(_message.Message):
-    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes")
+    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes", "bandwidth_bytes_per_second")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class ReplicateSpec(_message.Message):
     PREVIOUS_ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_INTERVAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     plan: str
     cycle: str
     disk: str
@@ -88,7 +89,8 @@ class ReplicateSpec(_message.Message):
     previous_root_hash: str
     checkpoint: _common_pb2.Checkpoint
     checkpoint_interval_bytes: int
-    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ...) -> None: ...
+    bandwidth_bytes_per_second: int
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ...) -> None: ...
 
 class FinalizeSpec(_message.Message):
     __slots__ = ("plan", "cycle", "recovery_point_id", "repository", "disks")
@@ -205,10 +207,12 @@ class ReportProgressRequest(_message.Message):
     def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., bytes_done: _Optional[int] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., full_sync: _Optional[bool] = ...) -> None: ...
 
 class ReportProgressResponse(_message.Message):
-    __slots__ = ("cancel",)
+    __slots__ = ("cancel", "bandwidth_bytes_per_second")
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     cancel: bool
-    def __init__(self, cancel: _Optional[bool] = ...) -> None: ...
+    bandwidth_bytes_per_second: int
+    def __init__(self, cancel: _Optional[bool] = ..., bandwidth_bytes_per_second: _Optional[int] = ...) -> None: ...
 
 class CompleteTaskRequest(_message.Message):
     __slots__ = ("task", "lease_token", "error", "stats", "root_hash", "full_sync", "size_bytes", "restore_result", "verify_result")

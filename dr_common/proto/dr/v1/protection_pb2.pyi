@@ -2,6 +2,7 @@ import datetime
 
 from dr_common.proto.dr.v1 import common_pb2 as _common_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -12,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Plan(_message.Message):
-    __slots__ = ("name", "source_site", "target_site", "target_kind", "workloads", "disks", "rpo_seconds", "keep_last", "chunk_size_bytes", "compression", "state", "paused", "create_time")
+    __slots__ = ("name", "source_site", "target_site", "target_kind", "workloads", "disks", "rpo_seconds", "keep_last", "chunk_size_bytes", "compression", "state", "paused", "create_time", "bandwidth_bytes_per_second")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_SITE_FIELD_NUMBER: _ClassVar[int]
     TARGET_SITE_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +27,7 @@ class Plan(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     name: str
     source_site: str
     target_site: str
@@ -39,7 +41,8 @@ class Plan(_message.Message):
     state: str
     paused: bool
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., source_site: _Optional[str] = ..., target_site: _Optional[str] = ..., target_kind: _Optional[str] = ..., workloads: _Optional[_Iterable[str]] = ..., disks: _Optional[_Iterable[str]] = ..., rpo_seconds: _Optional[int] = ..., keep_last: _Optional[int] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., state: _Optional[str] = ..., paused: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    bandwidth_bytes_per_second: int
+    def __init__(self, name: _Optional[str] = ..., source_site: _Optional[str] = ..., target_site: _Optional[str] = ..., target_kind: _Optional[str] = ..., workloads: _Optional[_Iterable[str]] = ..., disks: _Optional[_Iterable[str]] = ..., rpo_seconds: _Optional[int] = ..., keep_last: _Optional[int] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., state: _Optional[str] = ..., paused: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bandwidth_bytes_per_second: _Optional[int] = ...) -> None: ...
 
 class Cycle(_message.Message):
     __slots__ = ("name", "state", "create_time", "end_time", "recovery_point", "stats", "disks", "error")
@@ -134,6 +137,14 @@ class ListPlansResponse(_message.Message):
     plans: _containers.RepeatedCompositeFieldContainer[Plan]
     next_page_token: str
     def __init__(self, plans: _Optional[_Iterable[_Union[Plan, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdatePlanRequest(_message.Message):
+    __slots__ = ("plan", "update_mask")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    plan: Plan
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, plan: _Optional[_Union[Plan, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class DeletePlanRequest(_message.Message):
     __slots__ = ("name",)

@@ -50,6 +50,11 @@ class ProtectionServiceStub:
                 request_serializer=dr_dot_v1_dot_protection__pb2.ListPlansRequest.SerializeToString,
                 response_deserializer=dr_dot_v1_dot_protection__pb2.ListPlansResponse.FromString,
                 _registered_method=True)
+        self.UpdatePlan = channel.unary_unary(
+                '/dr.v1.ProtectionService/UpdatePlan',
+                request_serializer=dr_dot_v1_dot_protection__pb2.UpdatePlanRequest.SerializeToString,
+                response_deserializer=dr_dot_v1_dot_protection__pb2.Plan.FromString,
+                _registered_method=True)
         self.DeletePlan = channel.unary_unary(
                 '/dr.v1.ProtectionService/DeletePlan',
                 request_serializer=dr_dot_v1_dot_protection__pb2.DeletePlanRequest.SerializeToString,
@@ -99,6 +104,13 @@ class ProtectionServiceServicer:
 
     def ListPlans(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePlan(self, request, context):
+        """Changes rpo_seconds, keep_last or bandwidth_bytes_per_second (named in update_mask).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -158,6 +170,11 @@ def add_ProtectionServiceServicer_to_server(servicer, server):
                     servicer.ListPlans,
                     request_deserializer=dr_dot_v1_dot_protection__pb2.ListPlansRequest.FromString,
                     response_serializer=dr_dot_v1_dot_protection__pb2.ListPlansResponse.SerializeToString,
+            ),
+            'UpdatePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePlan,
+                    request_deserializer=dr_dot_v1_dot_protection__pb2.UpdatePlanRequest.FromString,
+                    response_serializer=dr_dot_v1_dot_protection__pb2.Plan.SerializeToString,
             ),
             'DeletePlan': grpc.unary_unary_rpc_method_handler(
                     servicer.DeletePlan,
@@ -271,6 +288,33 @@ class ProtectionService:
             '/dr.v1.ProtectionService/ListPlans',
             dr_dot_v1_dot_protection__pb2.ListPlansRequest.SerializeToString,
             dr_dot_v1_dot_protection__pb2.ListPlansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dr.v1.ProtectionService/UpdatePlan',
+            dr_dot_v1_dot_protection__pb2.UpdatePlanRequest.SerializeToString,
+            dr_dot_v1_dot_protection__pb2.Plan.FromString,
             options,
             channel_credentials,
             insecure,
