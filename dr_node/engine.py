@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 import structlog
 
 from dr_common.errors import DRError
-from dr_common.repository import (ZERO_ID, DiskManifest, ManifestWriter, Repository,
-                                  encode_chunk)
+from dr_common.repository import (CHUNK_OVERHEAD, ZERO_ID, DiskManifest, ManifestWriter,
+                                  Repository, encode_chunk)
 from dr_common.retry import retry
 from dr_common.sources.base import Extent, SourceDisk
 from dr_node import metrics
@@ -85,17 +85,38 @@ Progress = Callable[[Checkpoint | None, int, Stats, bool], Awaitable[None]]
 
 
 class BufferPool:
-    """Reusable chunk buffers: one allocation per window slot, not one per chunk."""
+    """Reusable read buffers, shared by all disks of a node.
 
-    def __init__(self, size: int):
-        self.size = size
-        self._free: list[bytearray] = []
+    Buffers are taken only while their bytes are held under the byte budget, so those
+    in use never exceed it; the free list is capped at the budget too. Memory is thus
+    bounded by configuration whatever the number of disks (per-disk pools would grow
+    with the disk count).
+    """
 
-    def get(self) -> bytearray:
-        return self._free.pop() if self._free else bytearray(self.size)
+    def __init__(self, max_free_bytes: int):
+        self.max_free_bytes = max_free_bytes
+        self._free: dict[int, list[bytearray]] = {}
+        self._free_bytes = 0
+        self._zeros: dict[int, memoryview] = {}
+
+    def get(self, size: int) -> bytearray:
+        free = self._free.get(size)
+        if free:
+            self._free_bytes -= size
+            return free.pop()
+        return bytearray(size)
 
     def put(self, buf: bytearray) -> None:
-        self._free.append(buf)
+        if self._free_bytes + len(buf) <= self.max_free_bytes:
+            self._free.setdefault(len(buf), []).append(buf)
+            self._free_bytes += len(buf)
+
+    def zeros(self, size: int) -> memoryview:
+        """A read-only zero buffer to compare chunks with (one per chunk size)."""
+        z = self._zeros.get(size)
+        if z is None:
+            z = self._zeros[size] = memoryview(bytes(size))
+        return z
 
 
 class _DataMap:
@@ -121,7 +142,7 @@ class DiskReplication:
                  previous: DiskManifest | None, checkpoint: Checkpoint | None,
                  checkpoint_interval: int, progress: Progress = _no_progress,
                  progress_seconds: float = 2.0, limiter: AdaptiveLimiter | None = None,
-                 buckets: tuple[TokenBucket, ...] = ()):
+                 buckets: tuple[TokenBucket, ...] = (), buffers: BufferPool | None = None):
         self.disk = disk
         self.source = source
         self.repo = repo
@@ -142,10 +163,12 @@ class DiskReplication:
         self.progress = progress
         self.progress_seconds = progress_seconds
         self.stats = Stats()
-        # On resume, chunks up to here may already be stored by the previous holder.
-        self._probe_until = 0
-        self.buffers = BufferPool(chunk_size)
-        self._zeros = memoryview(bytes(chunk_size))
+        # A resumed task asks the repository before sending, until a run of misses shows
+        # it has passed where the previous holder got to (see _stored_before).
+        self._probing = False
+        self._probe_misses = 0
+        self.buffers = buffers or BufferPool(budget.capacity)
+        self._zeros = self.buffers.zeros(chunk_size)
         self._prev_segments: dict[int, list[bytes]] = {}
 
     def _compatible(self, prev: DiskManifest | None) -> bool:
@@ -170,8 +193,7 @@ class DiskReplication:
         start = writer.next_chunk
         if start:
             log.info("resuming from checkpoint", disk=self.disk, watermark_chunk=start)
-            self._probe_until = start + (self.checkpoint_interval // self.chunk_size +
-                                         2 * self.window)
+            self._probing = True
         done: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
         window = asyncio.Semaphore(self.window)
         metrics.WINDOW.labels(disk=self.disk).set(self.window)
@@ -190,7 +212,8 @@ class DiskReplication:
                 prev_id = await self._previous_id(index)
                 await window.acquire()
                 try:
-                    taken = await self.budget.acquire(length)
+                    # The encoded chunk is what stays in memory until it is written.
+                    taken = await self.budget.acquire(length + CHUNK_OVERHEAD)
                 except BaseException:
                     window.release()
                     raise
@@ -229,7 +252,7 @@ class DiskReplication:
                      taken: int, window: asyncio.Semaphore,
                      done: asyncio.Queue[tuple[int, bytes]]) -> None:
         t0 = time.monotonic()
-        buf = self.buffers.get()
+        buf = self.buffers.get(self.chunk_size)
         try:
             view = memoryview(buf)[:length]
             cid, blob, n = await asyncio.get_running_loop().run_in_executor(
@@ -247,7 +270,7 @@ class DiskReplication:
             elif blob is None:
                 self.stats.chunks_unchanged += 1
                 metrics.CHUNKS.labels(outcome="unchanged").inc()
-            elif index < self._probe_until and await self.repo.has_chunk(cid):
+            elif self._probing and await self._stored_before(cid):
                 # Stored by the holder that died after its last checkpoint: don't resend.
                 self.stats.chunks_deduplicated += 1
                 metrics.CHUNKS.labels(outcome="deduplicated").inc()
@@ -260,6 +283,22 @@ class DiskReplication:
                 self.buffers.put(buf)
             self.budget.release(taken)
             window.release()
+
+    async def _stored_before(self, cid: bytes) -> bool:
+        """Did the holder that died store this chunk after its last checkpoint?
+
+        It may have got anywhere past the checkpoint (a checkpoint is reported only
+        after a sync, which can be slow), but no further than one window past its own
+        watermark. Chunks finish out of order, so probing stops only after two windows'
+        worth of misses in a row.
+        """
+        if await self.repo.has_chunk(cid):
+            self._probe_misses = 0
+            return True
+        self._probe_misses += 1
+        if self._probe_misses >= 2 * self.window:
+            self._probing = False
+        return False
 
     async def _store(self, cid: bytes, blob: bytes) -> None:
         for bucket in self.buckets:
@@ -332,6 +371,7 @@ class Engine:
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="dr-io")
         self.budget = ByteBudget(config.budget_bytes)
         self.node_bandwidth = TokenBucket(config.bandwidth_bytes_per_second)
+        self.buffers = BufferPool(config.budget_bytes)
         self._limiters: dict[str, AdaptiveLimiter] = {}
 
     def limiter(self, target: str) -> AdaptiveLimiter:
@@ -359,7 +399,7 @@ class Engine:
             compression=compression, previous=previous, checkpoint=checkpoint,
             checkpoint_interval=checkpoint_interval, progress=progress,
             progress_seconds=self.config.progress_seconds, limiter=self.limiter(target),
-            buckets=buckets)
+            buckets=buckets, buffers=self.buffers)
         return await job.run()
 
     async def restore_raw(self, *, repo: Repository, root_hash: str, disk: str,

@@ -40,6 +40,8 @@ ZERO_ID = bytes(ID_SIZE)
 
 COMPRESSIONS = ("none", "zstd")
 
+# Bytes an encoded chunk may add to its data: the header. Memory accounting needs it.
+CHUNK_OVERHEAD = 1
 # Chunk header byte: how the payload after it is encoded.
 CHUNK_RAW = 0
 CHUNK_ZSTD = 1
