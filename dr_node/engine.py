@@ -34,7 +34,7 @@ import structlog
 
 from dr_common.errors import DRError
 from dr_common.repository import (CHUNK_OVERHEAD, ZERO_ID, DiskManifest, ManifestWriter,
-                                  Repository, encode_chunk)
+                                  Repository, encode_chunk_in_place)
 from dr_common.retry import retry
 from dr_common.sources.base import Extent, SourceDisk
 from dr_node import metrics
@@ -233,33 +233,35 @@ class DiskReplication:
             ids = self._prev_segments[seg]
         return ids[index - seg * self.previous.segment_chunks]
 
-    def _read(self, offset: int, buf: memoryview, prev_id: bytes | None
-              ) -> tuple[bytes, bytes | None, int]:
-        """In a worker thread: read, zero check, hash, encode. Returns (id, blob, bytes read)."""
-        n = self.source.readinto(offset, buf)
-        if n != len(buf):
+    def _read(self, offset: int, frame: bytearray, length: int, prev_id: bytes | None
+              ) -> tuple[bytes, bytes | memoryview | None, int]:
+        """In a worker thread: read, zero check, hash, encode. Returns (id, blob, bytes read).
+
+        The data is read into `frame` after room for the chunk header, so an uncompressed
+        blob is a view of the same buffer (see encode_chunk_in_place).
+        """
+        data = memoryview(frame)[CHUNK_OVERHEAD:CHUNK_OVERHEAD + length]
+        n = self.source.readinto(offset, data)
+        if n != length:
             raise DRError(f"source disk {self.disk} ended at {offset + n}, expected "
-                          f"{offset + len(buf)}: was it truncated during the cycle?",
+                          f"{offset + length}: was it truncated during the cycle?",
                           reason="source-changed", retryable=True)
-        if buf == self._zeros[:n]:  # memcmp against a shared zero buffer: no allocation
+        if data == self._zeros[:n]:  # memcmp against a shared zero buffer: no allocation
             return ZERO_ID, None, n
-        cid = self.repo.chunk_id(buf)
+        cid = self.repo.chunk_id(data)
         if cid == prev_id:
             return cid, None, n
-        return cid, encode_chunk(buf, self.compression), n
+        return cid, encode_chunk_in_place(frame, length, self.compression), n
 
     async def _chunk(self, index: int, offset: int, length: int, prev_id: bytes | None,
                      taken: int, window: asyncio.Semaphore,
                      done: asyncio.Queue[tuple[int, bytes]]) -> None:
         t0 = time.monotonic()
-        buf = self.buffers.get(self.chunk_size)
+        # Held until the chunk is written: the blob may be a view of this buffer.
+        frame = self.buffers.get(self.chunk_size + CHUNK_OVERHEAD)
         try:
-            view = memoryview(buf)[:length]
             cid, blob, n = await asyncio.get_running_loop().run_in_executor(
-                self.pool, self._read, offset, view, prev_id)
-            del view
-            self.buffers.put(buf)
-            buf = None
+                self.pool, self._read, offset, frame, length, prev_id)
             self.stats.bytes_read += n
             self.stats.chunks_read += 1
             metrics.BYTES.labels(stage="read").inc(n)
@@ -276,11 +278,14 @@ class DiskReplication:
                 metrics.CHUNKS.labels(outcome="deduplicated").inc()
             else:
                 await self._store(cid, blob)
+            del blob
             done.put_nowait((index, cid))
             metrics.CHUNK_SECONDS.observe(time.monotonic() - t0)
+            # Only a chunk that finished gives its buffer back. A cancelled one may still
+            # have a worker thread reading into it or writing from it: reusing it then
+            # could store another chunk's bytes under this chunk's name.
+            self.buffers.put(frame)
         finally:
-            if buf is not None:
-                self.buffers.put(buf)
             self.budget.release(taken)
             window.release()
 
@@ -300,7 +305,7 @@ class DiskReplication:
             self._probing = False
         return False
 
-    async def _store(self, cid: bytes, blob: bytes) -> None:
+    async def _store(self, cid: bytes, blob: bytes | memoryview) -> None:
         for bucket in self.buckets:
             await bucket.consume(len(blob))
 

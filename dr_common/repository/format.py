@@ -84,6 +84,25 @@ def keyed_hex(key: bytes, data: bytes | bytearray | memoryview) -> str:
     return blake3.blake3(data, key=key).hexdigest()
 
 
+def encode_chunk_in_place(frame: bytearray | memoryview, length: int,
+                          compression: str) -> bytes | memoryview:
+    """Encodes a chunk whose data sits at frame[CHUNK_OVERHEAD:CHUNK_OVERHEAD + length].
+
+    Uncompressed chunks get their header byte written in front of the data and are
+    returned as a view of `frame`: no allocation and no copy per chunk, which matters at
+    a gigabyte per second (a copy holds the GIL, and allocating under memory pressure
+    can stall it). Compressed chunks are new bytes, as in `encode_chunk`.
+    """
+    view = memoryview(frame)
+    data = view[CHUNK_OVERHEAD:CHUNK_OVERHEAD + length]
+    if compression != "none":
+        encoded = encode_chunk(data, compression)
+        if encoded[0] != CHUNK_RAW:
+            return encoded
+    view[0] = CHUNK_RAW
+    return view[:CHUNK_OVERHEAD + length]
+
+
 def encode_chunk(data: bytes | bytearray | memoryview, compression: str) -> bytes:
     """One header byte (0 raw, 1 zstd) then the payload.
 

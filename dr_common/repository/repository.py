@@ -188,7 +188,7 @@ class Repository:
             return True
         return await self.store.exists(chunk_key(cid))
 
-    async def put_chunk(self, cid: bytes, blob: bytes) -> bool:
+    async def put_chunk(self, cid: bytes, blob: bytes | memoryview) -> bool:
         """Store an encoded chunk (`format.encode_chunk`) unless its id is present.
 
         The caller computed `cid` from the data; a dedup store trusts that. Returns
