@@ -143,3 +143,21 @@ def test_drctl_shows_the_field_and_message(control: Cluster):
     assert code == 1
     assert "INVALID_ARGUMENT" in err and "rpo_seconds must be positive" in err
     assert "Traceback" not in err
+
+
+def test_update_plan_validates_and_applies(control: Cluster):
+    code, _, err = control.drctl("plan", "update", "existing", "--bandwidth=-1", check=False)
+    assert code == 1 and "bandwidth_bytes_per_second must be 0" in err
+    code, _, err = control.drctl("plan", "update", "existing", check=False)
+    assert code == 2 and "nothing to update" in err
+    from google.protobuf import field_mask_pb2
+    code, message, fields, _ = _error(lambda: control.protection.UpdatePlan(
+        protection_pb2.UpdatePlanRequest(plan=protection_pb2.Plan(name="plans/existing"),
+                                         update_mask=field_mask_pb2.FieldMask(
+                                             paths=["source_site"]))))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "update_mask" in fields
+    plan = control.drctl_json("plan", "update", "existing", "--bandwidth", "50MB/s",
+                              "--rpo", "2h")
+    assert int(plan["bandwidth_bytes_per_second"]) == 50_000_000
+    assert int(plan["rpo_seconds"]) == 7200
+    control.drctl("plan", "update", "existing", "--bandwidth", "0", "--rpo", "1h")

@@ -27,6 +27,11 @@ def size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def rate(text: str) -> int:
+    """--bandwidth: a size per second ("50MB/s", "100MiB", "0" for unlimited)."""
+    return size(text[:-2] if text.lower().endswith("/s") else text)
+
+
 def positive_seconds(text: str) -> float:
     """--timeout: a gRPC deadline of zero or less would fail every call, so reject it here."""
     try:

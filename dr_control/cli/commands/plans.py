@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, field_mask_pb2
 
 from dr_common.proto.dr.v1 import protection_pb2
 
@@ -50,7 +50,18 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
         help="chunk size: 1MiB, 256KiB, 4M, 1048576 (default: the server's)",
     )
     p.add_argument("--compression", choices=["none", "zstd"])
+    p.add_argument("--bandwidth", type=argtypes.rate, metavar="RATE",
+                   help="cap on data sent for this plan: 50MB/s, 100MiB/s (default: none)")
     p.set_defaults(handler=plan_create)
+
+    p = plan_sub.add_parser("update", parents=parents,
+                            help="change a plan's RPO, retention or bandwidth cap "
+                                 "(running cycles follow a new cap within seconds)")
+    p.add_argument("plan", metavar="ID", type=argtypes.name(names.PLAN))
+    p.add_argument("--rpo", type=argtypes.duration, metavar="DURATION")
+    p.add_argument("--keep-last", type=int, metavar="N")
+    p.add_argument("--bandwidth", type=argtypes.rate, metavar="RATE", help="0: unlimited")
+    p.set_defaults(handler=plan_update)
 
     p = plan_sub.add_parser("list", parents=parents, help="list plans")
     p.set_defaults(handler=plan_list)
@@ -97,11 +108,33 @@ def plan_create(ctx: Context, args: argparse.Namespace) -> int:
         argtypes.set_field(plan, "keep_last", args.keep_last, "--keep-last")
     if args.chunk_size is not None:
         argtypes.set_field(plan, "chunk_size_bytes", args.chunk_size, "--chunk-size")
+    if args.bandwidth is not None:
+        argtypes.set_field(plan, "bandwidth_bytes_per_second", args.bandwidth, "--bandwidth")
     created = ctx.client.call(
         ctx.client.protection.CreatePlan,
         protection_pb2.CreatePlanRequest(plan_id=args.id, plan=plan),
     )
     ctx.out.resource(created, render_plan)
+    return EXIT_OK
+
+
+def plan_update(ctx: Context, args: argparse.Namespace) -> int:
+    plan = protection_pb2.Plan(name=args.plan)
+    paths = []
+    for flag, field, value in (("--rpo", "rpo_seconds", args.rpo),
+                               ("--keep-last", "keep_last", args.keep_last),
+                               ("--bandwidth", "bandwidth_bytes_per_second", args.bandwidth)):
+        if value is not None:
+            argtypes.set_field(plan, field, value, flag)
+            paths.append(field)
+    if not paths:
+        raise UsageError("nothing to update: give --rpo, --keep-last or --bandwidth")
+    updated = ctx.client.call(
+        ctx.client.protection.UpdatePlan,
+        protection_pb2.UpdatePlanRequest(plan=plan, update_mask=field_mask_pb2.FieldMask(
+            paths=paths)),
+    )
+    ctx.out.resource(updated, render_plan)
     return EXIT_OK
 
 
@@ -196,6 +229,8 @@ def render_plan(plan: protection_pb2.Plan) -> str:
             ("keep last", plan.keep_last or "all"),
             ("chunk size", format_size(plan.chunk_size_bytes) if plan.chunk_size_bytes else "-"),
             ("compression", plan.compression or "-"),
+            ("bandwidth", f"{format_size(plan.bandwidth_bytes_per_second)}/s"
+             if plan.bandwidth_bytes_per_second else "unlimited"),
             ("created", format_time(plan.create_time)),
         ]
     )
