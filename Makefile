@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# npm tools the tests use (buf); pinned in package-lock.json.
+NPM_STAMP := node_modules/.installed
 
-.PHONY: all demo test proto clean check-python
+.PHONY: all demo test bench proto clean check-python
 
 all: test
 
@@ -17,17 +19,27 @@ $(STAMP): pyproject.toml | check-python
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
 # Protect a 1 GiB sample disk, change it twice, restore first and latest points, compare.
 demo: $(STAMP)
 	$(PY) -m tools.demo
 
 # The whole suite, real daemons included.
-test: $(STAMP)
+test: $(STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Benchmarks P1-P6 against qemu-img and restic (installed via apt-get when missing):
+# prints a table, writes bench/results.json and docs/BENCHMARKS.md. Quick check:
+# make bench BENCH_ARGS="--smoke"
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
 
 # Regenerate dr_common/proto from proto/ (commit the result; a test checks it is fresh).
 proto: $(STAMP)
 	$(PY) tools/genproto.py
 
 clean:
-	rm -rf $(VENV) demo-work .pytest_cache *.egg-info
+	rm -rf $(VENV) node_modules demo-work .pytest_cache *.egg-info

@@ -1,0 +1,473 @@
+"""The scenarios P1-P6: build data, measure ours and the baselines in the same run.
+
+Every measurement is repeated `runs` times and the median is quoted; ours and the
+baselines alternate within each run so that noise on this shared machine hits both.
+Before every timed measurement dirty pages are written back and, when the kernel
+allows it, the page cache is dropped (so every read is cold; see `Settings.drop`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import GiB, KiB, MB, MiB, baselines, data
+from bench.worker import RESULT_PREFIX
+
+ROOT = Path(__file__).resolve().parent.parent
+QEMU = "qemu-img convert"
+RESTIC = "restic"
+P2_CHUNK_SIZES = (256 * KiB, 1 * MiB, 4 * MiB)
+P4_LATENCY = 0.040
+P4_RATE = 100e6
+
+
+@dataclass
+class Settings:
+    work: Path
+    runs: int = 3
+    size: int = 4 * GiB            # P1, P2, P6 image
+    chunk_size: int = 1 * MiB
+    p2_fraction: float = 0.01
+    p3_size: int = 64 * GiB
+    p3_data: int = 1 * GiB
+    p4_size: int = 1 * GiB
+    p5_disks: int = 50
+    p5_disk_size: int = 256 * MiB
+    drop: bool = True              # try to drop the page cache before each measurement
+    keep_data: bool = False
+
+    @classmethod
+    def smoke(cls, work: Path, runs: int = 2) -> Settings:
+        return cls(work=work, runs=runs, size=64 * MiB, p3_size=1 * GiB, p3_data=16 * MiB,
+                   p4_size=64 * MiB, p5_disks=4, p5_disk_size=16 * MiB)
+
+
+def median(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def mb_s(nbytes: int, seconds: float | None) -> float | None:
+    return nbytes / seconds / MB if seconds else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+@dataclass
+class Bench:
+    s: Settings
+    tools: dict[str, str | None]
+    log: callable
+    cache_drops: list[bool] = field(default_factory=list)
+    state: dict = field(default_factory=dict)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def dir(self, *parts: str, fresh: bool = True) -> Path:
+        p = self.s.work.joinpath(*parts)
+        if fresh:
+            shutil.rmtree(p, ignore_errors=True)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def cold(self) -> None:
+        self.cache_drops.append(baselines.drop_caches(self.s.drop))
+
+    def worker(self, spec: dict) -> dict:
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get(
+            "PYTHONPATH", "")}
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "bench.worker", json.dumps(spec)],
+                              capture_output=True, text=True, cwd=ROOT, env=env)
+        elapsed = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench worker {spec['op']} failed ({proc.returncode}):\n"
+                               f"{proc.stderr.strip()[-4000:]}")
+        for line in proc.stdout.splitlines():
+            if line.startswith(RESULT_PREFIX):
+                out = json.loads(line[len(RESULT_PREFIX):])
+                out["process_seconds"] = elapsed
+                return out
+        raise RuntimeError(f"bench worker {spec['op']} printed no result:\n{proc.stdout[-2000:]}")
+
+    def has(self, tool: str) -> bool:
+        return self.tools.get(tool) is not None
+
+    def base_image(self) -> Path:
+        return data.make_image(self.s.work / "data" / "base.img", self.s.size, "base")
+
+    def replicate(self, image: Path, repo: Path, *, chunk_size: int | None = None,
+                  previous: str | None = None, **extra) -> dict:
+        return self.worker({"op": "replicate", "image": str(image), "repo": str(repo),
+                            "chunk_size": chunk_size or self.s.chunk_size,
+                            "previous": previous, **extra})
+
+    def _baseline(self, errors: dict, name: str, fn):
+        try:
+            return fn()
+        except Exception as e:  # a broken tool is reported, not fatal
+            errors[name] = str(e)[-500:]
+            self.log(f"  {name} failed: {e}")
+            return None
+
+    def _progress(self, sid: str, run: int, what: str, nbytes: int, seconds: float) -> None:
+        self.log(f"  {sid} run {run + 1}/{self.s.runs}: {what:<24} "
+                 f"{nbytes / seconds / MB:9.1f} MB/s  ({seconds:.2f} s)")
+
+    # -- P1 ----------------------------------------------------------------------------
+
+    def p1(self) -> dict:
+        img = self.base_image()
+        size = self.s.size
+        ours, qemu, restic, restic_added, rss, base_rss = [], [], [], [], [], {}
+        errors: dict[str, str] = {}
+        last = None
+        rst = baselines.Restic(self.s.work / "p1" / "restic") if self.has("restic") else None
+        for r in range(self.s.runs):
+            repo = self.dir("p1", "repo")
+            self.cold()
+            last = self.replicate(img, repo)
+            ours.append(last["seconds"])
+            rss.append(last["peak_rss_mib"])
+            self._progress("P1", r, "ours", size, last["seconds"])
+            if self.has("qemu-img"):
+                self.cold()
+                t = self._baseline(errors, QEMU, lambda: baselines.qemu_convert(
+                    img, self.s.work / "p1" / "qemu.raw"))
+                if t:
+                    qemu.append(t.seconds)
+                    base_rss[QEMU] = max(base_rss.get(QEMU, 0), t.peak_rss_mib)
+                    self._progress("P1", r, QEMU, size, t.seconds)
+            if rst:
+                def first_run():
+                    rst.reset()
+                    self.cold()
+                    return rst.backup(img)
+                res = self._baseline(errors, RESTIC, first_run)
+                if res:
+                    t, added = res
+                    restic.append(t.seconds)
+                    restic_added.append(added)
+                    base_rss[RESTIC] = max(base_rss.get(RESTIC, 0), t.peak_rss_mib)
+                    self._progress("P1", r, "restic backup (1st)", size, t.seconds)
+        if rst:
+            rst.remove()
+        self.state["p1"] = {"repo": str(self.s.work / "p1" / "repo"),
+                            "root_hash": last["root_hash"]}
+        ours_mb = mb_s(size, median(ours))
+        bl = {QEMU: mb_s(size, median(qemu)), RESTIC: mb_s(size, median(restic))}
+        self.state["p1_ours_mb_s"] = ours_mb
+        return {
+            "id": "P1", "ours_mb_s": ours_mb, "peak_rss_mib": max(rss), "baselines": bl,
+            "extra": {
+                "image_bytes": size, "chunk_size": self.s.chunk_size,
+                "ours_seconds": median(ours),
+                "ours_startup_seconds": last["process_seconds"] - last["seconds"],
+                "bytes_stored": last["stats"]["bytes_stored"], "stats": last["stats"],
+                "budget_peak_bytes": last["budget_peak"],
+                "ratio_vs_qemu": ratio(ours_mb, bl[QEMU]),
+                "ratio_vs_restic": ratio(ours_mb, bl[RESTIC]),
+                "restic_added_bytes": median(restic_added),
+                "baseline_peak_rss_mib": base_rss,
+                "runs_seconds": {"ours": ours, QEMU: qemu, RESTIC: restic},
+                **({"baseline_errors": errors} if errors else {}),
+            },
+        }
+
+    # -- P2 ----------------------------------------------------------------------------
+
+    def p2(self) -> dict:
+        img = self.base_image()
+        size = self.s.size
+        errors: dict[str, str] = {}
+        repos, base_roots = {}, {}
+        self.log("  P2: full syncs of the base image (untimed)")
+        for cs in P2_CHUNK_SIZES:
+            repos[cs] = self.dir("p2", f"repo-{cs // KiB}k")
+            base_roots[cs] = self.replicate(img, repos[cs], chunk_size=cs)["root_hash"]
+        rst = None
+        if self.has("restic"):
+            rst = baselines.Restic(self.s.work / "p2" / "restic")
+            if self._baseline(errors, RESTIC, lambda: (rst.reset(), rst.backup(img))) is None:
+                rst = None
+        per_cs = {cs: {"seconds": [], "stored": [], "stats": None, "rss": []}
+                  for cs in P2_CHUNK_SIZES}
+        restic_s, restic_added, changed_bytes = [], [], 0
+        base_rss: dict[str, float] = {}
+        for r in range(self.s.runs):
+            offsets = data.scattered_offsets(size, self.s.p2_fraction, seed=r)
+            changed_bytes = data.apply_writes(img, offsets, f"p2-run{r}")
+            try:
+                for cs in P2_CHUNK_SIZES:
+                    before = data.tree_file_bytes(repos[cs])
+                    self.cold()
+                    out = self.replicate(img, repos[cs], chunk_size=cs, previous=base_roots[cs])
+                    assert not out["full_sync"], "P2's incremental ran as a full sync"
+                    d = per_cs[cs]
+                    d["seconds"].append(out["seconds"])
+                    d["stored"].append(data.tree_file_bytes(repos[cs]) - before)
+                    d["stats"] = out["stats"]
+                    d["rss"].append(out["peak_rss_mib"])
+                    self._progress("P2", r, f"ours {cs // KiB} KiB chunks", size, out["seconds"])
+                if rst:
+                    self.cold()
+                    res = self._baseline(errors, RESTIC, lambda: rst.backup(img))
+                    if res:
+                        restic_s.append(res[0].seconds)
+                        restic_added.append(res[1])
+                        base_rss[RESTIC] = max(base_rss.get(RESTIC, 0), res[0].peak_rss_mib)
+                        self._progress("P2", r, "restic backup (2nd)", size, res[0].seconds)
+            finally:
+                data.restore_writes(img, offsets)
+        if rst:
+            rst.remove()
+        shutil.rmtree(self.s.work / "p2", ignore_errors=True)
+        main = per_cs[self.s.chunk_size if self.s.chunk_size in per_cs else MiB]
+        ours_mb = mb_s(size, median(main["seconds"]))
+        restic_mb = mb_s(size, median(restic_s))
+        restic_add = median(restic_added)
+        chunks = {}
+        for cs, d in per_cs.items():
+            stored = median(d["stored"])
+            chunks[f"{cs // KiB}KiB"] = {
+                "seconds": median(d["seconds"]), "mb_s": mb_s(size, median(d["seconds"])),
+                "stored_bytes": stored, "amplification": stored / changed_bytes,
+                "stored_vs_restic": ratio(stored, restic_add), "stats": d["stats"],
+                "peak_rss_mib": max(d["rss"]), "runs_seconds": d["seconds"]}
+        return {
+            "id": "P2", "ours_mb_s": ours_mb,
+            "peak_rss_mib": max(max(d["rss"]) for d in per_cs.values()),
+            "baselines": {RESTIC: restic_mb},
+            "extra": {
+                "image_bytes": size, "changed_bytes": changed_bytes,
+                "writes": len(offsets), "write_size": data.WRITE_SIZE,
+                "chunk_size": MiB, "ours_seconds": median(main["seconds"]),
+                "ratio_vs_restic": ratio(ours_mb, restic_mb),
+                "chunk_sizes": chunks,
+                "restic_seconds": median(restic_s), "restic_added_bytes": restic_add,
+                "restic_runs_seconds": restic_s, "baseline_peak_rss_mib": base_rss,
+                **({"baseline_errors": errors} if errors else {}),
+            },
+        }
+
+    # -- P3 ----------------------------------------------------------------------------
+
+    def p3(self) -> dict:
+        s = self.s
+        extents = data.sparse_extents(s.p3_size, s.p3_data)
+        sparse = data.make_image(s.work / "data" / "p3-sparse.img", s.p3_size, "p3", extents)
+        dense = data.make_image(s.work / "data" / "p3-dense.img", s.p3_data, "p3")
+        sp, de, rss, qemu = [], [], [], []
+        errors: dict[str, str] = {}
+        last = None
+        base_rss: dict[str, float] = {}
+        for r in range(s.runs):
+            self.cold()
+            last = self.replicate(sparse, self.dir("p3", "repo-sparse"))
+            sp.append(last["seconds"])
+            rss.append(last["peak_rss_mib"])
+            self._progress("P3", r, "ours sparse (data)", s.p3_data, last["seconds"])
+            self.cold()
+            out = self.replicate(dense, self.dir("p3", "repo-dense"))
+            de.append(out["seconds"])
+            self._progress("P3", r, "ours dense", s.p3_data, out["seconds"])
+            if self.has("qemu-img"):
+                self.cold()
+                t = self._baseline(errors, QEMU, lambda: baselines.qemu_convert(
+                    sparse, s.work / "p3" / "qemu.raw"))
+                if t:
+                    qemu.append(t.seconds)
+                    base_rss[QEMU] = max(base_rss.get(QEMU, 0), t.peak_rss_mib)
+                    self._progress("P3", r, f"{QEMU} sparse", s.p3_data, t.seconds)
+        shutil.rmtree(s.work / "p3", ignore_errors=True)
+        ours_mb = mb_s(s.p3_data, median(sp))
+        qemu_mb = mb_s(s.p3_data, median(qemu))
+        return {
+            "id": "P3", "ours_mb_s": ours_mb, "peak_rss_mib": max(rss),
+            "baselines": {QEMU: qemu_mb},
+            "extra": {
+                "disk_bytes": s.p3_size, "data_bytes": s.p3_data, "extents": len(extents),
+                "sparse_seconds": median(sp), "dense_seconds": median(de),
+                "sparse_over_dense_time": ratio(median(sp), median(de)),
+                "logical_mb_s": mb_s(s.p3_size, median(sp)),
+                "bytes_read": last["stats"]["bytes_read"],
+                "chunks_zero": last["stats"]["chunks_zero"],
+                "budget_bytes": last["budget_bytes"], "budget_peak_bytes": last["budget_peak"],
+                "rss_before_mib": last["rss_before_mib"],
+                "rss_over_budget_mib": max(rss) - last["budget_bytes"] / MiB,
+                "ratio_vs_qemu": ratio(ours_mb, qemu_mb), "baseline_peak_rss_mib": base_rss,
+                "runs_seconds": {"sparse": sp, "dense": de, QEMU: qemu},
+                **({"baseline_errors": errors} if errors else {}),
+            },
+        }
+
+    # -- P4 ----------------------------------------------------------------------------
+
+    def p4(self) -> dict:
+        s = self.s
+        img = data.make_image(s.work / "data" / "p4.img", s.p4_size, "p4")
+        link = {"latency": P4_LATENCY, "rate": P4_RATE}
+        adaptive, single, rss = [], [], []
+        last = w1 = None
+        for r in range(s.runs):
+            self.cold()
+            last = self.replicate(img, self.dir("p4", "repo"), link=link)
+            adaptive.append(last["seconds"])
+            rss.append(last["peak_rss_mib"])
+            self._progress("P4", r, "ours adaptive", s.p4_size, last["seconds"])
+            self.cold()
+            w1 = self.replicate(img, self.dir("p4", "repo"), link=link, window=1)
+            single.append(w1["seconds"])
+            rss.append(w1["peak_rss_mib"])
+            self._progress("P4", r, "ours window 1", s.p4_size, w1["seconds"])
+        shutil.rmtree(s.work / "p4", ignore_errors=True)
+        ours_mb = mb_s(s.p4_size, median(adaptive))
+        cap = P4_RATE / MB
+        return {
+            "id": "P4", "ours_mb_s": ours_mb, "peak_rss_mib": max(rss), "baselines": {},
+            "extra": {
+                "image_bytes": s.p4_size, "latency_ms": P4_LATENCY * 1000, "cap_mb_s": cap,
+                "adaptive_mb_s": ours_mb, "window1_mb_s": mb_s(s.p4_size, median(single)),
+                "fraction_of_cap": ours_mb / cap,
+                "window1_fraction_of_cap": mb_s(s.p4_size, median(single)) / cap,
+                "limiter_final": last["limiter"]["final_limit"],
+                "limiter_max": last["limiter"]["max_limit"],
+                "limiter_changes": last["limiter"]["changes"],
+                "link_requests": last["link"]["requests"],
+                "limiter_decreases": last["limiter"]["decreases"],
+                "link_mean_put_ms": last["link"]["mean_put_seconds"] * 1000,
+                "link_max_put_ms": last["link"]["max_put_seconds"] * 1000,
+                "window1_mean_put_ms": w1["link"]["mean_put_seconds"] * 1000,
+                "runs_seconds": {"adaptive": adaptive, "window1": single},
+            },
+        }
+
+    # -- P5 ----------------------------------------------------------------------------
+
+    def p5(self) -> dict:
+        s = self.s
+        images = [data.make_image(s.work / "data" / "p5" / f"disk{i:02d}.img",
+                                  s.p5_disk_size, f"p5-{i}") for i in range(s.p5_disks)]
+        total = s.p5_disks * s.p5_disk_size
+        secs, rss, finishes, qemu = [], [], [], []
+        errors: dict[str, str] = {}
+        base_rss: dict[str, float] = {}
+        last = None
+        for r in range(s.runs):
+            repo = self.dir("p5", "repo")
+            self.cold()
+            last = self.worker({"op": "replicate_many", "images": [str(p) for p in images],
+                                "repo": str(repo), "chunk_size": s.chunk_size})
+            secs.append(last["seconds"])
+            rss.append(last["peak_rss_mib"])
+            finishes.append(last["finish_seconds"])
+            self._progress("P5", r, f"ours {s.p5_disks} disks", total, last["seconds"])
+            shutil.rmtree(repo)
+            if self.has("qemu-img"):
+                out_dir = self.dir("p5", "qemu")
+                self.cold()
+                t = self._baseline(errors, QEMU, lambda: baselines.qemu_convert_many(
+                    [(p, out_dir / p.name) for p in images]))
+                if t:
+                    qemu.append(t.seconds)
+                    base_rss[QEMU] = max(base_rss.get(QEMU, 0), t.peak_rss_mib)
+                    self._progress("P5", r, f"{QEMU} x{s.p5_disks}", total, t.seconds)
+        shutil.rmtree(s.work / "p5", ignore_errors=True)
+        # The run whose wall time is the median is the one whose spread is reported.
+        mid = sorted(range(len(secs)), key=lambda i: secs[i])[(len(secs) - 1) // 2]
+        fin = finishes[mid]
+        med = statistics.median(fin)
+        ours_mb = mb_s(total, median(secs))
+        qemu_mb = mb_s(total, median(qemu))
+        p1 = self.state.get("p1_ours_mb_s")
+        return {
+            "id": "P5", "ours_mb_s": ours_mb, "peak_rss_mib": max(rss),
+            "baselines": {QEMU: qemu_mb},
+            "extra": {
+                "ratio_vs_qemu": ratio(ours_mb, qemu_mb), "baseline_peak_rss_mib": base_rss,
+                **({"baseline_errors": errors} if errors else {}),
+                "disks": s.p5_disks, "disk_bytes": s.p5_disk_size, "total_bytes": total,
+                "aggregate_mb_s": ours_mb, "p1_ours_mb_s": p1, "ratio_vs_p1": ratio(ours_mb, p1),
+                "finish_seconds_min": min(fin), "finish_seconds_median": med,
+                "finish_seconds_max": max(fin),
+                "finish_max_deviation_pct": max(abs(f - med) for f in fin) / med * 100,
+                "budget_peak_bytes": last["budget_peak"], "budget_bytes": last["budget_bytes"],
+                "runs_seconds": {"ours": secs, QEMU: qemu},
+            },
+        }
+
+    # -- P6 ----------------------------------------------------------------------------
+
+    def p6(self) -> dict:
+        img = self.base_image()
+        size = self.s.size
+        p1 = self.state.get("p1")
+        if p1 is None or not Path(p1["repo"]).is_dir():
+            self.log("  P6: full sync of the base image to restore from (untimed)")
+            repo = self.dir("p6", "repo")
+            p1 = {"repo": str(repo), "root_hash": self.replicate(img, repo)["root_hash"]}
+        out_dir = self.dir("p6", "restore")
+        dest = out_dir / "restored.raw"
+        ours, qemu, rss = [], [], []
+        errors: dict[str, str] = {}
+        base_rss: dict[str, float] = {}
+        for r in range(self.s.runs):
+            dest.unlink(missing_ok=True)
+            self.cold()
+            out = self.worker({"op": "restore", "repo": p1["repo"], "root_hash": p1["root_hash"],
+                               "disk": "d1", "destination": str(dest)})
+            ours.append(out["seconds"])
+            rss.append(out["peak_rss_mib"])
+            self._progress("P6", r, "ours restore", size, out["seconds"])
+            if self.has("qemu-img"):
+                self.cold()
+                t = self._baseline(errors, QEMU, lambda: baselines.qemu_convert(
+                    img, out_dir / "qemu.raw"))
+                if t:
+                    qemu.append(t.seconds)
+                    base_rss[QEMU] = max(base_rss.get(QEMU, 0), t.peak_rss_mib)
+                    self._progress("P6", r, QEMU, size, t.seconds)
+        self.log("  P6: comparing the restored image with the source (untimed)")
+        src_hash, out_hash = data.file_hash(img), data.file_hash(dest)
+        shutil.rmtree(self.s.work / "p6", ignore_errors=True)
+        shutil.rmtree(self.s.work / "p1", ignore_errors=True)
+        ours_mb = mb_s(size, median(ours))
+        qemu_mb = mb_s(size, median(qemu))
+        return {
+            "id": "P6", "ours_mb_s": ours_mb, "peak_rss_mib": max(rss),
+            "baselines": {QEMU: qemu_mb},
+            "extra": {
+                "image_bytes": size, "ours_seconds": median(ours),
+                "ratio_vs_qemu": ratio(ours_mb, qemu_mb),
+                "verified": src_hash == out_hash, "source_blake3": src_hash,
+                "restored_blake3": out_hash, "baseline_peak_rss_mib": base_rss,
+                "runs_seconds": {"ours": ours, QEMU: qemu},
+                **({"baseline_errors": errors} if errors else {}),
+            },
+        }
+
+    def cleanup(self) -> None:
+        for name in ("p1", "p2", "p3", "p4", "p5", "p6"):
+            shutil.rmtree(self.s.work / name, ignore_errors=True)
+        if not self.s.keep_data:
+            shutil.rmtree(self.s.work / "data", ignore_errors=True)
+
+
+SCENARIOS = {
+    "P1": ("full sync, raw image -> fs repository", Bench.p1),
+    "P2": ("incremental after 1 % scattered 64 KiB writes (hash diff)", Bench.p2),
+    "P3": ("sparse disk: 1 GiB of data in 64 GiB", Bench.p3),
+    "P4": ("40 ms/request, 100 MB/s link, adaptive concurrency", Bench.p4),
+    "P5": ("many disks at once on one node", Bench.p5),
+    "P6": ("restore a recovery point -> raw, verified", Bench.p6),
+}
