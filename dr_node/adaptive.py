@@ -1,27 +1,34 @@
 """Adaptive concurrency towards one target: additive increase, multiplicative decrease.
 
-The limit grows by about one request per round trip while latency holds near the best
-seen recently, and is cut when the target throttles us (x0.5) or when latency inflates
-beyond `tolerance` times that baseline (x0.9): queues building up at the target (or on
-the link to it) show as latency before they show as errors. Decreases happen at most
-once per `cooldown` completions, so one burst of slow answers — all caused by the same
-overload — counts once, not once per request in flight.
+The limit grows by about one request per round trip while latency holds near the
+target's unloaded latency, and is cut when the target throttles us (x0.5) or when
+latency inflates beyond `tolerance` times that baseline plus a small slack (x0.9):
+queues building up at the target (or on the link to it) show as latency before they
+show as errors. Decreases happen at most once per `limit` completions, so one burst of
+slow answers — all caused by the same overload — counts once, not once per request in
+flight.
+
+The baseline is the lowest latency seen, allowed to creep up slowly (1 %/s). A minimum
+over recent samples would not do: once a queue stands, every recent sample includes it,
+the queue becomes the baseline and is never seen again (TCP Vegas keeps its base RTT
+for the same reason).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import math
 import time
 
 from dr_node import metrics
 
-# Samples kept for the latency baseline: enough to ride out a few slow answers,
-# few enough to follow a target whose latency really changed.
-_BASELINE_SAMPLES = 200
-# Latencies below this are noise (scheduling, not the target): never call them inflated.
-_LATENCY_FLOOR = 0.002
+# How fast the baseline may rise per second: a target whose unloaded latency really
+# grew (a route change) is believed within minutes; a standing queue is not.
+_BASELINE_CREEP = 0.01
+# Absolute slack on top of `tolerance` x baseline: variations of a few milliseconds are
+# scheduling and disk noise on a fast local target, not a queue at the target.
+_LATENCY_SLACK = 0.010
 
 
 class AdaptiveLimiter:
@@ -35,7 +42,8 @@ class AdaptiveLimiter:
         self.in_flight = 0
         self.throttles = 0
         self.history: list[tuple[float, float]] = [(time.monotonic(), self.limit)]
-        self._latencies: collections.deque[float] = collections.deque(maxlen=_BASELINE_SAMPLES)
+        self.baseline: float | None = None
+        self._baseline_stamp = time.monotonic()
         self._since_decrease = 0
         self._changed = asyncio.Event()
         metrics.TARGET_CONCURRENCY.labels(target=name).set(self.limit)
@@ -62,9 +70,14 @@ class AdaptiveLimiter:
 
     def on_success(self, latency: float) -> None:
         self._since_decrease += 1
-        self._latencies.append(latency)
-        baseline = max(min(self._latencies), _LATENCY_FLOOR)
-        if latency > self.tolerance * baseline and len(self._latencies) >= 8:
+        now = time.monotonic()
+        if self.baseline is None:
+            self.baseline = latency
+        else:
+            crept = self.baseline * math.exp(_BASELINE_CREEP * (now - self._baseline_stamp))
+            self.baseline = min(latency, crept)
+        self._baseline_stamp = now
+        if latency > self.tolerance * self.baseline + _LATENCY_SLACK:
             self._decrease(0.9)
         else:
             self._set(self.limit + 1.0 / self.limit)

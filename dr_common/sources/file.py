@@ -116,6 +116,11 @@ class FileDisk:
         except OSError as e:
             raise SourceError(f"cannot open source disk {self.path}: {e.strerror}") from None
         self.size = os.lseek(self._fd, 0, os.SEEK_END)
+        # Chunks are read in order (several at once): let the kernel read ahead further.
+        try:
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except OSError:
+            pass
 
     def extents(self) -> list[Extent]:
         """Data and hole extents covering the whole disk, in order."""
