@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import socket
 import time
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from dr_common.errors import DRError, InvalidArgument
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2, nodes_pb2_grpc
 from dr_common.repository import PointDisk, RecoveryPointRecord, Repository
 from dr_common.sources.file import FileDisk, check_within_roots
+from dr_common.sources.kvm import KvmDisk
 from dr_common.targets import open_repository
 from dr_node import metrics
 from dr_node.bandwidth import TokenBucket
@@ -254,13 +256,22 @@ class Agent:
 
     # -- task kinds -----------------------------------------------------------------
 
-    async def _replicate(self, spec: nodes_pb2.ReplicateSpec, reporter: Reporter,
-                         req: nodes_pb2.CompleteTaskRequest) -> None:
-        if spec.source_kind != "file":
-            raise InvalidArgument(f"source kind {spec.source_kind!r} is not supported",
-                                  field="source_kind")
+    async def _open_source(self, spec: nodes_pb2.ReplicateSpec):
         path = check_within_roots(spec.source_locator, self.config.file_roots,
                                   field="source_locator")
+        if spec.source_kind == "file":
+            return FileDisk(path)
+        if spec.source_kind == "kvm":
+            # Opening rotates bitmaps and starts qemu-nbd: blocking, so in a worker thread.
+            return await asyncio.get_running_loop().run_in_executor(
+                self.engine.pool, functools.partial(
+                    KvmDisk, path, previous_bitmap=spec.previous_bitmap, new_bitmap=spec.bitmap,
+                    connections=self.config.engine.workers))
+        raise InvalidArgument(f"source kind {spec.source_kind!r} is not supported",
+                              field="source_kind")
+
+    async def _replicate(self, spec: nodes_pb2.ReplicateSpec, reporter: Reporter,
+                         req: nodes_pb2.CompleteTaskRequest) -> None:
         repo = await self._repository(spec.repository)
         previous = (await repo.get_manifest(spec.previous_root_hash)
                     if spec.previous_root_hash else None)
@@ -273,7 +284,8 @@ class Agent:
             await reporter.report(checkpoint=cp, bytes_done=bytes_done, stats=stats,
                                   full_sync=full_sync)
 
-        with FileDisk(path) as source:
+        source = await self._open_source(spec)
+        try:
             result = await self.engine.replicate(
                 disk=spec.disk, source=source, repo=repo,
                 target=f"{spec.repository.kind}:{spec.repository.path}",
@@ -281,9 +293,14 @@ class Agent:
                 previous=previous, checkpoint=checkpoint,
                 checkpoint_interval=spec.checkpoint_interval_bytes, progress=progress,
                 plan_bandwidth=reporter.bandwidth)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(self.engine.pool, source.close)
         req.root_hash = result.manifest.root_hash
         req.size_bytes = result.manifest.size
-        req.full_sync = result.full_sync
+        req.full_sync = result.full_sync or bool(source.full_sync_reason)
+        req.full_sync_reason = source.full_sync_reason or (
+            "first-cycle" if previous is None else "")
+        req.bitmap = getattr(source, "bitmap", "")
         req.stats.CopyFrom(common_pb2.TransferStats(**result.stats.as_dict()))
         log.info("disk replicated", root_hash=result.manifest.root_hash,
                  full_sync=result.full_sync, **result.stats.as_dict())

@@ -116,22 +116,36 @@ class BufferPool:
         return z
 
 
-class _DataMap:
-    """Answers "does chunk i overlap any data extent?" in O(log n)."""
+class _Overlap:
+    """Answers "does [start, end) overlap any of these extents?" in O(log n)."""
 
     def __init__(self, extents: list[Extent]):
-        data = [e for e in extents if not e.zero]
-        self._starts = [e.start for e in data]
-        self._ends = [e.end for e in data]
+        self._starts = [e.start for e in extents]
+        self._ends = [e.end for e in extents]
 
-    def has_data(self, start: int, end: int) -> bool:
+    def __call__(self, start: int, end: int) -> bool:
         i = bisect.bisect_right(self._ends, start)
         return i < len(self._starts) and self._starts[i] < end
 
-    def next_data(self, offset: int) -> int | None:
-        """Where the first data at or after `offset` starts (None: only holes remain)."""
-        i = bisect.bisect_right(self._ends, offset)
-        return max(self._starts[i], offset) if i < len(self._starts) else None
+
+class _ExtentMap:
+    """Classifies a chunk: "data" (read it), "clean" (keep the previous id), "zero"."""
+
+    def __init__(self, extents: list[Extent], *, use_clean: bool):
+        # Without a previous point, clean has no meaning: read it like data.
+        self._data = _Overlap([e for e in extents if not e.zero and
+                               (not e.clean or not use_clean)])
+        self._clean = _Overlap([e for e in extents if e.clean and use_clean])
+
+    def classify(self, start: int, end: int) -> str:
+        if self._data(start, end):
+            return "data"
+        return "clean" if self._clean(start, end) else "zero"
+
+
+# Hole and clean chunks need no I/O; they are committed in runs of at most this many,
+# with a yield to the loop between runs (a huge disk must not hold the loop).
+_RUN = 1024
 
 
 async def _no_progress(*_args) -> None:
@@ -193,7 +207,7 @@ class DiskReplication:
     async def run(self) -> ReplicateResult:
         loop = asyncio.get_running_loop()
         extents = await loop.run_in_executor(self.pool, self.source.extents)
-        data_map = _DataMap(extents)
+        emap = _ExtentMap(extents, use_clean=self.previous is not None)
         cp = self.checkpoint
         writer = ManifestWriter(self.repo, self.disk, self.size, self.chunk_size,
                                 segments=cp.segments if cp else (), tail=cp.tail if cp else b"")
@@ -201,25 +215,34 @@ class DiskReplication:
         if start:
             log.info("resuming from checkpoint", disk=self.disk, watermark_chunk=start)
             self._probing = True
-        # (first chunk, id, count): a run of holes is one entry, not one per chunk.
-        done: asyncio.Queue[tuple[int, bytes, int]] = asyncio.Queue()
+        # (first chunk, ids): a run of hole or clean chunks is one entry.
+        done: asyncio.Queue[tuple[int, list[bytes] | None]] = asyncio.Queue()
         window = asyncio.Semaphore(self.window)
         metrics.WINDOW.labels(disk=self.disk).set(self.window)
         async with asyncio.TaskGroup() as tg:
             committer = tg.create_task(self._commit(writer, done))
-            index = start
-            while index < self.chunk_count:
+            run_start, run = start, []
+            for index in range(start, self.chunk_count):
                 offset = index * self.chunk_size
                 length = min(self.chunk_size, self.size - offset)
-                if not data_map.has_data(offset, offset + length):
-                    nxt = data_map.next_data(offset)
-                    end = self.chunk_count if nxt is None else nxt // self.chunk_size
-                    self.stats.chunks_zero += end - index
-                    self._m_zero.inc(end - index)
-                    done.put_nowait((index, ZERO_ID, end - index))
-                    index = end
-                    await asyncio.sleep(0)  # a huge sparse disk must not hold the loop
+                kind = emap.classify(offset, offset + length)
+                if kind != "data":
+                    if kind == "zero":
+                        self.stats.chunks_zero += 1
+                        self._m_zero.inc()
+                        run.append(ZERO_ID)
+                    else:
+                        self.stats.chunks_unchanged += 1
+                        self._m_unchanged.inc()
+                        run.append(await self._previous_id(index))
+                    if len(run) >= _RUN:
+                        done.put_nowait((run_start, run))
+                        run_start, run = index + 1, []
+                        await asyncio.sleep(0)
                     continue
+                if run:
+                    done.put_nowait((run_start, run))
+                run_start, run = index + 1, []
                 prev_id = await self._previous_id(index)
                 await window.acquire()
                 try:
@@ -229,8 +252,9 @@ class DiskReplication:
                     window.release()
                     raise
                 tg.create_task(self._chunk(index, offset, length, prev_id, taken, window, done))
-                index += 1
-            done.put_nowait((self.chunk_count, b"", 0))  # end marker, after all dispatches
+            if run:
+                done.put_nowait((run_start, run))
+            done.put_nowait((self.chunk_count, None))  # end marker, after all dispatches
         manifest = committer.result()
         return ReplicateResult(manifest=manifest, full_sync=self.full_sync, stats=self.stats)
 
@@ -267,7 +291,7 @@ class DiskReplication:
 
     async def _chunk(self, index: int, offset: int, length: int, prev_id: bytes | None,
                      taken: int, window: asyncio.Semaphore,
-                     done: asyncio.Queue[tuple[int, bytes, int]]) -> None:
+                     done: asyncio.Queue[tuple[int, list[bytes] | None]]) -> None:
         t0 = time.monotonic()
         # Held until the chunk is written: the blob may be a view of this buffer.
         frame = self.buffers.get(self.chunk_size + CHUNK_OVERHEAD)
@@ -291,7 +315,7 @@ class DiskReplication:
             else:
                 await self._store(cid, blob)
             del blob
-            done.put_nowait((index, cid, 1))
+            done.put_nowait((index, [cid]))
             metrics.CHUNK_SECONDS.observe(time.monotonic() - t0)
             # Only a chunk that finished gives its buffer back. A cancelled one may still
             # have a worker thread reading into it or writing from it: reusing it then
@@ -341,24 +365,24 @@ class DiskReplication:
             metrics.CHUNKS.labels(outcome="deduplicated").inc()
 
     async def _commit(self, writer: ManifestWriter,
-                      done: asyncio.Queue[tuple[int, bytes, int]]) -> DiskManifest:
+                      done: asyncio.Queue[tuple[int, list[bytes] | None]]) -> DiskManifest:
         """Advances the low watermark in order; reports checkpoints; ends the manifest."""
-        finished: dict[int, tuple[bytes, int]] = {}
+        finished: dict[int, list[bytes]] = {}
         end_seen = False
         last_cp_chunk = writer.next_chunk
         last_report = time.monotonic()
         while not (end_seen and writer.next_chunk == self.chunk_count):
-            index, cid, count = await done.get()
-            if index == self.chunk_count and not cid:
+            index, ids = await done.get()
+            if ids is None:
                 end_seen = True
             else:
-                finished[index] = (cid, count)
+                finished[index] = ids
             ready: list[bytes] = []
             nxt = writer.next_chunk
             while nxt in finished:
-                cid, count = finished.pop(nxt)
-                ready.extend((cid,) * count)
-                nxt += count
+                ids = finished.pop(nxt)
+                ready.extend(ids)
+                nxt += len(ids)
             if ready:
                 await writer.add(ready)
                 metrics.WATERMARK.labels(disk=self.disk).set(

@@ -636,7 +636,8 @@ def test_restore_no_wait(fake, capsys):
 def test_point_list_and_show(fake, capsys):
     assert drctl(fake, "point", "list", "p1") == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["POINT", "CREATED", "DISKS", "FULL-SYNC", "DISKS", "STORED"]
+    assert out[0].split() == ["POINT", "CREATED", "DISKS", "FULL-SYNC", "DISKS", "STORED",
+                             "FULL-SYNC", "REASONS"]
     assert out[1].split()[0] == "p1/r1"
     assert out[1].split()[-4:] == ["2", "1", "3.0", "MiB"]
     assert drctl(fake, "point", "show", "p1/r1") == 0

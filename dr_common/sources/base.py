@@ -2,9 +2,13 @@
 
 A source opens one disk of a consistent point and says which extents to look at:
 - `zero` extents are holes or known zeros: recorded as zero, never read;
+- `clean` extents did not change since the previous recovery point (changed-block
+  tracking said so): their chunks keep the previous point's ids, never read;
 - data extents are read; whether they changed is decided by the adapter's tracking
   (changed-block APIs) or, for sources without tracking, by comparing chunk hashes
   with the previous recovery point's manifest (`tracking == "hash-diff"`).
+A source that could not use its tracking (first cycle, lost bitmap) reports no clean
+extents and says why in `full_sync_reason`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ class Extent:
     start: int
     length: int
     zero: bool
+    clean: bool = False
 
     @property
     def end(self) -> int:
@@ -48,7 +53,10 @@ class SourceDisk(Protocol):
 
     size: int
     # "hash-diff": every data extent may have changed; the engine compares hashes.
+    # "dirty-bitmap": extents not dirty since the previous point are reported clean.
     tracking: str
+    # Why the disk is read in full this time, or "" when tracking was used.
+    full_sync_reason: str
 
     def extents(self) -> list[Extent]: ...
 

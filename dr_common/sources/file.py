@@ -108,6 +108,7 @@ class FileDisk:
     """A raw image or block device opened read-only."""
 
     tracking = "hash-diff"
+    full_sync_reason = ""  # no tracking to lose: the hash diff works from any point
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)

@@ -103,7 +103,8 @@ def point(p: models.RecoveryPoint) -> recovery_points_pb2.RecoveryPoint:
         cycle=names.cycle_name(p.plan_id, p.cycle_seq),
         disks=[recovery_points_pb2.RecoveryPointDisk(
             disk=d["disk"], size_bytes=d["size_bytes"], root_hash=d["root_hash"],
-            full_sync=d.get("full_sync", False)) for d in p.disks],
+            full_sync=d.get("full_sync", False),
+            full_sync_reason=d.get("full_sync_reason", "")) for d in p.disks],
         stats=stats(p.stats), locked=p.locked)
 
 

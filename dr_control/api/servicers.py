@@ -259,7 +259,8 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
         if which:
             result = _dict(getattr(request, which))
         if request.root_hash:
-            result.update(root_hash=request.root_hash, size_bytes=request.size_bytes)
+            result.update(root_hash=request.root_hash, size_bytes=request.size_bytes,
+                          bitmap=request.bitmap, full_sync_reason=request.full_sync_reason)
         error = _dict(request.error) if request.HasField("error") else None
         await self.coord.complete_task(request.task, request.lease_token, error=error,
                                        stats=_dict(request.stats), result=result,

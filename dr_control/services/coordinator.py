@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 
 from dr_common import names
 from dr_common.errors import FailedPrecondition, NotFound
+from dr_common.sources import kvm
 from dr_control import metrics
 from dr_control.db.models import Cycle, Disk, Node, Plan, RecoveryPoint, Site, Task, utcnow
 from dr_control.services.context import ServiceContext
@@ -59,7 +60,7 @@ class Coordinator:
         await s.flush()
         last = await s.scalar(select(RecoveryPoint).where(RecoveryPoint.plan_id == plan.id)
                               .order_by(RecoveryPoint.create_time.desc()).limit(1))
-        previous = {d["disk"]: d["root_hash"] for d in (last.disks if last else [])}
+        previous = {d["disk"]: d for d in (last.disks if last else [])}
         target = await s.get(Site, plan.target_site)
         source = await s.get(Site, plan.source_site)
         for disk_name in plan.disks:
@@ -74,7 +75,10 @@ class Coordinator:
                 "repository": {"kind": plan.target_kind, "path": target.path},
                 "chunk_size_bytes": plan.chunk_size,
                 "compression": plan.compression,
-                "previous_root_hash": previous.get(disk_name, ""),
+                "previous_root_hash": previous.get(disk_name, {}).get("root_hash", ""),
+                "previous_bitmap": previous.get(disk_name, {}).get("bitmap", ""),
+                "bitmap": kvm.bitmap_name(plan.id, str(cycle.seq)) if source.kind == "kvm"
+                else "",
                 "checkpoint_interval_bytes": self.ctx.config.scheduler.checkpoint_interval_bytes,
                 "bandwidth_bytes_per_second": plan.bandwidth,
             }
@@ -95,7 +99,9 @@ class Coordinator:
         plan = await s.get(Plan, cycle.plan_id)
         target = await s.get(Site, plan.target_site)
         disks = [{"disk": t.disk, "root_hash": t.result["root_hash"],
-                  "size_bytes": t.result["size_bytes"], "full_sync": t.full_sync}
+                  "size_bytes": t.result["size_bytes"], "full_sync": t.full_sync,
+                  "bitmap": t.result.get("bitmap", ""),
+                  "full_sync_reason": t.result.get("full_sync_reason", "")}
                  for t in sorted(tasks, key=lambda t: t.disk)]
         spec = {"plan": names.plan_name(plan.id), "cycle": names.cycle_name(plan.id, cycle.seq),
                 "recovery_point_id": _point_id(cycle, utcnow()),

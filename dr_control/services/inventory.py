@@ -10,10 +10,13 @@ from sqlalchemy.orm import selectinload
 from dr_common import names
 from dr_common.errors import AlreadyExists, InvalidArgument, NotFound
 from dr_common.sources import file as file_source
+from dr_common.sources import kvm as kvm_source
 from dr_control.db.models import Disk, Site, Workload
 from dr_control.services.context import ServiceContext
 
-SITE_KINDS = ("file",)
+# How each site kind finds its workloads (blocking: run in a thread).
+DISCOVER = {"file": file_source.discover, "kvm": kvm_source.discover}
+SITE_KINDS = tuple(DISCOVER)
 
 
 class InventoryService:
@@ -28,10 +31,10 @@ class InventoryService:
                 f"site kind {kind!r} is not supported; supported kinds: {', '.join(SITE_KINDS)}",
                 field="site.kind")
         if not path:
-            raise InvalidArgument("a file site needs a path", field="site.path")
+            raise InvalidArgument(f"a {kind} site needs a path", field="site.path")
         resolved = file_source.check_within_roots(path, self.ctx.config.file_roots,
                                                   field="site.path")
-        found = await asyncio.to_thread(file_source.discover, resolved)
+        found = await asyncio.to_thread(DISCOVER[kind], resolved)
         async with self.ctx.db() as s, s.begin():
             if await s.get(Site, site_id) is not None:
                 raise AlreadyExists(f"site {names.site_name(site_id)} already exists")
@@ -44,7 +47,7 @@ class InventoryService:
 
     async def refresh_site(self, name: str) -> Site:
         site = await self.get_site(name)
-        found = await asyncio.to_thread(file_source.discover, site.path)
+        found = await asyncio.to_thread(DISCOVER[site.kind], site.path)
         async with self.ctx.db() as s, s.begin():
             site = await s.get(Site, site.id)
             existing = {d.name: d for d in

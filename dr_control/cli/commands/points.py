@@ -86,7 +86,7 @@ def render_verify(op: common_pb2.Operation) -> str:
 
 def render_points(points: list[recovery_points_pb2.RecoveryPoint]) -> str:
     return format_table(
-        ["POINT", "CREATED", "DISKS", "FULL-SYNC DISKS", "STORED"],
+        ["POINT", "CREATED", "DISKS", "FULL-SYNC DISKS", "STORED", "FULL-SYNC REASONS"],
         [
             [
                 names.short_name(p.name),
@@ -94,11 +94,22 @@ def render_points(points: list[recovery_points_pb2.RecoveryPoint]) -> str:
                 len(p.disks),
                 sum(1 for d in p.disks if d.full_sync),
                 format_size(p.stats.bytes_stored),
+                _reasons(p),
             ]
             for p in points
         ],
         right=["DISKS", "FULL-SYNC DISKS", "STORED"],
     )
+
+
+def _reasons(point: recovery_points_pb2.RecoveryPoint) -> str:
+    """Why disks were read in full, e.g. "bitmap-missing (1)"; "-" when none were."""
+    counts: dict[str, int] = {}
+    for d in point.disks:
+        if d.full_sync:
+            reason = d.full_sync_reason or "unknown"
+            counts[reason] = counts.get(reason, 0) + 1
+    return ", ".join(f"{r} ({n})" for r, n in sorted(counts.items())) or "-"
 
 
 def render_point(point: recovery_points_pb2.RecoveryPoint) -> str:
@@ -118,7 +129,8 @@ def render_point(point: recovery_points_pb2.RecoveryPoint) -> str:
         ["DISK", "SIZE", "FULL SYNC", "ROOT HASH"],
         [
             [names.short_name(d.disk), format_size(d.size_bytes),
-             "yes" if d.full_sync else "no", d.root_hash]
+             f"yes ({d.full_sync_reason})" if d.full_sync_reason else
+             ("yes" if d.full_sync else "no"), d.root_hash]
             for d in point.disks
         ],
         right=["SIZE"],

@@ -26,7 +26,7 @@ from dr_common.proto.dr.v1 import common_pb2 as dr_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x64r/v1/nodes.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x01\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x11\n\tmax_tasks\x18\x04 \x01(\r\x12\x14\n\x0c\x62udget_bytes\x18\x05 \x01(\x04\x12\r\n\x05state\x18\x06 \x01(\t\x12\x37\n\x13last_heartbeat_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrunning_tasks\x18\x08 \x01(\r\x12\x16\n\x0einflight_bytes\x18\t \x01(\x04\"\xad\x02\n\x04Task\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0blease_token\x18\x03 \x01(\x04\x12\x35\n\x11lease_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlease_seconds\x18\x05 \x01(\r\x12)\n\treplicate\x18\n \x01(\x0b\x32\x14.dr.v1.ReplicateSpecH\x00\x12\'\n\x08\x66inalize\x18\x0b \x01(\x0b\x32\x13.dr.v1.FinalizeSpecH\x00\x12%\n\x07restore\x18\x0c \x01(\x0b\x32\x12.dr.v1.RestoreSpecH\x00\x12#\n\x06verify\x18\r \x01(\x0b\x32\x11.dr.v1.VerifySpecH\x00\x42\x06\n\x04spec\"/\n\x11RepositoryLocator\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\xe2\x02\n\rReplicateSpec\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\r\n\x05\x63ycle\x18\x02 \x01(\t\x12\x0c\n\x04\x64isk\x18\x03 \x01(\t\x12\x13\n\x0bsource_kind\x18\x04 \x01(\t\x12\x16\n\x0esource_locator\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12,\n\nrepository\x18\x07 \x01(\x0b\x32\x18.dr.v1.RepositoryLocator\x12\x18\n\x10\x63hunk_size_bytes\x18\x08 \x01(\r\x12\x13\n\x0b\x63ompression\x18\t \x01(\t\x12\x1a\n\x12previous_root_hash\x18\n \x01(\t\x12%\n\ncheckpoint\x18\x0b \x01(\x0b\x32\x11.dr.v1.Checkpoint\x12!\n\x19\x63heckpoint_interval_bytes\x18\x0c \x01(\x04\x12\"\n\x1a\x62\x61ndwidth_bytes_per_second\x18\r \x01(\x04\"\x98\x01\n\x0c\x46inalizeSpec\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\r\n\x05\x63ycle\x18\x02 \x01(\t\x12\x19\n\x11recovery_point_id\x18\x03 \x01(\t\x12,\n\nrepository\x18\x04 \x01(\x0b\x32\x18.dr.v1.RepositoryLocator\x12\"\n\x05\x64isks\x18\x05 \x03(\x0b\x32\x13.dr.v1.FinalizeDisk\"V\n\x0c\x46inalizeDisk\x12\x0c\n\x04\x64isk\x18\x01 \x01(\t\x12\x11\n\troot_hash\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x11\n\tfull_sync\x18\x04 \x01(\x08\"\xb1\x01\n\x0bRestoreSpec\x12\x16\n\x0erecovery_point\x18\x01 \x01(\t\x12\x0c\n\x04\x64isk\x18\x02 \x01(\t\x12\x11\n\troot_hash\x18\x03 \x01(\t\x12,\n\nrepository\x18\x04 \x01(\x0b\x32\x18.dr.v1.RepositoryLocator\x12\x18\n\x10\x64\x65stination_path\x18\x05 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\t\x12\x11\n\toverwrite\x18\x07 \x01(\x08\"v\n\nVerifySpec\x12\x16\n\x0erecovery_point\x18\x01 \x01(\t\x12,\n\nrepository\x18\x02 \x01(\x0b\x32\x18.dr.v1.RepositoryLocator\x12\"\n\x05\x64isks\x18\x03 \x03(\x0b\x32\x13.dr.v1.FinalizeDisk\"r\n\x13RegisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x11\n\tmax_tasks\x18\x04 \x01(\r\x12\x14\n\x0c\x62udget_bytes\x18\x05 \x01(\x04\"O\n\x10HeartbeatRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x15\n\rrunning_tasks\x18\x02 \x01(\r\x12\x16\n\x0einflight_bytes\x18\x03 \x01(\x04\"*\n\x11HeartbeatResponse\x12\x15\n\rlease_seconds\x18\x01 \x01(\r\"8\n\x12\x41\x63quireTaskRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\r\"0\n\x13\x41\x63quireTaskResponse\x12\x19\n\x04task\x18\x01 \x01(\x0b\x32\x0b.dr.v1.Task\"\xad\x01\n\x15ReportProgressRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\x04\x12%\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x11.dr.v1.Checkpoint\x12\x12\n\nbytes_done\x18\x04 \x01(\x04\x12#\n\x05stats\x18\x05 \x01(\x0b\x32\x14.dr.v1.TransferStats\x12\x11\n\tfull_sync\x18\x06 \x01(\x08\"L\n\x16ReportProgressResponse\x12\x0e\n\x06\x63\x61ncel\x18\x01 \x01(\x08\x12\"\n\x1a\x62\x61ndwidth_bytes_per_second\x18\x02 \x01(\x04\"\xa0\x02\n\x13\x43ompleteTaskRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\x04\x12\x1f\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.dr.v1.TaskError\x12#\n\x05stats\x18\x04 \x01(\x0b\x32\x14.dr.v1.TransferStats\x12\x11\n\troot_hash\x18\x05 \x01(\t\x12\x11\n\tfull_sync\x18\x06 \x01(\x08\x12\x12\n\nsize_bytes\x18\x07 \x01(\x04\x12.\n\x0erestore_result\x18\n \x01(\x0b\x32\x14.dr.v1.RestoreResultH\x00\x12,\n\rverify_result\x18\x0b \x01(\x0b\x32\x13.dr.v1.VerifyResultH\x00\x42\x08\n\x06result\"\x16\n\x14\x43ompleteTaskResponse\"9\n\x10ListNodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"H\n\x11ListNodesResponse\x12\x1a\n\x05nodes\x18\x01 \x03(\x0b\x32\x0b.dr.v1.Node\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa4\x03\n\x0bNodeService\x12\x37\n\x0cRegisterNode\x12\x1a.dr.v1.RegisterNodeRequest\x1a\x0b.dr.v1.Node\x12>\n\tHeartbeat\x12\x17.dr.v1.HeartbeatRequest\x1a\x18.dr.v1.HeartbeatResponse\x12\x44\n\x0b\x41\x63quireTask\x12\x19.dr.v1.AcquireTaskRequest\x1a\x1a.dr.v1.AcquireTaskResponse\x12M\n\x0eReportProgress\x12\x1c.dr.v1.ReportProgressRequest\x1a\x1d.dr.v1.ReportProgressResponse\x12G\n\x0c\x43ompleteTask\x12\x1a.dr.v1.CompleteTaskRequest\x1a\x1b.dr.v1.CompleteTaskResponse\x12>\n\tListNodes\x12\x17.dr.v1.ListNodesRequest\x1a\x18.dr.v1.ListNodesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x64r/v1/nodes.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x01\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x11\n\tmax_tasks\x18\x04 \x01(\r\x12\x14\n\x0c\x62udget_bytes\x18\x05 \x01(\x04\x12\r\n\x05state\x18\x06 \x01(\t\x12\x37\n\x13last_heartbeat_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrunning_tasks\x18\x08 \x01(\r\x12\x16\n\x0einflight_bytes\x18\t \x01(\x04\"\xad\x02\n\x04Task\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0blease_token\x18\x03 \x01(\x04\x12\x35\n\x11lease_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlease_seconds\x18\x05 \x01(\r\x12)\n\treplicate\x18\n \x01(\x0b\x32\x14.dr.v1.ReplicateSpecH\x00\x12\'\n\x08\x66inalize\x18\x0b \x01(\x0b\x32\x13.dr.v1.FinalizeSpecH\x00\x12%\n\x07restore\x18\x0c \x01(\x0b\x32\x12.dr.v1.RestoreSpecH\x00\x12#\n\x06verify\x18\r \x01(\x0b\x32\x11.dr.v1.VerifySpecH\x00\x42\x06\n\x04spec\"/\n\x11RepositoryLocator\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\x8b\x03\n\rReplicateSpec\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\r\n\x05\x63ycle\x18\x02 \x01(\t\x12\x0c\n\x04\x64isk\x18\x03 \x01(\t\x12\x13\n\x0bsource_kind\x18\x04 \x01(\t\x12\x16\n\x0esource_locator\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12,\n\nrepository\x18\x07 \x01(\x0b\x32\x18.dr.v1.RepositoryLocator\x12\x18\n\x10\x63hunk_size_bytes\x18\x08 \x01(\r\x12\x13\n\x0b\x63ompression\x18\t \x01(\t\x12\x1a\n\x12previous_root_hash\x18\n \x01(\t\x12%\n\ncheckpoint\x18\x0b \x01(\x0b\x32\x11.dr.v1.Checkpoint\x12!\n\x19\x63heckpoint_interval_bytes\x18\x0c \x01(\x04\x12\"\n\x1a\x62\x61ndwidth_bytes_per_second\x18\r \x01(\x04\x12\x17\n\x0fprevious_bitmap\x18\x0e \x01(\t\x12\x0e\n\x06\x62itmap\x18\x0f \x01(\t\"\x98\x01\n\x0c\x46inalizeSpec\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\r\n\x05\x63ycle\x18\x02 \x01(\t\x12\x19\n\x11recovery_point_id\x18\x03 \x01(\t\x12,\n\nrepository\x18\x04 \x01(\x0b\x32\x18.dr.v1.RepositoryLocator\x12\"\n\x05\x64isks\x18\x05 \x03(\x0b\x32\x13.dr.v1.FinalizeDisk\"\x80\x01\n\x0c\x46inalizeDisk\x12\x0c\n\x04\x64isk\x18\x01 \x01(\t\x12\x11\n\troot_hash\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x11\n\tfull_sync\x18\x04 \x01(\x08\x12\x0e\n\x06\x62itmap\x18\x05 \x01(\t\x12\x18\n\x10\x66ull_sync_reason\x18\x06 \x01(\t\"\xb1\x01\n\x0bRestoreSpec\x12\x16\n\x0erecovery_point\x18\x01 \x01(\t\x12\x0c\n\x04\x64isk\x18\x02 \x01(\t\x12\x11\n\troot_hash\x18\x03 \x01(\t\x12,\n\nrepository\x18\x04 \x01(\x0b\x32\x18.dr.v1.RepositoryLocator\x12\x18\n\x10\x64\x65stination_path\x18\x05 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\t\x12\x11\n\toverwrite\x18\x07 \x01(\x08\"v\n\nVerifySpec\x12\x16\n\x0erecovery_point\x18\x01 \x01(\t\x12,\n\nrepository\x18\x02 \x01(\x0b\x32\x18.dr.v1.RepositoryLocator\x12\"\n\x05\x64isks\x18\x03 \x03(\x0b\x32\x13.dr.v1.FinalizeDisk\"r\n\x13RegisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x11\n\tmax_tasks\x18\x04 \x01(\r\x12\x14\n\x0c\x62udget_bytes\x18\x05 \x01(\x04\"O\n\x10HeartbeatRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x15\n\rrunning_tasks\x18\x02 \x01(\r\x12\x16\n\x0einflight_bytes\x18\x03 \x01(\x04\"*\n\x11HeartbeatResponse\x12\x15\n\rlease_seconds\x18\x01 \x01(\r\"8\n\x12\x41\x63quireTaskRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\r\"0\n\x13\x41\x63quireTaskResponse\x12\x19\n\x04task\x18\x01 \x01(\x0b\x32\x0b.dr.v1.Task\"\xad\x01\n\x15ReportProgressRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\x04\x12%\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x11.dr.v1.Checkpoint\x12\x12\n\nbytes_done\x18\x04 \x01(\x04\x12#\n\x05stats\x18\x05 \x01(\x0b\x32\x14.dr.v1.TransferStats\x12\x11\n\tfull_sync\x18\x06 \x01(\x08\"L\n\x16ReportProgressResponse\x12\x0e\n\x06\x63\x61ncel\x18\x01 \x01(\x08\x12\"\n\x1a\x62\x61ndwidth_bytes_per_second\x18\x02 \x01(\x04\"\xca\x02\n\x13\x43ompleteTaskRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\x04\x12\x1f\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x10.dr.v1.TaskError\x12#\n\x05stats\x18\x04 \x01(\x0b\x32\x14.dr.v1.TransferStats\x12\x11\n\troot_hash\x18\x05 \x01(\t\x12\x11\n\tfull_sync\x18\x06 \x01(\x08\x12\x12\n\nsize_bytes\x18\x07 \x01(\x04\x12\x0e\n\x06\x62itmap\x18\x08 \x01(\t\x12\x18\n\x10\x66ull_sync_reason\x18\t \x01(\t\x12.\n\x0erestore_result\x18\n \x01(\x0b\x32\x14.dr.v1.RestoreResultH\x00\x12,\n\rverify_result\x18\x0b \x01(\x0b\x32\x13.dr.v1.VerifyResultH\x00\x42\x08\n\x06result\"\x16\n\x14\x43ompleteTaskResponse\"9\n\x10ListNodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"H\n\x11ListNodesResponse\x12\x1a\n\x05nodes\x18\x01 \x03(\x0b\x32\x0b.dr.v1.Node\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa4\x03\n\x0bNodeService\x12\x37\n\x0cRegisterNode\x12\x1a.dr.v1.RegisterNodeRequest\x1a\x0b.dr.v1.Node\x12>\n\tHeartbeat\x12\x17.dr.v1.HeartbeatRequest\x1a\x18.dr.v1.HeartbeatResponse\x12\x44\n\x0b\x41\x63quireTask\x12\x19.dr.v1.AcquireTaskRequest\x1a\x1a.dr.v1.AcquireTaskResponse\x12M\n\x0eReportProgress\x12\x1c.dr.v1.ReportProgressRequest\x1a\x1d.dr.v1.ReportProgressResponse\x12G\n\x0c\x43ompleteTask\x12\x1a.dr.v1.CompleteTaskRequest\x1a\x1b.dr.v1.CompleteTaskResponse\x12>\n\tListNodes\x12\x17.dr.v1.ListNodesRequest\x1a\x18.dr.v1.ListNodesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,37 +40,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPOSITORYLOCATOR']._serialized_start=603
   _globals['_REPOSITORYLOCATOR']._serialized_end=650
   _globals['_REPLICATESPEC']._serialized_start=653
-  _globals['_REPLICATESPEC']._serialized_end=1007
-  _globals['_FINALIZESPEC']._serialized_start=1010
-  _globals['_FINALIZESPEC']._serialized_end=1162
-  _globals['_FINALIZEDISK']._serialized_start=1164
-  _globals['_FINALIZEDISK']._serialized_end=1250
-  _globals['_RESTORESPEC']._serialized_start=1253
-  _globals['_RESTORESPEC']._serialized_end=1430
-  _globals['_VERIFYSPEC']._serialized_start=1432
-  _globals['_VERIFYSPEC']._serialized_end=1550
-  _globals['_REGISTERNODEREQUEST']._serialized_start=1552
-  _globals['_REGISTERNODEREQUEST']._serialized_end=1666
-  _globals['_HEARTBEATREQUEST']._serialized_start=1668
-  _globals['_HEARTBEATREQUEST']._serialized_end=1747
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1749
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1791
-  _globals['_ACQUIRETASKREQUEST']._serialized_start=1793
-  _globals['_ACQUIRETASKREQUEST']._serialized_end=1849
-  _globals['_ACQUIRETASKRESPONSE']._serialized_start=1851
-  _globals['_ACQUIRETASKRESPONSE']._serialized_end=1899
-  _globals['_REPORTPROGRESSREQUEST']._serialized_start=1902
-  _globals['_REPORTPROGRESSREQUEST']._serialized_end=2075
-  _globals['_REPORTPROGRESSRESPONSE']._serialized_start=2077
-  _globals['_REPORTPROGRESSRESPONSE']._serialized_end=2153
-  _globals['_COMPLETETASKREQUEST']._serialized_start=2156
-  _globals['_COMPLETETASKREQUEST']._serialized_end=2444
-  _globals['_COMPLETETASKRESPONSE']._serialized_start=2446
-  _globals['_COMPLETETASKRESPONSE']._serialized_end=2468
-  _globals['_LISTNODESREQUEST']._serialized_start=2470
-  _globals['_LISTNODESREQUEST']._serialized_end=2527
-  _globals['_LISTNODESRESPONSE']._serialized_start=2529
-  _globals['_LISTNODESRESPONSE']._serialized_end=2601
-  _globals['_NODESERVICE']._serialized_start=2604
-  _globals['_NODESERVICE']._serialized_end=3024
+  _globals['_REPLICATESPEC']._serialized_end=1048
+  _globals['_FINALIZESPEC']._serialized_start=1051
+  _globals['_FINALIZESPEC']._serialized_end=1203
+  _globals['_FINALIZEDISK']._serialized_start=1206
+  _globals['_FINALIZEDISK']._serialized_end=1334
+  _globals['_RESTORESPEC']._serialized_start=1337
+  _globals['_RESTORESPEC']._serialized_end=1514
+  _globals['_VERIFYSPEC']._serialized_start=1516
+  _globals['_VERIFYSPEC']._serialized_end=1634
+  _globals['_REGISTERNODEREQUEST']._serialized_start=1636
+  _globals['_REGISTERNODEREQUEST']._serialized_end=1750
+  _globals['_HEARTBEATREQUEST']._serialized_start=1752
+  _globals['_HEARTBEATREQUEST']._serialized_end=1831
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1833
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1875
+  _globals['_ACQUIRETASKREQUEST']._serialized_start=1877
+  _globals['_ACQUIRETASKREQUEST']._serialized_end=1933
+  _globals['_ACQUIRETASKRESPONSE']._serialized_start=1935
+  _globals['_ACQUIRETASKRESPONSE']._serialized_end=1983
+  _globals['_REPORTPROGRESSREQUEST']._serialized_start=1986
+  _globals['_REPORTPROGRESSREQUEST']._serialized_end=2159
+  _globals['_REPORTPROGRESSRESPONSE']._serialized_start=2161
+  _globals['_REPORTPROGRESSRESPONSE']._serialized_end=2237
+  _globals['_COMPLETETASKREQUEST']._serialized_start=2240
+  _globals['_COMPLETETASKREQUEST']._serialized_end=2570
+  _globals['_COMPLETETASKRESPONSE']._serialized_start=2572
+  _globals['_COMPLETETASKRESPONSE']._serialized_end=2594
+  _globals['_LISTNODESREQUEST']._serialized_start=2596
+  _globals['_LISTNODESREQUEST']._serialized_end=2653
+  _globals['_LISTNODESRESPONSE']._serialized_start=2655
+  _globals['_LISTNODESRESPONSE']._serialized_end=2727
+  _globals['_NODESERVICE']._serialized_start=2730
+  _globals['_NODESERVICE']._serialized_end=3150
 # @@protoc_insertion_point(module_scope)

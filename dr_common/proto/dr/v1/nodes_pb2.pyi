@@ -63,7 +63,7 @@ class RepositoryLocator(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class ReplicateSpec(_message.Message):
-    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes", "bandwidth_bytes_per_second")
+    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes", "bandwidth_bytes_per_second", "previous_bitmap", "bitmap")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,8 @@ class ReplicateSpec(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_INTERVAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_BITMAP_FIELD_NUMBER: _ClassVar[int]
+    BITMAP_FIELD_NUMBER: _ClassVar[int]
     plan: str
     cycle: str
     disk: str
@@ -90,7 +92,9 @@ class ReplicateSpec(_message.Message):
     checkpoint: _common_pb2.Checkpoint
     checkpoint_interval_bytes: int
     bandwidth_bytes_per_second: int
-    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ...) -> None: ...
+    previous_bitmap: str
+    bitmap: str
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ...) -> None: ...
 
 class FinalizeSpec(_message.Message):
     __slots__ = ("plan", "cycle", "recovery_point_id", "repository", "disks")
@@ -107,16 +111,20 @@ class FinalizeSpec(_message.Message):
     def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., recovery_point_id: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[FinalizeDisk, _Mapping]]] = ...) -> None: ...
 
 class FinalizeDisk(_message.Message):
-    __slots__ = ("disk", "root_hash", "size_bytes", "full_sync")
+    __slots__ = ("disk", "root_hash", "size_bytes", "full_sync", "bitmap", "full_sync_reason")
     DISK_FIELD_NUMBER: _ClassVar[int]
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     FULL_SYNC_FIELD_NUMBER: _ClassVar[int]
+    BITMAP_FIELD_NUMBER: _ClassVar[int]
+    FULL_SYNC_REASON_FIELD_NUMBER: _ClassVar[int]
     disk: str
     root_hash: str
     size_bytes: int
     full_sync: bool
-    def __init__(self, disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ...) -> None: ...
+    bitmap: str
+    full_sync_reason: str
+    def __init__(self, disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ...) -> None: ...
 
 class RestoreSpec(_message.Message):
     __slots__ = ("recovery_point", "disk", "root_hash", "repository", "destination_path", "format", "overwrite")
@@ -215,7 +223,7 @@ class ReportProgressResponse(_message.Message):
     def __init__(self, cancel: _Optional[bool] = ..., bandwidth_bytes_per_second: _Optional[int] = ...) -> None: ...
 
 class CompleteTaskRequest(_message.Message):
-    __slots__ = ("task", "lease_token", "error", "stats", "root_hash", "full_sync", "size_bytes", "restore_result", "verify_result")
+    __slots__ = ("task", "lease_token", "error", "stats", "root_hash", "full_sync", "size_bytes", "bitmap", "full_sync_reason", "restore_result", "verify_result")
     TASK_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +231,8 @@ class CompleteTaskRequest(_message.Message):
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
     FULL_SYNC_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BITMAP_FIELD_NUMBER: _ClassVar[int]
+    FULL_SYNC_REASON_FIELD_NUMBER: _ClassVar[int]
     RESTORE_RESULT_FIELD_NUMBER: _ClassVar[int]
     VERIFY_RESULT_FIELD_NUMBER: _ClassVar[int]
     task: str
@@ -232,9 +242,11 @@ class CompleteTaskRequest(_message.Message):
     root_hash: str
     full_sync: bool
     size_bytes: int
+    bitmap: str
+    full_sync_reason: str
     restore_result: _common_pb2.RestoreResult
     verify_result: _common_pb2.VerifyResult
-    def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., root_hash: _Optional[str] = ..., full_sync: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., restore_result: _Optional[_Union[_common_pb2.RestoreResult, _Mapping]] = ..., verify_result: _Optional[_Union[_common_pb2.VerifyResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., root_hash: _Optional[str] = ..., full_sync: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., restore_result: _Optional[_Union[_common_pb2.RestoreResult, _Mapping]] = ..., verify_result: _Optional[_Union[_common_pb2.VerifyResult, _Mapping]] = ...) -> None: ...
 
 class CompleteTaskResponse(_message.Message):
     __slots__ = ()

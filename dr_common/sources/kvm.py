@@ -1,0 +1,166 @@
+"""The `kvm` site kind: QEMU disk images (qcow2) with persistent dirty bitmaps, read
+over NBD.
+
+A consistent point of an image not in use is taken by rotating bitmaps: the bitmap
+added at the previous point (`previous_bitmap`) holds every write since then; a new one
+(`new_bitmap`) is added now and starts tracking from this instant. The old one is
+exported read-only by qemu-nbd (`qemu:dirty-bitmap:NAME`) and only its dirty extents
+are read. Bitmaps of earlier, failed cycles are removed; the previous one is removed at
+the next cycle, once a newer point exists. (A running VM takes the same steps over QMP:
+block-dirty-bitmap-add, nbd-server-start, nbd-server-add with the bitmap; only
+`_rotate` and the export differ.)
+
+A first cycle, or a bitmap that is missing (removed, or the image replaced) or marked
+in use (QEMU died with it open, so it may have missed writes), means a full sync of the
+allocated extents, and the reason is reported so the recovery point records it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+
+from dr_common.errors import SourceError
+from dr_common.sources import qemu
+from dr_common.sources.base import DiskInfo, Extent, WorkloadInfo
+from dr_common.sources.file import discover as discover_files
+from dr_common.sources.file import resource_id
+
+# libnbd's binding comes from Debian (tools/install-system-deps.sh); only nodes that read
+# kvm disks need it, so it is imported when a disk is opened, not with this module.
+ALLOCATION = "base:allocation"
+
+log = structlog.get_logger()
+
+BITMAP_PREFIX = "hdr-"
+IMAGE_SUFFIXES = (".qcow2", ".img", ".raw")
+# base:allocation flags (NBD protocol): the extent reads as zeros.
+_STATE_ZERO = 2
+# qemu:dirty-bitmap flags: the extent was written since the bitmap was added.
+_DIRTY = 1
+
+
+def discover(root: str | os.PathLike) -> list:
+    """Inventory of a `kvm` site: like `file` (one workload per image or directory),
+    with sizes and tracking from qemu-img."""
+    found = []
+    for wl in discover_files(root):
+        disks = []
+        for d in wl.disks:
+            if not d.locator.endswith(IMAGE_SUFFIXES):
+                continue
+            info = qemu.image_info(d.locator)
+            cbt = "dirty-bitmap" if info.get("format") == "qcow2" else "none"
+            disks.append(DiskInfo(id=d.id, display_name=d.display_name, locator=d.locator,
+                                  size=int(info["virtual-size"]), cbt=cbt))
+        if disks:
+            found.append(WorkloadInfo(wl.id, wl.display_name, tuple(disks)))
+    return found
+
+
+def bitmap_name(plan: str, cycle: str) -> str:
+    """The bitmap a cycle adds: named after it, so stale ones are recognisable."""
+    return f"{BITMAP_PREFIX}{resource_id(plan.rsplit('/', 1)[-1])}-{cycle.rsplit('/', 1)[-1]}"
+
+
+class KvmDisk:
+    """One image at one point, exported over NBD. Blocking: open it in a worker thread."""
+
+    tracking = "dirty-bitmap"
+
+    def __init__(self, image: str | os.PathLike, *, previous_bitmap: str, new_bitmap: str,
+                 connections: int = 4):
+        self.image = os.fspath(image)
+        info = qemu.image_info(self.image)
+        self.format = info.get("format", "raw")
+        self.size = int(info["virtual-size"])
+        self.full_sync_reason = self._rotate(qemu.bitmaps(info), previous_bitmap, new_bitmap)
+        self.bitmap = new_bitmap
+        export_bitmap = None if self.full_sync_reason else previous_bitmap
+        self._export = qemu.NbdExport(self.image, fmt=self.format, bitmap=export_bitmap,
+                                      connections=connections)
+        contexts = (ALLOCATION,) + ((f"qemu:dirty-bitmap:{export_bitmap}",)
+                                    if export_bitmap else ())
+        from dr_common.sources.nbdpool import NbdPool
+        try:
+            self._nbd = NbdPool(self._export.socket, connections=connections,
+                                contexts=contexts, what=f"qemu-nbd export of {self.image}")
+        except BaseException:
+            self._export.close()
+            raise
+        self._dirty_context = contexts[1] if export_bitmap else None
+
+    def _rotate(self, present: dict[str, dict], previous: str, new: str) -> str:
+        if self.format != "qcow2":
+            reason = "no-tracking"  # raw images carry no bitmaps
+        elif not previous:
+            reason = "first-cycle"
+        elif previous not in present:
+            reason = "bitmap-missing"
+        elif {"in-use", "inconsistent"} & set(present[previous].get("flags", [])):
+            reason = "bitmap-inconsistent"
+        else:
+            reason = ""
+        if self.format != "qcow2":
+            return reason
+        for name in present:
+            stale = name.startswith(BITMAP_PREFIX) and name != new and (
+                name != previous or reason)
+            if stale:
+                qemu.remove_bitmap(self.image, name)
+        if new not in present:
+            qemu.add_bitmap(self.image, new)
+        if reason:
+            log.warning("full sync", image=self.image, reason=reason, previous_bitmap=previous)
+        return reason
+
+    @property
+    def bytes_read(self) -> int:
+        return self._nbd.bytes_read
+
+    def extents(self) -> list[Extent]:
+        """Zero, clean and data extents covering the disk, in order."""
+        zero = [(s, n, bool(f & _STATE_ZERO)) for s, n, f in self._nbd.block_status(ALLOCATION)]
+        if self._dirty_context is None:
+            return [Extent(s, n, z) for s, n, z in zero]
+        dirty = [(s, n, bool(f & _DIRTY)) for s, n, f in self._nbd.block_status(
+            self._dirty_context)]
+        return _merge(zero, dirty)
+
+    def readinto(self, offset: int, buf: memoryview) -> int:
+        if not self._export.alive():
+            raise SourceError(f"qemu-nbd exporting {self.image} exited: {self._export.log()}")
+        return self._nbd.readinto(offset, buf)
+
+    def close(self) -> None:
+        self._nbd.close()
+        self._export.close()
+
+    def __enter__(self) -> "KvmDisk":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _merge(zero: list[tuple[int, int, bool]], dirty: list[tuple[int, int, bool]]
+           ) -> list[Extent]:
+    """Intersects the allocation map with the dirty map: zero wins (nothing to read),
+    then dirty (read), else clean (keep the previous point's chunk)."""
+    out: list[Extent] = []
+    i = j = 0
+    pos = 0
+    while i < len(zero) and j < len(dirty):
+        zs, zn, is_zero = zero[i]
+        ds, dn, is_dirty = dirty[j]
+        end = min(zs + zn, ds + dn)
+        if end > pos:
+            out.append(Extent(pos, end - pos, zero=is_zero, clean=not is_zero and not is_dirty))
+            pos = end
+        if zs + zn == end:
+            i += 1
+        if ds + dn == end:
+            j += 1
+    return out
+

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the kvm source need, and makes libnbd's
+# Python binding importable from our virtualenv. Idempotent; needs root for apt-get.
+#
+# Only libnbd's own module (nbd.py and libnbdmod*.so) is linked into the venv, not the
+# whole of Debian's dist-packages: Debian's other modules would shadow our pinned ones.
+set -euo pipefail
+VENV=${1:-.venv}
+PACKAGES=(qemu-utils libnbd-bin python3-libnbd)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-system-deps: need root to install ${missing[*]} (or install them yourself)" >&2
+        exit 1
+    fi
+    echo "install-system-deps: apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+dist=/usr/lib/python3/dist-packages
+ln -sf "$dist/nbd.py" "$site/nbd.py"
+for so in "$dist"/libnbdmod.cpython-*.so; do
+    ln -sf "$so" "$site/$(basename "$so")"
+done
+"$VENV/bin/python" -c 'import nbd; nbd.NBD()' || {
+    echo "install-system-deps: libnbd's binding does not load in $VENV (is it CPython 3.11?)" >&2
+    exit 1
+}
