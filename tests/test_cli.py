@@ -639,7 +639,7 @@ def test_point_list_and_show(fake, capsys):
     assert out[0].split() == ["POINT", "CREATED", "DISKS", "FULL-SYNC", "DISKS", "STORED",
                              "FULL-SYNC", "REASONS"]
     assert out[1].split()[0] == "p1/r1"
-    assert out[1].split()[-4:] == ["2", "1", "3.0", "MiB"]
+    assert out[1].split()[-6:] == ["2", "1", "3.0", "MiB", "unknown", "(1)"]
     assert drctl(fake, "point", "show", "p1/r1") == 0
     out = capsys.readouterr().out
     assert "recovery point:          plans/p1/recoveryPoints/r1" in out
