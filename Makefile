@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # npm tools the tests use (buf); pinned in package-lock.json.
 NPM_STAMP := node_modules/.installed
+# Debian packages (qemu-utils, libnbd) and libnbd's module linked into the venv.
+SYS_STAMP := $(VENV)/.system-deps
 
 .PHONY: all demo test bench proto clean check-python
 
@@ -19,6 +21,10 @@ $(STAMP): pyproject.toml | check-python
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(SYS_STAMP): $(STAMP) tools/install-system-deps.sh
+	bash tools/install-system-deps.sh $(VENV)
+	touch $(SYS_STAMP)
+
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NPM_STAMP)
@@ -28,7 +34,7 @@ demo: $(STAMP)
 	$(PY) -m tools.demo
 
 # The whole suite, real daemons included.
-test: $(STAMP) $(NPM_STAMP)
+test: $(STAMP) $(SYS_STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Benchmarks P1-P6 against qemu-img and restic (installed via apt-get when missing):

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import uuid
 import socket
 import time
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ import structlog
 from google.protobuf import json_format
 
 from dr_common import __version__
-from dr_common.errors import DRError, InvalidArgument
+from dr_common.errors import AlreadyExists, DRError, InvalidArgument
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2, nodes_pb2_grpc
 from dr_common.repository import PointDisk, RecoveryPointRecord, Repository
 from dr_common.sources.file import FileDisk, check_within_roots
@@ -31,6 +32,7 @@ from dr_node import metrics
 from dr_node.bandwidth import TokenBucket
 from dr_node.config import NodeConfig
 from dr_node.engine import Checkpoint, Engine, Stats
+from dr_node.restore import convert_to_qcow2
 
 log = structlog.get_logger()
 
@@ -322,10 +324,14 @@ class Agent:
 
     async def _restore(self, spec: nodes_pb2.RestoreSpec, reporter: Reporter,
                        req: nodes_pb2.CompleteTaskRequest) -> None:
-        if spec.format not in ("", "raw"):
+        if spec.format not in ("", "raw", "qcow2"):
             raise InvalidArgument(f"restore format {spec.format!r} is not supported",
                                   field="format")
         repo = await self._repository(spec.repository)
+        dest = check_within_roots(spec.destination_path, self.config.file_roots,
+                                  field="destination_path")
+        if dest.exists() and not spec.overwrite:
+            raise AlreadyExists(f"{dest} exists; pass overwrite to replace it")
         last = 0.0
 
         async def progress(done, total):
@@ -334,10 +340,19 @@ class Agent:
                 last = time.monotonic()
                 await reporter.report(checkpoint=None, bytes_done=done)
 
+        # qcow2: a verified raw restore next to it first, then qemu-img converts it.
+        raw = dest if spec.format != "qcow2" else (
+            dest.parent / f".{dest.name}.raw-{uuid.uuid4().hex[:8]}")
         result = await self.engine.restore_raw(
-            repo=repo, root_hash=spec.root_hash, disk=spec.disk,
-            destination=spec.destination_path, overwrite=spec.overwrite,
-            roots=self.config.file_roots, progress=progress)
+            repo=repo, root_hash=spec.root_hash, disk=spec.disk, destination=str(raw),
+            overwrite=spec.overwrite, roots=self.config.file_roots, progress=progress)
+        if raw != dest:
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self.engine.pool, convert_to_qcow2, raw, dest, spec.overwrite)
+            finally:
+                raw.unlink(missing_ok=True)
+            result["destination_path"] = str(dest)
         json_format.ParseDict(result, req.restore_result)
 
     async def _verify(self, spec: nodes_pb2.VerifySpec, reporter: Reporter,

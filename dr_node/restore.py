@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import uuid
 from concurrent.futures import Executor
 from pathlib import Path
 
 import structlog
 
-from dr_common.errors import AlreadyExists, InvalidArgument
+from dr_common.errors import AlreadyExists, InvalidArgument, TargetError
 from dr_common.repository import ZERO_ID, Repository
 from dr_common.sources.file import check_within_roots
 from dr_node.budget import ByteBudget
@@ -95,3 +96,18 @@ async def restore_raw(*, repo: Repository, root_hash: str, disk: str, destinatio
         raise
     log.info("restored", disk=disk, destination=str(dest), bytes=manifest.size)
     return {"destination_path": str(dest), "bytes_written": written, "root_hash": root_hash}
+
+
+def convert_to_qcow2(raw: Path, dest: Path, overwrite: bool) -> None:
+    """qemu-img writes the qcow2 (skipping zeros, so it stays sparse) next to `dest` and
+    it is renamed into place: a failed conversion never leaves a partial image there."""
+    tmp = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        done = subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw),
+                               str(tmp)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise TargetError(f"qemu-img convert to qcow2 failed: {done.stderr.strip()}",
+                              retryable=False)
+        _commit(tmp, dest, overwrite)
+    finally:
+        tmp.unlink(missing_ok=True)

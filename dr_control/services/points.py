@@ -17,7 +17,7 @@ from dr_control.db.models import Plan, RecoveryPoint, Site, Task, utcnow
 from dr_control.services.context import ServiceContext
 
 OPERATION_KINDS = ("restore", "verify")
-RESTORE_FORMATS = ("raw",)
+RESTORE_FORMATS = ("raw", "qcow2")
 
 
 class PointService:

@@ -1,0 +1,182 @@
+"""The kvm site kind against real qemu-img, qemu-io and qemu-nbd: dirty bitmaps drive
+incremental cycles that read only what changed; every point restores to the image as
+it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+
+import pytest
+
+from dr_common.sources.kvm import bitmap_name
+from dr_common.sources.qemu import bitmaps, image_info
+from tests.conftest import MiB
+from tests.peers import require_tool
+from tools.localcluster import Cluster, sha256, wait_for
+
+pytestmark = pytest.mark.e2e
+KiB = 1 << 10
+CHUNK = 64 * KiB  # the bitmap granularity: a dirty granule is exactly one chunk
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    for tool in ("qemu-img", "qemu-io", "qemu-nbd"):
+        require_tool(tool)
+    try:
+        import nbd  # noqa: F401
+    except ImportError:
+        require_tool("python3-libnbd (nbd module)")
+
+
+def qemu_io(image, *commands: str) -> None:
+    args = ["qemu-io", "-f", "qcow2"]
+    for c in commands:
+        args += ["-c", c]
+    done = subprocess.run([*args, str(image)], capture_output=True, text=True)
+    assert done.returncode == 0 and "error" not in done.stdout.lower(), done.stdout + done.stderr
+
+
+def raw_sha(image, tmp_path) -> str:
+    """sha256 of the image's guest-visible content (what a restore must equal)."""
+    out = tmp_path / "snapshot.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(out)], check=True)
+    digest = sha256(out)
+    out.unlink()
+    return digest
+
+
+def _plan(c: Cluster, *extra: str) -> str:
+    c.drctl("site", "add", "hv", "--kind", "kvm", "--path", str(c.src))
+    c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
+    c.drctl("plan", "create", "p1", "--source", "hv", "--target", "dst", "--workload",
+            "hv/vm1", "--rpo", "1h", "--chunk-size", str(CHUNK), *extra)
+    return "p1"
+
+
+def _points(c: Cluster, n: int, timeout: float = 120) -> list[dict]:
+    return wait_for(lambda: (lambda p: p if len(p) >= n else None)(c.points("p1")),
+                    timeout=timeout, what=f"{n} recovery points")
+
+
+def _stats(c: Cluster, i: int) -> dict:
+    return {k: int(v) for k, v in c.cycles("p1")[i]["stats"].items()}
+
+
+def _restore_sha(c: Cluster, point: str, name: str, fmt: str = "raw") -> str:
+    dest = c.out / name
+    c.drctl("restore", point, "--to", str(dest), "--format", fmt)
+    if fmt == "qcow2":
+        return raw_sha(dest, c.root)
+    return sha256(dest)
+
+
+def test_five_cycles_with_bitmaps_restore_every_point(cluster: Cluster, tmp_path):
+    c = cluster
+    image = c.src / "vm1.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    qemu_io(image, "write -P 0x11 0 4M", "write -P 0x22 20M 2M", "write -P 0x33 60M 1M")
+    _plan(c)
+    expected = [raw_sha(image, tmp_path)]
+    _points(c, 1)
+    rnd = random.Random(7)
+    for cycle in range(2, 6):
+        granules = sorted(rnd.sample(range(64 * MiB // CHUNK), 12))
+        cmds = [f"write -P {rnd.randrange(1, 255)} {g * CHUNK} {CHUNK}" for g in granules[:8]]
+        cmds += [f"write -z {granules[8] * CHUNK} {CHUNK}",      # zero a written range
+                 f"discard {granules[9] * CHUNK} {CHUNK}",       # and discard one
+                 f"write -P 0x44 {granules[10] * CHUNK} {2 * CHUNK}"]
+        qemu_io(image, *cmds)
+        expected.append(raw_sha(image, tmp_path))
+        c.drctl("plan", "run", "p1", "--wait")
+    points = _points(c, 5)
+    assert [p["disks"][0].get("full_sync_reason", "") for p in points] == \
+        ["first-cycle", "", "", "", ""]
+    for i, point in enumerate(points):
+        fmt = "qcow2" if i % 2 else "raw"
+        assert _restore_sha(c, point["name"], f"rp{i}.{fmt}", fmt) == expected[i], \
+            f"recovery point {i + 1} differs from the image as it was"
+    # Only our newest bitmap and the one it replaces remain on the image.
+    ours = sorted(n for n in bitmaps(image_info(image)) if n.startswith("hdr-"))
+    assert ours == [bitmap_name("p1", "4"), bitmap_name("p1", "5")]
+
+
+def test_incremental_reads_only_dirty_extents(cluster: Cluster):
+    c = cluster
+    image = c.src / "vm1.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "256M"],
+                   check=True)
+    qemu_io(image, "write -P 0x5a 0 128M")
+    _plan(c)
+    _points(c, 1)
+    assert _stats(c, 0)["bytes_read"] == 128 * MiB   # full sync: allocated data only
+    # 10 data granules, one zeroed granule, one discarded: 10 granules to read.
+    offsets = [i * 7 * MiB for i in range(10)]
+    qemu_io(image, *[f"write -P 0x77 {o} {CHUNK}" for o in offsets],
+            f"write -z {100 * MiB} {CHUNK}", f"discard {110 * MiB} {CHUNK}")
+    c.drctl("plan", "run", "p1", "--wait")
+    s = _stats(c, 1)
+    assert s["bytes_read"] == 10 * CHUNK, s
+    assert s["chunks_sent"] == 10
+    assert s["chunks_unchanged"] == 128 * MiB // CHUNK - 12   # clean: never read
+
+
+def test_removed_bitmap_means_a_labelled_full_sync(cluster: Cluster, tmp_path):
+    c = cluster
+    image = c.src / "vm1.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "32M"], check=True)
+    qemu_io(image, "write -P 0x61 0 8M")
+    _plan(c)
+    _points(c, 1)
+    subprocess.run(["qemu-img", "bitmap", "--remove", str(image), bitmap_name("p1", "1")],
+                   check=True)
+    qemu_io(image, "write -P 0x62 4M 1M")
+    c.drctl("plan", "run", "p1", "--wait")
+    point = _points(c, 2)[1]
+    assert point["disks"][0]["full_sync"] and \
+        point["disks"][0]["full_sync_reason"] == "bitmap-missing"
+    _, table, _ = c.drctl("point", "list", "p1")
+    assert "bitmap-missing (1)" in table
+    assert _stats(c, 1)["bytes_read"] == 8 * MiB     # every allocated extent, read again
+    assert _restore_sha(c, point["name"], "rp2.raw") == raw_sha(image, tmp_path)
+
+
+@pytest.fixture
+def single_try_cluster(tmp_path):
+    c = Cluster(tmp_path, node_env={"DR_NODE_ENGINE__WINDOW_CHUNKS": "2",
+                                    "DR_NODE_ENGINE__WORKERS": "1"})
+    c.control_env["DR_CONTROL_SCHEDULER__MAX_ATTEMPTS"] = "1"
+    c.start_control()
+    c.start_node("n1")
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def test_qemu_nbd_dying_mid_cycle_is_a_clear_error_and_the_next_cycle_works(
+        single_try_cluster: Cluster, tmp_path):
+    c = single_try_cluster
+    image = c.src / "vm1.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1G"], check=True)
+    qemu_io(image, "write -P 0x71 0 768M")
+    _plan(c)
+
+    def qemu_nbd_pid():
+        found = subprocess.run(["pgrep", "-f", f"qemu-nbd.*{image}"], capture_output=True,
+                               text=True).stdout.split()
+        return int(found[0]) if found else None
+    os.kill(wait_for(qemu_nbd_pid, interval=0.005, what="qemu-nbd to export the image"),
+            signal.SIGKILL)
+    cycle = wait_for(lambda: (lambda cy: cy if cy["state"] == "failed" else None)(
+        c.cycles("p1")[0]), timeout=120, what="the cycle to fail")
+    assert cycle["error"]["reason"] == "source-unavailable", cycle["error"]
+    assert "qemu-nbd" in cycle["error"]["message"], cycle["error"]
+    assert c.points("p1") == []
+    c.drctl("plan", "run", "p1", "--wait")
+    point = _points(c, 1)[0]
+    assert _restore_sha(c, point["name"], "rp.raw") == raw_sha(image, tmp_path)
