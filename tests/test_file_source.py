@@ -52,3 +52,17 @@ def test_paths_are_confined_to_roots(tmp_path):
     for bad in (root / "escape", root / ".." / "x", "/etc/passwd"):
         with pytest.raises(InvalidArgument, match="outside the configured roots"):
             check_within_roots(bad, [str(root)], field="f")
+
+
+def test_kvm_extent_merge_zero_beats_dirty_beats_clean():
+    from dr_common.sources.base import Extent
+    from dr_common.sources.kvm import _merge
+    allocation = [(0, 100, False), (100, 100, True), (200, 50, False)]
+    dirty = [(0, 50, True), (50, 120, False), (170, 80, True)]
+    assert _merge(allocation, dirty) == [
+        Extent(0, 50, zero=False, clean=False),     # data, dirty: read
+        Extent(50, 50, zero=False, clean=True),     # data, not dirty: keep previous
+        Extent(100, 70, zero=True),                 # zero, whatever the bitmap says
+        Extent(170, 30, zero=True),
+        Extent(200, 50, zero=False, clean=False),
+    ]
