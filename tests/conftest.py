@@ -14,13 +14,8 @@ MiB = 1 << 20
 
 @pytest.fixture
 def cluster(tmp_path: Path):
-    c = Cluster(tmp_path)
-    c.start_control()
-    c.start_node("n1")
-    try:
+    with Cluster(tmp_path) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def write_at(path: Path, offset: int, data: bytes) -> None:

@@ -13,8 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase)
 from grpc_status import rpc_status
 
-from dr_common.proto.dr.v1 import (inventory_pb2, inventory_pb2_grpc, protection_pb2,
-                                   protection_pb2_grpc)
+from dr_common.proto.dr.v1 import inventory_pb2, inventory_pb2_grpc, protection_pb2
 from tests.conftest import MiB, make_disk
 from tools.localcluster import Cluster
 

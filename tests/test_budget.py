@@ -41,7 +41,7 @@ async def test_fifo_a_large_request_is_not_starved():
     await asyncio.sleep(0)
     assert order == ["big"]
     budget.release(10)
-    await small
+    await asyncio.gather(big, small)
     assert order == ["big", "small"]
 
 

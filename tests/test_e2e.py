@@ -134,22 +134,24 @@ def _wait_watermark(c: Cluster, plan: str, minimum: int) -> int:
 @pytest.fixture
 def slow_cluster(tmp_path):
     """Short leases and frequent checkpoints, so a lost node's task resumes quickly."""
-    c = Cluster(tmp_path, lease_seconds=2, checkpoint_interval=16 * MiB,
-                node_env={"DR_NODE_ENGINE__WINDOW_CHUNKS": "4", "DR_NODE_ENGINE__WORKERS": "1"})
-    c.start_control()
-    c.start_node("n1")
-    try:
+    with Cluster(tmp_path, lease_seconds=2, checkpoint_interval=16 * MiB,
+                 node_env={"DR_NODE_ENGINE__WINDOW_CHUNKS": "4",
+                           "DR_NODE_ENGINE__WORKERS": "1"}) as c:
         yield c
-    finally:
-        c.stop()
 
 
-def test_node_killed_before_finalization_leaves_no_point(slow_cluster: Cluster):
-    c = slow_cluster
+def _cycle_past_first_checkpoint(c: Cluster):
+    """A 512 MiB disk whose first cycle has just persisted a checkpoint."""
     disk = c.src / "vm1.img"
     make_disk(disk, 512 * MiB, [(0, 512 * MiB)])
     plan = _setup_plan(c)
     _wait_watermark(c, plan, 16 * MiB)
+    return disk, plan
+
+
+def test_node_killed_before_finalization_leaves_no_point(slow_cluster: Cluster):
+    c = slow_cluster
+    disk, plan = _cycle_past_first_checkpoint(c)
     assert c.kill_node("n1") == -signal.SIGKILL
     assert c.points(plan) == [], "a killed cycle must not leave a recovery point"
     first = c.cycles(plan)[0]
@@ -172,10 +174,7 @@ def test_node_killed_before_finalization_leaves_no_point(slow_cluster: Cluster):
 
 def test_sigterm_hands_task_back_without_a_point(slow_cluster: Cluster):
     c = slow_cluster
-    disk = c.src / "vm1.img"
-    make_disk(disk, 512 * MiB, [(0, 512 * MiB)])
-    plan = _setup_plan(c)
-    _wait_watermark(c, plan, 16 * MiB)
+    disk, plan = _cycle_past_first_checkpoint(c)
     assert c.kill_node("n1", signal.SIGTERM) == 0, "dr-node must exit cleanly on SIGTERM"
     assert c.points(plan) == []
     assert "node-stopping" in c.log("control.log")
@@ -184,32 +183,26 @@ def test_sigterm_hands_task_back_without_a_point(slow_cluster: Cluster):
     assert sha256(_restore(c, point["name"], "rp1.raw")) == sha256(disk)
 
 
-def test_scheduler_meets_rpo_one_cycle_at_a_time(tmp_path):
-    c = Cluster(tmp_path)
-    c.start_control()
-    c.start_node("n1")
-    try:
-        make_disk(c.src / "vm1.img", 4 * MiB, [(0, MiB)])
-        plan = _setup_plan(c, rpo="1s")
-        _wait_points(c, plan, 3, timeout=60)
-        cycles = c.cycles(plan)
-        done = [cy for cy in cycles if cy["state"] == "completed"]
-        assert len(done) >= 3
-        active = [cy for cy in cycles if cy["state"] in ("queued", "running")]
-        assert len(active) <= 1
-        # Cycles never overlap: each starts after the previous one ended.
-        for a, b in zip(done, done[1:]):
-            assert a["end_time"] <= b["create_time"]
-    finally:
-        c.stop()
+def test_scheduler_meets_rpo_one_cycle_at_a_time(cluster: Cluster):
+    c = cluster
+    make_disk(c.src / "vm1.img", 4 * MiB, [(0, MiB)])
+    plan = _setup_plan(c, rpo="1s")
+    _wait_points(c, plan, 3, timeout=60)
+    cycles = c.cycles(plan)
+    done = [cy for cy in cycles if cy["state"] == "completed"]
+    assert len(done) >= 3
+    active = [cy for cy in cycles if cy["state"] in ("queued", "running")]
+    assert len(active) <= 1
+    # Cycles never overlap: each starts after the previous one ended.
+    for a, b in zip(done, done[1:]):
+        assert a["end_time"] <= b["create_time"]
+
+
 
 
 def test_control_plane_restart_mid_cycle_loses_nothing(slow_cluster: Cluster):
     c = slow_cluster
-    disk = c.src / "vm1.img"
-    make_disk(disk, 512 * MiB, [(0, 512 * MiB)])
-    plan = _setup_plan(c)
-    _wait_watermark(c, plan, 16 * MiB)
+    disk, plan = _cycle_past_first_checkpoint(c)
     c.restart_control()
     point = _wait_points(c, plan, 1, timeout=120)[0]
     assert sha256(_restore(c, point["name"], "rp1.raw")) == sha256(disk)
@@ -220,10 +213,8 @@ def test_control_plane_restart_mid_cycle_loses_nothing(slow_cluster: Cluster):
 
 def test_both_daemons_serve_prometheus_metrics(tmp_path):
     import urllib.request
-    c = Cluster(tmp_path, metrics=True)
-    c.start_control()
-    node = c.start_node("n1")
-    try:
+    with Cluster(tmp_path, metrics=True) as c:
+        node = c.nodes["n1"]
         make_disk(c.src / "vm1.img", 8 * MiB, [(0, 3 * MiB)])
         plan = _setup_plan(c)
         _wait_points(c, plan, 1)
@@ -239,5 +230,3 @@ def test_both_daemons_serve_prometheus_metrics(tmp_path):
             scrape(c.control_metrics_port)), what="the RPO lag gauge")
         assert ctl['dr_plan_rpo_seconds{plan="p1"}'] == 3600
         assert ctl['dr_cycles_total{state="completed"}'] == 1
-    finally:
-        c.stop()

@@ -4,7 +4,7 @@ it was."""
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
 import random
 import signal
@@ -27,9 +27,7 @@ CHUNK = 64 * KiB  # the bitmap granularity: a dirty granule is exactly one chunk
 def _tools():
     for tool in ("qemu-img", "qemu-io", "qemu-nbd"):
         require_tool(tool)
-    try:
-        import nbd  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("nbd") is None:
         require_tool("python3-libnbd (nbd module)")
 
 
@@ -150,12 +148,8 @@ def single_try_cluster(tmp_path):
     c = Cluster(tmp_path, node_env={"DR_NODE_ENGINE__WINDOW_CHUNKS": "2",
                                     "DR_NODE_ENGINE__WORKERS": "1"})
     c.control_env["DR_CONTROL_SCHEDULER__MAX_ATTEMPTS"] = "1"
-    c.start_control()
-    c.start_node("n1")
-    try:
+    with c:
         yield c
-    finally:
-        c.stop()
 
 
 def test_qemu_nbd_dying_mid_cycle_is_a_clear_error_and_the_next_cycle_works(

@@ -22,8 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dr_common.proto.dr.v1 import (nodes_pb2, nodes_pb2_grpc, protection_pb2,
-                                   protection_pb2_grpc)
+from dr_common.proto.dr.v1 import nodes_pb2, nodes_pb2_grpc, protection_pb2_grpc
 from dr_control.cli.main import main as drctl_main
 
 BIN = Path(sys.executable).parent
@@ -159,6 +158,19 @@ class Cluster:
 
     def cycles(self, plan: str) -> list[dict]:
         return self.drctl_json("plan", "cycles", plan)
+
+    def __enter__(self) -> "Cluster":
+        """Starts the control plane and one node, n1; stops everything on exit."""
+        try:
+            self.start_control()
+            self.start_node("n1")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def stop(self) -> None:
         for node_id in list(self.nodes):
