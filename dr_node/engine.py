@@ -1,7 +1,9 @@
 """Replication of one disk (DESIGN section 4, stages 1-5, for one disk of a cycle).
 
 Descriptors are chunk indices on the disk's chunk grid. Each is one of:
-- zero: the chunk lies in holes; recorded as ZERO_ID without reading;
+- zero: the chunk lies in holes or known zeros; recorded as ZERO_ID without reading;
+- clean: changed-block tracking says it did not change since the previous recovery
+  point; it keeps that point's chunk id without reading;
 - data: read, checked for zeros, hashed; if its id equals the previous recovery
   point's, it is unchanged and not sent; otherwise it is encoded and written.
 
