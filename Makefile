@@ -37,10 +37,11 @@ demo: $(STAMP)
 test: $(STAMP) $(SYS_STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# Benchmarks P1-P6 against qemu-img and restic (installed via apt-get when missing):
+# Benchmarks P1-P6, P1-NBD and P2-CBT against qemu-img, restic and nbdcopy (installed via
+# apt-get when missing; the kvm source's qemu-utils and libnbd via $(SYS_STAMP)):
 # prints a table, writes bench/results.json and docs/BENCHMARKS.md. Quick check:
 # make bench BENCH_ARGS="--smoke"
-bench: $(STAMP)
+bench: $(STAMP) $(SYS_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 # Regenerate dr_common/proto from proto/ (commit the result; a test checks it is fresh).

@@ -1,4 +1,4 @@
-"""`python -m bench` / `make bench`: run the benchmark scenarios P1-P6.
+"""`python -m bench` / `make bench`: run the benchmark scenarios P1-P6, P1-NBD, P2-CBT.
 
 A full run (all scenarios, not --smoke) writes bench/results.json and rewrites
 docs/BENCHMARKS.md; any other run writes WORK/results.json only, so the committed
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench import GiB, MiB, baselines, report
-from bench.scenarios import ROOT, SCENARIOS, Bench, Settings
+from bench.scenarios import KVM_SCENARIOS, ROOT, SCENARIOS, Bench, Settings
 
 
 def log(msg: str) -> None:
@@ -26,15 +26,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
                     help="comma-separated ids (default: all: %(default)s)")
-    ap.add_argument("--size-gib", type=float, default=4.0,
-                    help="image size of P1, P2 and P6 in GiB (default 4)")
+    ap.add_argument("--size-gib", type=float, default=None,
+                    help="image size of P1, P2, P6 and P1-NBD in GiB (default: 4; P1-NBD 2)")
+    ap.add_argument("--cbt-sizes-gib", default="2,16",
+                    help="comma-separated qcow2 image sizes of P2-CBT in GiB "
+                         "(default %(default)s)")
     ap.add_argument("--runs", type=int, default=None,
                     help="runs per measurement; medians are quoted (default 3; --smoke: 2)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "work",
                     help="directory for test data and repositories (default bench/work)")
     ap.add_argument("--smoke", action="store_true",
-                    help="tiny sizes (64 MiB images, 1 GiB sparse disk, 4 x 16 MiB disks): "
-                         "checks that everything runs; numbers mean little")
+                    help="tiny sizes (64 MiB images, 1 GiB sparse disk, 4 x 16 MiB disks, "
+                         "32 and 64 MiB qcow2): checks that everything runs; numbers mean "
+                         "little")
     ap.add_argument("--no-install", action="store_true",
                     help="do not apt-get missing baselines (they are then reported as null)")
     ap.add_argument("--warm", action="store_true",
@@ -48,6 +52,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         ap.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     if args.runs is not None and args.runs < 1:
         ap.error("--runs must be at least 1")
+    try:
+        args.cbt_sizes = tuple(max(MiB, int(float(x) * GiB) // MiB * MiB)
+                               for x in args.cbt_sizes_gib.split(",") if x.strip())
+    except ValueError:
+        ap.error(f"--cbt-sizes-gib: not a list of numbers: {args.cbt_sizes_gib!r}")
+    if not args.cbt_sizes:
+        ap.error("--cbt-sizes-gib: no size given")
     return args
 
 
@@ -58,10 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         settings = Settings.smoke(work, runs=args.runs or 2)
     else:
-        settings = Settings(work=work, runs=args.runs or 3,
-                            size=max(MiB, int(args.size_gib * GiB) // MiB * MiB))
+        settings = Settings(work=work, runs=args.runs or 3, cbt_sizes=args.cbt_sizes)
+        if args.size_gib is not None:
+            settings.size = settings.nbd_size = max(MiB, int(args.size_gib * GiB) // MiB * MiB)
     settings.drop = not args.warm
     settings.keep_data = args.keep_data
+    kvm = [sid for sid in args.ids if sid in KVM_SCENARIOS]
+    missing = baselines.kvm_missing() if kvm else []
+    if missing:
+        log(f"{', '.join(kvm)} read qcow2 images through the kvm source, which needs "
+            f"{', '.join(missing)}: run `make bench` (it runs tools/install-system-deps.sh) "
+            f"or leave them out with --scenarios")
+        return 2
     tools = baselines.ensure_tools(not args.no_install, log)
     for name, path in tools.items():
         if path is None:
@@ -71,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = []
     t0 = time.monotonic()
     try:
-        for sid in SCENARIOS:  # always in order: P5 compares with P1, P6 restores P1's point
+        # Always in order: P5 compares with P1, P6 restores P1's point.
+        for sid in SCENARIOS:
             if sid not in args.ids:
                 continue
             title, fn = SCENARIOS[sid]
@@ -89,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                                        " (/proc/sys/vm/drop_caches refused)")
     results = {"machine": report.machine(versions, cache, work), "scenarios": scenarios}
     results["machine"]["runs"] = settings.runs
+    results["machine"]["minutes"] = round((time.monotonic() - t0) / 60, 1)
     titles = {k: v[0] for k, v in SCENARIOS.items()}
     print(report.text_table(results, titles))
     full = not args.smoke and args.ids == list(SCENARIOS)

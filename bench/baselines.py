@@ -1,7 +1,8 @@
-"""The baselines, measured in the same run as our engine: `qemu-img convert` and `restic`.
+"""The baselines, measured in the same run as our engine: `qemu-img convert`, `restic`
+and `nbdcopy`.
 
-Both come from Debian packages (`qemu-utils`, `restic`), installed with apt-get when
-missing (as root, unless --no-install). Each command runs as a child process; its time
+They come from Debian packages (`qemu-utils`, `restic`, `libnbd-bin`), installed with
+apt-get when missing (as root, unless --no-install). Each command runs as a child process; its time
 is the wall time from start to exit plus a final `os.sync()` (ours is timed the same
 way), and its peak RSS comes from `wait4`'s rusage of that child alone.
 """
@@ -18,7 +19,10 @@ from pathlib import Path
 
 from bench.data import tree_file_bytes
 
-PACKAGES = {"qemu-img": "qemu-utils", "restic": "restic"}
+PACKAGES = {"qemu-img": "qemu-utils", "restic": "restic", "nbdcopy": "libnbd-bin"}
+# What our side of P1-NBD and P2-CBT needs (the kvm source): tools/install-system-deps.sh
+# installs it, and links libnbd's Python module into the venv (`make bench` runs it).
+KVM_TOOLS = ("qemu-img", "qemu-io", "qemu-nbd")
 RESTIC_PASSWORD = "bench-password-not-secret"
 
 
@@ -62,9 +66,20 @@ def ensure_tools(install: bool, log) -> dict[str, str | None]:
     return {t: shutil.which(t) for t in PACKAGES}
 
 
+def kvm_missing() -> list[str]:
+    """What the kvm source lacks here (empty when P1-NBD and P2-CBT can run)."""
+    missing = [t for t in KVM_TOOLS if shutil.which(t) is None]
+    try:
+        import nbd  # noqa: F401
+    except ImportError:
+        missing.append("libnbd's Python module (nbd)")
+    return missing
+
+
 def versions(tools: dict[str, str | None]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
-    for name, cmd in (("qemu-img", ["qemu-img", "--version"]), ("restic", ["restic", "version"])):
+    for name, cmd in (("qemu-img", ["qemu-img", "--version"]), ("restic", ["restic", "version"]),
+                      ("nbdcopy", ["nbdcopy", "--version"])):
         if tools.get(name) is None:
             out[name] = None
             continue
@@ -117,6 +132,20 @@ def qemu_convert(src: Path, dst: Path) -> Timed:
     dst.unlink(missing_ok=True)
     try:
         return run_timed(["qemu-img", "convert", "-O", "raw", str(src), str(dst)])
+    finally:
+        dst.unlink(missing_ok=True)
+
+
+# -- nbdcopy --------------------------------------------------------------------------
+
+def nbdcopy_qcow2(image: Path, dst: Path, connections: int = 4) -> Timed:
+    """`nbdcopy -- [ qemu-nbd -r -e 4 -f qcow2 IMAGE ] DST`: nbdcopy starts qemu-nbd
+    (socket activation) and copies the export into a new raw file, plus a final sync.
+    Starting qemu-nbd is timed, as ours times starting its own."""
+    dst.unlink(missing_ok=True)
+    try:
+        return run_timed(["nbdcopy", "--", "[", "qemu-nbd", "-r", "-e", str(connections),
+                          "-f", "qcow2", str(image), "]", str(dst)])
     finally:
         dst.unlink(missing_ok=True)
 

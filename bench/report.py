@@ -9,9 +9,9 @@ import platform
 import sys
 from pathlib import Path
 
-from bench import MiB
+from bench import KiB, MiB
 
-QEMU, RESTIC = "qemu-img convert", "restic"
+QEMU, RESTIC, NBDCOPY = "qemu-img convert", "restic", "nbdcopy"
 
 
 def machine(versions: dict, page_cache: str, work: Path) -> dict:
@@ -40,6 +40,7 @@ def machine(versions: dict, page_cache: str, work: Path) -> dict:
         "python": sys.version.split()[0],
         "qemu_img": versions.get("qemu-img"),
         "restic": versions.get("restic"),
+        "nbdcopy": versions.get("nbdcopy"),
         "filesystem": fs,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "page_cache": page_cache,
@@ -101,6 +102,21 @@ def _key_extras(s: dict) -> str:
                         for k, v in e["chunk_sizes"].items())
         return (f"changed {_mib(e['changed_bytes'])} MiB; stored {amp}; restic added "
                 f"{_mib(e.get('restic_added_bytes'))} MiB")
+    if sid == "P1-NBD":
+        other = ", ".join(f"{k} {_f(v['mb_s'])} MB/s (x{_f(v['ratio_vs_nbdcopy'], '{:.2f}')})"
+                          for k, v in list(e["chunk_sizes"].items())[1:])
+        return (f"{_size(e['image_bytes'])} qcow2, {e['chunk_size'] // KiB} KiB chunks; "
+                f"{other}; restore " + _verified(e.get("verified")))
+    if sid == "P2-CBT":
+        parts = []
+        for size, z in e["sizes"].items():
+            cs = "; ".join(
+                f"{k} {_f(c['seconds'], '{:.2f}')} s ({_f(c['speedup_vs_restic'], '{:.0f}')}x "
+                f"restic), read x{c['read_over_changed']:.1f}, stored "
+                f"x{c['stored_over_changed']:.1f}" for k, c in z["chunk_sizes"].items())
+            parts.append(f"{size}: changed {_mib(z['changed_bytes'])} MiB; {cs}; restic "
+                         f"{_f(z['restic_seconds'], '{:.1f}')} s")
+        return " | ".join(parts)
     if sid == "P3":
         return (f"time sparse/dense {_f(e['sparse_over_dense_time'], '{:.2f}')}; read "
                 f"{_size(e['bytes_read'])} of {_size(e['disk_bytes'])}; "
@@ -118,19 +134,24 @@ def _key_extras(s: dict) -> str:
     return ""
 
 
+def _verified(v: bool | None) -> str:
+    return "not checked" if v is None else ("identical" if v else "DIFFERS")
+
+
 COLUMNS = ("id", "scenario", "ours MB/s", "qemu-img MB/s", "ours/qemu", "restic MB/s",
-           "ours/restic", "peak RSS MiB", "notes")
+           "ours/restic", "nbdcopy MB/s", "ours/nbdcopy", "peak RSS MiB", "notes")
 
 
 def rows(results: dict, titles: dict[str, str]) -> list[list[str]]:
     out = []
     for s in results["scenarios"]:
         b = s["baselines"]
-        q, r = b.get(QEMU), b.get(RESTIC)
+        q, r, n = b.get(QEMU), b.get(RESTIC), b.get(NBDCOPY)
         ours = s["ours_mb_s"]
         out.append([s["id"], titles.get(s["id"], ""), _f(ours), _f(q),
                     _f(ours / q if ours and q else None, "{:.2f}"), _f(r),
-                    _f(ours / r if ours and r else None, "{:.2f}"), _f(s["peak_rss_mib"]),
+                    _f(ours / r if ours and r else None, "{:.2f}"), _f(n),
+                    _f(ours / n if ours and n else None, "{:.2f}"), _f(s["peak_rss_mib"]),
                     _key_extras(s)])
     return out
 
@@ -183,6 +204,33 @@ def _paragraphs(results: dict, runs: int) -> list[str]:
             f"compression `auto`), plus `sync`. We stored "
             f"{_mib(e['bytes_stored'])} MiB; restic added {_mib(e['restic_added_bytes'])} MiB. "
             f"Goal (issue): >= 0.5x `qemu-img convert` and >= 5x `restic backup`.")
+    if "P1-NBD" in s:
+        e = s["P1-NBD"]["extra"]
+        others = "; ".join(
+            f"with {k} chunks {_f(v['mb_s'])} MB/s "
+            f"(x{_f(v['ratio_vs_nbdcopy'], '{:.2f}')} nbdcopy)"
+            for k, v in list(e["chunk_sizes"].items())[1:])
+        ratio = e["ratio_vs_nbdcopy"]
+        verified = e.get("verified")
+        checked = ("was not compared (image larger than the check limit)" if verified is None
+                   else "is identical to the image" if verified else "DIFFERS from the image")
+        goal = "-" if ratio is None else \
+            f"x{ratio:.2f}, " + ("met" if ratio >= e["goal_ratio_vs_nbdcopy"] else "NOT met")
+        out.append(
+            f"**P1-NBD — full sync over NBD (`kvm` source).** A {_size(e['image_bytes'])} "
+            f"qcow2 image of random data (every cluster allocated; made by `qemu-img "
+            f"convert -O qcow2` of a random raw image) read through the `kvm` source as a "
+            f"first cycle: `KvmDisk` adds a dirty bitmap, starts `qemu-nbd` (read-only, "
+            f"`--shared 4`) and the engine reads every allocated extent over 4 libnbd "
+            f"connections into a fresh `fs` repository, {e['chunk_size'] // MiB} MiB chunks, "
+            f"no compression. The time runs from opening the source (`qemu-img info`, "
+            f"bitmap, starting `qemu-nbd`: {_f(e['ours_open_seconds'], '{:.2f}')} s) to "
+            f"closing it, plus a final `sync`: {_f(e['ours_seconds'], '{:.2f}')} s; "
+            f"{others}. Baseline: `nbdcopy -- [ qemu-nbd -r -e 4 -f qcow2 "
+            f"IMAGE ] OUT.raw` (nbdcopy starts qemu-nbd itself and copies with its defaults, "
+            f"multi-conn with up to 4 connections) into a new raw file, plus `sync`: "
+            f"{_f(e['nbdcopy_seconds'], '{:.2f}')} s. The restored point {checked}. "
+            f"Goal (issue): >= {e['goal_ratio_vs_nbdcopy']}x `nbdcopy`: {goal}.")
     if "P2" in s:
         e = s["P2"]["extra"]
         cs = e["chunk_sizes"]
@@ -204,6 +252,54 @@ def _paragraphs(results: dict, runs: int) -> list[str]:
             f"{_mib(e['restic_added_bytes'])} MiB in {_f(e['restic_seconds'], '{:.1f}')} s. "
             f"Stored bytes are repository growth (sum of file sizes) for both. Goal (issue): "
             f"faster than restic's second run; stored bytes <= 0.25x what restic adds.")
+    if "P2-CBT" in s:
+        e = s["P2-CBT"]["extra"]
+        g = e["goals"]
+        items = []
+        for size, z in e["sizes"].items():
+            for k, c in z["chunk_sizes"].items():
+                met = c["goals_met"]
+                goals = ", ".join(f"{name} {'-' if v is None else 'met' if v else 'NOT met'}"
+                                  for name, v in (("speed", met["speedup_vs_restic"]),
+                                                  ("read", met["read_over_changed"]),
+                                                  ("stored", met["stored_over_changed"])))
+                items.append(
+                    f"- {size.replace('GiB', ' GiB').replace('MiB', ' MiB')}, {k} chunks: "
+                    f"{_f(c['seconds'], '{:.2f}')} s ({_f(c['open_seconds'], '{:.2f}')} s of "
+                    f"it opening the source) against restic's {_f(z['restic_seconds'], '{:.1f}')}"
+                    f" s: {_f(c['speedup_vs_restic'], '{:.1f}')}x faster; read "
+                    f"{_mib(c['source_bytes_read'])} MiB (x{c['read_over_changed']:.2f} the "
+                    f"{_mib(z['changed_bytes'])} MiB changed), stored "
+                    f"{_mib(c['stored_bytes'])} MiB (x{c['stored_over_changed']:.2f}; restic "
+                    f"added {_mib(z['restic_added_bytes'])} MiB); restore "
+                    f"{_verified(c.get('verified'))}. Goals: {goals}.")
+        out.append(
+            f"**P2-CBT — incremental, `kvm` source (qcow2 dirty bitmap).** qcow2 images of "
+            f"random data (made as in P1-NBD) change by 1 % in scattered 64 KiB writes made "
+            f"with `qemu-io` (`write -s FILE OFF 64k`, each from its own file of fresh random "
+            f"data, at distinct 64 KiB-aligned offsets drawn with a seeded RNG, seed = run "
+            f"number), so the image's persistent dirty bitmap records them. Ours: a cycle of "
+            f"the `kvm` source against the previous point: `KvmDisk` rotates bitmaps (adds a "
+            f"new one, exports the previous one with `qemu-nbd`) and the engine reads only "
+            f"the chunks the bitmap marks dirty; the time runs from opening the source to "
+            f"closing it, plus `sync`. With 64 KiB chunks (the bitmap's granularity) a dirty "
+            f"granule is exactly one chunk; with 1 MiB chunks the whole chunk around it is "
+            f"read and stored. Bytes read are those read over NBD; stored bytes are the "
+            f"repository's growth (chunk files and the new manifest). Baseline: `restic "
+            f"backup` of the .qcow2 file into a repository holding its previous snapshot (the "
+            f"first backup untimed; restic re-reads the whole file, whose mtime changed), "
+            f"plus `sync`. Ours at each chunk size and restic run one after the other, a "
+            f"phase each, so that only one repository of the image's size exists at a time: "
+            f"a full sync (or restic's first backup), untimed, then per run that run's writes "
+            f"and the timed incremental, runs chained (each against the previous run's "
+            f"point); at the end of a phase the original data is written back, so every "
+            f"phase sees byte for byte the same changes. The last point of each phase is "
+            f"restored and compared with the image when the image is small enough "
+            f"(`verify_max`, 2 GiB). Goals (issue): cycle >= {g['speedup_vs_restic']}x faster "
+            f"than restic's second run, bytes read <= {g['read_over_changed']}x and stored "
+            f"<= {g['stored_over_changed']}x the changed bytes. The table quotes the largest "
+            f"image with 64 KiB chunks (MB/s = image size / cycle time; ours/restic = the "
+            f"speed-up).\n\n" + "\n".join(items))
     if "P3" in s:
         e = s["P3"]["extra"]
         out.append(
@@ -269,6 +365,7 @@ def markdown(results: dict, titles: dict[str, str], runs: int, command: str) -> 
         ("CPU", m["cpu"]), ("cores", m["cores"]), ("RAM", f"{m['ram_gib']} GiB"),
         ("OS / kernel", f"{m['os']} / {m['kernel']}"), ("Python", m["python"]),
         ("qemu-img", m["qemu_img"] or "absent"), ("restic", m["restic"] or "absent"),
+        ("nbdcopy", m.get("nbdcopy") or "absent"),
         ("work directory", m["filesystem"]), ("page cache", m["page_cache"]),
         ("date", m["date"])))
     paragraphs = "\n\n".join(_paragraphs(results, runs))
@@ -276,18 +373,21 @@ def markdown(results: dict, titles: dict[str, str], runs: int, command: str) -> 
 
 Generated by `{command}` (`bench/`); the raw numbers are in
 [`bench/results.json`](../bench/results.json). Re-run it on your machine: it builds its
-own test data, installs the baselines (`qemu-utils`, `restic`) with apt-get when missing,
-and measures our engine and the baselines **in the same run**.
+own test data, installs the baselines (`qemu-utils`, `restic`, `libnbd-bin`) with
+apt-get when missing (and `make bench` the kvm source's `qemu-utils` and libnbd, via
+`tools/install-system-deps.sh`), and measures our engine and the baselines **in the
+same run**.
 
 Run it as root on an idle machine if you can (root: apt-get and dropping the page
-cache). A full run takes 15-25 minutes and needs about 30 GB free under `bench/work`
-(generated images and repositories; removed at the end unless `--keep-data`).
+cache). A full run took {_f(m.get("minutes"))} minutes here and needs about 50 GB free
+under `bench/work` (generated images and repositories; removed at the end unless
+`--keep-data`; P2-CBT's 16 GiB image and one repository of it are the peak).
 
 ```sh
 make bench                                   # all scenarios, 3 runs each, then this file
 make bench BENCH_ARGS="--scenarios P1,P6"    # a subset: results in bench/work/results.json
 make bench BENCH_ARGS="--smoke"              # tiny sizes, a minute: does it all still run?
-.venv/bin/python -m bench --help             # --runs, --size-gib, --work, --warm, --no-install
+.venv/bin/python -m bench --help             # --runs, --size-gib, --cbt-sizes-gib, --work, ...
 ```
 
 ## Machine

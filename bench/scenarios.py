@@ -1,7 +1,9 @@
-"""The scenarios P1-P6: build data, measure ours and the baselines in the same run.
+"""The scenarios P1-P6, P1-NBD and P2-CBT: build data, measure ours and the baselines
+in the same run.
 
 Every measurement is repeated `runs` times and the median is quoted; ours and the
-baselines alternate within each run so that noise on this shared machine hits both.
+baselines alternate within each run so that noise on this shared machine hits both
+(except in P2-CBT, whose phases run one after the other to bound disk use: see there).
 Before every timed measurement dirty pages are written back and, when the kernel
 allows it, the page cache is dropped (so every read is cold; see `Settings.drop`).
 """
@@ -18,13 +20,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import GiB, KiB, MB, MiB, baselines, data
+from bench import GiB, KiB, MB, MiB, baselines, data, qcow2
 from bench.worker import RESULT_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 QEMU = "qemu-img convert"
 RESTIC = "restic"
+NBDCOPY = "nbdcopy"
 P2_CHUNK_SIZES = (256 * KiB, 1 * MiB, 4 * MiB)
+# P1-NBD: the quoted chunk size, then the others measured alongside (in extra).
+NBD_CHUNK_SIZES = (1 * MiB, 256 * KiB)
+# P2-CBT: 64 KiB is the bitmap granularity (a dirty granule is one chunk), 1 MiB the default.
+CBT_CHUNK_SIZES = (64 * KiB, 1 * MiB)
+# Our bitmaps carry the kvm source's prefix, so its rotation removes stale ones.
+CBT_BITMAP = "hdr-bench"
+# Goals (issue): P2-CBT cycle >= 20x faster than restic's second run, bytes read from
+# the source <= 2x and stored bytes <= 4x the changed bytes; P1-NBD >= 0.7x nbdcopy.
+CBT_SPEEDUP_GOAL, CBT_READ_GOAL, CBT_STORED_GOAL, NBD_GOAL = 20, 2, 4, 0.7
 P4_LATENCY = 0.040
 P4_RATE = 100e6
 
@@ -41,13 +53,17 @@ class Settings:
     p4_size: int = 1 * GiB
     p5_disks: int = 50
     p5_disk_size: int = 256 * MiB
+    nbd_size: int = 2 * GiB        # P1-NBD's qcow2 image
+    cbt_sizes: tuple[int, ...] = (2 * GiB, 16 * GiB)   # P2-CBT's qcow2 images
+    verify_max: int = 2 * GiB      # restores of P1-NBD / P2-CBT points checked up to this size
     drop: bool = True              # try to drop the page cache before each measurement
     keep_data: bool = False
 
     @classmethod
     def smoke(cls, work: Path, runs: int = 2) -> Settings:
         return cls(work=work, runs=runs, size=64 * MiB, p3_size=1 * GiB, p3_data=16 * MiB,
-                   p4_size=64 * MiB, p5_disks=4, p5_disk_size=16 * MiB)
+                   p4_size=64 * MiB, p5_disks=4, p5_disk_size=16 * MiB, nbd_size=64 * MiB,
+                   cbt_sizes=(32 * MiB, 64 * MiB))
 
 
 def median(xs: list[float]) -> float | None:
@@ -111,6 +127,24 @@ class Bench:
         return self.worker({"op": "replicate", "image": str(image), "repo": str(repo),
                             "chunk_size": chunk_size or self.s.chunk_size,
                             "previous": previous, **extra})
+
+    def kvm(self, image: Path, repo: Path, *, chunk_size: int, new_bitmap: str,
+            previous_bitmap: str = "", previous: str | None = None) -> dict:
+        """One cycle through the kvm source (KvmDisk: bitmaps, qemu-nbd, libnbd)."""
+        return self.worker({"op": "replicate_kvm", "image": str(image), "repo": str(repo),
+                            "chunk_size": chunk_size, "previous": previous,
+                            "previous_bitmap": previous_bitmap, "new_bitmap": new_bitmap})
+
+    def verify_restore(self, repo: Path, root_hash: str, image: Path, where: Path) -> bool:
+        """Restores a point to raw (untimed) and compares it with the image's content."""
+        dest = where / "restored.raw"
+        dest.unlink(missing_ok=True)
+        try:
+            self.worker({"op": "restore", "repo": str(repo), "root_hash": root_hash,
+                         "disk": "d1", "destination": str(dest)})
+            return data.file_hash(dest) == qcow2.guest_hash(image, where)
+        finally:
+            dest.unlink(missing_ok=True)
 
     def _baseline(self, errors: dict, name: str, fn):
         try:
@@ -258,6 +292,216 @@ class Bench:
                 "restic_runs_seconds": restic_s, "baseline_peak_rss_mib": base_rss,
                 **({"baseline_errors": errors} if errors else {}),
             },
+        }
+
+    # -- P1-NBD ------------------------------------------------------------------------
+
+    def nbd_image(self) -> Path:
+        return qcow2.make_qcow2(self.s.work / "data" / "nbd.qcow2", self.s.nbd_size, "nbd")
+
+    def p1_nbd(self) -> dict:
+        s = self.s
+        img = self.nbd_image()
+        size = s.nbd_size
+        per_cs = {cs: {"seconds": [], "open": [], "rss": [], "last": None}
+                  for cs in NBD_CHUNK_SIZES}
+        nbd_s: list[float] = []
+        errors: dict[str, str] = {}
+        base_rss: dict[str, float] = {}
+        out_dir = self.dir("p1nbd")
+        for r in range(s.runs):
+            for n, cs in enumerate(NBD_CHUNK_SIZES):
+                if n == 1 and self.has(NBDCOPY):  # ours (main), nbdcopy, ours (others)
+                    self.cold()
+                    t = self._baseline(errors, NBDCOPY, lambda: baselines.nbdcopy_qcow2(
+                        img, out_dir / "nbdcopy.raw"))
+                    if t:
+                        nbd_s.append(t.seconds)
+                        base_rss[NBDCOPY] = max(base_rss.get(NBDCOPY, 0), t.peak_rss_mib)
+                        self._progress("P1-NBD", r, NBDCOPY, size, t.seconds)
+                repo = self.dir("p1nbd", f"repo-{cs // KiB}k")
+                self.cold()
+                out = self.kvm(img, repo, chunk_size=cs, new_bitmap=f"{CBT_BITMAP}-full")
+                assert out["full_sync_reason"] == "first-cycle", out["full_sync_reason"]
+                d = per_cs[cs]
+                d["seconds"].append(out["seconds"])
+                d["open"].append(out["open_seconds"])
+                d["rss"].append(out["peak_rss_mib"])
+                d["last"] = out
+                self._progress("P1-NBD", r, f"ours {cs // KiB} KiB chunks", size,
+                               out["seconds"])
+        main_cs = NBD_CHUNK_SIZES[0]
+        verified = None
+        if size <= s.verify_max:
+            self.log("  P1-NBD: restoring the point and comparing it with the image (untimed)")
+            verified = self.verify_restore(out_dir / f"repo-{main_cs // KiB}k",
+                                           per_cs[main_cs]["last"]["root_hash"], img, out_dir)
+        qcow2.remove_bitmaps(img, CBT_BITMAP)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        main = per_cs[main_cs]
+        ours_mb = mb_s(size, median(main["seconds"]))
+        nbd_mb = mb_s(size, median(nbd_s))
+        chunks = {f"{cs // KiB}KiB": {
+            "seconds": median(d["seconds"]), "mb_s": mb_s(size, median(d["seconds"])),
+            "ratio_vs_nbdcopy": ratio(mb_s(size, median(d["seconds"])), nbd_mb),
+            "open_seconds": median(d["open"]), "peak_rss_mib": max(d["rss"]),
+            "stats": d["last"]["stats"], "runs_seconds": d["seconds"]}
+            for cs, d in per_cs.items()}
+        return {
+            "id": "P1-NBD", "ours_mb_s": ours_mb, "peak_rss_mib": max(main["rss"]),
+            "baselines": {NBDCOPY: nbd_mb},
+            "extra": {
+                "image_bytes": size, "image_allocated_bytes": qcow2.allocated(img),
+                "chunk_size": main_cs, "ours_seconds": median(main["seconds"]),
+                "ours_open_seconds": median(main["open"]),
+                "source_bytes_read": main["last"]["source_bytes_read"],
+                "bytes_stored": main["last"]["stats"]["bytes_stored"],
+                "ratio_vs_nbdcopy": ratio(ours_mb, nbd_mb),
+                "goal_ratio_vs_nbdcopy": NBD_GOAL,
+                "goal_met": None if ratio(ours_mb, nbd_mb) is None else
+                ratio(ours_mb, nbd_mb) >= NBD_GOAL,
+                "chunk_sizes": chunks, "nbdcopy_seconds": median(nbd_s),
+                "verified": verified, "baseline_peak_rss_mib": base_rss,
+                "runs_seconds": {"ours": main["seconds"], NBDCOPY: nbd_s},
+                **({"baseline_errors": errors} if errors else {}),
+            },
+        }
+
+    # -- P2-CBT ------------------------------------------------------------------------
+
+    def p2_cbt(self) -> dict:
+        sizes = {}
+        rss = 0.0
+        for size in self.s.cbt_sizes:
+            sizes[_size_key(size)] = res = self._cbt_size(size)
+            rss = max([rss, *(c["peak_rss_mib"] for c in res["chunk_sizes"].values())])
+        # The row quotes the largest image at the bitmap granularity.
+        big = sizes[_size_key(max(self.s.cbt_sizes))]
+        main = big["chunk_sizes"][f"{CBT_CHUNK_SIZES[0] // KiB}KiB"]
+        return {
+            "id": "P2-CBT", "ours_mb_s": main["mb_s"], "peak_rss_mib": rss,
+            "baselines": {RESTIC: big["restic_mb_s"]},
+            "extra": {
+                "image_bytes": big["image_bytes"], "chunk_size": CBT_CHUNK_SIZES[0],
+                "changed_bytes": big["changed_bytes"], "ours_seconds": main["seconds"],
+                "speedup_vs_restic": main["speedup_vs_restic"],
+                "goals": {"speedup_vs_restic": CBT_SPEEDUP_GOAL,
+                          "read_over_changed": CBT_READ_GOAL,
+                          "stored_over_changed": CBT_STORED_GOAL},
+                "sizes": sizes,
+            },
+        }
+
+    def _cbt_size(self, size: int) -> dict:
+        """One image size: a phase per chunk size, then restic's, on the same changes.
+
+        Each phase starts from the same image content: a full sync (or restic's first
+        run), untimed, then `runs` times: 1 % scattered 64 KiB writes through qemu-io
+        (offsets seeded by the run number, data seeded by the run number too, so every
+        phase sees byte for byte the same changes), then the timed incremental (restic's
+        next backup). Runs chain: run r's incremental is against run r-1's point. At
+        the end of a phase the original data is written back at every offset touched.
+        Phases run one after the other so that only one repository of the image's size
+        exists at a time (16 GiB: image + one repository, not three).
+        """
+        s = self.s
+        key = _size_key(size)
+        img = qcow2.make_qcow2(s.work / "data" / f"cbt-{key}.qcow2", size, f"cbt-{key}")
+        work = self.dir("p2cbt")
+        scratch = work / "scratch"
+        runs = [data.scattered_offsets(size, s.p2_fraction, seed=r) for r in range(s.runs)]
+        touched = sorted(set().union(*runs))
+        changed = len(runs[0]) * data.WRITE_SIZE
+
+        def change(r: int) -> None:
+            qcow2.scattered_writes(img, runs[r], f"cbt-change-{r}", scratch)
+
+        def undo() -> None:
+            qcow2.scattered_writes(img, touched, f"cbt-{key}", scratch)
+
+        chunks, errors = {}, {}
+        for cs in CBT_CHUNK_SIZES:
+            ck = f"{cs // KiB}KiB"
+            repo = self.dir("p2cbt", f"repo-{ck}")
+            bitmap = f"{CBT_BITMAP}-{ck}-0"
+            self.log(f"  P2-CBT {key}: full sync, {ck} chunks (untimed)")
+            first = self.kvm(img, repo, chunk_size=cs, new_bitmap=bitmap)
+            assert first["full_sync_reason"] == "first-cycle", first["full_sync_reason"]
+            root = first["root_hash"]
+            d = {"seconds": [], "open": [], "read": [], "stored": [], "rss": [], "stats": []}
+            for r in range(s.runs):
+                change(r)
+                before = data.tree_file_bytes(repo)
+                self.cold()
+                new = f"{CBT_BITMAP}-{ck}-{r + 1}"
+                out = self.kvm(img, repo, chunk_size=cs, previous=root,
+                               previous_bitmap=bitmap, new_bitmap=new)
+                assert not out["full_sync"] and not out["full_sync_reason"], \
+                    f"P2-CBT's incremental ran as a full sync ({out['full_sync_reason']})"
+                d["stored"].append(data.tree_file_bytes(repo) - before)
+                d["seconds"].append(out["seconds"])
+                d["open"].append(out["open_seconds"])
+                d["read"].append(out["source_bytes_read"])
+                d["rss"].append(out["peak_rss_mib"])
+                d["stats"].append(out["stats"])
+                root, bitmap = out["root_hash"], new
+                self._progress(f"P2-CBT {key}", r, f"ours {cs // KiB} KiB chunks", size,
+                               out["seconds"])
+            verified = None
+            if size <= s.verify_max:
+                self.log(f"  P2-CBT {key}: restoring the last point, comparing (untimed)")
+                verified = self.verify_restore(repo, root, img, work)
+            shutil.rmtree(repo)
+            undo()
+            chunks[ck] = d | {"verified": verified}
+        restic_s, restic_added, base_rss = [], [], {}
+        if self.has("restic"):
+            rst = baselines.Restic(work / "restic")
+            self.log(f"  P2-CBT {key}: restic's first backup (untimed)")
+            if self._baseline(errors, RESTIC, lambda: (rst.reset(), rst.backup(img))):
+                for r in range(s.runs):
+                    change(r)
+                    self.cold()
+                    res = self._baseline(errors, RESTIC, lambda: rst.backup(img))
+                    if res is None:
+                        break
+                    restic_s.append(res[0].seconds)
+                    restic_added.append(res[1])
+                    base_rss[RESTIC] = max(base_rss.get(RESTIC, 0), res[0].peak_rss_mib)
+                    self._progress(f"P2-CBT {key}", r, "restic backup (2nd)", size,
+                                   res[0].seconds)
+                undo()
+            rst.remove()
+        qcow2.remove_bitmaps(img, CBT_BITMAP)
+        qcow2.mark_clean(img)
+        shutil.rmtree(work, ignore_errors=True)
+        if not s.keep_data:
+            qcow2.remove(img)
+        restic_sec = median(restic_s)
+        out_chunks = {}
+        for ck, d in chunks.items():
+            sec, read, stored = median(d["seconds"]), median(d["read"]), median(d["stored"])
+            speedup = ratio(restic_sec, sec)
+            out_chunks[ck] = {
+                "seconds": sec, "mb_s": mb_s(size, sec), "open_seconds": median(d["open"]),
+                "speedup_vs_restic": speedup,
+                "source_bytes_read": read, "read_over_changed": read / changed,
+                "stored_bytes": stored, "stored_over_changed": stored / changed,
+                "goals_met": {
+                    "speedup_vs_restic": None if speedup is None else
+                    speedup >= CBT_SPEEDUP_GOAL,
+                    "read_over_changed": read / changed <= CBT_READ_GOAL,
+                    "stored_over_changed": stored / changed <= CBT_STORED_GOAL},
+                "stats": d["stats"][-1], "peak_rss_mib": max(d["rss"]),
+                "verified": d["verified"], "runs_seconds": d["seconds"]}
+        return {
+            "image_bytes": size, "changed_bytes": changed, "writes": len(runs[0]),
+            "write_size": data.WRITE_SIZE, "chunk_sizes": out_chunks,
+            "restic_seconds": restic_sec, "restic_mb_s": mb_s(size, restic_sec),
+            "restic_added_bytes": median(restic_added),
+            "restic_added_over_changed": ratio(median(restic_added), changed),
+            "restic_runs_seconds": restic_s, "baseline_peak_rss_mib": base_rss,
+            **({"baseline_errors": errors} if errors else {}),
         }
 
     # -- P3 ----------------------------------------------------------------------------
@@ -457,17 +701,27 @@ class Bench:
         }
 
     def cleanup(self) -> None:
-        for name in ("p1", "p2", "p3", "p4", "p5", "p6"):
+        for name in ("p1", "p1nbd", "p2", "p2cbt", "p3", "p4", "p5", "p6"):
             shutil.rmtree(self.s.work / name, ignore_errors=True)
         if not self.s.keep_data:
             shutil.rmtree(self.s.work / "data", ignore_errors=True)
 
 
+def _size_key(size: int) -> str:
+    """2GiB, 64MiB: the key of an image size in results.json."""
+    return f"{size // GiB}GiB" if size % GiB == 0 else f"{size // MiB}MiB"
+
+
 SCENARIOS = {
     "P1": ("full sync, raw image -> fs repository", Bench.p1),
+    "P1-NBD": ("full sync, qcow2 over NBD (kvm source)", Bench.p1_nbd),
     "P2": ("incremental after 1 % scattered 64 KiB writes (hash diff)", Bench.p2),
+    "P2-CBT": ("incremental after 1 % scattered 64 KiB writes (qcow2 dirty bitmap)",
+               Bench.p2_cbt),
     "P3": ("sparse disk: 1 GiB of data in 64 GiB", Bench.p3),
     "P4": ("40 ms/request, 100 MB/s link, adaptive concurrency", Bench.p4),
     "P5": ("many disks at once on one node", Bench.p5),
     "P6": ("restore a recovery point -> raw, verified", Bench.p6),
 }
+# Scenarios that read through the kvm source (qemu-io, qemu-nbd, libnbd's module).
+KVM_SCENARIOS = ("P1-NBD", "P2-CBT")
