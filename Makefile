@@ -26,7 +26,7 @@ $(SYS_STAMP): $(STAMP) tools/install-system-deps.sh
 	touch $(SYS_STAMP)
 
 $(NPM_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	touch $(NPM_STAMP)
 
 # Protect a 1 GiB sample disk, change it twice, restore first and latest points, compare.
