@@ -397,7 +397,8 @@ make bench BENCH_ARGS="--smoke"              # tiny sizes, a minute: does it all
 {mach}
 
 The machine is shared with other work, so numbers are noisy: every figure is the
-**median of {runs} runs**, and ours and the baselines alternate inside each run.
+**median of {runs} runs**, and ours and the baselines alternate inside each run
+(P2-CBT: phase after phase, see there).
 
 ## Results
 
