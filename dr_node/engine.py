@@ -1,23 +1,27 @@
 """Replication of one disk (DESIGN section 4, stages 1-5, for one disk of a cycle).
 
 Descriptors are chunk indices on the disk's chunk grid. Each is one of:
-- zero: the chunk lies in holes or known zeros; recorded as ZERO_ID without reading;
+- zero: the chunk lies in holes or known zeros; recorded as ZERO_ID without reading
+  (a target relative to a parent, like an EBS snapshot, writes zeros if it changed);
 - clean: changed-block tracking says it did not change since the previous recovery
   point; it keeps that point's chunk id without reading;
 - data: read, checked for zeros, hashed; if its id equals the previous recovery
   point's, it is unchanged and not sent; otherwise it is encoded and written.
+What a chunk becomes at the target is the sink's business (dr_node.sinks): repository
+objects and a manifest, or the blocks of an EBS snapshot.
 
 At most `window` data chunks of a disk are in flight, and every read buffer is held
 under the node's byte budget until its chunk is durable. Chunks finish out of order;
 the committer advances the low watermark over contiguous finished chunks, feeds their
-ids to the manifest writer in order, and reports a checkpoint every
-`checkpoint_interval_bytes`, from which a re-assigned task resumes.
+ids to the sink in order, and reports a checkpoint every `checkpoint_interval_bytes`,
+from which a re-assigned task resumes.
 
-Durability: chunk writes are not flushed one by one; the repository is synced before a
-checkpoint is reported and before the disk's manifest is, so the watermark the control
-plane holds only ever covers durable chunks. A resumed task re-reads from its
-checkpoint but asks the repository before sending a chunk there, so it re-sends only
-what was in flight when the previous holder died: at most one window.
+Durability: chunk writes are not flushed one by one; the sink makes them durable before
+a checkpoint is reported and before the disk is finished (a repository syncs), so the
+watermark the control plane holds only ever covers durable chunks. A resumed task
+re-reads from its checkpoint but asks the target before sending a chunk there (where it
+can: a pending EBS snapshot cannot be listed), so it re-sends only what was in flight
+when the previous holder died: at most one window.
 
 `Engine` holds what all disks of a node share: the thread pool, the byte budget, one
 adaptive limiter per target, and the node's bandwidth cap.
@@ -35,8 +39,7 @@ from dataclasses import asdict, dataclass, field
 import structlog
 
 from dr_common.errors import DRError
-from dr_common.repository import (CHUNK_OVERHEAD, ZERO_ID, DiskManifest, ManifestWriter,
-                                  Repository, encode_chunk_in_place)
+from dr_common.repository import CHUNK_OVERHEAD, ZERO_ID, DiskManifest, Repository
 from dr_common.retry import retry
 from dr_common.sources.base import Extent, SourceDisk
 from dr_node import metrics
@@ -45,6 +48,7 @@ from dr_node.bandwidth import TokenBucket
 from dr_node.budget import ByteBudget
 from dr_node.config import EngineConfig
 from dr_node.restore import restore_raw
+from dr_node.sinks import Checkpoint, RepositorySink, Sink, SinkResult
 
 
 log = structlog.get_logger()
@@ -66,18 +70,14 @@ class Stats:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    watermark_chunk: int
-    segments: list[str]
-    tail: bytes
-
-
 @dataclass
 class ReplicateResult:
-    manifest: DiskManifest
+    manifest: DiskManifest | None  # repository targets
     full_sync: bool
     stats: Stats = field(default_factory=Stats)
+    root_hash: str = ""
+    snapshot_id: str = ""  # ebs
+    size: int = 0
 
 
 Progress = Callable[[Checkpoint | None, int, Stats, bool], Awaitable[None]]
@@ -131,18 +131,23 @@ class _Overlap:
 
 
 class _ExtentMap:
-    """Classifies a chunk: "data" (read it), "clean" (keep the previous id), "zero"."""
+    """Classifies a chunk: "data" (read it), "clean" (keep the previous id), "zero".
+
+    A chunk is clean only if every part of it is clean: one dirty byte means it changed.
+    A changed chunk that is all zeros (say, a discard since the previous point) is zero
+    without being read; otherwise it is read, clean parts included.
+    """
 
     def __init__(self, extents: list[Extent], *, use_clean: bool):
-        # Without a previous point, clean has no meaning: read it like data.
-        self._data = _Overlap([e for e in extents if not e.zero and
-                               (not e.clean or not use_clean)])
+        # Without a previous point, clean has no meaning: everything may have changed.
+        self._dirty = _Overlap([e for e in extents if not (e.clean and use_clean)])
         self._clean = _Overlap([e for e in extents if e.clean and use_clean])
+        self._nonzero = _Overlap([e for e in extents if not e.zero])
 
     def classify(self, start: int, end: int) -> str:
-        if self._data(start, end):
-            return "data"
-        return "clean" if self._clean(start, end) else "zero"
+        if not self._dirty(start, end) and self._clean(start, end):
+            return "clean"
+        return "data" if self._nonzero(start, end) else "zero"
 
 
 # Hole and clean chunks need no I/O; they are committed in runs of at most this many,
@@ -155,15 +160,15 @@ async def _no_progress(*_args) -> None:
 
 
 class DiskReplication:
-    def __init__(self, *, disk: str, source: SourceDisk, repo: Repository, pool: Executor,
-                 budget: ByteBudget, window: int, chunk_size: int, compression: str,
-                 previous: DiskManifest | None, checkpoint: Checkpoint | None,
-                 checkpoint_interval: int, progress: Progress = _no_progress,
-                 progress_seconds: float = 2.0, limiter: AdaptiveLimiter | None = None,
-                 buckets: tuple[TokenBucket, ...] = (), buffers: BufferPool | None = None):
+    def __init__(self, *, disk: str, source: SourceDisk, sink: Sink, pool: Executor,
+                 budget: ByteBudget, window: int, chunk_size: int,
+                 checkpoint: Checkpoint | None, checkpoint_interval: int,
+                 progress: Progress = _no_progress, progress_seconds: float = 2.0,
+                 limiter: AdaptiveLimiter | None = None, buckets: tuple[TokenBucket, ...] = (),
+                 buffers: BufferPool | None = None):
         self.disk = disk
         self.source = source
-        self.repo = repo
+        self.sink = sink
         self.pool = pool
         self.budget = budget
         self.limiter = limiter or AdaptiveLimiter(f"disk:{disk}", initial=window,
@@ -171,17 +176,15 @@ class DiskReplication:
         self.buckets = buckets
         self.window = window
         self.chunk_size = chunk_size
-        self.compression = compression
         self.size = source.size
         self.chunk_count = -(-self.size // chunk_size)
-        self.previous = previous if self._compatible(previous) else None
-        self.full_sync = self.previous is None
+        self.full_sync = not sink.has_previous
         self.checkpoint = checkpoint if checkpoint and self._resumable(checkpoint) else None
         self.checkpoint_interval = max(checkpoint_interval, chunk_size)
         self.progress = progress
         self.progress_seconds = progress_seconds
         self.stats = Stats()
-        # A resumed task asks the repository before sending, until a run of misses shows
+        # A resumed task asks the target before sending, until a run of misses shows
         # it has passed where the previous holder got to (see _stored_before).
         self._probing = False
         self._probe_misses = 0
@@ -192,16 +195,6 @@ class DiskReplication:
         self._m_bytes_read = metrics.BYTES.labels(stage="read")
         self.buffers = buffers or BufferPool(budget.capacity)
         self._zeros = self.buffers.zeros(chunk_size)
-        self._prev_segments: dict[int, list[bytes]] = {}
-
-    def _compatible(self, prev: DiskManifest | None) -> bool:
-        if prev is None:
-            return False
-        if prev.size != self.size or prev.chunk_size != self.chunk_size:
-            log.info("previous recovery point not comparable: full sync", disk=self.disk,
-                     previous_size=prev.size, size=self.size)
-            return False
-        return True
 
     def _resumable(self, cp: Checkpoint) -> bool:
         return 0 < cp.watermark_chunk <= self.chunk_count
@@ -209,34 +202,30 @@ class DiskReplication:
     async def run(self) -> ReplicateResult:
         loop = asyncio.get_running_loop()
         extents = await loop.run_in_executor(self.pool, self.source.extents)
-        emap = _ExtentMap(extents, use_clean=self.previous is not None)
-        cp = self.checkpoint
-        writer = ManifestWriter(self.repo, self.disk, self.size, self.chunk_size,
-                                segments=cp.segments if cp else (), tail=cp.tail if cp else b"")
-        start = writer.next_chunk
+        emap = _ExtentMap(extents, use_clean=self.sink.has_previous)
+        start = await self.sink.begin(self.checkpoint)
         if start:
             log.info("resuming from checkpoint", disk=self.disk, watermark_chunk=start)
-            self._probing = True
+            self._probing = self.sink.can_probe
         # (first chunk, ids): a run of hole or clean chunks is one entry.
         done: asyncio.Queue[tuple[int, list[bytes] | None]] = asyncio.Queue()
         window = asyncio.Semaphore(self.window)
         metrics.WINDOW.labels(disk=self.disk).set(self.window)
         async with asyncio.TaskGroup() as tg:
-            committer = tg.create_task(self._commit(writer, done))
+            committer = tg.create_task(self._commit(done))
             run_start, run = start, []
             for index in range(start, self.chunk_count):
                 offset = index * self.chunk_size
                 length = min(self.chunk_size, self.size - offset)
                 kind = emap.classify(offset, offset + length)
-                if kind != "data":
+                if kind == "clean" or (kind == "zero" and not self.sink.writes_zeros):
                     if kind == "zero":
-                        self.stats.chunks_zero += 1
-                        self._m_zero.inc()
+                        self._count_zero()
                         run.append(ZERO_ID)
                     else:
                         self.stats.chunks_unchanged += 1
                         self._m_unchanged.inc()
-                        run.append(await self._previous_id(index))
+                        run.append(await self.sink.previous_id(index))
                     if len(run) >= _RUN:
                         done.put_nowait((run_start, run))
                         run_start, run = index + 1, []
@@ -245,7 +234,7 @@ class DiskReplication:
                 if run:
                     done.put_nowait((run_start, run))
                 run_start, run = index + 1, []
-                prev_id = await self._previous_id(index)
+                prev_id = await self.sink.previous_id(index)
                 await window.acquire()
                 try:
                     # The encoded chunk is what stays in memory until it is written.
@@ -253,27 +242,24 @@ class DiskReplication:
                 except BaseException:
                     window.release()
                     raise
-                tg.create_task(self._chunk(index, offset, length, prev_id, taken, window, done))
+                tg.create_task(self._chunk(index, offset, length, prev_id, kind == "zero",
+                                           taken, window, done))
             if run:
                 done.put_nowait((run_start, run))
             done.put_nowait((self.chunk_count, None))  # end marker, after all dispatches
-        manifest = committer.result()
-        return ReplicateResult(manifest=manifest, full_sync=self.full_sync, stats=self.stats)
+        result = committer.result()
+        return ReplicateResult(manifest=result.manifest, full_sync=self.full_sync,
+                               stats=self.stats, root_hash=result.root_hash,
+                               snapshot_id=result.snapshot_id, size=result.size)
 
-    async def _previous_id(self, index: int) -> bytes | None:
-        if self.previous is None:
-            return None
-        seg = index // self.previous.segment_chunks
-        ids = self._prev_segments.get(seg)
-        if ids is None:
-            # Only the current segment is kept: memory stays bounded on huge disks.
-            self._prev_segments = {seg: await self.repo.segment_ids(self.previous, seg)}
-            ids = self._prev_segments[seg]
-        return ids[index - seg * self.previous.segment_chunks]
+    def _count_zero(self) -> None:
+        self.stats.chunks_zero += 1
+        self._m_zero.inc()
 
     def _read(self, offset: int, frame: bytearray, length: int, prev_id: bytes | None
               ) -> tuple[bytes, bytes | memoryview | None, int]:
-        """In a worker thread: read, zero check, hash, encode. Returns (id, blob, bytes read).
+        """In a worker thread: read, zero check, then the sink's hash and encoding.
+        Returns (id, blob or None when unchanged or zero, bytes read).
 
         The data is read into `frame` after room for the chunk header, so an uncompressed
         blob is a view of the same buffer (see encode_chunk_in_place).
@@ -286,27 +272,28 @@ class DiskReplication:
                           reason="source-changed", retryable=True)
         if data == self._zeros[:n]:  # memcmp against a shared zero buffer: no allocation
             return ZERO_ID, None, n
-        cid = self.repo.chunk_id(data)
-        if cid == prev_id:
-            return cid, None, n
-        return cid, encode_chunk_in_place(frame, length, self.compression), n
+        return (*self.sink.encode(frame, length, prev_id), n)
 
     async def _chunk(self, index: int, offset: int, length: int, prev_id: bytes | None,
-                     taken: int, window: asyncio.Semaphore,
+                     known_zero: bool, taken: int, window: asyncio.Semaphore,
                      done: asyncio.Queue[tuple[int, list[bytes] | None]]) -> None:
         t0 = time.monotonic()
         # Held until the chunk is written: the blob may be a view of this buffer.
         frame = self.buffers.get(self.chunk_size + CHUNK_OVERHEAD)
         try:
-            cid, blob, n = await asyncio.get_running_loop().run_in_executor(
-                self.pool, self._read, offset, frame, length, prev_id)
-            self.stats.bytes_read += n
-            self.stats.chunks_read += 1
-            self._m_bytes_read.inc(n)
-            self._m_read.inc()
+            if known_zero:
+                cid, blob = ZERO_ID, None
+            else:
+                cid, blob, n = await asyncio.get_running_loop().run_in_executor(
+                    self.pool, self._read, offset, frame, length, prev_id)
+                self.stats.bytes_read += n
+                self.stats.chunks_read += 1
+                self._m_bytes_read.inc(n)
+                self._m_read.inc()
             if cid == ZERO_ID:
-                self.stats.chunks_zero += 1
-                self._m_zero.inc()
+                self._count_zero()
+                if self.sink.writes_zeros:  # changed to zeros: the target must hear it
+                    await self._store(lambda: self.sink.put_zero(index, length), length)
             elif blob is None:
                 self.stats.chunks_unchanged += 1
                 self._m_unchanged.inc()
@@ -315,7 +302,7 @@ class DiskReplication:
                 self.stats.chunks_deduplicated += 1
                 metrics.CHUNKS.labels(outcome="deduplicated").inc()
             else:
-                await self._store(cid, blob)
+                await self._store(lambda: self.sink.put(index, cid, blob), len(blob))
             del blob
             done.put_nowait((index, [cid]))
             metrics.CHUNK_SECONDS.observe(time.monotonic() - t0)
@@ -335,7 +322,7 @@ class DiskReplication:
         watermark. Chunks finish out of order, so probing stops only after two windows'
         worth of misses in a row.
         """
-        if await self.repo.has_chunk(cid):
+        if await self.sink.stored_before(cid):
             self._probe_misses = 0
             return True
         self._probe_misses += 1
@@ -343,68 +330,65 @@ class DiskReplication:
             self._probing = False
         return False
 
-    async def _store(self, cid: bytes, blob: bytes | memoryview) -> None:
+    async def _store(self, write: Callable[[], Awaitable[bool | None]], size: int) -> None:
         for bucket in self.buckets:
-            await bucket.consume(len(blob))
+            await bucket.consume(size)
 
-        async def put() -> bool:
+        async def put() -> bool | None:
             async with self.limiter.slot():
-                return await self.repo.put_chunk(cid, blob)
+                return await write()
 
         stored = await retry(put, on_retry=lambda e, n: metrics.RETRIES.labels(
             op="put_chunk").inc())
         self.stats.chunks_sent += 1
-        self.stats.bytes_sent += len(blob)
-        metrics.BYTES.labels(stage="sent").inc(len(blob))
+        self.stats.bytes_sent += size
+        metrics.BYTES.labels(stage="sent").inc(size)
         metrics.CHUNKS.labels(outcome="sent").inc()
-        if stored:
-            self.stats.chunks_stored += 1
-            self.stats.bytes_stored += len(blob)
-            metrics.BYTES.labels(stage="stored").inc(len(blob))
-            metrics.CHUNKS.labels(outcome="stored").inc()
-        else:
+        if stored is False:
             self.stats.chunks_deduplicated += 1
             metrics.CHUNKS.labels(outcome="deduplicated").inc()
+        else:
+            self.stats.chunks_stored += 1
+            self.stats.bytes_stored += size
+            metrics.BYTES.labels(stage="stored").inc(size)
+            metrics.CHUNKS.labels(outcome="stored").inc()
 
-    async def _commit(self, writer: ManifestWriter,
-                      done: asyncio.Queue[tuple[int, list[bytes] | None]]) -> DiskManifest:
-        """Advances the low watermark in order; reports checkpoints; ends the manifest."""
+    async def _commit(self, done: asyncio.Queue[tuple[int, list[bytes] | None]]
+                      ) -> SinkResult:
+        """Advances the low watermark in order; reports checkpoints; finishes the disk."""
+        sink = self.sink
         finished: dict[int, list[bytes]] = {}
         end_seen = False
-        last_cp_chunk = writer.next_chunk
+        last_cp_chunk = sink.next_chunk
         last_report = time.monotonic()
-        while not (end_seen and writer.next_chunk == self.chunk_count):
+        while not (end_seen and sink.next_chunk == self.chunk_count):
             index, ids = await done.get()
             if ids is None:
                 end_seen = True
             else:
                 finished[index] = ids
             ready: list[bytes] = []
-            nxt = writer.next_chunk
+            nxt = sink.next_chunk
             while nxt in finished:
                 ids = finished.pop(nxt)
                 ready.extend(ids)
                 nxt += len(ids)
             if ready:
-                await writer.add(ready)
+                await sink.add(ready)
                 metrics.WATERMARK.labels(disk=self.disk).set(
-                    min(writer.next_chunk * self.chunk_size, self.size))
+                    min(sink.next_chunk * self.chunk_size, self.size))
             now = time.monotonic()
-            due_cp = (writer.next_chunk - last_cp_chunk) * self.chunk_size >= \
+            due_cp = (sink.next_chunk - last_cp_chunk) * self.chunk_size >= \
                 self.checkpoint_interval
             if due_cp or now - last_report >= self.progress_seconds:
                 cp = None
                 if due_cp:
-                    wm, segments, tail = writer.checkpoint()
-                    await self.repo.store.sync()  # the checkpoint may only cover durable chunks
-                    cp = Checkpoint(wm, segments, tail)
-                    last_cp_chunk = writer.next_chunk
-                await self.progress(cp, min(writer.next_chunk * self.chunk_size, self.size),
+                    cp = await sink.checkpoint()
+                    last_cp_chunk = sink.next_chunk
+                await self.progress(cp, min(sink.next_chunk * self.chunk_size, self.size),
                                     self.stats, self.full_sync)
                 last_report = now
-        manifest = await writer.finish()
-        await self.repo.store.sync()
-        return manifest
+        return await sink.finish()
 
 
 class Engine:
@@ -428,21 +412,33 @@ class Engine:
             self._limiters[target] = lim
         return lim
 
-    async def replicate(self, *, disk: str, source: SourceDisk, repo: Repository, target: str,
-                        chunk_size: int, compression: str = "none",
-                        previous: DiskManifest | None = None,
+    async def replicate(self, *, disk: str, source: SourceDisk,
+                        repo: Repository | None = None, target: str = "",
+                        sink: Sink | None = None, chunk_size: int,
+                        compression: str = "none", previous: DiskManifest | None = None,
                         checkpoint: Checkpoint | None = None,
                         checkpoint_interval: int = 500_000_000,
                         progress: Progress = _no_progress,
                         plan_bandwidth: TokenBucket | None = None,
                         window: int | None = None) -> ReplicateResult:
+        """Replicates one disk into `sink`, or into repository `repo` (named `target`)."""
+        if sink is None:
+            if repo is None:
+                raise ValueError("replicate needs a sink or a repository")
+            if previous is not None and (previous.size != source.size or
+                                         previous.chunk_size != chunk_size):
+                log.info("previous recovery point not comparable: full sync", disk=disk,
+                         previous_size=previous.size, size=source.size)
+                previous = None
+            sink = RepositorySink(repo, name=target, disk=disk, size=source.size,
+                                  chunk_size=chunk_size, compression=compression,
+                                  previous=previous)
         buckets = tuple(b for b in (self.node_bandwidth, plan_bandwidth) if b is not None)
         job = DiskReplication(
-            disk=disk, source=source, repo=repo, pool=self.pool, budget=self.budget,
+            disk=disk, source=source, sink=sink, pool=self.pool, budget=self.budget,
             window=window or self.config.window_chunks, chunk_size=chunk_size,
-            compression=compression, previous=previous, checkpoint=checkpoint,
-            checkpoint_interval=checkpoint_interval, progress=progress,
-            progress_seconds=self.config.progress_seconds, limiter=self.limiter(target),
+            checkpoint=checkpoint, checkpoint_interval=checkpoint_interval, progress=progress,
+            progress_seconds=self.config.progress_seconds, limiter=self.limiter(sink.name),
             buckets=buckets, buffers=self.buffers)
         return await job.run()
 

@@ -201,3 +201,25 @@ def test_no_callback_blocks_the_loop_during_a_1gib_sync(tmp_path, caplog):
     if slow:
         slow_again = sync_once(tmp_path / "r2")
         assert not slow_again, (slow, slow_again)
+
+
+def test_a_chunk_with_any_changed_byte_is_not_clean():
+    """Chunks are clean only when wholly clean; a discard inside a clean chunk makes it
+    read (not kept from the previous point), and an all-zero changed chunk is zero."""
+    from dr_common.sources.base import Extent
+    from dr_node.engine import _ExtentMap
+    K = 64 << 10
+    extents = [Extent(0, K, zero=True, clean=False),        # discarded since the last point
+               Extent(K, 15 * K, zero=False, clean=True),  # unchanged data
+               Extent(16 * K, 16 * K, zero=True, clean=True),  # unchanged hole
+               Extent(32 * K, 16 * K, zero=True, clean=False)]  # zeroed since
+    m = _ExtentMap(extents, use_clean=True)
+    assert m.classify(0, 16 * K) == "data"
+    assert m.classify(K, 16 * K) == "clean"
+    assert m.classify(16 * K, 32 * K) == "clean"
+    assert m.classify(32 * K, 48 * K) == "zero"
+    assert m.classify(24 * K, 40 * K) == "zero"  # all zeros, partly changed
+    # Without a previous point nothing is clean.
+    m = _ExtentMap(extents, use_clean=False)
+    assert [m.classify(i * 16 * K, (i + 1) * 16 * K) for i in range(3)] == \
+        ["data", "zero", "zero"]

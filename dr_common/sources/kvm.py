@@ -146,8 +146,9 @@ class KvmDisk:
 
 def _merge(zero: list[tuple[int, int, bool]], dirty: list[tuple[int, int, bool]]
            ) -> list[Extent]:
-    """Intersects the allocation map with the dirty map: zero wins (nothing to read),
-    then dirty (read), else clean (keep the previous point's chunk)."""
+    """Intersects the allocation map with the dirty map. Zero extents say whether they
+    changed too: a hole that was data at the previous point (a discard) is zero and
+    dirty, and must not be mistaken for an unchanged one."""
     out: list[Extent] = []
     i = j = 0
     pos = 0
@@ -156,7 +157,7 @@ def _merge(zero: list[tuple[int, int, bool]], dirty: list[tuple[int, int, bool]]
         ds, dn, is_dirty = dirty[j]
         end = min(zs + zn, ds + dn)
         if end > pos:
-            out.append(Extent(pos, end - pos, zero=is_zero, clean=not is_zero and not is_dirty))
+            out.append(Extent(pos, end - pos, zero=is_zero, clean=not is_dirty))
             pos = end
         if zs + zn == end:
             i += 1
