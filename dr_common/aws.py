@@ -171,6 +171,13 @@ def aws_error(exc: BaseException, what: str) -> DRError:
     if code in NOT_FOUND_CODES or code.endswith(".NotFound") or status == 404:
         err = NotFound(f"cannot {what}: not found ({said})")
         return err
+    from botocore.parsers import ResponseParserError
+    if isinstance(exc, ResponseParserError):
+        # Not the API's XML or JSON: a proxy's or an overloaded endpoint's error page,
+        # whose HTML is no use to a user.
+        return TargetError(f"AWS sent an unreadable answer to {what} (an error page, not "
+                           f"the API's format): retrying may help",
+                           reason="target-unavailable", retryable=True)
     # A body cut short (IncompleteReadError) or an aiohttp error raised while streaming
     # it is connection trouble too: the request can be made again.
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionClosedError,

@@ -29,7 +29,14 @@ class ControlConfig:
     # -1 disables the /metrics endpoint; 0 picks a free port.
     metrics_port: int = 9464
     log_level: str = "info"
+    # Key that encrypts site credentials in the database; empty: {state_dir}/secret.key
+    # (created on first start). Several replicas must share it.
+    secret_key_file: str = ""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    @property
+    def secret_key_path(self) -> str:
+        return self.secret_key_file or f"{self.state_dir}/secret.key"
 
     @property
     def db_url(self) -> str:

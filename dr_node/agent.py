@@ -25,14 +25,17 @@ from dr_common import __version__
 from dr_common.errors import AlreadyExists, DRError, InvalidArgument
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2, nodes_pb2_grpc
 from dr_common.repository import PointDisk, RecoveryPointRecord, Repository
+from dr_common.aws import AwsSettings
+from dr_common.sources import aws as aws_source
 from dr_common.sources.file import FileDisk, check_within_roots
 from dr_common.sources.kvm import KvmDisk
-from dr_common.targets import open_repository
+from dr_common.targets import ebs, open_repository
 from dr_node import metrics
 from dr_node.bandwidth import TokenBucket
 from dr_node.config import NodeConfig
 from dr_node.engine import Checkpoint, Engine, Stats
 from dr_node.restore import convert_to_qcow2
+from dr_node.sinks import EbsSink
 
 log = structlog.get_logger()
 
@@ -75,7 +78,8 @@ class Reporter:
         if checkpoint is not None:
             req.checkpoint.CopyFrom(common_pb2.Checkpoint(
                 watermark_chunk=checkpoint.watermark_chunk, segments=checkpoint.segments,
-                tail=checkpoint.tail))
+                tail=checkpoint.tail, snapshot_id=checkpoint.snapshot_id,
+                changed_blocks=checkpoint.changed_blocks))
         try:
             resp = await self.stub.ReportProgress(req, timeout=30)
         except grpc.aio.AioRpcError as e:
@@ -252,13 +256,23 @@ class Agent:
                 log.warning("completion not delivered; retrying", code=e.code().name)
                 await asyncio.sleep(min(0.5 * 2 ** attempt, 5))
 
-    async def _repository(self, locator: nodes_pb2.RepositoryLocator) -> Repository:
-        return await open_repository(locator.kind, locator.path, roots=self.config.file_roots,
-                                     executor=self.engine.pool)
+    @contextlib.asynccontextmanager
+    async def _repository(self, locator: nodes_pb2.RepositoryLocator):
+        repo = await open_repository(locator.kind, locator.path, roots=self.config.file_roots,
+                                     executor=self.engine.pool, aws=_aws(locator.aws))
+        try:
+            yield repo
+        finally:
+            await repo.store.close()
 
     # -- task kinds -----------------------------------------------------------------
 
     async def _open_source(self, spec: nodes_pb2.ReplicateSpec):
+        if spec.source_kind == "aws":
+            return await aws_source.AwsDisk.open(
+                _aws(spec.source_aws), snapshot_id=spec.source_snapshot_id,
+                previous_snapshot_id=spec.previous_source_snapshot_id, size=spec.size_bytes,
+                volume_id=spec.source_locator)
         path = check_within_roots(spec.source_locator, self.config.file_roots,
                                   field="source_locator")
         if spec.source_kind == "file":
@@ -274,13 +288,11 @@ class Agent:
 
     async def _replicate(self, spec: nodes_pb2.ReplicateSpec, reporter: Reporter,
                          req: nodes_pb2.CompleteTaskRequest) -> None:
-        repo = await self._repository(spec.repository)
-        previous = (await repo.get_manifest(spec.previous_root_hash)
-                    if spec.previous_root_hash else None)
         checkpoint = None
         if spec.HasField("checkpoint") and spec.checkpoint.watermark_chunk:
             cp = spec.checkpoint
-            checkpoint = Checkpoint(cp.watermark_chunk, list(cp.segments), cp.tail)
+            checkpoint = Checkpoint(cp.watermark_chunk, list(cp.segments), cp.tail,
+                                    snapshot_id=cp.snapshot_id, changed_blocks=cp.changed_blocks)
 
         async def progress(cp, bytes_done, stats, full_sync):
             await reporter.report(checkpoint=cp, bytes_done=bytes_done, stats=stats,
@@ -288,46 +300,102 @@ class Agent:
 
         source = await self._open_source(spec)
         try:
-            result = await self.engine.replicate(
-                disk=spec.disk, source=source, repo=repo,
-                target=f"{spec.repository.kind}:{spec.repository.path}",
-                chunk_size=spec.chunk_size_bytes, compression=spec.compression or "none",
-                previous=previous, checkpoint=checkpoint,
-                checkpoint_interval=spec.checkpoint_interval_bytes, progress=progress,
-                plan_bandwidth=reporter.bandwidth)
+            common = dict(disk=spec.disk, source=source, chunk_size=spec.chunk_size_bytes,
+                          checkpoint=checkpoint,
+                          checkpoint_interval=spec.checkpoint_interval_bytes,
+                          progress=progress, plan_bandwidth=reporter.bandwidth)
+            if spec.repository.kind == "ebs":
+                settings = _aws(spec.repository.aws)
+                async with ebs.EbsTarget(settings) as target:
+                    sink = EbsSink(
+                        target, name=f"ebs:{settings.region}", disk=spec.disk,
+                        size=source.size, chunk_size=spec.chunk_size_bytes,
+                        parent=spec.previous_snapshot_id, client_token=_token(spec),
+                        tags={ebs.TAG_PLAN: spec.plan, ebs.TAG_DISK: spec.disk,
+                              ebs.TAG_CYCLE: spec.cycle})
+                    result = await self.engine.replicate(sink=sink, **common)
+            else:
+                async with self._repository(spec.repository) as repo:
+                    previous = (await repo.get_manifest(spec.previous_root_hash)
+                                if spec.previous_root_hash else None)
+                    result = await self.engine.replicate(
+                        repo=repo, target=f"{spec.repository.kind}:{spec.repository.path}",
+                        compression=spec.compression or "none", previous=previous, **common)
         finally:
             await asyncio.get_running_loop().run_in_executor(self.engine.pool, source.close)
-        req.root_hash = result.manifest.root_hash
-        req.size_bytes = result.manifest.size
+        req.root_hash = result.root_hash
+        req.snapshot_id = result.snapshot_id
+        req.size_bytes = result.size
         req.full_sync = result.full_sync or bool(source.full_sync_reason)
         req.full_sync_reason = source.full_sync_reason or (
-            "first-cycle" if previous is None else "")
+            "first-cycle" if result.full_sync else "")
         req.bitmap = getattr(source, "bitmap", "")
         req.stats.CopyFrom(common_pb2.TransferStats(**result.stats.as_dict()))
-        log.info("disk replicated", root_hash=result.manifest.root_hash,
+        log.info("disk replicated", root_hash=result.root_hash, snapshot=result.snapshot_id,
                  full_sync=result.full_sync, **result.stats.as_dict())
+
+    async def _snapshot(self, spec: nodes_pb2.SnapshotSpec, reporter: Reporter,
+                        req: nodes_pb2.CompleteTaskRequest) -> None:
+        """The cycle's consistency group: one crash-consistent snapshot per instance."""
+        settings = _aws(spec.source_aws)
+        marker = {ebs.TAG_PLAN: spec.plan, "hybrid-dr:role": "change-marker"}
+        by_instance: dict[str, list[str]] = {}
+        for v in spec.volumes:
+            by_instance.setdefault(v.instance_id, []).append(v.volume_id)
+        # Snapshots of earlier cycles no point needs (failed cycles, superseded points).
+        keep = set(spec.keep_snapshot_ids)
+        stale = [i for i in await aws_source.stale_snapshots(settings, marker) if i not in keep]
+        if stale:
+            await aws_source.delete_snapshots(settings, stale)
+            log.info("stale source snapshots deleted", count=len(stale))
+        snaps = await aws_source.snapshot_group(
+            settings, by_instance, tags={**marker, ebs.TAG_CYCLE: spec.cycle},
+            timeout=self.config.snapshot_timeout_seconds)
+        for v in spec.volumes:
+            req.source_snapshots.add(disk=v.disk, snapshot_id=snaps[v.volume_id])
+        log.info("consistency group snapshotted", volumes=len(snaps))
 
     async def _finalize(self, spec: nodes_pb2.FinalizeSpec, reporter: Reporter,
                         req: nodes_pb2.CompleteTaskRequest) -> None:
-        repo = await self._repository(spec.repository)
-        for d in spec.disks:  # validate: every manifest is there and intact
-            await repo.get_manifest(d.root_hash)
-        record = RecoveryPointRecord(
-            id=spec.recovery_point_id, plan=spec.plan, cycle=spec.cycle,
-            create_time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            disks=tuple(PointDisk(disk=d.disk, size=d.size_bytes, root_hash=d.root_hash,
-                                  full_sync=d.full_sync) for d in spec.disks))
-        await repo.store.sync()  # every chunk and manifest durable before the point is visible
-        written = await repo.put_recovery_point(record)
-        await repo.store.sync()
+        if spec.repository.kind == "ebs":
+            # The snapshots are complete; naming them the point is the last write.
+            async with ebs.EbsTarget(_aws(spec.repository.aws)) as target:
+                await target.tag([d.snapshot_id for d in spec.disks],
+                                 {ebs.TAG_POINT: spec.recovery_point_id})
+            log.info("recovery point tagged", point=spec.recovery_point_id)
+            return
+        async with self._repository(spec.repository) as repo:
+            for d in spec.disks:  # validate: every manifest is there and intact
+                await repo.get_manifest(d.root_hash)
+            record = RecoveryPointRecord(
+                id=spec.recovery_point_id, plan=spec.plan, cycle=spec.cycle,
+                create_time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                disks=tuple(PointDisk(disk=d.disk, size=d.size_bytes, root_hash=d.root_hash,
+                                      full_sync=d.full_sync) for d in spec.disks))
+            await repo.store.sync()  # chunks and manifests durable before the point shows
+            written = await repo.put_recovery_point(record)
+            await repo.store.sync()
         log.info("recovery point written", point=spec.recovery_point_id, new=written)
 
     async def _restore(self, spec: nodes_pb2.RestoreSpec, reporter: Reporter,
                        req: nodes_pb2.CompleteTaskRequest) -> None:
+        if spec.repository.kind == "ebs":
+            async with ebs.EbsTarget(_aws(spec.repository.aws)) as target:
+                volume = await target.create_volume(
+                    spec.snapshot_id, availability_zone=spec.availability_zone,
+                    tags={ebs.TAG_POINT: spec.recovery_point.rsplit("/", 1)[-1],
+                          ebs.TAG_DISK: spec.disk})
+            req.restore_result.volume_id = volume
+            log.info("volume restored", volume=volume, snapshot=spec.snapshot_id)
+            return
         if spec.format not in ("", "raw", "qcow2"):
             raise InvalidArgument(f"restore format {spec.format!r} is not supported",
                                   field="format")
-        repo = await self._repository(spec.repository)
+        async with self._repository(spec.repository) as repo:
+            await self._restore_file(spec, reporter, req, repo)
+
+    async def _restore_file(self, spec: nodes_pb2.RestoreSpec, reporter: Reporter,
+                            req: nodes_pb2.CompleteTaskRequest, repo: Repository) -> None:
         dest = check_within_roots(spec.destination_path, self.config.file_roots,
                                   field="destination_path")
         if dest.exists() and not spec.overwrite:
@@ -357,7 +425,11 @@ class Agent:
 
     async def _verify(self, spec: nodes_pb2.VerifySpec, reporter: Reporter,
                       req: nodes_pb2.CompleteTaskRequest) -> None:
-        repo = await self._repository(spec.repository)
+        async with self._repository(spec.repository) as repo:
+            await self._verify_disks(spec, reporter, req, repo)
+
+    async def _verify_disks(self, spec: nodes_pb2.VerifySpec, reporter: Reporter,
+                            req: nodes_pb2.CompleteTaskRequest, repo: Repository) -> None:
         checked, bytes_done, bad = 0, 0, []
         for d in spec.disks:
             # Every disk is checked even after a bad one: the user needs the whole list.
@@ -374,3 +446,20 @@ class Agent:
         if bad:
             log.warning("recovery point failed verification", point=spec.recovery_point,
                         bad_chunks=len(bad), first_disk=bad[0].disk, first_offset=bad[0].offset)
+
+
+def _aws(msg: common_pb2.AwsSettings) -> AwsSettings | None:
+    """The task's AWS settings (the control plane unsealed the secret for this task);
+    None for targets and sources that are not in AWS."""
+    if not msg.region:
+        return None
+    return AwsSettings(region=msg.region, endpoint_url=msg.endpoint_url, profile=msg.profile,
+                       access_key_id=msg.access_key_id,
+                       secret_access_key=msg.secret_access_key,
+                       session_token=msg.session_token)
+
+
+def _token(spec: nodes_pb2.ReplicateSpec) -> str:
+    """StartSnapshot's idempotency token: the same for retries of one start, new for
+    every attempt that starts over (a reused token would return the old snapshot)."""
+    return f"{spec.cycle}/{spec.disk}/{uuid.uuid4().hex}"[-64:]

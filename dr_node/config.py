@@ -39,6 +39,8 @@ class NodeConfig:
     # -1 disables the /metrics endpoint; 0 picks a free port.
     metrics_port: int = 9465
     log_level: str = "info"
+    # aws sources: how long a cycle's snapshots may take to complete.
+    snapshot_timeout_seconds: float = 3600.0
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     @property

@@ -51,7 +51,10 @@ def site(s: models.Site) -> inventory_pb2.Site:
     return inventory_pb2.Site(name=names.site_name(s.id), kind=s.kind, path=s.path,
                               description=s.description, credential_ref=s.credential_ref,
                               create_time=ts(s.create_time),
-                              workload_count=getattr(s, "workload_count", 0))
+                              workload_count=getattr(s, "workload_count", 0),
+                              # Public settings only: the secret stays sealed.
+                              aws=common_pb2.AwsSettings(**s.settings) if s.kind == "aws"
+                              else None)
 
 
 def disk(d: models.Disk) -> inventory_pb2.Disk:
@@ -104,7 +107,8 @@ def point(p: models.RecoveryPoint) -> recovery_points_pb2.RecoveryPoint:
         disks=[recovery_points_pb2.RecoveryPointDisk(
             disk=d["disk"], size_bytes=d["size_bytes"], root_hash=d["root_hash"],
             full_sync=d.get("full_sync", False),
-            full_sync_reason=d.get("full_sync_reason", "")) for d in p.disks],
+            full_sync_reason=d.get("full_sync_reason", ""),
+            snapshot_id=d.get("snapshot_id", "")) for d in p.disks],
         stats=stats(p.stats), locked=p.locked)
 
 

@@ -10,7 +10,7 @@ from google.protobuf import empty_pb2, json_format
 
 from dr_common import names
 from dr_common.errors import InvalidArgument
-from dr_common.proto.dr.v1 import (inventory_pb2, inventory_pb2_grpc, nodes_pb2,
+from dr_common.proto.dr.v1 import (common_pb2, inventory_pb2, inventory_pb2_grpc, nodes_pb2,
                                    nodes_pb2_grpc, operations_pb2, operations_pb2_grpc,
                                    protection_pb2, protection_pb2_grpc, recovery_points_pb2,
                                    recovery_points_pb2_grpc, restore_pb2_grpc)
@@ -38,7 +38,8 @@ class Inventory(inventory_pb2_grpc.InventoryServiceServicer):
         s = request.site
         site = await self.svc.create_site(request.site_id, kind=s.kind, path=s.path,
                                           description=s.description,
-                                          credential_ref=s.credential_ref)
+                                          credential_ref=s.credential_ref,
+                                          aws=_dict(s.aws) if s.HasField("aws") else None)
         return convert.site(site)
 
     @rpc
@@ -182,7 +183,8 @@ class Restore(restore_pb2_grpc.RestoreServiceServicer):
     async def RestoreDisk(self, request, context):
         task = await self.svc.restore(request.recovery_point, disk=request.disk,
                                       destination=request.destination_path, fmt=request.format,
-                                      overwrite=request.overwrite)
+                                      overwrite=request.overwrite,
+                                      availability_zone=request.availability_zone)
         return convert.operation(task)
 
 
@@ -233,7 +235,13 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
         while True:
             task = await self.coord.acquire_task(request.node)
             if task is not None:
-                return nodes_pb2.AcquireTaskResponse(task=convert.task(task))
+                msg = convert.task(task)
+                spec = getattr(msg, msg.kind)
+                for role, settings in (await self.coord.credentials(task)).items():
+                    field = "source_aws" if role == "source" else None
+                    dest = getattr(spec, field) if field else spec.repository.aws
+                    dest.CopyFrom(common_pb2.AwsSettings(**settings.as_dict()))
+                return nodes_pb2.AcquireTaskResponse(task=msg)
             if wait <= 0:
                 return nodes_pb2.AcquireTaskResponse()
             # Wait for a wake-up, but look again at least every second: another replica
@@ -258,9 +266,13 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
         which = request.WhichOneof("result")
         if which:
             result = _dict(getattr(request, which))
-        if request.root_hash:
+        if request.root_hash or request.snapshot_id:
             result.update(root_hash=request.root_hash, size_bytes=request.size_bytes,
-                          bitmap=request.bitmap, full_sync_reason=request.full_sync_reason)
+                          bitmap=request.bitmap, full_sync_reason=request.full_sync_reason,
+                          snapshot_id=request.snapshot_id)
+        if request.source_snapshots:
+            result["source_snapshots"] = {d.disk: d.snapshot_id
+                                          for d in request.source_snapshots}
         error = _dict(request.error) if request.HasField("error") else None
         await self.coord.complete_task(request.task, request.lease_token, error=error,
                                        stats=_dict(request.stats), result=result,

@@ -46,6 +46,11 @@ class Site(Base):
     path: Mapped[str] = mapped_column(Text, default="")
     description: Mapped[str] = mapped_column(Text, default="")
     credential_ref: Mapped[str] = mapped_column(Text, default="")
+    # Non-secret settings of the site kind (aws: region, endpoint, profile, key id).
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Secrets (aws: the secret key), sealed with the control plane's key file
+    # (dr_common.secretbox); never returned by the API.
+    secret: Mapped[str] = mapped_column(Text, default="")
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     workloads: Mapped[list["Workload"]] = relationship(
         back_populates="site", cascade="all, delete-orphan", order_by="Workload.id")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from dr_common.secretbox import SecretBox
 from dr_control.config import ControlConfig
 
 
@@ -36,3 +37,11 @@ class ServiceContext:
     db: async_sessionmaker
     config: ControlConfig
     tasks_queued: Signal = field(default_factory=Signal)
+    _secrets: SecretBox | None = None
+
+    @property
+    def secrets(self) -> SecretBox:
+        """Seals site credentials; the key file is made on first use."""
+        if self._secrets is None:
+            self._secrets = SecretBox.from_file(self.config.secret_key_path)
+        return self._secrets

@@ -1,6 +1,7 @@
 """Cycles and tasks: what nodes lease, how leases are fenced, and how a cycle ends.
 
-A cycle has one `replicate` task per disk. When all are completed, one `finalize` task
+A cycle has one `replicate` task per disk; for an `aws` source, a `snapshot` task first
+takes the consistency group's snapshots, and the replicate tasks read from those. When all are completed, one `finalize` task
 writes the recovery-point object at the target (the last write of the cycle); only when
 that succeeds does the control plane record the recovery point, so a cycle that dies
 anywhere before leaves no visible point.
@@ -19,19 +20,30 @@ import structlog
 from sqlalchemy import func, select, update
 
 from dr_common import names
+from dr_common.aws import AwsSettings
 from dr_common.errors import FailedPrecondition, NotFound
 from dr_common.sources import kvm
 from dr_control import metrics
 from dr_control.db.models import Cycle, Disk, Node, Plan, RecoveryPoint, Site, Task, utcnow
 from dr_control.services.context import ServiceContext
+from dr_control.services.inventory import aws_settings
 
 log = structlog.get_logger()
 
 ACTIVE_CYCLE_STATES = ("queued", "running")
 # Finalizing a cycle and user operations go before more replication work.
-_KIND_PRIORITY = {"finalize": 0, "restore": 1, "verify": 1, "replicate": 2}
+_KIND_PRIORITY = {"finalize": 0, "snapshot": 0, "restore": 1, "verify": 1, "replicate": 2}
+# Sources whose changed-block tracking lets a native target (ebs) write incrementals;
+# others (hash diff) give no clean extents, so each ebs snapshot is written whole.
+_TRACKING_SOURCES = ("kvm", "aws")
 # A graceful node stop hands its tasks back with this reason; it costs no attempt.
 RELEASED = "node-stopping"
+
+
+def locator(plan: Plan, target: Site) -> dict:
+    """Where a plan's points go; "site" names the site whose credentials a node gets
+    with the task (never stored in the spec itself)."""
+    return {"kind": plan.target_kind, "path": target.path, "site": target.id}
 
 
 def _point_id(cycle: Cycle, now: datetime) -> str:
@@ -53,42 +65,95 @@ class Coordinator:
             Cycle.plan_id == plan_id, Cycle.state.in_(ACTIVE_CYCLE_STATES)))
 
     async def start_cycle(self, s, plan: Plan) -> Cycle:
-        """Queues a cycle with one replicate task per disk (caller holds a transaction)."""
+        """Queues a cycle: its snapshot task (aws sources) or one replicate task per
+        disk (caller holds a transaction)."""
         seq = (await s.scalar(select(func.max(Cycle.seq)).where(Cycle.plan_id == plan.id))) or 0
         cycle = Cycle(plan_id=plan.id, seq=seq + 1, state="queued")
         s.add(cycle)
         await s.flush()
-        last = await s.scalar(select(RecoveryPoint).where(RecoveryPoint.plan_id == plan.id)
-                              .order_by(RecoveryPoint.create_time.desc()).limit(1))
-        previous = {d["disk"]: d for d in (last.disks if last else [])}
-        target = await s.get(Site, plan.target_site)
         source = await s.get(Site, plan.source_site)
-        for disk_name in plan.disks:
-            disk = await s.get(Disk, disk_name)
-            spec = {
-                "plan": names.plan_name(plan.id),
-                "cycle": names.cycle_name(plan.id, cycle.seq),
-                "disk": disk_name,
-                "source_kind": source.kind,
-                "source_locator": disk.locator,
-                "size_bytes": disk.size,
-                "repository": {"kind": plan.target_kind, "path": target.path},
-                "chunk_size_bytes": plan.chunk_size,
-                "compression": plan.compression,
-                "previous_root_hash": previous.get(disk_name, {}).get("root_hash", ""),
-                "previous_bitmap": previous.get(disk_name, {}).get("bitmap", ""),
-                "bitmap": kvm.bitmap_name(plan.id, str(cycle.seq)) if source.kind == "kvm"
-                else "",
-                "checkpoint_interval_bytes": self.ctx.config.scheduler.checkpoint_interval_bytes,
-                "bandwidth_bytes_per_second": plan.bandwidth,
-            }
-            s.add(Task(kind="replicate", cycle_id=cycle.id, plan_id=plan.id, disk=disk_name,
-                       spec=spec, bytes_total=disk.size))
+        if source.kind == "aws":
+            previous = await self._previous_disks(s, plan)
+            volumes = []
+            for disk_name in plan.disks:
+                disk = await s.get(Disk, disk_name)
+                volumes.append({"disk": disk_name, "instance_id": disk.workload_id,
+                                "volume_id": disk.locator})
+            keep = [d["source_snapshot_id"] for d in previous.values()
+                    if d.get("source_snapshot_id")]
+            s.add(Task(kind="snapshot", cycle_id=cycle.id, plan_id=plan.id, spec={
+                "plan": names.plan_name(plan.id), "cycle": names.cycle_name(plan.id, cycle.seq),
+                "source_site": source.id, "volumes": volumes, "keep_snapshot_ids": keep}))
+        else:
+            await self._queue_replicas(s, plan, cycle, {})
         plan.run_requested = False
         log.info("cycle queued", plan=plan.id, cycle=cycle.seq, disks=len(plan.disks))
         metrics.CYCLES.labels(state="queued").inc()
         self.ctx.tasks_queued.notify()
         return cycle
+
+    async def _previous_disks(self, s, plan: Plan) -> dict[str, dict]:
+        last = await s.scalar(select(RecoveryPoint).where(RecoveryPoint.plan_id == plan.id)
+                              .order_by(RecoveryPoint.create_time.desc()).limit(1))
+        return {d["disk"]: d for d in (last.disks if last else [])}
+
+    async def _queue_replicas(self, s, plan: Plan, cycle: Cycle,
+                              source_snapshots: dict[str, str]) -> None:
+        previous = await self._previous_disks(s, plan)
+        target = await s.get(Site, plan.target_site)
+        source = await s.get(Site, plan.source_site)
+        for disk_name in plan.disks:
+            disk = await s.get(Disk, disk_name)
+            prev = previous.get(disk_name, {})
+            spec = {
+                "plan": names.plan_name(plan.id),
+                "cycle": names.cycle_name(plan.id, cycle.seq),
+                "disk": disk_name,
+                "source_kind": source.kind,
+                "source_site": source.id,
+                "source_locator": disk.locator,
+                "size_bytes": disk.size,
+                "repository": locator(plan, target),
+                "chunk_size_bytes": plan.chunk_size,
+                "compression": plan.compression,
+                "previous_root_hash": prev.get("root_hash", ""),
+                "previous_bitmap": prev.get("bitmap", ""),
+                "bitmap": kvm.bitmap_name(plan.id, str(cycle.seq)) if source.kind == "kvm"
+                else "",
+                "source_snapshot_id": source_snapshots.get(disk_name, ""),
+                "previous_source_snapshot_id": prev.get("source_snapshot_id", ""),
+                "previous_snapshot_id": prev.get("snapshot_id", "")
+                if source.kind in _TRACKING_SOURCES else "",
+                "checkpoint_interval_bytes": self.ctx.config.scheduler.checkpoint_interval_bytes,
+                "bandwidth_bytes_per_second": plan.bandwidth,
+            }
+            s.add(Task(kind="replicate", cycle_id=cycle.id, plan_id=plan.id, disk=disk_name,
+                       spec=spec, bytes_total=disk.size))
+        self.ctx.tasks_queued.notify()
+
+    async def _after_snapshot(self, s, cycle: Cycle, task: Task) -> None:
+        plan = await s.get(Plan, cycle.plan_id)
+        snaps = task.result.get("source_snapshots", {})
+        missing = sorted(set(plan.disks) - set(snaps))
+        if missing:
+            await self._fail_cycle(s, cycle, "snapshot-missing",
+                                   f"the snapshot task returned no snapshot for {missing[0]}")
+            return
+        await self._queue_replicas(s, plan, cycle, snaps)
+
+    async def credentials(self, task: Task) -> dict[str, AwsSettings]:
+        """The AWS settings, secrets unsealed, a task needs: "source" and/or "target".
+        Looked up when the task is handed to a node, so specs in the database never
+        hold a secret."""
+        out: dict[str, AwsSettings] = {}
+        refs = {"source": task.spec.get("source_site", ""),
+                "target": task.spec.get("repository", {}).get("site", "")}
+        async with self.ctx.db() as s:
+            for role, site_id in refs.items():
+                site = await s.get(Site, site_id) if site_id else None
+                if site is not None and site.kind == "aws":
+                    out[role] = aws_settings(self.ctx, site)
+        return out
 
     async def _after_replicate(self, s, cycle: Cycle) -> None:
         tasks = (await s.scalars(select(Task).where(Task.cycle_id == cycle.id))).all()
@@ -98,14 +163,16 @@ class Coordinator:
             return
         plan = await s.get(Plan, cycle.plan_id)
         target = await s.get(Site, plan.target_site)
-        disks = [{"disk": t.disk, "root_hash": t.result["root_hash"],
+        disks = [{"disk": t.disk, "root_hash": t.result.get("root_hash", ""),
                   "size_bytes": t.result["size_bytes"], "full_sync": t.full_sync,
                   "bitmap": t.result.get("bitmap", ""),
-                  "full_sync_reason": t.result.get("full_sync_reason", "")}
-                 for t in sorted(tasks, key=lambda t: t.disk)]
+                  "full_sync_reason": t.result.get("full_sync_reason", ""),
+                  "snapshot_id": t.result.get("snapshot_id", ""),
+                  "source_snapshot_id": t.spec.get("source_snapshot_id", "")}
+                 for t in sorted(tasks, key=lambda t: t.disk) if t.kind == "replicate"]
         spec = {"plan": names.plan_name(plan.id), "cycle": names.cycle_name(plan.id, cycle.seq),
                 "recovery_point_id": _point_id(cycle, utcnow()),
-                "repository": {"kind": plan.target_kind, "path": target.path}, "disks": disks}
+                "repository": locator(plan, target), "disks": disks}
         s.add(Task(kind="finalize", cycle_id=cycle.id, plan_id=plan.id, spec=spec))
         self.ctx.tasks_queued.notify()
 
@@ -236,7 +303,9 @@ class Coordinator:
             cycle = await s.get(Cycle, task.cycle_id) if task.cycle_id else None
             if cycle is None or cycle.state not in ACTIVE_CYCLE_STATES:
                 return
-            if task.kind == "replicate":
+            if task.kind == "snapshot":
+                await self._after_snapshot(s, cycle, task)
+            elif task.kind == "replicate":
                 await self._after_replicate(s, cycle)
             elif task.kind == "finalize":
                 await self._after_finalize(s, cycle, task)

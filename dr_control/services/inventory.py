@@ -1,4 +1,8 @@
-"""Inventory: sites and the workloads and disks discovered at them."""
+"""Inventory: sites and the workloads and disks discovered at them.
+
+`file` and `kvm` sites are directories on the control plane's host (and its nodes');
+`aws` sites are a region and credentials: their instances and volumes are found with
+EC2 calls, and a secret key given for them is kept sealed (dr_common.secretbox)."""
 
 from __future__ import annotations
 
@@ -8,15 +12,28 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from dr_common import names
+from dr_common.aws import AwsSettings
 from dr_common.errors import AlreadyExists, InvalidArgument, NotFound
+from dr_common.sources import aws as aws_source
 from dr_common.sources import file as file_source
 from dr_common.sources import kvm as kvm_source
 from dr_control.db.models import Disk, Site, Workload
 from dr_control.services.context import ServiceContext
 
-# How each site kind finds its workloads (blocking: run in a thread).
+# How each directory site kind finds its workloads (blocking: run in a thread).
 DISCOVER = {"file": file_source.discover, "kvm": kvm_source.discover}
-SITE_KINDS = tuple(DISCOVER)
+SITE_KINDS = (*DISCOVER, "aws")
+S3_SCHEME = "s3://"
+
+
+def aws_settings(ctx: ServiceContext, site: Site) -> AwsSettings:
+    """An aws site's settings with its secrets unsealed (for a task or a call, never
+    for an API answer or a log)."""
+    if site.kind != "aws":
+        raise InvalidArgument(f"site {names.site_name(site.id)} is a {site.kind} site, "
+                              f"not an aws one", field="site.kind")
+    secret = ctx.secrets.open(site.secret, bound_to=names.site_name(site.id))
+    return AwsSettings(**site.settings, **secret)
 
 
 class InventoryService:
@@ -24,22 +41,35 @@ class InventoryService:
         self.ctx = ctx
 
     async def create_site(self, site_id: str, *, kind: str, path: str, description: str = "",
-                          credential_ref: str = "") -> Site:
+                          credential_ref: str = "", aws: dict | None = None) -> Site:
         names.check_id(site_id, field="site_id", what="site")
         if kind not in SITE_KINDS:
             raise InvalidArgument(
                 f"site kind {kind!r} is not supported; supported kinds: {', '.join(SITE_KINDS)}",
                 field="site.kind")
-        if not path:
-            raise InvalidArgument(f"a {kind} site needs a path", field="site.path")
-        resolved = file_source.check_within_roots(path, self.ctx.config.file_roots,
-                                                  field="site.path")
-        found = await asyncio.to_thread(DISCOVER[kind], resolved)
+        settings, secret = {}, ""
+        if kind == "aws":
+            cfg = AwsSettings.from_dict({k: v for k, v in (aws or {}).items() if v},
+                                        field_prefix="site.aws")
+            if path and not (path.startswith(S3_SCHEME) and len(path) > len(S3_SCHEME)):
+                raise InvalidArgument(f"an aws site's path is the S3 repository of plans "
+                                      f"that target it, s3://bucket/prefix; got {path!r}",
+                                      field="site.path")
+            resolved = path
+            found = await aws_source.discover(cfg)
+            settings = cfg.public().as_dict()
+            secret = self.ctx.secrets.seal(cfg.secrets(), bound_to=names.site_name(site_id))
+        else:
+            if not path:
+                raise InvalidArgument(f"a {kind} site needs a path", field="site.path")
+            resolved = file_source.check_within_roots(path, self.ctx.config.file_roots,
+                                                      field="site.path")
+            found = await asyncio.to_thread(DISCOVER[kind], resolved)
         async with self.ctx.db() as s, s.begin():
             if await s.get(Site, site_id) is not None:
                 raise AlreadyExists(f"site {names.site_name(site_id)} already exists")
             site = Site(id=site_id, kind=kind, path=str(resolved), description=description,
-                        credential_ref=credential_ref)
+                        credential_ref=credential_ref, settings=settings, secret=secret)
             s.add(site)
             await s.flush()
             self._merge(s, site, found, existing={})
@@ -47,7 +77,10 @@ class InventoryService:
 
     async def refresh_site(self, name: str) -> Site:
         site = await self.get_site(name)
-        found = await asyncio.to_thread(DISCOVER[site.kind], site.path)
+        if site.kind == "aws":
+            found = await aws_source.discover(aws_settings(self.ctx, site))
+        else:
+            found = await asyncio.to_thread(DISCOVER[site.kind], site.path)
         async with self.ctx.db() as s, s.begin():
             site = await s.get(Site, site.id)
             existing = {d.name: d for d in

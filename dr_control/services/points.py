@@ -11,13 +11,16 @@ import os
 from sqlalchemy import select
 
 from dr_common import names
-from dr_common.errors import AlreadyExists, InvalidArgument, NotFound
+from dr_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from dr_common.sources.file import check_within_roots
 from dr_control.db.models import Plan, RecoveryPoint, Site, Task, utcnow
 from dr_control.services.context import ServiceContext
+from dr_control.services.coordinator import locator
 
 OPERATION_KINDS = ("restore", "verify")
 RESTORE_FORMATS = ("raw", "qcow2")
+# Points of an ebs target are EBS snapshots: they restore as new volumes.
+EBS_FORMAT = "ebs-volume"
 
 
 class PointService:
@@ -42,11 +45,18 @@ class PointService:
 
     async def _repository(self, s, plan_id: str) -> dict:
         plan = await s.get(Plan, plan_id)
-        site = await s.get(Site, plan.target_site)
-        return {"kind": plan.target_kind, "path": site.path}
+        return locator(plan, await s.get(Site, plan.target_site))
+
+    async def _target_kind(self, plan_id: str) -> str:
+        async with self.ctx.db() as s:
+            return (await s.get(Plan, plan_id)).target_kind
 
     async def verify(self, name: str) -> Task:
         point = await self.get_point(name)
+        if await self._target_kind(point.plan_id) == "ebs":
+            raise FailedPrecondition(
+                f"recovery point {name} is a set of EBS snapshots, which EBS checks itself "
+                f"(every block was put with its SHA256); verify reads repository points only")
         async with self.ctx.db() as s, s.begin():
             task = Task(kind="verify", plan_id=point.plan_id, target=name,
                         bytes_total=sum(d["size_bytes"] for d in point.disks),
@@ -58,7 +68,7 @@ class PointService:
         return task
 
     async def restore(self, point_name: str, *, disk: str, destination: str, fmt: str,
-                      overwrite: bool) -> Task:
+                      overwrite: bool, availability_zone: str = "") -> Task:
         point = await self.get_point(point_name, field="recovery_point")
         if not disk:
             if len(point.disks) != 1:
@@ -69,6 +79,8 @@ class PointService:
         entry = next((d for d in point.disks if d["disk"] == disk), None)
         if entry is None:
             raise NotFound(f"disk {disk} is not in recovery point {point_name}")
+        if await self._target_kind(point.plan_id) == "ebs":
+            return await self._restore_volume(point, entry, fmt, availability_zone)
         fmt = fmt or "raw"
         if fmt not in RESTORE_FORMATS:
             raise InvalidArgument(f"format must be one of {', '.join(RESTORE_FORMATS)}",
@@ -90,6 +102,27 @@ class PointService:
                               "repository": await self._repository(s, point.plan_id),
                               "destination_path": os.fspath(dest), "format": fmt,
                               "overwrite": overwrite})
+            s.add(task)
+        self.ctx.tasks_queued.notify()
+        return task
+
+    async def _restore_volume(self, point: RecoveryPoint, entry: dict, fmt: str,
+                              availability_zone: str) -> Task:
+        if fmt not in ("", EBS_FORMAT):
+            raise InvalidArgument(f"recovery points of an ebs target restore as "
+                                  f"{EBS_FORMAT!r} (a new volume), not {fmt!r}", field="format")
+        if not availability_zone:
+            raise InvalidArgument("an ebs recovery point restores as a new volume: give its "
+                                  "availability_zone (e.g. us-east-1a)",
+                                  field="availability_zone")
+        name = names.point_name(point.plan_id, point.id)
+        async with self.ctx.db() as s, s.begin():
+            task = Task(kind="restore", plan_id=point.plan_id, target=name, disk=entry["disk"],
+                        bytes_total=entry["size_bytes"],
+                        spec={"recovery_point": name, "disk": entry["disk"],
+                              "repository": await self._repository(s, point.plan_id),
+                              "format": EBS_FORMAT, "snapshot_id": entry["snapshot_id"],
+                              "availability_zone": availability_zone})
             s.add(task)
         self.ctx.tasks_queued.notify()
         return task

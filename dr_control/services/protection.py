@@ -9,7 +9,8 @@ from sqlalchemy import delete, select
 
 from dr_common import names
 from dr_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from dr_common.targets import REPOSITORY_KINDS as TARGET_KINDS
+from dr_common.targets import REPOSITORY_KINDS
+from dr_common.targets.ebs import BLOCK_SIZE as EBS_BLOCK_SIZE
 from dr_control.db.models import Cycle, Disk, Plan, RecoveryPoint, Site, Task, Workload, utcnow
 from dr_control.services.context import ServiceContext
 from dr_control.services.coordinator import Coordinator
@@ -20,6 +21,10 @@ DEFAULT_CHUNK_SIZE = 1 << 20
 # one-byte change costs too much to send again.
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 64 << 10, 16 << 20
 
+
+TARGET_KINDS = (*REPOSITORY_KINDS, "ebs")
+# Which site kinds can hold each target kind.
+TARGET_SITE_KINDS = {"fs": ("file", "kvm"), "s3": ("aws",), "ebs": ("aws",)}
 
 UPDATABLE = frozenset({"rpo_seconds", "keep_last", "bandwidth"})
 
@@ -34,6 +39,17 @@ def _check_settings(rpo_seconds: int, keep_last: int, bandwidth: int) -> None:
     if bandwidth < 0:
         raise InvalidArgument(f"bandwidth_bytes_per_second must be 0 (unlimited) or positive, "
                               f"got {bandwidth}", field="plan.bandwidth_bytes_per_second")
+
+
+def _check_target(site: Site, target_kind: str) -> None:
+    kinds = TARGET_SITE_KINDS[target_kind]
+    if site.kind not in kinds:
+        raise InvalidArgument(f"a {target_kind} target needs a site of kind "
+                              f"{' or '.join(kinds)}; {names.site_name(site.id)} is {site.kind}",
+                              field="plan.target_site")
+    if target_kind == "s3" and not site.path:
+        raise InvalidArgument(f"an s3 target needs its site's path, s3://bucket/prefix; "
+                              f"{names.site_name(site.id)} has none", field="plan.target_site")
 
 
 @dataclass
@@ -59,6 +75,16 @@ class ProtectionService:
                           compression: str, bandwidth: int = 0) -> Plan:
         names.check_id(plan_id, field="plan_id", what="plan")
         _check_settings(rpo_seconds, keep_last, bandwidth)
+        if target_kind == "ebs":
+            # EBS snapshots are made of 512 KiB blocks: the chunk grid is theirs.
+            if chunk_size not in (0, EBS_BLOCK_SIZE):
+                raise InvalidArgument(f"an ebs target writes {EBS_BLOCK_SIZE}-byte blocks; "
+                                      f"leave chunk_size_bytes unset or give {EBS_BLOCK_SIZE}",
+                                      field="plan.chunk_size_bytes")
+            if compression not in ("", "none"):
+                raise InvalidArgument("an ebs target stores blocks as they are: compression "
+                                      "must be none", field="plan.compression")
+            chunk_size = EBS_BLOCK_SIZE
         chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
         if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE) or chunk_size & (chunk_size - 1):
             raise InvalidArgument(
@@ -83,6 +109,7 @@ class ProtectionService:
             for site_id, what in ((src_id, "source"), (dst_id, "target")):
                 if await s.get(Site, site_id) is None:
                     raise NotFound(f"{what} site {names.site_name(site_id)} not found")
+            _check_target(await s.get(Site, dst_id), target_kind)
             resolved = await self._resolve_disks(s, src_id, workloads, disks)
             plan = Plan(id=plan_id, source_site=src_id, target_site=dst_id,
                         target_kind=target_kind, workloads=list(workloads), disks=resolved,

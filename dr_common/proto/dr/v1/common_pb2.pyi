@@ -32,14 +32,18 @@ class TransferStats(_message.Message):
     def __init__(self, bytes_read: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_stored: _Optional[int] = ..., chunks_read: _Optional[int] = ..., chunks_sent: _Optional[int] = ..., chunks_unchanged: _Optional[int] = ..., chunks_zero: _Optional[int] = ..., chunks_stored: _Optional[int] = ..., chunks_deduplicated: _Optional[int] = ...) -> None: ...
 
 class Checkpoint(_message.Message):
-    __slots__ = ("watermark_chunk", "segments", "tail")
+    __slots__ = ("watermark_chunk", "segments", "tail", "snapshot_id", "changed_blocks")
     WATERMARK_CHUNK_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     TAIL_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     watermark_chunk: int
     segments: _containers.RepeatedScalarFieldContainer[str]
     tail: bytes
-    def __init__(self, watermark_chunk: _Optional[int] = ..., segments: _Optional[_Iterable[str]] = ..., tail: _Optional[bytes] = ...) -> None: ...
+    snapshot_id: str
+    changed_blocks: int
+    def __init__(self, watermark_chunk: _Optional[int] = ..., segments: _Optional[_Iterable[str]] = ..., tail: _Optional[bytes] = ..., snapshot_id: _Optional[str] = ..., changed_blocks: _Optional[int] = ...) -> None: ...
 
 class TaskError(_message.Message):
     __slots__ = ("reason", "message", "retryable")
@@ -92,14 +96,32 @@ class Operation(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., done: _Optional[bool] = ..., target: _Optional[str] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., restore_result: _Optional[_Union[RestoreResult, _Mapping]] = ..., verify_result: _Optional[_Union[VerifyResult, _Mapping]] = ...) -> None: ...
 
 class RestoreResult(_message.Message):
-    __slots__ = ("destination_path", "bytes_written", "root_hash")
+    __slots__ = ("destination_path", "bytes_written", "root_hash", "volume_id")
     DESTINATION_PATH_FIELD_NUMBER: _ClassVar[int]
     BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     destination_path: str
     bytes_written: int
     root_hash: str
-    def __init__(self, destination_path: _Optional[str] = ..., bytes_written: _Optional[int] = ..., root_hash: _Optional[str] = ...) -> None: ...
+    volume_id: str
+    def __init__(self, destination_path: _Optional[str] = ..., bytes_written: _Optional[int] = ..., root_hash: _Optional[str] = ..., volume_id: _Optional[str] = ...) -> None: ...
+
+class AwsSettings(_message.Message):
+    __slots__ = ("region", "endpoint_url", "profile", "access_key_id", "secret_access_key", "session_token")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_URL_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ACCESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    endpoint_url: str
+    profile: str
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    def __init__(self, region: _Optional[str] = ..., endpoint_url: _Optional[str] = ..., profile: _Optional[str] = ..., access_key_id: _Optional[str] = ..., secret_access_key: _Optional[str] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class VerifyResult(_message.Message):
     __slots__ = ("ok", "chunks_checked", "bad_chunks")

@@ -1,5 +1,6 @@
 import datetime
 
+from dr_common.proto.dr.v1 import common_pb2 as _common_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -10,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Site(_message.Message):
-    __slots__ = ("name", "kind", "path", "description", "credential_ref", "create_time", "workload_count")
+    __slots__ = ("name", "kind", "path", "description", "credential_ref", "create_time", "workload_count", "aws")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +19,7 @@ class Site(_message.Message):
     CREDENTIAL_REF_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    AWS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     path: str
@@ -25,7 +27,8 @@ class Site(_message.Message):
     credential_ref: str
     create_time: _timestamp_pb2.Timestamp
     workload_count: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., description: _Optional[str] = ..., credential_ref: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_count: _Optional[int] = ...) -> None: ...
+    aws: _common_pb2.AwsSettings
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., description: _Optional[str] = ..., credential_ref: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_count: _Optional[int] = ..., aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ...) -> None: ...
 
 class Workload(_message.Message):
     __slots__ = ("name", "display_name", "disks")

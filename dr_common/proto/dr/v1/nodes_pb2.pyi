@@ -33,7 +33,7 @@ class Node(_message.Message):
     def __init__(self, name: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., state: _Optional[str] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("name", "kind", "lease_token", "lease_expire_time", "lease_seconds", "replicate", "finalize", "restore", "verify")
+    __slots__ = ("name", "kind", "lease_token", "lease_expire_time", "lease_seconds", "replicate", "finalize", "restore", "verify", "snapshot")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class Task(_message.Message):
     FINALIZE_FIELD_NUMBER: _ClassVar[int]
     RESTORE_FIELD_NUMBER: _ClassVar[int]
     VERIFY_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     lease_token: int
@@ -52,18 +53,21 @@ class Task(_message.Message):
     finalize: FinalizeSpec
     restore: RestoreSpec
     verify: VerifySpec
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ...) -> None: ...
+    snapshot: SnapshotSpec
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotSpec, _Mapping]] = ...) -> None: ...
 
 class RepositoryLocator(_message.Message):
-    __slots__ = ("kind", "path")
+    __slots__ = ("kind", "path", "aws")
     KIND_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    AWS_FIELD_NUMBER: _ClassVar[int]
     kind: str
     path: str
-    def __init__(self, kind: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+    aws: _common_pb2.AwsSettings
+    def __init__(self, kind: _Optional[str] = ..., path: _Optional[str] = ..., aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ...) -> None: ...
 
 class ReplicateSpec(_message.Message):
-    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes", "bandwidth_bytes_per_second", "previous_bitmap", "bitmap")
+    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes", "bandwidth_bytes_per_second", "previous_bitmap", "bitmap", "source_aws", "source_snapshot_id", "previous_source_snapshot_id", "previous_snapshot_id")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +83,10 @@ class ReplicateSpec(_message.Message):
     BANDWIDTH_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_BITMAP_FIELD_NUMBER: _ClassVar[int]
     BITMAP_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_AWS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SOURCE_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     plan: str
     cycle: str
     disk: str
@@ -94,7 +102,43 @@ class ReplicateSpec(_message.Message):
     bandwidth_bytes_per_second: int
     previous_bitmap: str
     bitmap: str
-    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ...) -> None: ...
+    source_aws: _common_pb2.AwsSettings
+    source_snapshot_id: str
+    previous_source_snapshot_id: str
+    previous_snapshot_id: str
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ..., source_aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ..., source_snapshot_id: _Optional[str] = ..., previous_source_snapshot_id: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ...) -> None: ...
+
+class SnapshotSpec(_message.Message):
+    __slots__ = ("plan", "cycle", "source_aws", "volumes", "keep_snapshot_ids")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_AWS_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    KEEP_SNAPSHOT_IDS_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    cycle: str
+    source_aws: _common_pb2.AwsSettings
+    volumes: _containers.RepeatedCompositeFieldContainer[SnapshotVolume]
+    keep_snapshot_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., source_aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[SnapshotVolume, _Mapping]]] = ..., keep_snapshot_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SnapshotVolume(_message.Message):
+    __slots__ = ("disk", "instance_id", "volume_id")
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    disk: str
+    instance_id: str
+    volume_id: str
+    def __init__(self, disk: _Optional[str] = ..., instance_id: _Optional[str] = ..., volume_id: _Optional[str] = ...) -> None: ...
+
+class SourceSnapshot(_message.Message):
+    __slots__ = ("disk", "snapshot_id")
+    DISK_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    disk: str
+    snapshot_id: str
+    def __init__(self, disk: _Optional[str] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
 
 class FinalizeSpec(_message.Message):
     __slots__ = ("plan", "cycle", "recovery_point_id", "repository", "disks")
@@ -111,23 +155,27 @@ class FinalizeSpec(_message.Message):
     def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., recovery_point_id: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[FinalizeDisk, _Mapping]]] = ...) -> None: ...
 
 class FinalizeDisk(_message.Message):
-    __slots__ = ("disk", "root_hash", "size_bytes", "full_sync", "bitmap", "full_sync_reason")
+    __slots__ = ("disk", "root_hash", "size_bytes", "full_sync", "bitmap", "full_sync_reason", "snapshot_id", "source_snapshot_id")
     DISK_FIELD_NUMBER: _ClassVar[int]
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     FULL_SYNC_FIELD_NUMBER: _ClassVar[int]
     BITMAP_FIELD_NUMBER: _ClassVar[int]
     FULL_SYNC_REASON_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     disk: str
     root_hash: str
     size_bytes: int
     full_sync: bool
     bitmap: str
     full_sync_reason: str
-    def __init__(self, disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ...) -> None: ...
+    snapshot_id: str
+    source_snapshot_id: str
+    def __init__(self, disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., source_snapshot_id: _Optional[str] = ...) -> None: ...
 
 class RestoreSpec(_message.Message):
-    __slots__ = ("recovery_point", "disk", "root_hash", "repository", "destination_path", "format", "overwrite")
+    __slots__ = ("recovery_point", "disk", "root_hash", "repository", "destination_path", "format", "overwrite", "snapshot_id", "availability_zone")
     RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +183,8 @@ class RestoreSpec(_message.Message):
     DESTINATION_PATH_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_ZONE_FIELD_NUMBER: _ClassVar[int]
     recovery_point: str
     disk: str
     root_hash: str
@@ -142,7 +192,9 @@ class RestoreSpec(_message.Message):
     destination_path: str
     format: str
     overwrite: bool
-    def __init__(self, recovery_point: _Optional[str] = ..., disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., destination_path: _Optional[str] = ..., format: _Optional[str] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+    snapshot_id: str
+    availability_zone: str
+    def __init__(self, recovery_point: _Optional[str] = ..., disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., destination_path: _Optional[str] = ..., format: _Optional[str] = ..., overwrite: _Optional[bool] = ..., snapshot_id: _Optional[str] = ..., availability_zone: _Optional[str] = ...) -> None: ...
 
 class VerifySpec(_message.Message):
     __slots__ = ("recovery_point", "repository", "disks")
@@ -223,7 +275,7 @@ class ReportProgressResponse(_message.Message):
     def __init__(self, cancel: _Optional[bool] = ..., bandwidth_bytes_per_second: _Optional[int] = ...) -> None: ...
 
 class CompleteTaskRequest(_message.Message):
-    __slots__ = ("task", "lease_token", "error", "stats", "root_hash", "full_sync", "size_bytes", "bitmap", "full_sync_reason", "restore_result", "verify_result")
+    __slots__ = ("task", "lease_token", "error", "stats", "root_hash", "full_sync", "size_bytes", "bitmap", "full_sync_reason", "restore_result", "verify_result", "snapshot_id", "source_snapshots")
     TASK_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +287,8 @@ class CompleteTaskRequest(_message.Message):
     FULL_SYNC_REASON_FIELD_NUMBER: _ClassVar[int]
     RESTORE_RESULT_FIELD_NUMBER: _ClassVar[int]
     VERIFY_RESULT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     task: str
     lease_token: int
     error: _common_pb2.TaskError
@@ -246,7 +300,9 @@ class CompleteTaskRequest(_message.Message):
     full_sync_reason: str
     restore_result: _common_pb2.RestoreResult
     verify_result: _common_pb2.VerifyResult
-    def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., root_hash: _Optional[str] = ..., full_sync: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., restore_result: _Optional[_Union[_common_pb2.RestoreResult, _Mapping]] = ..., verify_result: _Optional[_Union[_common_pb2.VerifyResult, _Mapping]] = ...) -> None: ...
+    snapshot_id: str
+    source_snapshots: _containers.RepeatedCompositeFieldContainer[SourceSnapshot]
+    def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., root_hash: _Optional[str] = ..., full_sync: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., restore_result: _Optional[_Union[_common_pb2.RestoreResult, _Mapping]] = ..., verify_result: _Optional[_Union[_common_pb2.VerifyResult, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., source_snapshots: _Optional[_Iterable[_Union[SourceSnapshot, _Mapping]]] = ...) -> None: ...
 
 class CompleteTaskResponse(_message.Message):
     __slots__ = ()

@@ -26,7 +26,7 @@ from dr_common.proto.dr.v1 import common_pb2 as dr_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64r/v1/recovery_points.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x01\n\rRecoveryPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ycle\x18\x03 \x01(\t\x12\'\n\x05\x64isks\x18\x04 \x03(\x0b\x32\x18.dr.v1.RecoveryPointDisk\x12#\n\x05stats\x18\x05 \x01(\x0b\x32\x14.dr.v1.TransferStats\x12\x0e\n\x06locked\x18\x06 \x01(\x08\"u\n\x11RecoveryPointDisk\x12\x0c\n\x04\x64isk\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\t\x12\x11\n\tfull_sync\x18\x04 \x01(\x08\x12\x18\n\x10\x66ull_sync_reason\x18\x05 \x01(\t\"R\n\x19ListRecoveryPointsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x1aListRecoveryPointsResponse\x12-\n\x0frecovery_points\x18\x01 \x03(\x0b\x32\x14.dr.v1.RecoveryPoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17GetRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x1aVerifyRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2\x87\x02\n\x14RecoveryPointService\x12Y\n\x12ListRecoveryPoints\x12 .dr.v1.ListRecoveryPointsRequest\x1a!.dr.v1.ListRecoveryPointsResponse\x12H\n\x10GetRecoveryPoint\x12\x1e.dr.v1.GetRecoveryPointRequest\x1a\x14.dr.v1.RecoveryPoint\x12J\n\x13VerifyRecoveryPoint\x12!.dr.v1.VerifyRecoveryPointRequest\x1a\x10.dr.v1.Operationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64r/v1/recovery_points.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x01\n\rRecoveryPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ycle\x18\x03 \x01(\t\x12\'\n\x05\x64isks\x18\x04 \x03(\x0b\x32\x18.dr.v1.RecoveryPointDisk\x12#\n\x05stats\x18\x05 \x01(\x0b\x32\x14.dr.v1.TransferStats\x12\x0e\n\x06locked\x18\x06 \x01(\x08\"\x8a\x01\n\x11RecoveryPointDisk\x12\x0c\n\x04\x64isk\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\t\x12\x11\n\tfull_sync\x18\x04 \x01(\x08\x12\x18\n\x10\x66ull_sync_reason\x18\x05 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x06 \x01(\t\"R\n\x19ListRecoveryPointsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x1aListRecoveryPointsResponse\x12-\n\x0frecovery_points\x18\x01 \x03(\x0b\x32\x14.dr.v1.RecoveryPoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17GetRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x1aVerifyRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2\x87\x02\n\x14RecoveryPointService\x12Y\n\x12ListRecoveryPoints\x12 .dr.v1.ListRecoveryPointsRequest\x1a!.dr.v1.ListRecoveryPointsResponse\x12H\n\x10GetRecoveryPoint\x12\x1e.dr.v1.GetRecoveryPointRequest\x1a\x14.dr.v1.RecoveryPoint\x12J\n\x13VerifyRecoveryPoint\x12!.dr.v1.VerifyRecoveryPointRequest\x1a\x10.dr.v1.Operationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECOVERYPOINT']._serialized_start=92
   _globals['_RECOVERYPOINT']._serialized_end=279
-  _globals['_RECOVERYPOINTDISK']._serialized_start=281
-  _globals['_RECOVERYPOINTDISK']._serialized_end=398
-  _globals['_LISTRECOVERYPOINTSREQUEST']._serialized_start=400
-  _globals['_LISTRECOVERYPOINTSREQUEST']._serialized_end=482
-  _globals['_LISTRECOVERYPOINTSRESPONSE']._serialized_start=484
-  _globals['_LISTRECOVERYPOINTSRESPONSE']._serialized_end=584
-  _globals['_GETRECOVERYPOINTREQUEST']._serialized_start=586
-  _globals['_GETRECOVERYPOINTREQUEST']._serialized_end=625
-  _globals['_VERIFYRECOVERYPOINTREQUEST']._serialized_start=627
-  _globals['_VERIFYRECOVERYPOINTREQUEST']._serialized_end=669
-  _globals['_RECOVERYPOINTSERVICE']._serialized_start=672
-  _globals['_RECOVERYPOINTSERVICE']._serialized_end=935
+  _globals['_RECOVERYPOINTDISK']._serialized_start=282
+  _globals['_RECOVERYPOINTDISK']._serialized_end=420
+  _globals['_LISTRECOVERYPOINTSREQUEST']._serialized_start=422
+  _globals['_LISTRECOVERYPOINTSREQUEST']._serialized_end=504
+  _globals['_LISTRECOVERYPOINTSRESPONSE']._serialized_start=506
+  _globals['_LISTRECOVERYPOINTSRESPONSE']._serialized_end=606
+  _globals['_GETRECOVERYPOINTREQUEST']._serialized_start=608
+  _globals['_GETRECOVERYPOINTREQUEST']._serialized_end=647
+  _globals['_VERIFYRECOVERYPOINTREQUEST']._serialized_start=649
+  _globals['_VERIFYRECOVERYPOINTREQUEST']._serialized_end=691
+  _globals['_RECOVERYPOINTSERVICE']._serialized_start=694
+  _globals['_RECOVERYPOINTSERVICE']._serialized_end=957
 # @@protoc_insertion_point(module_scope)

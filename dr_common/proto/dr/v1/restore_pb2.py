@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from dr_common.proto.dr.v1 import common_pb2 as dr_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x64r/v1/restore.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\"w\n\x12RestoreDiskRequest\x12\x16\n\x0erecovery_point\x18\x01 \x01(\t\x12\x0c\n\x04\x64isk\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65stination_path\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\x12\x11\n\toverwrite\x18\x05 \x01(\x08\x32L\n\x0eRestoreService\x12:\n\x0bRestoreDisk\x12\x19.dr.v1.RestoreDiskRequest\x1a\x10.dr.v1.Operationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x64r/v1/restore.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\"\x92\x01\n\x12RestoreDiskRequest\x12\x16\n\x0erecovery_point\x18\x01 \x01(\t\x12\x0c\n\x04\x64isk\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65stination_path\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\x12\x11\n\toverwrite\x18\x05 \x01(\x08\x12\x19\n\x11\x61vailability_zone\x18\x06 \x01(\t2L\n\x0eRestoreService\x12:\n\x0bRestoreDisk\x12\x19.dr.v1.RestoreDiskRequest\x1a\x10.dr.v1.Operationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dr.v1.restore_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESTOREDISKREQUEST']._serialized_start=50
-  _globals['_RESTOREDISKREQUEST']._serialized_end=169
-  _globals['_RESTORESERVICE']._serialized_start=171
-  _globals['_RESTORESERVICE']._serialized_end=247
+  _globals['_RESTOREDISKREQUEST']._serialized_start=51
+  _globals['_RESTOREDISKREQUEST']._serialized_end=197
+  _globals['_RESTORESERVICE']._serialized_start=199
+  _globals['_RESTORESERVICE']._serialized_end=275
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,332 @@
+"""The `s3` target: the repository format (docs/FORMAT.md) on an S3 bucket.
+
+`S3Store` is the `ObjectStore` of `dr_common.repository` on a bucket and an optional
+key prefix (`s3://bucket/prefix`): a repository key `chunks/ab/ab12...` is the S3 key
+`prefix/chunks/ab/ab12...`. S3 gives every primitive the format needs natively:
+whole-object puts are atomic, `If-None-Match: *` is the conditional put, a put is
+durable when it returns, and ListObjectsV2 lists in UTF-8 binary order, which is
+Python's string order.
+
+Every request is one botocore attempt (`dr_common.aws.client`), retried and counted by
+`dr_common.targets.metrics.call`. Request bodies carry a CRC32 checksum that S3
+verifies, and reads ask for the stored checksum and verify it, so a body corrupted in
+transit is rejected (and retried) in both directions.
+
+Operators own buckets: the store never creates one. It checks on first use that the
+bucket exists, in the configured region, and that we may list it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from botocore.exceptions import FlexibleChecksumError
+
+from dr_common.aws import AwsSettings, aws_error, client, error_code, http_status
+from dr_common.errors import (
+    CorruptData,
+    DRError,
+    InvalidArgument,
+    ObjectNotFound,
+    RepositoryError,
+    TargetError,
+)
+from dr_common.repository.store import check_key
+from dr_common.targets.metrics import call
+
+T = TypeVar("T")
+
+TARGET = "s3"
+# S3's own rules for (DNS-compatible) bucket names; checking them here turns a typo
+# into a clear InvalidArgument instead of a signature or endpoint error from botocore.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# S3's page limit; tests make it small to exercise paging.
+LIST_PAGE = 1000
+# Codes that mean the caller may not do this (not: the credentials are invalid).
+_DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "Forbidden", "403"})
+# S3 checked the body against the checksum we sent and it did not match: the body was
+# damaged on the way, and sending it again from memory fixes that.
+_BAD_UPLOAD_CODES = frozenset({"BadDigest", "XAmzContentChecksumMismatch"})
+# Explicit rather than botocore's defaults (which an AWS_* environment variable can
+# change): a CRC32 on every request body that S3 checks, and a check of the stored
+# checksum on every read.
+_CHECKSUMS = {"request_checksum_calculation": "when_supported",
+              "response_checksum_validation": "when_supported"}
+
+
+class _ChecksumMismatch(TargetError):
+    """A read whose body did not match the stored checksum: retried, since transit
+    corruption goes away on a second read; `get` reports CorruptData if it persists."""
+
+    retryable = True
+
+
+def parse_location(location: str) -> tuple[str, str]:
+    """(bucket, prefix) of `s3://bucket[/prefix]`; InvalidArgument if malformed."""
+    if not location.startswith("s3://"):
+        raise InvalidArgument(f"an s3 repository location looks like s3://BUCKET/PREFIX, "
+                              f"not {location!r}", field="repository.location")
+    bucket, _, prefix = location[len("s3://"):].partition("/")
+    return _check_bucket_name(bucket), _check_prefix(prefix)
+
+
+def _check_bucket_name(bucket: str) -> str:
+    if not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
+        raise InvalidArgument(f"invalid S3 bucket name {bucket!r}: 3-63 characters of "
+                              f"a-z, 0-9, '.' and '-'", field="repository.location")
+    return bucket
+
+
+def _check_prefix(prefix: str) -> str:
+    prefix = prefix.strip("/")
+    if prefix:
+        try:
+            check_key(prefix)
+        except RepositoryError as e:
+            raise InvalidArgument(f"invalid S3 key prefix: {e.message}",
+                                  field="repository.location") from None
+    return prefix
+
+
+class S3Store:
+    """ObjectStore on an S3 bucket, under an optional key prefix.
+
+    The aiobotocore client is opened on first use (an `__init__` cannot await), so
+    `S3Store(...)` can be handed straight to `Repository.open_or_create`; `close()`
+    (or leaving `async with S3Store(...) as store`) closes it. A closed store stays
+    closed: using it again is an error rather than a silently leaked client.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", *, aws: AwsSettings,
+                 attempts: int = 5, deadline: float = 120.0,
+                 list_page: int = LIST_PAGE) -> None:
+        self.bucket = _check_bucket_name(bucket)
+        self.prefix = _check_prefix(prefix)
+        self._aws = aws
+        self._attempts = attempts
+        self._deadline = deadline
+        self._list_page = list_page
+        self._client: Any = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_location(cls, location: str, *, aws: AwsSettings, **kwargs: Any) -> S3Store:
+        bucket, prefix = parse_location(location)
+        return cls(bucket, prefix, aws=aws, **kwargs)
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def __repr__(self) -> str:
+        # Never the settings: they may hold keys.
+        return f"S3Store({self.location!r})"
+
+    async def __aenter__(self) -> S3Store:
+        await self._open()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    # -- the ObjectStore protocol ----------------------------------------------------
+
+    async def get(self, key: str) -> bytes:
+        s3key = self._s3key(key)
+
+        async def fetch(c: Any) -> bytes:
+            resp = await c.get_object(Bucket=self.bucket, Key=s3key, ChecksumMode="ENABLED")
+            async with resp["Body"] as body:
+                return await body.read()
+
+        try:
+            return await self._call("get", f"get object {s3key} from bucket {self.bucket}",
+                                    fetch, key=key)
+        except _ChecksumMismatch as e:
+            err = CorruptData(f"object {s3key} in bucket {self.bucket} does not match its "
+                              f"stored checksum, read after read ({e.message})")
+            err.reason = "corrupt-object"
+            raise err from None
+
+    async def put(self, key: str, data: bytes | bytearray | memoryview, *,
+                  if_absent: bool = False) -> bool:
+        s3key = self._s3key(key)
+        # botocore accepts bytes and bytearray, not memoryview: a copy then (one memcpy
+        # of a chunk, small beside the request; a file-like wrapper would be read again
+        # for the checksum anyway).
+        body = bytes(data) if isinstance(data, memoryview) else data
+        cond = {"IfNoneMatch": "*"} if if_absent else {}
+
+        async def send(c: Any) -> bool:
+            try:
+                await c.put_object(Bucket=self.bucket, Key=s3key, Body=body, **cond)
+            except Exception as exc:
+                # 412: the key exists, the answer a conditional put asks for. (After a
+                # lost response to our own earlier attempt it may be our object: the
+                # repository compares content where that matters, e.g. recovery points.)
+                if if_absent and http_status(exc) == 412:
+                    return False
+                raise
+            return True
+
+        return await self._call("put", f"put object {s3key} into bucket {self.bucket}",
+                                send, key=key)
+
+    async def exists(self, key: str) -> bool:
+        s3key = self._s3key(key)
+
+        async def head(c: Any) -> bool:
+            try:
+                await c.head_object(Bucket=self.bucket, Key=s3key)
+            except Exception as exc:
+                # HEAD has no body, so no error code: a bare 404 is "no such key" (the
+                # bucket was checked when the client was opened).
+                if http_status(exc) == 404:
+                    return False
+                raise
+            return True
+
+        return await self._call("exists", f"look up object {s3key} in bucket {self.bucket}",
+                                head, key=key)
+
+    async def delete(self, key: str) -> None:
+        s3key = self._s3key(key)
+
+        async def remove(c: Any) -> None:
+            # S3 answers 204 for a missing key too: idempotent as the protocol wants.
+            await c.delete_object(Bucket=self.bucket, Key=s3key)
+
+        await self._call("delete", f"delete object {s3key} from bucket {self.bucket}",
+                         remove, key=key)
+
+    async def list(self, prefix: str) -> AsyncIterator[str]:
+        if prefix.startswith("/"):
+            raise RepositoryError(f"invalid prefix {prefix!r}: it must be relative")
+        head, _, _ = prefix.rpartition("/")
+        if head:
+            check_key(head)
+        base = f"{self.prefix}/" if self.prefix else ""
+        token = ""
+        while True:
+            # One page per call, so a retry repeats only the page that failed.
+            page = await self._list_page_of(base + prefix, token)
+            for s3key in (o["Key"] for o in page.get("Contents", ())):
+                key = s3key[len(base):]
+                # Objects the repository could not have written (another tool's keys
+                # under our prefix) are not ours: `get` would refuse their names.
+                try:
+                    check_key(key)
+                except RepositoryError:
+                    continue
+                yield key
+            token = page.get("NextContinuationToken", "") if page.get("IsTruncated") else ""
+            if not token:
+                return
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._closed = True
+            stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def sync(self) -> None:
+        # A PutObject that returned success is durable: nothing is left to flush.
+        return None
+
+    # -- internals -------------------------------------------------------------------
+
+    def _s3key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    async def _list_page_of(self, s3prefix: str, token: str) -> dict[str, Any]:
+        async def page(c: Any) -> dict[str, Any]:
+            more = {"ContinuationToken": token} if token else {}
+            return await c.list_objects_v2(Bucket=self.bucket, Prefix=s3prefix,
+                                           MaxKeys=self._list_page, **more)
+
+        return await self._call("list", f"list objects under {s3prefix!r} in bucket "
+                                f"{self.bucket}", page)
+
+    async def _open(self) -> Any:
+        async with self._lock:
+            if self._closed:
+                raise RepositoryError(f"{self!r} is closed")
+            if self._client is not None:
+                return self._client
+            stack = contextlib.AsyncExitStack()
+            try:
+                c = await stack.enter_async_context(client(self._aws, "s3", **_CHECKSUMS))
+                await self._check_bucket(c)
+            except BaseException:
+                await stack.aclose()
+                raise
+            self._stack, self._client = stack, c
+            return c
+
+    async def _check_bucket(self, c: Any) -> None:
+        """Fail early, and clearly, on a missing bucket, a bucket in another region
+        (requests would be redirected or refused) or one we may not list."""
+        resp = await self._attempt("head-bucket", f"open bucket {self.bucket}",
+                                   lambda: c.head_bucket(Bucket=self.bucket))
+        headers = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        region = resp.get("BucketRegion") or headers.get("x-amz-bucket-region", "")
+        if region and region != self._aws.region:
+            raise InvalidArgument(f"bucket {self.bucket} is in region {region}, not "
+                                  f"{self._aws.region}: set the repository's AWS region to "
+                                  f"{region}", field="repository.aws.region")
+
+    async def _call(self, op: str, what: str, fn: Callable[[Any], Awaitable[T]], *,
+                    key: str = "") -> T:
+        c = await self._open()
+        return await self._attempt(op, what, lambda: fn(c), key=key)
+
+    async def _attempt(self, op: str, what: str, fn: Callable[[], Awaitable[T]], *,
+                       key: str = "") -> T:
+        async def once() -> T:
+            try:
+                return await fn()
+            except DRError:
+                raise
+            except Exception as exc:
+                raise self._error(exc, op, what, key) from exc
+
+        return await call(TARGET, op, once, attempts=self._attempts, deadline=self._deadline)
+
+    def _error(self, exc: BaseException, op: str, what: str, key: str) -> DRError:
+        """Our error for a failed S3 call, in the terms an operator acts on."""
+        code, status = error_code(exc), http_status(exc)
+        if code == "NoSuchBucket" or (op == "head-bucket" and status == 404):
+            return RepositoryError(f"bucket {self.bucket} does not exist in region "
+                                   f"{self._aws.region}: create it, or fix repository.location")
+        if code == "NoSuchKey":
+            return ObjectNotFound(f"object {key!r} not found in bucket {self.bucket}"
+                                  + (f" under prefix {self.prefix!r}" if self.prefix else ""))
+        if code in _DENIED_CODES:
+            # The credentials are valid but their policy (or the bucket's) says no.
+            return TargetError(
+                f"access denied to {what} ({code}): the credentials' policy must allow "
+                f"s3:ListBucket on arn:aws:s3:::{self.bucket} and s3:GetObject, "
+                f"s3:PutObject, s3:DeleteObject on arn:aws:s3:::{self.bucket}/"
+                f"{self.prefix + '/' if self.prefix else ''}*",
+                reason="access-denied", retryable=False)
+        if code == "ConditionalRequestConflict":
+            # 409: a concurrent conditional write to the same key is in progress;
+            # S3 says to retry, after which we win or get 412.
+            return TargetError(f"S3 asked to retry: {what} raced another write",
+                               retryable=True)
+        if code in _BAD_UPLOAD_CODES:
+            return TargetError(f"S3 rejected a damaged upload: {what} ({code}); retrying",
+                               retryable=True)
+        if isinstance(exc, FlexibleChecksumError):
+            return _ChecksumMismatch(f"{what}: {exc}")
+        return aws_error(exc, what)
