@@ -310,7 +310,10 @@ class Agent:
                     sink = EbsSink(
                         target, name=f"ebs:{settings.region}", disk=spec.disk,
                         size=source.size, chunk_size=spec.chunk_size_bytes,
-                        parent=spec.previous_snapshot_id, client_token=_token(spec),
+                        # A source read in full gives no clean extents: relative to a
+                        # parent every hole would have to be written as zeros.
+                        parent="" if source.full_sync_reason else spec.previous_snapshot_id,
+                        client_token=_token(spec),
                         tags={ebs.TAG_PLAN: spec.plan, ebs.TAG_DISK: spec.disk,
                               ebs.TAG_CYCLE: spec.cycle})
                     result = await self.engine.replicate(sink=sink, **common)
@@ -327,7 +330,7 @@ class Agent:
         req.snapshot_id = result.snapshot_id
         req.size_bytes = result.size
         req.full_sync = result.full_sync or bool(source.full_sync_reason)
-        req.full_sync_reason = source.full_sync_reason or (
+        req.full_sync_reason = source.full_sync_reason or result.full_sync_reason or (
             "first-cycle" if result.full_sync else "")
         req.bitmap = getattr(source, "bitmap", "")
         req.stats.CopyFrom(common_pb2.TransferStats(**result.stats.as_dict()))

@@ -78,6 +78,8 @@ class ReplicateResult:
     root_hash: str = ""
     snapshot_id: str = ""  # ebs
     size: int = 0
+    # Why the target had no previous point to be relative to, if it was meant to.
+    full_sync_reason: str = ""
 
 
 Progress = Callable[[Checkpoint | None, int, Stats, bool], Awaitable[None]]
@@ -201,9 +203,10 @@ class DiskReplication:
 
     async def run(self) -> ReplicateResult:
         loop = asyncio.get_running_loop()
+        start = await self.sink.begin(self.checkpoint)
+        self.full_sync = not self.sink.has_previous  # begin may have found it gone
         extents = await loop.run_in_executor(self.pool, self.source.extents)
         emap = _ExtentMap(extents, use_clean=self.sink.has_previous)
-        start = await self.sink.begin(self.checkpoint)
         if start:
             log.info("resuming from checkpoint", disk=self.disk, watermark_chunk=start)
             self._probing = self.sink.can_probe
@@ -250,7 +253,8 @@ class DiskReplication:
         result = committer.result()
         return ReplicateResult(manifest=result.manifest, full_sync=self.full_sync,
                                stats=self.stats, root_hash=result.root_hash,
-                               snapshot_id=result.snapshot_id, size=result.size)
+                               snapshot_id=result.snapshot_id, size=result.size,
+                               full_sync_reason=self.sink.full_sync_reason)
 
     def _count_zero(self) -> None:
         self.stats.chunks_zero += 1

@@ -67,6 +67,8 @@ class Sink(Protocol):
     writes_zeros: bool
     # May a resumed task ask the target whether a chunk is stored (`stored_before`)?
     can_probe: bool
+    # Set by `begin` when the previous point turned out unusable at the target.
+    full_sync_reason: str
 
     async def begin(self, checkpoint: Checkpoint | None) -> int:
         """Opens the disk at the target; returns the first chunk to replicate."""
@@ -102,6 +104,7 @@ class RepositorySink:
 
     can_probe = True
     writes_zeros = False
+    full_sync_reason = ""
 
     def __init__(self, repo: Repository, *, name: str, disk: str, size: int, chunk_size: int,
                  compression: str, previous: DiskManifest | None):
@@ -190,6 +193,7 @@ class EbsSink:
         self.writes_zeros = bool(parent)
         self.tags = tags
         self.client_token = client_token
+        self.full_sync_reason = ""
         self.snapshot_id = ""
         self._next = 0
         self._changed = 0
@@ -213,8 +217,13 @@ class EbsSink:
             log.warning("the interrupted snapshot is no longer pending: writing the disk "
                         "again on a new one", snapshot=checkpoint.snapshot_id,
                         status=state.status if state else "missing")
-        # A new token per attempt from scratch: a reused one would return the old
-        # (perhaps failed) snapshot.
+        if self.parent and await self.target.describe(self.parent) is None:
+            # Deleted outside the product: the chain is broken, so this point is written
+            # whole (the recovery point that named it can no longer be restored).
+            log.warning("the previous point's snapshot is gone: writing a whole snapshot",
+                        parent=self.parent, disk=self.disk)
+            self.parent, self.has_previous, self.writes_zeros = "", False, False
+            self.full_sync_reason = "parent-snapshot-missing"
         self.snapshot_id = await self.target.start_snapshot(
             size=self.size, parent=self.parent, tags=self.tags,
             description=f"Hybrid DR {self.disk}", client_token=self.client_token)

@@ -35,3 +35,25 @@ def make_disk(path: Path, size: int, data_extents: list[tuple[int, int]], seed: 
     for off, length in data_extents:
         for pos in range(off, off + length, MiB):  # randbytes is limited to < 256 MiB
             write_at(path, pos, rnd.randbytes(min(MiB, off + length - pos)))
+
+
+# The AWS test peer (tests/aws_peer.py): one moto server per test session, reset before
+# each test so tests never see each other's snapshots, volumes, faults or counters.
+@pytest.fixture(scope="session")
+def _aws_peer_session(tmp_path_factory):
+    from tests.aws_peer import PeerProcess, PeerStartError
+    process = PeerProcess(tmp_path_factory.mktemp("aws_peer") / "server.log")
+    try:
+        client = process.start()
+    except PeerStartError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{e}: run `make test`, which installs moto[server]")
+        pytest.skip(str(e))
+    yield client
+    process.stop()
+
+
+@pytest.fixture
+def aws_peer(_aws_peer_session):
+    _aws_peer_session.reset()
+    yield _aws_peer_session

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from dr_common.proto.dr.v1 import inventory_pb2
+from dr_common.proto.dr.v1 import common_pb2, inventory_pb2
 
 from .. import argtypes, names
 from ..context import Context
-from ..errors import EXIT_OK
+from ..errors import EXIT_OK, CliError
 from ..table import format_fields, format_table
 from ..units import format_size, format_time
 
@@ -19,10 +20,21 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
 
     p = site_sub.add_parser("add", parents=parents, help="add a site and discover its workloads")
     p.add_argument("id", metavar="ID", type=argtypes.resource_id(names.SITE))
-    p.add_argument("--kind", required=True, help='site kind, e.g. "file"')
+    p.add_argument("--kind", required=True, help='site kind: "file", "kvm" or "aws"')
     p.add_argument(
-        "--path", required=True, help="file sites: the directory of disk images or the repository"
+        "--path", default="",
+        help="file and kvm sites: the directory of disk images or the repository; aws sites "
+             "used as an s3 target: s3://bucket/prefix",
     )
+    aws = p.add_argument_group(
+        "aws sites", "Without keys the control plane's own AWS credential chain is used "
+        "(environment, profile, instance role). With --access-key-id, the secret key is "
+        "read from the AWS_SECRET_ACCESS_KEY environment variable (never from the command "
+        "line, where other users could see it) and stored encrypted.")
+    aws.add_argument("--region", default="", help="e.g. us-east-1")
+    aws.add_argument("--endpoint-url", default="", help="another endpoint than AWS's")
+    aws.add_argument("--profile", default="", help="a profile of the control plane's AWS config")
+    aws.add_argument("--access-key-id", default="")
     p.add_argument("--description", default="")
     p.set_defaults(handler=site_add)
 
@@ -37,10 +49,19 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
 
 
 def site_add(ctx: Context, args: argparse.Namespace) -> int:
-    request = inventory_pb2.CreateSiteRequest(
-        site_id=args.id,
-        site=inventory_pb2.Site(kind=args.kind, path=args.path, description=args.description),
-    )
+    site = inventory_pb2.Site(kind=args.kind, path=args.path, description=args.description)
+    if args.kind == "aws":
+        site.aws.CopyFrom(common_pb2.AwsSettings(
+            region=args.region, endpoint_url=args.endpoint_url, profile=args.profile,
+            access_key_id=args.access_key_id))
+        if args.access_key_id:
+            secret = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+            if not secret:
+                raise CliError("--access-key-id needs the secret key in the "
+                               "AWS_SECRET_ACCESS_KEY environment variable")
+            site.aws.secret_access_key = secret
+            site.aws.session_token = os.environ.get("AWS_SESSION_TOKEN", "")
+    request = inventory_pb2.CreateSiteRequest(site_id=args.id, site=site)
     site = ctx.client.call(ctx.client.inventory.CreateSite, request)
     ctx.out.resource(site, render_site)
     return EXIT_OK
@@ -70,6 +91,8 @@ def render_site(site: inventory_pb2.Site) -> str:
             ("site", site.name),
             ("kind", site.kind),
             ("path", site.path),
+            *([("region", site.aws.region), ("endpoint", site.aws.endpoint_url),
+               ("access key id", site.aws.access_key_id)] if site.kind == "aws" else []),
             ("description", site.description),
             ("workloads", site.workload_count),
             ("created", format_time(site.create_time)),

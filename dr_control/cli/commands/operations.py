@@ -108,6 +108,8 @@ def render_operations(ops: list[common_pb2.Operation]) -> str:
 
 
 def render_restore_result(result: common_pb2.RestoreResult) -> str:
+    if result.volume_id:
+        return format_fields([("volume", result.volume_id)])
     return format_fields(
         [
             ("destination", result.destination_path),

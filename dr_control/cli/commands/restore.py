@@ -21,13 +21,17 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("point", metavar="POINT", type=argtypes.name(names.RECOVERY_POINT),
                    help="PLAN/POINT")
     p.add_argument(
-        "--to", required=True, metavar="PATH", dest="destination",
+        "--to", default="", metavar="PATH", dest="destination",
         # Not resolved locally: the path is on the node that writes it.
         help="where the node writes the image (a path on the node, inside its allowed roots)",
     )
+    p.add_argument("--availability-zone", default="", metavar="AZ",
+                   help="ebs points: restore as a new EBS volume in this zone")
     p.add_argument("--disk", metavar="D", type=argtypes.name(names.DISK),
                    help="SITE/WORKLOAD/DISK; may be omitted when the point holds one disk")
-    p.add_argument("--format", default="raw", help='image format (default "raw", sparse)')
+    p.add_argument("--format", default="",
+                   help='image format: "raw" (the default, sparse) or "qcow2"; ebs points '
+                        'restore as "ebs-volume"')
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.add_argument("--no-wait", action="store_true",
                    help="print the operation and return; follow it with `drctl operation get`")
@@ -43,6 +47,7 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
             destination_path=args.destination,
             format=args.format,
             overwrite=args.overwrite,
+            availability_zone=args.availability_zone,
         ),
     )
     if args.no_wait:
