@@ -105,17 +105,20 @@ def _protect_three_cycles(c: Cluster, aws, kind: str, *, faults: dict | None = N
         aws("s3").create_bucket(Bucket="dr-target")
         target_path = "s3://dr-target/plans"
     _sites(c, aws, target_path=target_path)
+    if faults:
+        aws.peer.faults(**faults)
+    expected, stats, peer_stats = [w.state()], [], []
+    aws.peer.reset_stats()
+    # The scheduler starts the first cycle as soon as the plan exists (its RPO is due).
     c.drctl("plan", "create", "p1", "--source", "ec2", "--target", "cloud",
             "--target-kind", kind, "--workload", f"ec2/{w.instance}", "--rpo", "1h",
             *(["--chunk-size", "512KiB"] if kind == "s3" else []))
-    if faults:
-        aws.peer.faults(**faults)
-    expected, stats, peer_stats = [], [], []
     changes = [[], [3, 7, 1000], [0, 1500, 1501, 2047]]
     for n, blocks in enumerate(changes, start=1):
-        w.write_blocks(blocks)
-        expected.append(w.state())
-        aws.peer.reset_stats()
+        if n > 1:
+            w.write_blocks(blocks)
+            expected.append(w.state())
+            aws.peer.reset_stats()
         stats.append(_cycle(c, "p1", n))
         peer_stats.append(aws.peer.stats())
     aws.peer.clear_faults()
