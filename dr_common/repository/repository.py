@@ -204,6 +204,8 @@ class Repository:
             blob = await self.store.get(chunk_key(cid))
         except ObjectNotFound:
             return None, "missing", ""
+        except CorruptData as e:  # the store's own checksum (S3) refused the object
+            return None, "hash-mismatch", e.message
         try:
             data, actual = await self._offload(self._decode_and_hash, blob)
         except CorruptData as e:
