@@ -263,6 +263,11 @@ def test_a_bucket_we_may_not_write_fails_the_cycle_clearly(cluster: Cluster, aws
     assert "locked" in cycle["error"]["message"] and "s3:PutObject" in cycle["error"]["message"]
     assert c.points("p1") == []
     assert aws("s3").list_objects_v2(Bucket="locked")["KeyCount"] == 1  # only "other"
-    # No secret in any log of the run.
+    # No secret in any log of the run, in the API's answers, or in the database file.
     logs = "".join(p.read_text() for p in c.root.glob("*.log"))
-    assert admin[1] not in logs and reader[1] not in logs
+    sites = json.dumps(c.drctl_json("site", "list"))
+    stored = b"".join(p.read_bytes() for p in c.root.rglob("control.db*"))
+    assert stored, "the control plane's database was not found"
+    for secret in (admin[1], reader[1]):
+        assert secret not in logs and secret not in sites and secret.encode() not in stored
+    assert admin[0] in sites  # the key id is not a secret: operators need to see it
