@@ -25,6 +25,8 @@ from dr_control.services.coordinator import Coordinator
 from dr_control.services.inventory import InventoryService
 from dr_control.services.points import PointService
 from dr_control.services.protection import ProtectionService
+from dr_common.proto.dr.v1 import recovery_pb2, recovery_pb2_grpc
+from dr_control.services.recovery import RecoveryService
 
 log = structlog.get_logger()
 
@@ -35,7 +37,8 @@ SERVICE_NAMES = tuple(
                          (recovery_points_pb2, "RecoveryPointService"),
                          (restore_pb2, "RestoreService"),
                          (operations_pb2, "OperationsService"),
-                         (nodes_pb2, "NodeService")))
+                         (nodes_pb2, "NodeService"),
+                         (recovery_pb2, "RecoveryService")))
 
 
 @dataclass
@@ -45,8 +48,12 @@ class Control:
     port: int
     scheduler_task: asyncio.Task
     engine: object
+    recovery: RecoveryService | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.recovery is not None:
+            # Running executions stay "running" in the database and resume at next start.
+            await self.recovery.stop()
         self.scheduler_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.scheduler_task
@@ -73,6 +80,8 @@ async def start(config: ControlConfig) -> Control:
     operations_pb2_grpc.add_OperationsServiceServicer_to_server(
         servicers.Operations(points), server)
     nodes_pb2_grpc.add_NodeServiceServicer_to_server(servicers.Nodes(coordinator), server)
+    recovery = RecoveryService(ctx)
+    recovery_pb2_grpc.add_RecoveryServiceServicer_to_server(servicers.Recovery(recovery), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -88,8 +97,9 @@ async def start(config: ControlConfig) -> Control:
     scheduler_task = asyncio.create_task(Scheduler(ctx, coordinator).run(), name="scheduler")
     log.info("dr-control started", listen=config.listen, port=port, database=_safe_url(
         config.db_url))
+    await recovery.resume()
     return Control(config=config, server=server, port=port, scheduler_task=scheduler_task,
-                   engine=engine)
+                   engine=engine, recovery=recovery)
 
 
 def _safe_url(url: str) -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -297,7 +298,8 @@ class DiskReplication:
             if cid == ZERO_ID:
                 self._count_zero()
                 if self.sink.writes_zeros:  # changed to zeros: the target must hear it
-                    await self._store(lambda: self.sink.put_zero(index, length), length)
+                    await self._store(functools.partial(self.sink.put_zero, index, length),
+                                      length)
             elif blob is None:
                 self.stats.chunks_unchanged += 1
                 self._m_unchanged.inc()
@@ -306,7 +308,8 @@ class DiskReplication:
                 self.stats.chunks_deduplicated += 1
                 metrics.CHUNKS.labels(outcome="deduplicated").inc()
             else:
-                await self._store(lambda: self.sink.put(index, cid, blob), len(blob))
+                await self._store(functools.partial(self.sink.put, index, cid, blob),
+                                  len(blob))
             del blob
             done.put_nowait((index, [cid]))
             metrics.CHUNK_SECONDS.observe(time.monotonic() - t0)

@@ -306,6 +306,70 @@ def patch_ec2() -> None:
     Snapshot.progress = property(lambda s: "100%" if s.status == "completed" else "0%")
 
 
+def patch_images() -> None:
+    """RegisterImage keeps its block-device mappings (moto drops them and makes its own
+    15 GiB root), RunInstances makes volumes from the AMI's snapshots, honours ClientToken
+    idempotency and tags ENIs, and a private IP in use is InvalidIPAddress.InUse (moto:
+    HTTP 500): what AWS does for EBS-backed images."""
+    import copy
+
+    from moto.core.responses import ActionResult
+    from moto.ec2.models.amis import Ami
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.instances import InstanceBackend
+    from moto.ec2.models.subnets import Subnet
+    from moto.ec2.responses.amis import AmisResponse
+
+    def register_image(self: Any) -> ActionResult:
+        self.error_on_dryrun()
+        image = self.ec2_backend.register_image(self._get_param("Name"),
+                                                self._get_param("Description", ""))
+        mappings = self._get_param("BlockDeviceMappings", [])
+        if mappings:
+            image.registered_mappings = mappings
+            image.root_device_type = "ebs"
+        image.root_device_name = self._get_param("RootDeviceName") or image.root_device_name
+        image.virtualization_type = self._get_param("VirtualizationType") or "paravirtual"
+        image.architecture = self._get_param("Architecture") or "x86_64"
+        image.add_tags(self._parse_tag_specification().get("image", {}))
+        return ActionResult({"ImageId": image.id})
+
+    moto_mappings = Ami.block_device_mappings
+
+    def block_device_mappings(self: Any) -> list[dict[str, Any]]:
+        return getattr(self, "registered_mappings", None) or moto_mappings.fget(self)
+
+    moto_run = InstanceBackend.run_instances
+
+    def run_instances(self: Any, image_id: str, count: int, user_data: Any,
+                      security_group_names: Any, **kwargs: Any) -> Any:
+        token = kwargs.get("client_token")
+        for reservation in self.reservations.values():
+            if token and any(i.client_token == token for i in reservation.instances):
+                return reservation  # AWS: a repeated token returns the first launch
+        image = self.amis.get(image_id)
+        if "block_device_mappings" not in kwargs and getattr(image, "registered_mappings", None):
+            kwargs["block_device_mappings"] = copy.deepcopy(image.registered_mappings)
+        nic_tags = kwargs.get("tags", {}).get("network-interface", {})
+        reservation = moto_run(self, image_id, count, user_data, security_group_names, **kwargs)
+        for instance in reservation.instances:
+            for nic in instance.nics.values():
+                nic.add_tags(nic_tags)
+        return reservation
+
+    moto_request_ip = Subnet.request_ip
+
+    def request_ip(self: Any, ip: str, instance: Any) -> None:
+        if ip in self._subnet_ips:
+            raise EC2ClientError("InvalidIPAddress.InUse", f"Address {ip} is in use.")
+        moto_request_ip(self, ip, instance)
+
+    AmisResponse.register_image = register_image
+    Subnet.request_ip = request_ip
+    Ami.block_device_mappings = property(block_device_mappings)
+    InstanceBackend.run_instances = run_instances
+
+
 # ---------------------------------------------------------------------------------------
 # The EBS direct APIs
 
@@ -969,6 +1033,7 @@ def free_port() -> int:
 def make_app() -> PeerApp:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     patch_ec2()
+    patch_images()
     return PeerApp(DomainDispatcherApplication(create_backend_app))
 
 

@@ -612,7 +612,7 @@ def test_restore_success_with_progress(fake, capsys):
     req = fake.restore.requests[-1]
     assert req.recovery_point == "plans/p1/recoveryPoints/r1"
     assert req.disk == "sites/s1/workloads/vm1/disks/d1"
-    assert req.format == "raw" and req.overwrite
+    assert req.format == "" and req.overwrite  # the point decides: raw for repositories
 
 
 def test_restore_failure(fake, capsys):

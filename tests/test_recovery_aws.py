@@ -5,7 +5,6 @@ everything but the snapshots, a wrong plan creates nothing, and throttling is su
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,117 +29,10 @@ GiB = 1 << 30
 MiB = 1 << 20
 
 
-# --- the peer ----------------------------------------------------------------------------
-# tests/aws_peer.py gives volumes real content and injects faults, but moto's RegisterImage
-# drops BlockDeviceMappings, RootDeviceName and TagSpecifications, RunInstances ignores an
-# AMI's mappings (it makes a blank 8 GiB /dev/sda1), RunInstances' network-interface tags
-# are dropped, a repeated ClientToken launches again, and a private IP in use is an HTML
-# HTTP 500 (AWS: 400 InvalidIPAddress.InUse). These
-# corrections belong in tests/aws_peer.py; until they are there, this module starts the
-# peer with them applied.
-
-def correct_moto_images() -> None:
-    """Makes moto's RegisterImage and RunInstances follow AWS for EBS-backed images."""
-    import copy
-
-    from moto.core.responses import ActionResult
-    from moto.ec2.models.amis import Ami
-    from moto.ec2.exceptions import EC2ClientError
-    from moto.ec2.models.instances import InstanceBackend
-    from moto.ec2.models.subnets import Subnet
-    from moto.ec2.responses.amis import AmisResponse
-
-    def register_image(self: Any) -> ActionResult:
-        self.error_on_dryrun()
-        image = self.ec2_backend.register_image(self._get_param("Name"),
-                                                self._get_param("Description", ""))
-        mappings = self._get_param("BlockDeviceMappings", [])
-        if mappings:
-            image.registered_mappings = mappings
-            image.root_device_type = "ebs"
-        image.root_device_name = self._get_param("RootDeviceName") or image.root_device_name
-        image.virtualization_type = self._get_param("VirtualizationType") or "paravirtual"
-        image.architecture = self._get_param("Architecture") or "x86_64"
-        image.add_tags(self._parse_tag_specification().get("image", {}))
-        return ActionResult({"ImageId": image.id})
-
-    moto_mappings = Ami.block_device_mappings
-
-    def block_device_mappings(self: Any) -> list[dict[str, Any]]:
-        return getattr(self, "registered_mappings", None) or moto_mappings.fget(self)
-
-    moto_run = InstanceBackend.run_instances
-
-    def run_instances(self: Any, image_id: str, count: int, user_data: Any,
-                      security_group_names: Any, **kwargs: Any) -> Any:
-        token = kwargs.get("client_token")
-        for reservation in self.reservations.values():
-            if token and any(i.client_token == token for i in reservation.instances):
-                return reservation  # AWS: a repeated token returns the first launch
-        image = self.amis.get(image_id)
-        if "block_device_mappings" not in kwargs and getattr(image, "registered_mappings", None):
-            kwargs["block_device_mappings"] = copy.deepcopy(image.registered_mappings)
-        nic_tags = kwargs.get("tags", {}).get("network-interface", {})
-        reservation = moto_run(self, image_id, count, user_data, security_group_names, **kwargs)
-        for instance in reservation.instances:
-            for nic in instance.nics.values():
-                nic.add_tags(nic_tags)
-        return reservation
-
-    moto_request_ip = Subnet.request_ip
-
-    def request_ip(self: Any, ip: str, instance: Any) -> None:
-        if ip in self._subnet_ips:
-            raise EC2ClientError("InvalidIPAddress.InUse", f"Address {ip} is in use.")
-        moto_request_ip(self, ip, instance)
-
-    AmisResponse.register_image = register_image
-    Subnet.request_ip = request_ip
-    Ami.block_device_mappings = property(block_device_mappings)
-    InstanceBackend.run_instances = run_instances
-
-
-def serve_corrected_peer(port: int) -> None:
-    from tests import aws_peer
-    correct_moto_images()
-    aws_peer.serve("127.0.0.1", port)
-
-
-@pytest.fixture(scope="module")
-def _corrected_peer(tmp_path_factory) -> Iterator[Any]:
-    import subprocess
-    import sys
-
-    from tests.aws_peer import AwsPeerClient, PeerProcess, PeerStartError, free_port
-
-    class CorrectedPeer(PeerProcess):
-        def start(self) -> AwsPeerClient:
-            port = free_port()
-            with open(self.log_path, "wb") as log:
-                self.process = subprocess.Popen(
-                    [sys.executable, "-c", "import sys; from tests.test_recovery_aws import "
-                     "serve_corrected_peer as s; s(int(sys.argv[1]))", str(port)],
-                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                    stdout=log, stderr=subprocess.STDOUT)
-            self.client = AwsPeerClient(f"http://127.0.0.1:{port}")
-            self.wait_ready()
-            return self.client
-
-    process = CorrectedPeer(tmp_path_factory.mktemp("aws_peer") / "server.log")
-    try:
-        peer = process.start()
-    except PeerStartError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{e}: run `make test`, which installs moto[server]")
-        pytest.skip(str(e))
-    yield peer
-    process.stop()
-
 
 @pytest.fixture
-def peer(_corrected_peer) -> Iterator[Any]:
-    _corrected_peer.reset()
-    yield _corrected_peer
+def peer(aws_peer) -> Iterator[Any]:
+    yield aws_peer
 
 
 # --- a target site with a recovery point --------------------------------------------------

@@ -147,3 +147,49 @@ def task(t: models.Task) -> nodes_pb2.Task:
         spec["checkpoint"] = t.checkpoint
     json_format.ParseDict(spec, getattr(msg, t.kind), ignore_unknown_fields=True)
     return msg
+
+
+# --- recovery (RecoveryService) ------------------------------------------------------------
+# Imported here, with the conversions that need them, to keep this section self-contained.
+from dr_common.proto.dr.v1 import recovery_pb2  # noqa: E402
+from dr_control.services.recovery import (ENDED_STATES, execution_name,  # noqa: E402
+                                          recovery_plan_name)
+
+
+def _ts_text(text: str) -> timestamp_pb2.Timestamp | None:
+    return ts(datetime.fromisoformat(text)) if text else None
+
+
+def recovery_plan(rp: models.RecoveryPlan) -> recovery_pb2.RecoveryPlan:
+    return recovery_pb2.RecoveryPlan(
+        name=recovery_plan_name(rp.id), protection_plan=names.plan_name(rp.plan_id),
+        create_time=ts(rp.create_time),
+        boot_groups=[recovery_pb2.BootGroup(name=g["name"], workloads=[
+            recovery_pb2.RecoveryWorkload(
+                workload=w["workload"], instance_type=w["instance_type"], tags=w["tags"],
+                network_mapping=recovery_pb2.NetworkMapping(
+                    subnet_id=w["subnet_id"], security_group_ids=w["security_group_ids"],
+                    private_ip=w["private_ip"]))
+            for w in g["workloads"]]) for g in rp.boot_groups])
+
+
+def boot_groups(groups) -> list[dict]:
+    """The service layer's form of a request's boot groups (validated there)."""
+    return [{"name": g.name, "workloads": [
+        {"workload": w.workload, "instance_type": w.instance_type,
+         "subnet_id": w.network_mapping.subnet_id,
+         "security_group_ids": list(w.network_mapping.security_group_ids),
+         "private_ip": w.network_mapping.private_ip, "tags": dict(w.tags)}
+        for w in g.workloads]} for g in groups]
+
+
+def execution(e: models.Execution) -> recovery_pb2.Execution:
+    return recovery_pb2.Execution(
+        name=execution_name(e.recovery_plan_id, e.id), recovery_point=e.recovery_point,
+        mode=e.mode, state=e.state,
+        events=[recovery_pb2.ExecutionEvent(time=_ts_text(v["time"]), group=v["group"],
+                                            workload=v["workload"], step=v["step"],
+                                            detail=v["detail"]) for v in e.events],
+        instances=[recovery_pb2.RecoveredInstance(**i) for i in e.instances],
+        error=task_error(e.error_reason, e.error_message), create_time=ts(e.create_time),
+        end_time=ts(e.end_time), done=e.state in ENDED_STATES and not e.cleanup_requested)

@@ -287,3 +287,57 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
             nodes=[convert.node(n, self.coord.node_online(n)) for n in page],
             next_page_token=nxt)
 
+
+
+# --- recovery ---------------------------------------------------------------------------
+from dr_common.proto.dr.v1 import recovery_pb2, recovery_pb2_grpc  # noqa: E402
+from dr_control.services.recovery import RecoveryService  # noqa: E402
+
+
+class Recovery(recovery_pb2_grpc.RecoveryServiceServicer):
+    def __init__(self, svc: RecoveryService):
+        self.svc = svc
+
+    @rpc
+    async def CreateRecoveryPlan(self, request, context):
+        rp = request.recovery_plan
+        created = await self.svc.create_recovery_plan(
+            request.recovery_plan_id, protection_plan=rp.protection_plan,
+            boot_groups=convert.boot_groups(rp.boot_groups))
+        return convert.recovery_plan(created)
+
+    @rpc
+    async def GetRecoveryPlan(self, request, context):
+        return convert.recovery_plan(await self.svc.get_recovery_plan(request.name))
+
+    @rpc
+    async def ListRecoveryPlans(self, request, context):
+        page, nxt = convert.paginate(await self.svc.list_recovery_plans(), request.page_size,
+                                     request.page_token)
+        return recovery_pb2.ListRecoveryPlansResponse(
+            recovery_plans=[convert.recovery_plan(rp) for rp in page], next_page_token=nxt)
+
+    @rpc
+    async def DeleteRecoveryPlan(self, request, context):
+        await self.svc.delete_recovery_plan(request.name)
+        return empty_pb2.Empty()
+
+    @rpc
+    async def StartRecovery(self, request, context):
+        return convert.execution(await self.svc.start_recovery(
+            request.name, recovery_point=request.recovery_point, mode=request.mode))
+
+    @rpc
+    async def GetExecution(self, request, context):
+        return convert.execution(await self.svc.get_execution(request.name))
+
+    @rpc
+    async def ListExecutions(self, request, context):
+        page, nxt = convert.paginate(await self.svc.list_executions(request.parent),
+                                     request.page_size, request.page_token)
+        return recovery_pb2.ListExecutionsResponse(
+            executions=[convert.execution(e) for e in page], next_page_token=nxt)
+
+    @rpc
+    async def CleanupExecution(self, request, context):
+        return convert.execution(await self.svc.cleanup_execution(request.name))

@@ -17,6 +17,7 @@ from dr_common.proto.dr.v1 import (
     nodes_pb2_grpc,
     operations_pb2_grpc,
     protection_pb2_grpc,
+    recovery_pb2_grpc,
     recovery_points_pb2_grpc,
     restore_pb2_grpc,
 )
@@ -37,6 +38,7 @@ class Client:
         self.restore = restore_pb2_grpc.RestoreServiceStub(self._channel)
         self.operations = operations_pb2_grpc.OperationsServiceStub(self._channel)
         self.nodes = nodes_pb2_grpc.NodeServiceStub(self._channel)
+        self.recovery = recovery_pb2_grpc.RecoveryServiceStub(self._channel)
 
     def call(self, method: Callable, request: Message):
         """One unary call with the --timeout deadline."""

@@ -174,3 +174,45 @@ class Node(Base):
     inflight_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     last_heartbeat_time: Mapped[datetime] = mapped_column(default=utcnow)
     register_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RecoveryPlan(Base):
+    """Ordered boot groups of a protection plan's workloads with their target settings."""
+
+    __tablename__ = "recovery_plans"
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"), index=True)
+    # [{"name", "workloads": [{"workload", "instance_type", "subnet_id",
+    #   "security_group_ids", "private_ip", "tags"}]}]
+    boot_groups: Mapped[list] = mapped_column(JSON, default=list)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Execution(Base):
+    """One run of a recovery plan; every step is recorded so it can be watched and
+    resumed after a control-plane restart."""
+
+    __tablename__ = "executions"
+    recovery_plan_id: Mapped[str] = mapped_column(ForeignKey("recovery_plans.id"),
+                                                  primary_key=True)
+    # "{utc time}-{seq}": unique even across a deleted and re-created recovery plan,
+    # because the execution's name tags (and so finds) what it creates in the cloud.
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    # "plans/{plan}/recoveryPoints/{point}"
+    recovery_point: Mapped[str] = mapped_column(String(255))
+    # test | failover
+    mode: Mapped[str] = mapped_column(String(16))
+    # started | running | completed | partially-completed | failed | cleaned-up
+    state: Mapped[str] = mapped_column(String(24), default="started", index=True)
+    # Set while a cleanup runs (so a restarted control plane resumes it).
+    cleanup_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # [{"time" (ISO 8601), "group", "workload", "step", "detail"}]
+    events: Mapped[list] = mapped_column(JSON, default=list)
+    # [{"workload", "instance_id", "private_ip", "state", "volume_ids", "image_id"}]
+    instances: Mapped[list] = mapped_column(JSON, default=list)
+    error_reason: Mapped[str] = mapped_column(String(64), default="")
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    end_time: Mapped[datetime | None] = mapped_column(nullable=True)
+    __table_args__ = (UniqueConstraint("recovery_plan_id", "seq"),)

@@ -1,0 +1,191 @@
+import datetime
+
+from dr_common.proto.dr.v1 import common_pb2 as _common_pb2
+from google.protobuf import empty_pb2 as _empty_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RecoveryPlan(_message.Message):
+    __slots__ = ("name", "protection_plan", "boot_groups", "create_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_PLAN_FIELD_NUMBER: _ClassVar[int]
+    BOOT_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    protection_plan: str
+    boot_groups: _containers.RepeatedCompositeFieldContainer[BootGroup]
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., protection_plan: _Optional[str] = ..., boot_groups: _Optional[_Iterable[_Union[BootGroup, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class BootGroup(_message.Message):
+    __slots__ = ("name", "workloads")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    workloads: _containers.RepeatedCompositeFieldContainer[RecoveryWorkload]
+    def __init__(self, name: _Optional[str] = ..., workloads: _Optional[_Iterable[_Union[RecoveryWorkload, _Mapping]]] = ...) -> None: ...
+
+class RecoveryWorkload(_message.Message):
+    __slots__ = ("workload", "instance_type", "network_mapping", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_MAPPING_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    workload: str
+    instance_type: str
+    network_mapping: NetworkMapping
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, workload: _Optional[str] = ..., instance_type: _Optional[str] = ..., network_mapping: _Optional[_Union[NetworkMapping, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class NetworkMapping(_message.Message):
+    __slots__ = ("subnet_id", "security_group_ids", "private_ip")
+    SUBNET_ID_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_GROUP_IDS_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_IP_FIELD_NUMBER: _ClassVar[int]
+    subnet_id: str
+    security_group_ids: _containers.RepeatedScalarFieldContainer[str]
+    private_ip: str
+    def __init__(self, subnet_id: _Optional[str] = ..., security_group_ids: _Optional[_Iterable[str]] = ..., private_ip: _Optional[str] = ...) -> None: ...
+
+class Execution(_message.Message):
+    __slots__ = ("name", "recovery_point", "mode", "state", "events", "instances", "error", "create_time", "end_time", "done")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    recovery_point: str
+    mode: str
+    state: str
+    events: _containers.RepeatedCompositeFieldContainer[ExecutionEvent]
+    instances: _containers.RepeatedCompositeFieldContainer[RecoveredInstance]
+    error: _common_pb2.TaskError
+    create_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    done: bool
+    def __init__(self, name: _Optional[str] = ..., recovery_point: _Optional[str] = ..., mode: _Optional[str] = ..., state: _Optional[str] = ..., events: _Optional[_Iterable[_Union[ExecutionEvent, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[RecoveredInstance, _Mapping]]] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class ExecutionEvent(_message.Message):
+    __slots__ = ("time", "group", "workload", "step", "detail")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    group: str
+    workload: str
+    step: str
+    detail: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group: _Optional[str] = ..., workload: _Optional[str] = ..., step: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class RecoveredInstance(_message.Message):
+    __slots__ = ("workload", "instance_id", "private_ip", "state", "volume_ids", "image_id")
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_IP_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    workload: str
+    instance_id: str
+    private_ip: str
+    state: str
+    volume_ids: _containers.RepeatedScalarFieldContainer[str]
+    image_id: str
+    def __init__(self, workload: _Optional[str] = ..., instance_id: _Optional[str] = ..., private_ip: _Optional[str] = ..., state: _Optional[str] = ..., volume_ids: _Optional[_Iterable[str]] = ..., image_id: _Optional[str] = ...) -> None: ...
+
+class CreateRecoveryPlanRequest(_message.Message):
+    __slots__ = ("recovery_plan_id", "recovery_plan")
+    RECOVERY_PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_PLAN_FIELD_NUMBER: _ClassVar[int]
+    recovery_plan_id: str
+    recovery_plan: RecoveryPlan
+    def __init__(self, recovery_plan_id: _Optional[str] = ..., recovery_plan: _Optional[_Union[RecoveryPlan, _Mapping]] = ...) -> None: ...
+
+class GetRecoveryPlanRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListRecoveryPlansRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRecoveryPlansResponse(_message.Message):
+    __slots__ = ("recovery_plans", "next_page_token")
+    RECOVERY_PLANS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    recovery_plans: _containers.RepeatedCompositeFieldContainer[RecoveryPlan]
+    next_page_token: str
+    def __init__(self, recovery_plans: _Optional[_Iterable[_Union[RecoveryPlan, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteRecoveryPlanRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class StartRecoveryRequest(_message.Message):
+    __slots__ = ("name", "recovery_point", "mode")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    recovery_point: str
+    mode: str
+    def __init__(self, name: _Optional[str] = ..., recovery_point: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class GetExecutionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListExecutionsRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListExecutionsResponse(_message.Message):
+    __slots__ = ("executions", "next_page_token")
+    EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    executions: _containers.RepeatedCompositeFieldContainer[Execution]
+    next_page_token: str
+    def __init__(self, executions: _Optional[_Iterable[_Union[Execution, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CleanupExecutionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...

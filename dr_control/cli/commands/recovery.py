@@ -1,0 +1,395 @@
+"""`drctl recovery-plan ...` and `drctl recovery ...`: recovery plans (boot groups of
+workloads with their EC2 settings) and their executions (test drills and failovers).
+
+A recovery plan's boot groups are given on the command line, one `--group` each:
+
+    --group 'NAME:WORKLOAD=TYPE,subnet=SUBNET[,sg=SG]...[,ip=IP][,tag.KEY=VALUE]...[;WORKLOAD=...]'
+
+WORKLOAD is SITE/WORKLOAD (or WORKLOAD alone: the protection plan's source site) and TYPE
+the EC2 instance type; workloads of one group are separated by ";". Groups start in the
+order given. Or from a JSON file in the API's form (the output of `recovery-plan get -o
+json`), with `--from-file FILE` ("-" for stdin):
+
+    {"protection_plan": "plans/p1", "boot_groups": [{"name": "databases", "workloads": [
+      {"workload": "sites/ec2/workloads/i-0abc", "instance_type": "t3.medium",
+       "network_mapping": {"subnet_id": "subnet-1", "security_group_ids": ["sg-1"],
+                           "private_ip": "10.0.1.10"}, "tags": {"team": "db"}}]}]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from google.protobuf import empty_pb2, json_format
+
+from dr_common.proto.dr.v1 import protection_pb2, recovery_pb2, recovery_pb2_grpc
+
+from .. import argtypes, names
+from ..context import Context
+from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, CliError, UsageError, task_error_text
+from ..table import format_fields, format_table
+from ..units import format_duration, format_time, is_set, span_seconds
+
+RECOVERY_PLAN = names.Pattern("recovery plan", ("recoveryPlans",), "RECOVERY_PLAN")
+EXECUTION = names.Pattern("execution", ("recoveryPlans", "executions"),
+                          "RECOVERY_PLAN/EXECUTION")
+
+# As for cycles and operations (cli/wait.py): quick enough to show each step as it
+# happens, slow enough not to load dr-control.
+POLL_INTERVAL = 1.0
+TERMINAL_STATES = frozenset({"completed", "partially-completed", "failed", "cleaned-up"})
+
+GROUP_SYNTAX = ("NAME:WORKLOAD=TYPE,subnet=SUBNET[,sg=SG]...[,ip=IP][,tag.KEY=VALUE]..."
+                "[;WORKLOAD=...]")
+
+
+def _stub(ctx: Context) -> recovery_pb2_grpc.RecoveryServiceStub:
+    return ctx.client.recovery
+
+
+def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    rp = sub.add_parser("recovery-plan",
+                        help="recovery plans: boot groups of workloads with their EC2 settings")
+    rp_sub = rp.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    p = rp_sub.add_parser(
+        "create", parents=parents, help="create a recovery plan",
+        description="Create a recovery plan for a protection plan with an ebs target. Boot "
+        f"groups: --group '{GROUP_SYNTAX}' (repeat; started in order), or --from-file "
+        "with a JSON RecoveryPlan (as `recovery-plan get -o json` prints).",
+    )
+    p.add_argument("id", metavar="ID", type=argtypes.resource_id(RECOVERY_PLAN))
+    p.add_argument("--plan", metavar="PLAN", type=argtypes.name(names.PLAN),
+                   help="the protection plan whose recovery points are recovered")
+    p.add_argument("--group", action="append", default=[], metavar="GROUP",
+                   help=f"a boot group: {GROUP_SYNTAX}; repeatable, started in order")
+    p.add_argument("--from-file", metavar="FILE",
+                   help='the plan as JSON (API field names); "-" reads stdin')
+    p.set_defaults(handler=recovery_plan_create)
+
+    p = rp_sub.add_parser("list", parents=parents, help="list recovery plans")
+    p.set_defaults(handler=recovery_plan_list)
+    for action, handler, text in (("get", recovery_plan_get, "show a recovery plan"),
+                                  ("delete", recovery_plan_delete, "delete a recovery plan")):
+        p = rp_sub.add_parser(action, parents=parents, help=text)
+        p.add_argument("recovery_plan", metavar="ID", type=argtypes.name(RECOVERY_PLAN))
+        p.set_defaults(handler=handler)
+
+    rec = sub.add_parser("recovery", help="run recovery plans (test drills, failovers) and "
+                                          "follow their executions")
+    rec_sub = rec.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    p = rec_sub.add_parser("run", parents=parents, help="start an execution of a recovery plan")
+    p.add_argument("recovery_plan", metavar="RECOVERY_PLAN", type=argtypes.name(RECOVERY_PLAN))
+    p.add_argument("--point", metavar="POINT", default="",
+                   help="the recovery point, POINT or PLAN/POINT (default: the newest)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--test", dest="mode", action="store_const", const="test",
+                      help="a drill: instances tagged as a test, to be cleaned up (default)")
+    mode.add_argument("--failover", dest="mode", action="store_const", const="failover",
+                      help="a real failover")
+    p.add_argument("--wait", action="store_true",
+                   help="show each step until the execution ends; exit 1 unless it completed")
+    p.set_defaults(handler=recovery_run, mode="test")
+
+    p = rec_sub.add_parser("list", parents=parents, help="list a recovery plan's executions")
+    p.add_argument("recovery_plan", metavar="RECOVERY_PLAN", type=argtypes.name(RECOVERY_PLAN))
+    p.set_defaults(handler=recovery_list)
+
+    p = rec_sub.add_parser("get", parents=parents, help="show an execution, its steps and "
+                                                        "instances")
+    p.add_argument("execution", metavar="EXECUTION", type=argtypes.name(EXECUTION),
+                   help="RECOVERY_PLAN/EXECUTION")
+    p.add_argument("--wait", action="store_true", help="wait until the execution ends")
+    p.set_defaults(handler=recovery_get)
+
+    p = rec_sub.add_parser("cleanup", parents=parents,
+                           help="delete what an execution created (instances, volumes, network "
+                                "interfaces, images); the recovery point is kept")
+    p.add_argument("execution", metavar="EXECUTION", type=argtypes.name(EXECUTION),
+                   help="RECOVERY_PLAN/EXECUTION")
+    p.add_argument("--wait", action="store_true", help="wait until the cleanup is done")
+    p.set_defaults(handler=recovery_cleanup)
+
+
+# --- recovery plans ---------------------------------------------------------------------
+
+def parse_group(text: str) -> recovery_pb2.BootGroup:
+    """One --group value (GROUP_SYNTAX) as a BootGroup; UsageError says what is wrong.
+    Workload names are as typed (recovery_plan_create expands them)."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name.strip() or not rest.strip():
+        raise UsageError(f"argument --group: {text!r} is not {GROUP_SYNTAX}")
+    group = recovery_pb2.BootGroup(name=name.strip())
+    for spec in filter(None, (s.strip() for s in rest.split(";"))):
+        items = [i.strip() for i in spec.split(",")]
+        workload, eq, instance_type = items[0].partition("=")
+        if not eq or not workload.strip() or not instance_type.strip():
+            raise UsageError(f"argument --group: {items[0]!r} should be WORKLOAD=INSTANCE_TYPE "
+                             f"(e.g. web1=t3.medium)")
+        w = group.workloads.add(workload=workload.strip(), instance_type=instance_type.strip())
+        for item in items[1:]:
+            key, eq, value = item.partition("=")
+            key, value = key.strip(), value.strip()
+            if not eq or not value:
+                raise UsageError(f"argument --group: {item!r} should be KEY=VALUE")
+            if key == "subnet":
+                w.network_mapping.subnet_id = value
+            elif key == "sg":
+                w.network_mapping.security_group_ids.append(value)
+            elif key == "ip":
+                w.network_mapping.private_ip = value
+            elif key.startswith("tag.") and len(key) > 4:
+                w.tags[key[4:]] = value
+            else:
+                raise UsageError(f"argument --group: unknown setting {key!r} (use subnet=, sg=, "
+                                 f"ip= or tag.KEY=)")
+    if not group.workloads:
+        raise UsageError(f"argument --group: group {group.name!r} has no workloads")
+    return group
+
+
+def _read_file(path: str) -> recovery_pb2.RecoveryPlan:
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    except OSError as e:
+        raise UsageError(f"argument --from-file: cannot read {path}: {e.strerror}") from None
+    try:
+        return json_format.Parse(text, recovery_pb2.RecoveryPlan())
+    except (json_format.ParseError, json.JSONDecodeError) as e:
+        raise UsageError(f"argument --from-file: {path} is not a JSON recovery plan: {e}") \
+            from None
+
+
+def recovery_plan_create(ctx: Context, args: argparse.Namespace) -> int:
+    plan = _read_file(args.from_file) if args.from_file else recovery_pb2.RecoveryPlan()
+    if args.plan:
+        plan.protection_plan = args.plan
+    if not plan.protection_plan:
+        raise UsageError("which protection plan? give --plan PLAN")
+    if args.group and plan.boot_groups:
+        raise UsageError("give boot groups with --group or in --from-file, not both")
+    if not args.group and not plan.boot_groups:
+        raise UsageError(f"no boot groups: give --group '{GROUP_SYNTAX}' or --from-file")
+    for text in args.group:
+        plan.boot_groups.append(parse_group(text))
+    source = ""
+    if any("/" not in w.workload for g in plan.boot_groups for w in g.workloads):
+        # Workloads given without their site are at the protection plan's source site.
+        protection = ctx.client.call(ctx.client.protection.GetPlan,
+                                     protection_pb2.GetPlanRequest(name=plan.protection_plan))
+        source = names.short_name(protection.source_site)
+    for g in plan.boot_groups:
+        for w in g.workloads:
+            try:
+                w.workload = names.expand(names.WORKLOAD, w.workload,
+                                          parents=(source,) if source else ())
+            except names.InvalidName as e:
+                raise UsageError(f"{'argument --group' if args.group else 'argument --from-file'}"
+                                 f": {e}") from None
+    created = ctx.client.call(_stub(ctx).CreateRecoveryPlan, recovery_pb2.CreateRecoveryPlanRequest(
+        recovery_plan_id=args.id, recovery_plan=plan))
+    ctx.out.resource(created, render_recovery_plan)
+    return EXIT_OK
+
+
+def recovery_plan_list(ctx: Context, args: argparse.Namespace) -> int:
+    plans = ctx.client.list_all(_stub(ctx).ListRecoveryPlans,
+                                recovery_pb2.ListRecoveryPlansRequest(), "recovery_plans")
+    ctx.out.resources(plans, render_recovery_plans)
+    return EXIT_OK
+
+
+def recovery_plan_get(ctx: Context, args: argparse.Namespace) -> int:
+    plan = ctx.client.call(_stub(ctx).GetRecoveryPlan,
+                           recovery_pb2.GetRecoveryPlanRequest(name=args.recovery_plan))
+    ctx.out.resource(plan, render_recovery_plan)
+    return EXIT_OK
+
+
+def recovery_plan_delete(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.client.call(_stub(ctx).DeleteRecoveryPlan,
+                    recovery_pb2.DeleteRecoveryPlanRequest(name=args.recovery_plan))
+    ctx.out.resource(empty_pb2.Empty(), lambda _: f"deleted {args.recovery_plan}")
+    return EXIT_OK
+
+
+# --- executions -------------------------------------------------------------------------
+
+def recovery_run(ctx: Context, args: argparse.Namespace) -> int:
+    point = ""
+    if args.point:
+        parents: tuple[str, ...] = ()
+        if "/" not in args.point:
+            rp = ctx.client.call(_stub(ctx).GetRecoveryPlan,
+                                 recovery_pb2.GetRecoveryPlanRequest(name=args.recovery_plan))
+            parents = (names.short_name(rp.protection_plan),)
+        try:
+            point = names.expand(names.RECOVERY_POINT, args.point, parents=parents)
+        except names.InvalidName as e:
+            raise UsageError(f"argument --point: {e}") from None
+    execution = ctx.client.call(_stub(ctx).StartRecovery, recovery_pb2.StartRecoveryRequest(
+        name=args.recovery_plan, recovery_point=point, mode=args.mode))
+    if not args.wait:
+        ctx.out.resource(execution, render_execution)
+        ctx.out.note(f"follow it with `drctl recovery get {names.short_name(execution.name)} "
+                     f"--wait`")
+        return EXIT_OK
+    return _finish(ctx, wait_execution(ctx, execution))
+
+
+def recovery_list(ctx: Context, args: argparse.Namespace) -> int:
+    executions = ctx.client.list_all(
+        _stub(ctx).ListExecutions, recovery_pb2.ListExecutionsRequest(parent=args.recovery_plan),
+        "executions")
+    ctx.out.resources(executions, render_executions)
+    return EXIT_OK
+
+
+def recovery_get(ctx: Context, args: argparse.Namespace) -> int:
+    execution = _get(ctx, args.execution)
+    if not args.wait:
+        ctx.out.resource(execution, render_execution)
+        return EXIT_OK
+    return _finish(ctx, wait_execution(ctx, execution))
+
+
+def recovery_cleanup(ctx: Context, args: argparse.Namespace) -> int:
+    execution = ctx.client.call(_stub(ctx).CleanupExecution,
+                                recovery_pb2.CleanupExecutionRequest(name=args.execution))
+    if not args.wait:
+        ctx.out.resource(execution, render_execution)
+        return EXIT_OK
+    return _finish(ctx, wait_execution(ctx, execution))
+
+
+def _get(ctx: Context, name: str) -> recovery_pb2.Execution:
+    return ctx.client.call(_stub(ctx).GetExecution, recovery_pb2.GetExecutionRequest(name=name))
+
+
+def wait_execution(ctx: Context, execution: recovery_pb2.Execution) -> recovery_pb2.Execution:
+    """Polls until the execution is done, printing each new step on stderr."""
+    shown = 0
+    try:
+        while True:
+            for event in execution.events[shown:]:
+                ctx.out.note(event_line(event))
+            shown = len(execution.events)
+            if execution.done:
+                return execution
+            time.sleep(POLL_INTERVAL)
+            execution = _get(ctx, execution.name)
+    except KeyboardInterrupt:
+        raise CliError(
+            f"interrupted; {execution.name} keeps running on dr-control: "
+            f"`drctl recovery get {names.short_name(execution.name)} --wait` to follow it",
+            exit_code=EXIT_INTERRUPTED) from None
+
+
+def _finish(ctx: Context, execution: recovery_pb2.Execution) -> int:
+    ctx.out.resource(execution, render_execution)
+    error = task_error_text(execution.error)
+    if execution.state == "failed":
+        ctx.out.note(f"error: {execution.name} failed{': ' + error if error else ''}")
+        return EXIT_FAILURE
+    if execution.state == "partially-completed":
+        ctx.out.note(f"error: {execution.name} partially completed"
+                     f"{': ' + error if error else ''}")
+        return EXIT_FAILURE
+    last = execution.events[-1].step if execution.events else ""
+    if last == "cleanup-failed":
+        ctx.out.note(f"error: {execution.name}: {error}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# --- rendering --------------------------------------------------------------------------
+
+def event_line(event: recovery_pb2.ExecutionEvent) -> str:
+    where = " ".join(x for x in (event.group, names.short_name(event.workload)
+                                 if event.workload else "") if x)
+    parts = [format_time(event.time), event.step]
+    if where:
+        parts.append(where)
+    if event.detail:
+        parts.append(event.detail)
+    return "  ".join(parts)
+
+
+def _network(w: recovery_pb2.RecoveryWorkload) -> str:
+    n = w.network_mapping
+    text = n.subnet_id
+    if n.security_group_ids:
+        text += f" sg={','.join(n.security_group_ids)}"
+    if n.private_ip:
+        text += f" ip={n.private_ip}"
+    return text
+
+
+def render_recovery_plan(plan: recovery_pb2.RecoveryPlan) -> str:
+    fields = format_fields([
+        ("recovery plan", plan.name),
+        ("protection plan", plan.protection_plan),
+        ("boot groups", len(plan.boot_groups)),
+        ("created", format_time(plan.create_time)),
+    ])
+    table = format_table(
+        ["ORDER", "GROUP", "WORKLOAD", "INSTANCE TYPE", "NETWORK", "TAGS"],
+        [[i, g.name, names.short_name(w.workload), w.instance_type, _network(w),
+          ",".join(f"{k}={v}" for k, v in sorted(w.tags.items())) or "-"]
+         for i, g in enumerate(plan.boot_groups, start=1) for w in g.workloads],
+        right=["ORDER"])
+    return f"{fields}\n\n{table}"
+
+
+def render_recovery_plans(plans: list[recovery_pb2.RecoveryPlan]) -> str:
+    return format_table(
+        ["RECOVERY PLAN", "PROTECTION PLAN", "GROUPS", "WORKLOADS", "CREATED"],
+        [[names.short_name(p.name), names.short_name(p.protection_plan), len(p.boot_groups),
+          sum(len(g.workloads) for g in p.boot_groups), format_time(p.create_time)]
+         for p in plans],
+        right=["GROUPS", "WORKLOADS"])
+
+
+def _duration(e: recovery_pb2.Execution) -> str:
+    if not is_set(e.create_time):
+        return "-"
+    return format_duration(span_seconds(e.create_time, e.end_time))
+
+
+def render_execution(e: recovery_pb2.Execution) -> str:
+    fields = [
+        ("execution", e.name),
+        ("state", e.state + ("" if e.done else " (in progress)")),
+        ("mode", e.mode),
+        ("recovery point", e.recovery_point),
+        ("started", format_time(e.create_time)),
+        ("ended", format_time(e.end_time)),
+        ("duration", _duration(e)),
+    ]
+    if task_error_text(e.error):
+        fields.append(("error", task_error_text(e.error)))
+    blocks = [format_fields(fields)]
+    if e.instances:
+        blocks.append(format_table(
+            ["WORKLOAD", "INSTANCE", "STATE", "PRIVATE IP", "IMAGE", "VOLUMES"],
+            [[names.short_name(i.workload), i.instance_id, i.state, i.private_ip or "-",
+              i.image_id or "-", ",".join(i.volume_ids) or "-"] for i in e.instances]))
+    if e.events:
+        blocks.append(format_table(
+            ["TIME", "STEP", "GROUP", "WORKLOAD", "DETAIL"],
+            [[format_time(v.time), v.step, v.group or "-",
+              names.short_name(v.workload) if v.workload else "-", v.detail or "-"]
+             for v in e.events]))
+    return "\n\n".join(blocks)
+
+
+def render_executions(executions: list[recovery_pb2.Execution]) -> str:
+    return format_table(
+        ["EXECUTION", "STATE", "MODE", "POINT", "INSTANCES", "STARTED", "DURATION"],
+        [[names.short_name(e.name), e.state, e.mode, names.short_name(e.recovery_point),
+          len(e.instances), format_time(e.create_time), _duration(e)] for e in executions],
+        right=["INSTANCES", "DURATION"])

@@ -1,0 +1,570 @@
+"""Recovery plans and their executions: EC2 recovery from `ebs` recovery points.
+
+A recovery plan is checked when it is created against what the control plane knows (its
+protection plan stores points as EBS snapshots, each workload is protected by it, no
+workload twice); what only the target cloud knows (subnets, security groups, snapshots)
+is checked when an execution starts, before anything is created, so a wrong plan makes
+StartRecovery fail with the field to fix and leaves no execution behind.
+
+An execution runs `dr_control.recovery.aws.recover` as an asyncio task of this process.
+Every step it reports is written to the execution's row as it happens, so an operator
+can watch it and a restarted control plane can resume it: the library is idempotent
+(client tokens, and lookups of what is tagged with the execution), so running it again
+reuses what the interrupted attempt created. The execution's full name tags everything
+created in the cloud, which is why execution ids carry the time and never repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, func, select
+
+from dr_common import names
+from dr_common.aws import AwsSettings, client
+from dr_common.errors import (AlreadyExists, DRError, FailedPrecondition, InvalidArgument,
+                              NotFound)
+from dr_control.db.models import Disk, Execution, Plan, RecoveryPlan, RecoveryPoint, Site, utcnow
+from dr_control.recovery import aws
+from dr_control.services.context import ServiceContext
+from dr_control.services.inventory import aws_settings
+
+log = structlog.get_logger()
+
+# Resource names of this service (AIP-122); the format lives with the others' in spirit,
+# built with the same helper so parse errors read the same.
+parse_recovery_plan, recovery_plan_name = names._parser("recoveryPlans/{recovery_plan}")
+parse_execution, execution_name = names._parser(
+    "recoveryPlans/{recovery_plan}/executions/{execution}")
+
+MODES = ("test", "failover")
+ACTIVE_STATES = frozenset({"started", "running"})
+ENDED_STATES = frozenset({"completed", "partially-completed", "failed", "cleaned-up"})
+
+# The root disk becomes the image's root device; data disks follow from /dev/xvdf, the
+# first name EC2's documentation recommends for EBS data volumes of HVM instances.
+ROOT_DEVICE = "/dev/xvda"
+DATA_DEVICES = tuple(f"/dev/xvd{c}" for c in "fghijklmnopqrstuvwxyz")
+# Device names a source instance's root volume has (aws inventory lists the root first,
+# and records "DEVICE (VOLUME)" as the disk's display name; the database keeps no order).
+SOURCE_ROOT_DEVICES = ("/dev/xvda", "/dev/sda1", "/dev/sda", "/dev/nvme0n1")
+
+# Longest a boot group may take to be running (the library's default: a slow Windows
+# boot still fits, a wrong AMI does not hang an execution for ever).
+RUNNING_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class ExecutionKey:
+    recovery_plan_id: str
+    id: str
+
+    @property
+    def name(self) -> str:
+        return execution_name(self.recovery_plan_id, self.id)
+
+
+def _key(e: Execution) -> ExecutionKey:
+    return ExecutionKey(e.recovery_plan_id, e.id)
+
+
+def _execution_id(seq: int, now: datetime) -> str:
+    return f"{now:%Y%m%dt%H%M%Sz}-{seq}"
+
+
+def _event(group: str, workload: str, step: str, detail: str = "") -> dict[str, str]:
+    return {"time": utcnow().isoformat(), "group": group, "workload": workload, "step": step,
+            "detail": detail}
+
+
+# --- validation of a recovery plan ------------------------------------------------------
+
+def _check_workload(where: str, w: dict[str, Any]) -> dict[str, Any]:
+    """One workload's target settings, normalized; raises InvalidArgument naming the field."""
+    instance_type = str(w.get("instance_type", "")).strip()
+    if not instance_type:
+        raise InvalidArgument(f"{where}: an instance type is needed (e.g. t3.medium)",
+                              field=f"{where}.instance_type")
+    subnet = str(w.get("subnet_id", "")).strip()
+    if not subnet:
+        raise InvalidArgument(f"{where}: a subnet is needed",
+                              field=f"{where}.network_mapping.subnet_id")
+    groups = [str(g).strip() for g in w.get("security_group_ids", ())]
+    if not all(groups):
+        raise InvalidArgument(f"{where}: a security group id is empty",
+                              field=f"{where}.network_mapping.security_group_ids")
+    ip = str(w.get("private_ip", "")).strip()
+    if ip:
+        try:
+            ipaddress.IPv4Address(ip)
+        except ValueError:
+            raise InvalidArgument(f"{where}: {ip!r} is not an IPv4 address",
+                                  field=f"{where}.network_mapping.private_ip") from None
+    tags = {str(k): str(v) for k, v in (w.get("tags") or {}).items()}
+    ours = sorted(k for k in tags if k.startswith("hybrid-dr:"))
+    if ours:
+        raise InvalidArgument(f"{where}: tags starting with hybrid-dr: are set by recovery "
+                              f"itself ({', '.join(ours)})", field=f"{where}.tags")
+    return {"workload": w["workload"], "instance_type": instance_type, "subnet_id": subnet,
+            "security_group_ids": groups, "private_ip": ip, "tags": tags}
+
+
+def check_boot_groups(plan: Plan, boot_groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A recovery plan's boot groups, checked against its protection plan and normalized.
+
+    Each group is {"name", "workloads": [{"workload", "instance_type", "subnet_id",
+    "security_group_ids", "private_ip", "tags"}]}."""
+    if not boot_groups:
+        raise InvalidArgument("a recovery plan needs at least one boot group",
+                              field="recovery_plan.boot_groups")
+    protected = set(plan.workloads) | {d.rsplit("/disks/", 1)[0] for d in plan.disks}
+    seen: dict[str, str] = {}
+    group_names: set[str] = set()
+    addresses: dict[tuple[str, str], str] = {}
+    out = []
+    for i, group in enumerate(boot_groups):
+        where = f"recovery_plan.boot_groups[{i}]"
+        name = str(group.get("name", "")).strip()
+        if not name:
+            raise InvalidArgument(f"boot group {i + 1} needs a name", field=f"{where}.name")
+        if name in group_names:
+            raise InvalidArgument(f"two boot groups are named {name!r}", field=f"{where}.name")
+        group_names.add(name)
+        workloads = group.get("workloads") or []
+        if not workloads:
+            raise InvalidArgument(f"boot group {name!r} has no workloads",
+                                  field=f"{where}.workloads")
+        checked = []
+        for j, w in enumerate(workloads):
+            at = f"{where}.workloads[{j}]"
+            workload = str(w.get("workload", ""))
+            names.parse_workload(workload, field=f"{at}.workload")
+            if workload not in protected:
+                raise InvalidArgument(
+                    f"workload {workload} is not protected by {names.plan_name(plan.id)}: "
+                    f"it has no recovery points to recover from", field=f"{at}.workload")
+            if workload in seen:
+                raise InvalidArgument(f"workload {workload} is in the plan twice (also in "
+                                      f"{seen[workload]})", field=f"{at}.workload")
+            seen[workload] = at
+            entry = _check_workload(at, w)
+            if entry["private_ip"]:
+                other = addresses.get((entry["subnet_id"], entry["private_ip"]))
+                if other:
+                    raise InvalidArgument(f"{entry['private_ip']} is planned for {other} too",
+                                          field=f"{at}.network_mapping.private_ip")
+                addresses[(entry["subnet_id"], entry["private_ip"])] = workload
+            checked.append(entry)
+        out.append({"name": name, "workloads": checked})
+    return out
+
+
+# --- from a recovery point to the library's boot groups --------------------------------
+
+def _device_of(disk: Disk | None) -> str:
+    """The source device of an aws disk, from its display name "DEVICE (VOLUME)"."""
+    text = (disk.display_name if disk is not None else "") or ""
+    return text.split(" ", 1)[0] if text.startswith("/dev/") else ""
+
+
+def _disks_for(workload: str, point: RecoveryPoint,
+               inventory: dict[str, Disk]) -> tuple[aws.RecoveredDisk, ...]:
+    """The workload's disks in the point, root first, with the devices they get."""
+    prefix = workload + "/disks/"
+    entries = [d for d in point.disks if d["disk"].startswith(prefix)]
+    point_name = names.point_name(point.plan_id, point.id)
+    if not entries:
+        raise FailedPrecondition(f"{point_name} holds no disk of workload {workload}")
+    missing = [d["disk"] for d in entries if not d.get("snapshot_id")]
+    if missing:
+        raise FailedPrecondition(f"{point_name} has no EBS snapshot for {', '.join(missing)}: "
+                                 f"only points of an ebs target can be launched on EC2")
+
+    def order(entry: dict) -> tuple:
+        device = _device_of(inventory.get(entry["disk"]))
+        return (device not in SOURCE_ROOT_DEVICES, device == "", device, entry["disk"])
+
+    entries.sort(key=order)
+    if len(entries) > 1 + len(DATA_DEVICES):
+        raise FailedPrecondition(f"workload {workload} has {len(entries)} disks; at most "
+                                 f"{1 + len(DATA_DEVICES)} can be attached")
+    devices = (ROOT_DEVICE, *DATA_DEVICES)
+    return tuple(aws.RecoveredDisk(device, d["snapshot_id"], int(d["size_bytes"]))
+                 for device, d in zip(devices, entries))
+
+
+def _boot_groups(rp: RecoveryPlan, point: RecoveryPoint,
+                 inventory: dict[str, Disk]) -> list[aws.BootGroup]:
+    return [aws.BootGroup(g["name"], tuple(
+        aws.InstanceSpec(workload=w["workload"], disks=_disks_for(w["workload"], point, inventory),
+                         instance_type=w["instance_type"], subnet_id=w["subnet_id"],
+                         security_group_ids=tuple(w["security_group_ids"]),
+                         private_ip=w["private_ip"], tags=dict(w["tags"]))
+        for w in g["workloads"])) for g in rp.boot_groups]
+
+
+async def check_targets(settings: AwsSettings, execution: str,
+                        groups: list[aws.BootGroup]) -> None:
+    """What `recover()` checks before it creates anything, done before an execution is
+    recorded, so a wrong plan is an error of the StartRecovery call itself."""
+    # The library keeps these checks private to recover(); calling them here is what
+    # lets StartRecovery answer INVALID_ARGUMENT with the field instead of a failed run.
+    aws._check_plan(execution, groups)
+    async with client(settings, "ec2") as ec2:
+        await aws._check_targets(aws._Ec2(ec2, aws.ApiLimiter()), groups)
+
+
+# --- the service ------------------------------------------------------------------------
+
+class RecoveryService:
+    def __init__(self, ctx: ServiceContext, *, running_timeout: float = RUNNING_TIMEOUT):
+        self.ctx = ctx
+        self.running_timeout = running_timeout
+        # Running executions and cleanups of this process, by execution.
+        self._tasks: dict[ExecutionKey, asyncio.Task] = {}
+        # One limiter per target site: EC2 rate limits are per account and region.
+        self._limiters: dict[str, aws.ApiLimiter] = {}
+
+    # --- recovery plans ---
+
+    async def create_recovery_plan(self, recovery_plan_id: str, *, protection_plan: str,
+                                   boot_groups: list[dict[str, Any]]) -> RecoveryPlan:
+        names.check_id(recovery_plan_id, field="recovery_plan_id", what="recovery plan")
+        plan_id = names.parse_plan(protection_plan, field="recovery_plan.protection_plan")
+        async with self.ctx.db() as s, s.begin():
+            if await s.get(RecoveryPlan, recovery_plan_id) is not None:
+                raise AlreadyExists(
+                    f"recovery plan {recovery_plan_name(recovery_plan_id)} already exists")
+            plan = await s.get(Plan, plan_id)
+            if plan is None:
+                raise InvalidArgument(f"protection plan {protection_plan} does not exist",
+                                      field="recovery_plan.protection_plan")
+            if plan.target_kind != "ebs":
+                raise InvalidArgument(
+                    f"{protection_plan} stores its recovery points as {plan.target_kind}; "
+                    f"EC2 recovery launches EBS snapshots: use a plan with an ebs target",
+                    field="recovery_plan.protection_plan")
+            groups = check_boot_groups(plan, boot_groups)
+            rp = RecoveryPlan(id=recovery_plan_id, plan_id=plan_id, boot_groups=groups,
+                              create_time=utcnow())
+            s.add(rp)
+        return rp
+
+    async def get_recovery_plan(self, name: str) -> RecoveryPlan:
+        rp_id = parse_recovery_plan(name)
+        async with self.ctx.db() as s:
+            rp = await s.get(RecoveryPlan, rp_id)
+        if rp is None:
+            raise NotFound(f"recovery plan {name} not found")
+        return rp
+
+    async def list_recovery_plans(self) -> list[RecoveryPlan]:
+        async with self.ctx.db() as s:
+            return list((await s.scalars(select(RecoveryPlan).order_by(RecoveryPlan.id))).all())
+
+    async def delete_recovery_plan(self, name: str) -> None:
+        rp = await self.get_recovery_plan(name)
+        async with self.ctx.db() as s, s.begin():
+            for e in (await s.scalars(select(Execution).where(
+                    Execution.recovery_plan_id == rp.id))).all():
+                if e.state in ACTIVE_STATES or e.cleanup_requested:
+                    raise FailedPrecondition(f"{_key(e).name} is running; wait for it to end")
+                if e.mode == "test" and e.state != "cleaned-up":
+                    raise FailedPrecondition(
+                        f"test execution {_key(e).name} has not been cleaned up; its "
+                        f"instances would be forgotten: run `drctl recovery cleanup "
+                        f"{rp.id}/{e.id}` first")
+            await s.execute(delete(Execution).where(Execution.recovery_plan_id == rp.id))
+            await s.execute(delete(RecoveryPlan).where(RecoveryPlan.id == rp.id))
+
+    # --- executions ---
+
+    async def start_recovery(self, name: str, *, recovery_point: str = "",
+                             mode: str = "test") -> Execution:
+        """Checks everything that can be checked, records the execution and starts it."""
+        mode = mode or "test"
+        if mode not in MODES:
+            raise InvalidArgument(f"mode must be {' or '.join(MODES)}, got {mode!r}",
+                                  field="mode")
+        rp = await self.get_recovery_plan(name)
+        async with self.ctx.db() as s:
+            plan = await s.get(Plan, rp.plan_id)
+            point = await self._point(s, plan, recovery_point)
+            site = await s.get(Site, plan.target_site)
+            inventory = {d.name: d for d in (await s.scalars(select(Disk).where(
+                Disk.name.in_([d["disk"] for d in point.disks])))).all()}
+        settings = aws_settings(self.ctx, site)
+        groups = _boot_groups(rp, point, inventory)
+        await check_targets(settings, "check", groups)
+        async with self.ctx.db() as s, s.begin():
+            running = await s.scalar(select(Execution).where(
+                Execution.recovery_plan_id == rp.id, Execution.state.in_(ACTIVE_STATES)))
+            if running is not None:
+                raise FailedPrecondition(f"{_key(running).name} is still running; wait for it "
+                                         f"to end before starting another")
+            seq = 1 + (await s.scalar(select(func.coalesce(func.max(Execution.seq), 0)).where(
+                Execution.recovery_plan_id == rp.id)))
+            now = utcnow()
+            execution = Execution(
+                recovery_plan_id=rp.id, id=_execution_id(seq, now), seq=seq,
+                recovery_point=names.point_name(point.plan_id, point.id), mode=mode,
+                state="started", events=[], instances=[], create_time=now)
+            s.add(execution)
+        log.info("recovery started", execution=_key(execution).name, mode=mode,
+                 point=execution.recovery_point)
+        self._spawn(_key(execution), self._run(_key(execution), settings, groups, mode, site.id))
+        return execution
+
+    async def _point(self, s, plan: Plan, recovery_point: str) -> RecoveryPoint:
+        if recovery_point:
+            plan_id, point_id = names.parse_point(recovery_point, field="recovery_point")
+            if plan_id != plan.id:
+                raise InvalidArgument(f"{recovery_point} is not a recovery point of "
+                                      f"{names.plan_name(plan.id)}", field="recovery_point")
+            point = await s.get(RecoveryPoint, (plan_id, point_id))
+            if point is None:
+                raise NotFound(f"recovery point {recovery_point} not found")
+            return point
+        point = await s.scalar(select(RecoveryPoint).where(RecoveryPoint.plan_id == plan.id)
+                               .order_by(RecoveryPoint.create_time.desc()).limit(1))
+        if point is None:
+            raise FailedPrecondition(f"{names.plan_name(plan.id)} has no recovery point yet: "
+                                     f"run a cycle first (`drctl plan run {plan.id} --wait`)")
+        return point
+
+    async def get_execution(self, name: str) -> Execution:
+        rp_id, execution_id = parse_execution(name)
+        async with self.ctx.db() as s:
+            execution = await s.get(Execution, (rp_id, execution_id))
+        if execution is None:
+            raise NotFound(f"execution {name} not found")
+        return execution
+
+    async def list_executions(self, parent: str) -> list[Execution]:
+        rp = await self.get_recovery_plan(parent)
+        async with self.ctx.db() as s:
+            return list((await s.scalars(select(Execution).where(
+                Execution.recovery_plan_id == rp.id).order_by(Execution.seq))).all())
+
+    async def cleanup_execution(self, name: str) -> Execution:
+        """Starts deleting what the execution created; idempotent."""
+        execution = await self.get_execution(name)
+        key = _key(execution)
+        if execution.state in ACTIVE_STATES:
+            raise FailedPrecondition(f"{name} is {execution.state}; wait for it to end, then "
+                                     f"clean up")
+        if execution.state == "cleaned-up" or execution.cleanup_requested:
+            return execution
+        rp = await self.get_recovery_plan(recovery_plan_name(key.recovery_plan_id))
+        async with self.ctx.db() as s, s.begin():
+            plan = await s.get(Plan, rp.plan_id)
+            site = await s.get(Site, plan.target_site)
+            row = await s.get(Execution, (key.recovery_plan_id, key.id))
+            row.cleanup_requested = True
+            row.events = [*row.events, _event("", "", "cleanup-started")]
+        self._spawn(key, self._cleanup(key, aws_settings(self.ctx, site), site.id))
+        return await self.get_execution(name)
+
+    # --- background work ---
+
+    def _spawn(self, key: ExecutionKey, work: Awaitable[None]) -> None:
+        task = asyncio.create_task(work, name=f"recovery {key.name}")
+        self._tasks[key] = task
+        task.add_done_callback(lambda t: self._tasks.pop(key, None) if self._tasks.get(key) is t
+                               else None)
+
+    def _limiter(self, site_id: str) -> aws.ApiLimiter:
+        return self._limiters.setdefault(site_id, aws.ApiLimiter())
+
+    async def _update(self, key: ExecutionKey, change: Callable[[Execution], None]) -> None:
+        async with self.ctx.db() as s, s.begin():
+            row = await s.get(Execution, (key.recovery_plan_id, key.id))
+            if row is not None:
+                change(row)
+
+    async def _record_events(self, key: ExecutionKey,
+                             work: Callable[[Callable[[aws.RecoveryEvent], None]], Awaitable[Any]],
+                             on_event: Callable[[dict[str, str]], None] = lambda e: None) -> Any:
+        """Runs `work(emit)`, writing each event it emits to the execution as it comes."""
+        async with self.ctx.db() as s:
+            events = list((await s.get(Execution, (key.recovery_plan_id, key.id))).events)
+        written = len(events)
+        dirty = asyncio.Event()
+
+        def emit(ev: aws.RecoveryEvent) -> None:
+            entry = _event(ev.group, ev.workload, ev.step, ev.detail)
+            events.append(entry)
+            on_event(entry)
+            dirty.set()
+
+        async def writer() -> None:
+            nonlocal written
+            while True:
+                await dirty.wait()
+                dirty.clear()
+                snapshot = list(events)
+                await self._update(key, lambda row: setattr(row, "events", snapshot))
+                written = len(snapshot)
+
+        writing = asyncio.create_task(writer(), name=f"events {key.name}")
+        try:
+            return await work(emit)
+        finally:
+            writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writing
+            if written < len(events):
+                snapshot = list(events)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._update(
+                        key, lambda row: setattr(row, "events", snapshot)))
+
+    async def _run(self, key: ExecutionKey, settings: AwsSettings,
+                   groups: list[aws.BootGroup], mode: str, site_id: str) -> None:
+        instances: dict[str, dict[str, Any]] = {}
+        images: dict[str, str] = {}
+
+        def track(e: dict[str, str]) -> None:
+            # Instances as they appear, so a watcher (and a failed run) shows them.
+            if e["step"] == "image-registered":
+                images[e["workload"]] = e["detail"]
+            elif e["step"] == "instance-launched":
+                instances[e["workload"]] = {
+                    "workload": e["workload"], "instance_id": e["detail"], "private_ip": "",
+                    "state": "pending", "volume_ids": [], "image_id": images.get(e["workload"],
+                                                                                 "")}
+            elif e["step"] == "instance-running" and e["workload"] in instances:
+                instances[e["workload"]]["state"] = "running"
+
+        def set_running(row: Execution) -> None:
+            row.state = "running"
+
+        await self._update(key, set_running)
+
+        async def work(emit):
+            return await aws.recover(settings, key.name, groups, test_mode=mode == "test",
+                                     on_event=emit, running_timeout=self.running_timeout,
+                                     limiter=self._limiter(site_id))
+
+        try:
+            recovered = await self._record_events(key, work, track)
+        except asyncio.CancelledError:
+            # dr-control is stopping: the execution stays "running" and is resumed at start.
+            raise
+        except Exception as exc:
+            error = exc if isinstance(exc, DRError) else None
+            if error is None:
+                log.exception("recovery failed unexpectedly", execution=key.name)
+            reason = error.reason if error else "internal"
+            message = error.message if error else "internal error; see dr-control's log"
+            if isinstance(error, InvalidArgument) and error.field:
+                message = f"{message} (field {error.field})"
+            launched = list(instances.values())
+
+            def fail(row: Execution) -> None:
+                row.state, row.end_time = "failed", utcnow()
+                row.error_reason, row.error_message = reason, message
+                row.instances = launched
+                row.events = [*row.events, _event("", "", "failed", message)]
+
+            await self._update(key, fail)
+            log.warning("recovery failed", execution=key.name, reason=reason)
+            return
+        result = [{"workload": r.workload, "instance_id": r.instance_id,
+                   "private_ip": r.private_ip, "state": r.state,
+                   "volume_ids": list(r.volume_ids), "image_id": r.image_id}
+                  for r in recovered]
+
+        def complete(row: Execution) -> None:
+            row.state, row.end_time, row.instances = "completed", utcnow(), result
+            row.error_reason, row.error_message = "", ""
+
+        await self._update(key, complete)
+        log.info("recovery completed", execution=key.name, instances=len(result))
+
+    async def _cleanup(self, key: ExecutionKey, settings: AwsSettings, site_id: str) -> None:
+        async def work(emit):
+            return await aws.cleanup(settings, key.name, on_event=emit,
+                                     limiter=self._limiter(site_id))
+
+        try:
+            await self._record_events(key, work)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = exc if isinstance(exc, DRError) else None
+            if error is None:
+                log.exception("cleanup failed unexpectedly", execution=key.name)
+            reason = error.reason if error else "internal"
+            message = (f"cleanup failed: {error.message if error else 'internal error'}; "
+                       f"run cleanup again")
+
+            def fail(row: Execution) -> None:
+                row.cleanup_requested = False
+                row.error_reason, row.error_message = reason, message
+                row.events = [*row.events, _event("", "", "cleanup-failed", message)]
+
+            await self._update(key, fail)
+            return
+
+        def cleaned(row: Execution) -> None:
+            row.state, row.cleanup_requested, row.end_time = "cleaned-up", False, utcnow()
+            row.instances = [{**i, "state": "terminated"} for i in row.instances]
+
+        await self._update(key, cleaned)
+        log.info("recovery cleaned up", execution=key.name)
+
+    # --- process lifecycle ---
+
+    async def resume(self) -> None:
+        """Resumes executions and cleanups a stopped control plane left running."""
+        async with self.ctx.db() as s:
+            rows = (await s.scalars(select(Execution).where(
+                (Execution.state.in_(ACTIVE_STATES)) | Execution.cleanup_requested))).all()
+        for row in rows:
+            key = _key(row)
+            try:
+                rp = await self.get_recovery_plan(recovery_plan_name(row.recovery_plan_id))
+                async with self.ctx.db() as s:
+                    plan = await s.get(Plan, rp.plan_id)
+                    site = await s.get(Site, plan.target_site)
+                    point = await self._point(s, plan, row.recovery_point)
+                    inventory = {d.name: d for d in (await s.scalars(select(Disk).where(
+                        Disk.name.in_([d["disk"] for d in point.disks])))).all()}
+                settings = aws_settings(self.ctx, site)
+                if row.cleanup_requested:
+                    await self._update(key, lambda r: setattr(
+                        r, "events", [*r.events, _event("", "", "resumed", "cleanup")]))
+                    self._spawn(key, self._cleanup(key, settings, site.id))
+                    continue
+                groups = _boot_groups(rp, point, inventory)
+            except DRError as exc:
+                message = f"cannot resume after a restart: {exc.message}"
+
+                def fail(r: Execution, message: str = message, reason: str = exc.reason) -> None:
+                    r.state, r.end_time = "failed", utcnow()
+                    r.cleanup_requested = False
+                    r.error_reason, r.error_message = reason, message
+
+                await self._update(key, fail)
+                continue
+            await self._update(key, lambda r: setattr(
+                r, "events", [*r.events, _event("", "", "resumed", "after a restart")]))
+            log.info("recovery resumed", execution=key.name)
+            self._spawn(key, self._run(key, settings, groups, row.mode, site.id))
+
+    async def stop(self) -> None:
+        """Cancels this process's running executions; they resume at the next start."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
