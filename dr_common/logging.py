@@ -22,6 +22,18 @@ def _redact(_logger, _name, event: dict) -> dict:
     return event
 
 
+class _Stderr:
+    """Whatever sys.stderr is when a line is written, not when logging was set up: code
+    that replaces it (pytest's capture, a daemon's redirect) must not leave loggers
+    writing to a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def setup(level: str = "info", *, service: str) -> structlog.stdlib.BoundLogger:
     """Configures JSON logging for this process and returns its logger."""
     lvl = getattr(logging, level.upper(), None)
@@ -38,10 +50,10 @@ def setup(level: str = "info", *, service: str) -> structlog.stdlib.BoundLogger:
     structlog.configure(
         processors=[*processors, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_Stderr())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processor=structlog.processors.JSONRenderer(), foreign_pre_chain=processors))
     root = logging.getLogger()

@@ -57,3 +57,22 @@ def _aws_peer_session(tmp_path_factory):
 def aws_peer(_aws_peer_session):
     _aws_peer_session.reset()
     yield _aws_peer_session
+
+
+@pytest.fixture
+def aws(aws_peer, monkeypatch):
+    """boto3 clients on the AWS peer: `aws("ec2")`, or with other keys
+    `aws("s3", key=..., secret=...)`; `aws.peer` and `aws.key` for drctl. The secret key
+    is in the environment, where drctl reads it for `site add --access-key-id`."""
+    import boto3
+    env = aws_peer.env()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", env["AWS_SECRET_ACCESS_KEY"])
+
+    def make(service: str, **keys):
+        return boto3.client(service, region_name=aws_peer.region,
+                            endpoint_url=aws_peer.endpoint,
+                            aws_access_key_id=keys.get("key", env["AWS_ACCESS_KEY_ID"]),
+                            aws_secret_access_key=keys.get("secret",
+                                                           env["AWS_SECRET_ACCESS_KEY"]))
+    make.peer, make.key = aws_peer, env["AWS_ACCESS_KEY_ID"]
+    return make

@@ -12,7 +12,6 @@ import random
 import urllib.request
 import uuid
 
-import boto3
 import pytest
 
 from tools.localcluster import Cluster, sha256, wait_for
@@ -22,22 +21,6 @@ pytestmark = pytest.mark.e2e
 BLOCK = 512 * 1024
 GiB = 1 << 30
 AZ = "us-east-1a"
-
-
-@pytest.fixture
-def aws(aws_peer, monkeypatch):
-    """boto3 clients on the peer, and the keys sites are given (secret via the env)."""
-    env = aws_peer.env()
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", env["AWS_SECRET_ACCESS_KEY"])
-
-    def make(service: str, **keys):
-        return boto3.client(service, region_name=aws_peer.region,
-                            endpoint_url=aws_peer.endpoint,
-                            aws_access_key_id=keys.get("key", env["AWS_ACCESS_KEY_ID"]),
-                            aws_secret_access_key=keys.get("secret",
-                                                           env["AWS_SECRET_ACCESS_KEY"]))
-    make.peer, make.key = aws_peer, env["AWS_ACCESS_KEY_ID"]
-    return make
 
 
 class Workload:

@@ -54,7 +54,7 @@ def test_paths_are_confined_to_roots(tmp_path):
             check_within_roots(bad, [str(root)], field="f")
 
 
-def test_kvm_extent_merge_zero_beats_dirty_beats_clean():
+def test_kvm_extent_merge_says_whether_zeros_changed():
     from dr_common.sources.base import Extent
     from dr_common.sources.kvm import _merge
     allocation = [(0, 100, False), (100, 100, True), (200, 50, False)]
@@ -62,7 +62,7 @@ def test_kvm_extent_merge_zero_beats_dirty_beats_clean():
     assert _merge(allocation, dirty) == [
         Extent(0, 50, zero=False, clean=False),     # data, dirty: read
         Extent(50, 50, zero=False, clean=True),     # data, not dirty: keep previous
-        Extent(100, 70, zero=True),                 # zero, whatever the bitmap says
-        Extent(170, 30, zero=True),
+        Extent(100, 70, zero=True, clean=True),     # zero, unchanged: keep previous
+        Extent(170, 30, zero=True, clean=False),    # zero, changed (a discard): zero
         Extent(200, 50, zero=False, clean=False),
     ]

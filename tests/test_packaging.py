@@ -210,7 +210,7 @@ ENV_FROM_VALUES = re.compile(
 # Set by the chart itself (addresses, ports, paths tied to mounts), not from `config:`.
 CHART_OWNED = {"DR_CONTROL_LISTEN", "DR_CONTROL_STATE_DIR", "DR_CONTROL_METRICS_HOST",
                "DR_CONTROL_METRICS_PORT", "DR_NODE_CONTROL", "DR_NODE_METRICS_HOST",
-               "DR_NODE_METRICS_PORT"}
+               "DR_NODE_METRICS_PORT", "DR_CONTROL_SECRET_KEY_FILE"}
 # Deliberately not set by this minimal chart (PostgreSQL comes later; node ids come
 # from the pod's host name).
 NOT_IN_CHART = {"DR_CONTROL_DATABASE_URL", "DR_NODE_NODE_ID"}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 
-import boto3
 import pytest
 
 from dr_common.errors import InvalidArgument
@@ -25,21 +24,6 @@ from tools.localcluster import Cluster, wait_for
 BLOCK = 512 * 1024
 AZ = "us-east-1a"
 TAG_EXECUTION = "hybrid-dr:execution"
-
-
-@pytest.fixture
-def aws(aws_peer, monkeypatch):
-    """boto3 clients on the peer (reset per test); sites get its keys."""
-    peer = aws_peer
-    env = peer.env()
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", env["AWS_SECRET_ACCESS_KEY"])
-
-    def make(service: str):
-        return boto3.client(service, region_name=peer.region, endpoint_url=peer.endpoint,
-                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-    make.peer, make.key = peer, env["AWS_ACCESS_KEY_ID"]
-    return make
 
 
 class Source:
