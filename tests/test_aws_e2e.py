@@ -254,3 +254,54 @@ def test_a_bucket_we_may_not_write_fails_the_cycle_clearly(cluster: Cluster, aws
     for secret in (admin[1], reader[1]):
         assert secret not in logs and secret not in sites and secret.encode() not in stored
     assert admin[0] in sites  # the key id is not a secret: operators need to see it
+
+
+def test_sites_without_keys_use_each_daemons_credential_chain(tmp_path, aws, monkeypatch):
+    """No keys on the site: dr-control and dr-node find credentials the standard way
+    (here the environment; an instance role or a profile in production)."""
+    env = aws.peer.env()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", env["AWS_ACCESS_KEY_ID"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", env["AWS_SECRET_ACCESS_KEY"])
+    w = Workload(aws)
+    w.write_blocks([2, 3])
+    with Cluster(tmp_path) as c:
+        for site in ("ec2", "cloud"):
+            c.drctl("site", "add", site, "--kind", "aws", "--region", aws.peer.region,
+                    "--endpoint-url", aws.peer.endpoint)
+        c.drctl("plan", "create", "p1", "--source", "ec2", "--target", "cloud",
+                "--target-kind", "ebs", "--workload", f"ec2/{w.instance}", "--rpo", "1h")
+        _cycle(c, "p1", 1)
+        point = c.points("p1")[0]
+        assert _restored_sha(c, aws, point, w.data, "ebs") == aws.peer.volume_sha256(w.data)
+
+
+def test_node_killed_mid_snapshot_resumes_the_same_snapshot(tmp_path, aws):
+    """A node dies while putting blocks: the next holder continues the pending EBS
+    snapshot from the checkpoint (no second snapshot), and the point restores equal."""
+    w = Workload(aws)
+    w.write_blocks(list(range(0, 256, 2)))  # 128 blocks, 64 MiB
+    expected = aws.peer.volume_sha256(w.data)
+    with Cluster(tmp_path, lease_seconds=2, checkpoint_interval=8 << 20,
+                 node_env={"DR_NODE_ENGINE__WINDOW_CHUNKS": "4",
+                           "DR_NODE_ENGINE__WORKERS": "1"}) as c:
+        _sites(c, aws)
+        aws.peer.faults(latency_ms=40, services=["ebs"], operations=["PutSnapshotBlock"])
+        aws.peer.reset_stats()
+        c.drctl("plan", "create", "p1", "--source", "ec2", "--target", "cloud",
+                "--target-kind", "ebs", "--disk", f"ec2/{w.instance}/{w.data}", "--rpo", "1h")
+
+        def checkpointed():
+            cycles = c.cycles("p1")
+            disks = cycles[0].get("disks", []) if cycles else []
+            return disks and int(disks[0].get("watermark_bytes", 0)) >= 8 << 20
+        wait_for(checkpointed, timeout=60, interval=0.01, what="a checkpoint")
+        assert c.kill_node("n1") < 0
+        assert c.points("p1") == []
+        c.start_node("n2")
+        wait_for(lambda: c.points("p1"), timeout=120, what="the recovery point")
+        aws.peer.clear_faults()
+        point = c.points("p1")[0]
+        stats = aws.peer.stats()["ebs"]
+        assert stats["StartSnapshot"] == 1, "the resumed task must continue the same snapshot"
+        assert 128 <= stats["PutSnapshotBlock"] < 2 * 128
+        assert _restored_sha(c, aws, point, w.data, "ebs") == expected
