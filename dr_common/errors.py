@@ -89,3 +89,15 @@ class CorruptData(RepositoryError):
         super().__init__(message)
         self.disk = disk
         self.offset = offset
+
+
+class Unauthenticated(DRError):
+    """The caller did not prove who it is (no, an unknown or a revoked API token)."""
+
+    reason = "unauthenticated"
+
+
+class PermissionDenied(DRError):
+    """The caller is known but its role does not allow the request."""
+
+    reason = "permission-denied"

@@ -15,13 +15,28 @@ class SchedulerConfig:
     max_attempts: int = 3
     # Persist a disk's checkpoint at least every this many bytes (DESIGN: 500 MB).
     checkpoint_interval_bytes: int = 500_000_000
+    # Garbage collection of a plan's repository after retention deleted points: at most
+    # this often (seconds), counted from the last collection or the plan's creation.
+    gc_interval_seconds: int = 86400
+    # Unreferenced repository objects younger than this are kept: it must exceed the
+    # longest replication cycle, so a running cycle's objects survive (gc.py).
+    gc_grace_seconds: int = 86400
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    # Require an API token (authorization: Bearer) with a sufficient role on every
+    # operator call. Off by default so the embedded demo works without setup; bootstrap
+    # the first token with `dr-control token create --name NAME --role admin`.
+    enabled: bool = False
 
 
 @dataclass(frozen=True)
 class ControlConfig:
     listen: str = "127.0.0.1:50051"
     state_dir: str = "/var/lib/hybrid-dr/control"
-    # Empty: sqlite+aiosqlite:///{state_dir}/control.db
+    # Empty: sqlite+aiosqlite:///{state_dir}/control.db. Several replicas share one
+    # PostgreSQL database: postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB.
     database_url: str = ""
     # `file` sites and restore destinations must lie inside one of these directories.
     file_roots: list[str] = field(default_factory=lambda: ["/var/lib/hybrid-dr"])
@@ -33,6 +48,12 @@ class ControlConfig:
     # (created on first start). Several replicas must share it.
     secret_key_file: str = ""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    # TLS of the gRPC port (PEM files, e.g. from `drctl certs init`). Both empty: plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # With TLS: every client (nodes and drctl) must present a certificate signed by this CA.
+    tls_client_ca_file: str = ""
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def secret_key_path(self) -> str:

@@ -1,10 +1,12 @@
-"""`dr-control`: the control-plane daemon."""
+"""`dr-control`: the control-plane daemon (and `dr-control token ...`, see local_commands)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from dr_common import daemon
+from dr_control import local_commands
 from dr_control.config import ControlConfig
 from dr_control.server import start
 
@@ -18,6 +20,9 @@ async def _serve(cfg: ControlConfig, stop: asyncio.Event, log, _config_path) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if local_commands.is_local_command(args):
+        return local_commands.main(args)
     return daemon.run("dr-control", __doc__, ControlConfig, "DR_CONTROL_", _serve, argv)
 
 

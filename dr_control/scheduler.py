@@ -1,5 +1,6 @@
 """The scheduler: starts a cycle when a plan's RPO is due, one cycle per plan at a time,
-and queues again the tasks of nodes that stopped heartbeating.
+and queues again the tasks of nodes that stopped heartbeating. With several replicas on
+one PostgreSQL database only the elected one runs it (dr_control/leader.py).
 
 A plan is due when it has no active cycle and either it never ran, a user asked to run
 it, or its newest cycle started at least one RPO ago. Starting cycles one RPO apart keeps
@@ -16,6 +17,8 @@ from sqlalchemy import func, select
 
 from dr_control import metrics
 from dr_control.db.models import Cycle, Node, Plan, RecoveryPoint, Task, utcnow
+from dr_control.leader import LeaderElection
+from dr_control.services import deletion
 from dr_control.services.context import ServiceContext
 from dr_control.services.coordinator import Coordinator
 
@@ -23,24 +26,35 @@ log = structlog.get_logger()
 
 
 class Scheduler:
-    def __init__(self, ctx: ServiceContext, coordinator: Coordinator):
+    def __init__(self, ctx: ServiceContext, coordinator: Coordinator,
+                 election: LeaderElection | None = None):
         self.ctx = ctx
         self.coordinator = coordinator
+        cfg = ctx.config.scheduler
+        # Only the elected replica schedules (dr_control/leader.py); SQLite: always us.
+        self.election = election or LeaderElection(
+            ctx.config.db_url, lease_seconds=cfg.lease_seconds,
+            check_timeout=max(cfg.tick_seconds, 1.0))
 
     async def run(self) -> None:
         tick = self.ctx.config.scheduler.tick_seconds
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad pass must not stop scheduling for good
-                log.exception("scheduler pass failed")
-            await asyncio.sleep(tick)
+        try:
+            while True:
+                try:
+                    if await self.election.check():
+                        await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # one bad pass must not stop scheduling for good
+                    log.exception("scheduler pass failed")
+                await asyncio.sleep(tick)
+        finally:
+            await self.election.close()
 
     async def tick(self) -> list[Cycle]:
         await self.coordinator.expire_leases()
         started = await self.start_due_cycles()
+        await deletion.scheduler_pass(self.ctx)  # retention and due garbage collections
         await self._update_gauges()
         return started
 
@@ -56,8 +70,8 @@ class Scheduler:
                     Cycle.plan_id == plan.id).order_by(Cycle.seq.desc()).limit(1))
                 due = (plan.run_requested or last_start is None
                        or now - last_start >= timedelta(seconds=plan.rpo_seconds))
-                if due:
-                    started.append(await self.coordinator.start_cycle(s, plan))
+                if due and (cycle := await self.coordinator.start_cycle(s, plan)):
+                    started.append(cycle)
         return started
 
     async def _update_gauges(self) -> None:

@@ -16,6 +16,7 @@ from dr_common.proto.dr.v1 import (inventory_pb2, inventory_pb2_grpc, nodes_pb2,
                                    nodes_pb2_grpc, operations_pb2, operations_pb2_grpc,
                                    protection_pb2, protection_pb2_grpc, recovery_points_pb2,
                                    recovery_points_pb2_grpc, restore_pb2, restore_pb2_grpc)
+from dr_common.errors import InvalidArgument
 from dr_control.api import servicers
 from dr_control.config import ControlConfig
 from dr_control.db.engine import make_engine, migrate, sessionmaker
@@ -27,6 +28,11 @@ from dr_control.services.points import PointService
 from dr_control.services.protection import ProtectionService
 from dr_common.proto.dr.v1 import recovery_pb2, recovery_pb2_grpc
 from dr_control.services.recovery import RecoveryService
+from dr_common import tls
+from dr_common.proto.dr.v1 import admin_pb2, admin_pb2_grpc
+from dr_control.api.admin import Admin
+from dr_control.api.auth import AuthInterceptor
+from dr_control.services.tokens import BOOTSTRAP_HINT, TokenService
 
 log = structlog.get_logger()
 
@@ -38,7 +44,8 @@ SERVICE_NAMES = tuple(
                          (restore_pb2, "RestoreService"),
                          (operations_pb2, "OperationsService"),
                          (nodes_pb2, "NodeService"),
-                         (recovery_pb2, "RecoveryService")))
+                         (recovery_pb2, "RecoveryService"),
+                         (admin_pb2, "AdminService")))
 
 
 @dataclass
@@ -69,7 +76,9 @@ async def start(config: ControlConfig) -> Control:
     coordinator = Coordinator(ctx)
     points = PointService(ctx)
 
-    server = grpc.aio.server()
+    tokens = TokenService(ctx.db)
+    server = grpc.aio.server(interceptors=[await _auth_interceptor(config, tokens)])
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(Admin(tokens), server)
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
         servicers.Inventory(InventoryService(ctx)), server)
     protection_pb2_grpc.add_ProtectionServiceServicer_to_server(
@@ -90,13 +99,14 @@ async def start(config: ControlConfig) -> Control:
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
-    port = server.add_insecure_port(config.listen)
+    port = _add_port(server, config)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
     await server.start()
     scheduler_task = asyncio.create_task(Scheduler(ctx, coordinator).run(), name="scheduler")
     log.info("dr-control started", listen=config.listen, port=port, database=_safe_url(
-        config.db_url))
+        config.db_url), tls=bool(config.tls_cert_file),
+        client_certificates=bool(config.tls_client_ca_file), auth=config.auth.enabled)
     await recovery.resume()
     return Control(config=config, server=server, port=port, scheduler_task=scheduler_task,
                    engine=engine, recovery=recovery)
@@ -106,3 +116,28 @@ def _safe_url(url: str) -> str:
     """The database URL without its password (it may hold one)."""
     from sqlalchemy.engine import make_url
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _add_port(server: grpc.aio.Server, config: ControlConfig) -> int:
+    """Plaintext unless a certificate is configured (then TLS, mutual with a client CA)."""
+    if not config.tls_cert_file and not config.tls_key_file:
+        if config.tls_client_ca_file:
+            raise InvalidArgument("tls_client_ca_file needs tls_cert_file and tls_key_file "
+                                  "(dr-control's own certificate)", field="tls_cert_file")
+        return server.add_insecure_port(config.listen)
+    if not (config.tls_cert_file and config.tls_key_file):
+        raise InvalidArgument("tls_cert_file and tls_key_file go together; set both",
+                              field="tls_cert_file")
+    return server.add_secure_port(config.listen, tls.server_credentials(
+        config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file))
+
+
+async def _auth_interceptor(config: ControlConfig, tokens: TokenService) -> AuthInterceptor:
+    if config.auth.enabled and not await tokens.any_active():
+        log.warning(f"auth is enabled but no API token exists: every API call is refused; "
+                    f"{BOOTSTRAP_HINT}")
+    if config.auth.enabled and not config.tls_client_ca_file:
+        log.warning("auth is enabled without client certificates (tls_client_ca_file): "
+                    "NodeService, the nodes' API, is not authenticated")
+    return AuthInterceptor(tokens if config.auth.enabled else None,
+                           tls=bool(config.tls_client_ca_file))

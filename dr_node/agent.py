@@ -25,6 +25,7 @@ from dr_common import __version__
 from dr_common.errors import AlreadyExists, DRError, InvalidArgument
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2, nodes_pb2_grpc
 from dr_common.repository import PointDisk, RecoveryPointRecord, Repository
+from dr_common.repository import gc
 from dr_common.aws import AwsSettings
 from dr_common.sources import aws as aws_source
 from dr_common.sources.file import FileDisk, check_within_roots
@@ -379,6 +380,29 @@ class Agent:
             written = await repo.put_recovery_point(record)
             await repo.store.sync()
         log.info("recovery point written", point=spec.recovery_point_id, new=written)
+
+    async def _delete(self, spec: nodes_pb2.DeleteSpec, reporter: Reporter,
+                      req: nodes_pb2.CompleteTaskRequest) -> None:
+        """Removes a recovery point at its target. Idempotent: a retry after a lost
+        completion finds nothing left to remove."""
+        if spec.repository.kind == "ebs":
+            async with ebs.EbsTarget(_aws(spec.repository.aws)) as target:
+                for snapshot_id in spec.snapshot_ids:
+                    await target.delete_snapshot(snapshot_id)
+            log.info("recovery point snapshots deleted", point=spec.recovery_point,
+                     snapshots=len(spec.snapshot_ids))
+            return
+        async with self._repository(spec.repository) as repo:
+            removed = await repo.delete_recovery_point(spec.recovery_point_id)
+            await repo.store.sync()
+        log.info("recovery point deleted", point=spec.recovery_point, removed=removed)
+
+    async def _gc(self, spec: nodes_pb2.GcSpec, reporter: Reporter,
+                  req: nodes_pb2.CompleteTaskRequest) -> None:
+        async with self._repository(spec.repository) as repo:
+            report = await gc.collect_garbage(repo, grace_seconds=spec.grace_seconds)
+            await repo.store.sync()
+        req.gc_result.CopyFrom(common_pb2.GcResult(**report.as_dict()))
 
     async def _restore(self, spec: nodes_pb2.RestoreSpec, reporter: Reporter,
                        req: nodes_pb2.CompleteTaskRequest) -> None:

@@ -42,6 +42,11 @@ class NodeConfig:
     # aws sources: how long a cycle's snapshots may take to complete.
     snapshot_timeout_seconds: float = 3600.0
     engine: EngineConfig = field(default_factory=EngineConfig)
+    # mutual TLS to dr-control (PEM files, e.g. from `drctl certs init --node ID`).
+    # tls_ca_file empty: plaintext. The certificate's CN must be this node's id.
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     @property
     def id(self) -> str:

@@ -8,7 +8,7 @@ import signal
 import grpc
 
 from dr_common import config as config_loader
-from dr_common import daemon
+from dr_common import daemon, tls
 from dr_common.errors import DRError
 from dr_node.agent import Agent
 from dr_node.config import NodeConfig
@@ -17,7 +17,7 @@ from dr_node.config import NodeConfig
 async def _serve(cfg: NodeConfig, stop: asyncio.Event, log, config_path: str | None) -> None:
     log.info("node", node=cfg.id, control=cfg.control, max_tasks=cfg.max_tasks,
              budget_bytes=cfg.engine.budget_bytes)
-    async with grpc.aio.insecure_channel(cfg.control) as channel:
+    async with _channel(cfg) as channel:
         agent = Agent(cfg, channel)
 
         def reload() -> None:
@@ -33,6 +33,14 @@ async def _serve(cfg: NodeConfig, stop: asyncio.Event, log, config_path: str | N
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
         await agent.run(stop)
+
+
+def _channel(cfg: NodeConfig) -> grpc.aio.Channel:
+    """mutual TLS when a CA is configured (production), else plaintext (the demo)."""
+    if not cfg.tls_ca_file:
+        return grpc.aio.insecure_channel(cfg.control)
+    return grpc.aio.secure_channel(cfg.control, tls.channel_credentials(
+        cfg.tls_ca_file, cfg.tls_cert_file, cfg.tls_key_file))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,3 +76,30 @@ def aws(aws_peer, monkeypatch):
                                                            env["AWS_SECRET_ACCESS_KEY"]))
     make.peer, make.key = aws_peer, env["AWS_ACCESS_KEY_ID"]
     return make
+
+
+# PostgreSQL (tests/pg_peer.py): one server per test session, stopped at the end.
+@pytest.fixture(scope="session")
+def _pg_server():
+    from tests.pg_peer import PgServer, PgStartError
+    try:
+        server = PgServer()
+        server.start()
+    except PgStartError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{e}: run `make test`, which installs Debian's postgresql")
+        pytest.skip(str(e))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(_pg_server) -> str:
+    """URL of a database on the session's PostgreSQL: postgresql+asyncpg://USER@HOST:PORT/DB."""
+    return _pg_server.new_database("session")
+
+
+@pytest.fixture
+def postgres_db(_pg_server) -> str:
+    """URL of a new, empty database for this test alone."""
+    return _pg_server.new_database()

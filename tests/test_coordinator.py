@@ -1,4 +1,5 @@
-"""The coordinator in-process over SQLite: lease fencing, expiry, cycle completion."""
+"""The coordinator in-process over each metadata backend (SQLite, and PostgreSQL from
+tests/pg_peer.py): lease fencing, expiry, cycle completion, one active cycle per plan."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from dr_common.errors import FailedPrecondition
 from dr_control.config import ControlConfig, SchedulerConfig
 from dr_control.db.engine import make_engine, migrate, sessionmaker
-from dr_control.db.models import Task, utcnow
+from dr_control.db.models import Plan, Task, utcnow
 from dr_control.services.context import ServiceContext
 from dr_control.services.coordinator import Coordinator
 from dr_control.services.inventory import InventoryService
@@ -18,9 +19,12 @@ from dr_control.services.protection import ProtectionService
 from tests.conftest import MiB, make_disk
 
 
-@pytest.fixture
-async def env(tmp_path):
-    url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
+@pytest.fixture(params=["sqlite", "postgres"])
+async def env(request, tmp_path):
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_db")
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
     await migrate(url)
     engine = make_engine(url)
     cfg = ControlConfig(state_dir=str(tmp_path), file_roots=[str(tmp_path)],
@@ -132,3 +136,17 @@ async def test_running_task_learns_a_new_bandwidth_cap(env):
     cancel, bandwidth = await coord.report_progress(
         f"tasks/{t.id}", t.lease_token, checkpoint={}, bytes_done=0, stats={}, full_sync=True)
     assert (cancel, bandwidth) == (False, 5_000_000)
+
+
+async def test_a_second_active_cycle_is_refused(env):
+    """Two replicas may both find a plan due during a scheduler hand-over: the database
+    keeps one cycle (migration 0007), and the loser's start_cycle says None."""
+    ctx, coord, prot = env
+    first = await prot.run_plan("plans/p")
+    async with ctx.db() as s, s.begin():  # as if it had not seen `first` yet
+        assert await coord.start_cycle(s, await s.get(Plan, "p")) is None
+        # The caller's transaction goes on after the refused insert.
+        assert (await coord.active_cycle(s, "p")).id == first.id
+    assert (await prot.run_plan("plans/p")).id == first.id
+    [(cycle, tasks)] = await prot.list_cycles("plans/p")
+    assert cycle.id == first.id and len(tasks) == 2

@@ -230,3 +230,91 @@ def test_both_daemons_serve_prometheus_metrics(tmp_path):
             scrape(c.control_metrics_port)), what="the RPO lag gauge")
         assert ctl['dr_plan_rpo_seconds{plan="p1"}'] == 3600
         assert ctl['dr_cycles_total{state="completed"}'] == 1
+
+
+def _chunk_files(repo_dir) -> set[str]:
+    return {str(p.relative_to(repo_dir)) for p in (repo_dir / "chunks").rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")}
+
+
+def _referenced_chunks(repo_dir) -> set[str]:
+    """Chunk keys the repository's points reference, read by the test itself."""
+    import asyncio
+
+    from dr_common.repository import ZERO_ID
+
+    async def walk() -> set[str]:
+        repo = await Repository.open(FsStore(repo_dir))
+        keys = set()
+        for pid in await repo.list_recovery_points():
+            for d in (await repo.get_recovery_point(pid)).disks:
+                m = await repo.get_manifest(d.root_hash)
+                for s in range(len(m.segments)):
+                    keys |= {chunk_key(cid) for cid in await repo.segment_ids(m, s)
+                             if cid != ZERO_ID}
+        return keys
+    return asyncio.run(walk())
+
+
+def test_retention_locks_deletion_and_gc_during_a_cycle(tmp_path):
+    c = Cluster(tmp_path)
+    c.control_env["DR_CONTROL_SCHEDULER__GC_GRACE_SECONDS"] = "2"
+    c.control_env["DR_CONTROL_SCHEDULER__GC_INTERVAL_SECONDS"] = "3600"
+    with c:
+        disk = c.src / "vm1.img"
+        make_disk(disk, 64 * MiB, [(0, 8 * MiB)])
+        with open(disk, "rb") as f:
+            first_chunk = f.read(MiB)
+        plan = _setup_plan(c, "vm1", "1h", "--keep-last", "2")
+        names = [_wait_points(c, plan, 1)[0]["name"]]
+        c.drctl("point", "lock", names[0])
+        for _ in range(3):  # chunk 0 differs in every point
+            write_at(disk, 10, os.urandom(4096))
+            c.drctl("plan", "run", plan, "--wait")
+            names.append(c.points(plan)[-1]["name"])
+        p1, p2, p3, p4 = names
+        ids = [n.rsplit("/", 1)[1] for n in names]
+
+        # keep_last 2 keeps p3 and p4; p1 is locked; p2 goes, from the API and the target.
+        wait_for(lambda: [p["name"] for p in c.points(plan)] == [p1, p3, p4],
+                 what="retention to delete the second point")
+        assert sorted(p.name for p in (c.repo / "points").iterdir()) == sorted(
+            f"{i}.json" for i in (ids[0], ids[2], ids[3]))
+        code, _, err = c.drctl("point", "delete", p4, check=False)
+        assert code != 0 and "newest" in err
+        code, _, err = c.drctl("point", "delete", p1, check=False)
+        assert code != 0 and "locked" in err
+
+        # GC removes exactly the chunks no remaining point references (p2's chunk 0).
+        garbage = _chunk_files(c.repo) - _referenced_chunks(c.repo)
+        assert len(garbage) == 1
+        import time
+        time.sleep(2.5)  # past the grace period
+        op = c.drctl_json("repository", "gc", plan)
+        assert op["state"] == "completed", op
+        assert int(op["gc_result"]["objects_removed"]) == 3  # chunk, segment, manifest
+        assert _chunk_files(c.repo) == _referenced_chunks(c.repo)
+        for name in (p1, p3, p4):
+            c.drctl("point", "verify", name)
+
+        # p1's chunk 0 becomes garbage; a cycle then writes that very content again
+        # (dedup against garbage) plus new data, while GC runs.
+        c.drctl("point", "unlock", p1)
+        c.drctl("point", "delete", p1)
+        wait_for(lambda: [p["name"] for p in c.points(plan)] == [p3, p4],
+                 what="the unlocked point to be deleted")
+        time.sleep(2.5)
+        write_at(disk, 0, first_chunk)
+        write_at(disk, 16 * MiB, os.urandom(40 * MiB))
+        expected = sha256(disk)
+        c.drctl("plan", "run", plan)
+        gc_op = c.drctl_json("repository", "gc", plan, "--grace", "30s")
+        assert gc_op["state"] == "completed", gc_op
+        wait_for(lambda: c.cycles(plan)[-1]["state"] == "completed", timeout=60,
+                 what="the cycle run during GC")
+        p5 = c.points(plan)[-1]["name"]
+        assert sha256(_restore(c, p5, "rp5.raw")) == expected
+        # Retention dropped p3 after p5; a GC without grace must still leave p5 whole.
+        c.drctl("repository", "gc", plan, "--grace", "0")
+        c.drctl("point", "verify", p5)
+        assert sha256(_restore(c, p5, "rp5-after-gc.raw")) == expected

@@ -210,10 +210,16 @@ ENV_FROM_VALUES = re.compile(
 # Set by the chart itself (addresses, ports, paths tied to mounts), not from `config:`.
 CHART_OWNED = {"DR_CONTROL_LISTEN", "DR_CONTROL_STATE_DIR", "DR_CONTROL_METRICS_HOST",
                "DR_CONTROL_METRICS_PORT", "DR_NODE_CONTROL", "DR_NODE_METRICS_HOST",
-               "DR_NODE_METRICS_PORT", "DR_CONTROL_SECRET_KEY_FILE"}
-# Deliberately not set by this minimal chart (PostgreSQL comes later; node ids come
-# from the pod's host name).
-NOT_IN_CHART = {"DR_CONTROL_DATABASE_URL", "DR_NODE_NODE_ID"}
+               "DR_NODE_METRICS_PORT", "DR_CONTROL_SECRET_KEY_FILE",
+               # TLS files: paths of the mounted tls Secret (control.tls, node.tls).
+               "DR_CONTROL_TLS_CERT_FILE", "DR_CONTROL_TLS_KEY_FILE",
+               "DR_CONTROL_TLS_CLIENT_CA_FILE", "DR_NODE_TLS_CA_FILE", "DR_NODE_TLS_CERT_FILE",
+               "DR_NODE_TLS_KEY_FILE"}
+# Deliberately not set by this minimal chart (node ids come from the pod's host name).
+NOT_IN_CHART = {"DR_NODE_NODE_ID"}
+# Set from a Secret named in values (they hold passwords), not from `config:`.
+FROM_SECRET = {"DR_CONTROL_DATABASE_URL": ("control.database.existingSecret",
+                                           "control.database.secretKey")}
 
 
 def _template_env_names() -> dict[str, set[str]]:
@@ -249,11 +255,24 @@ def test_helm_env_values_come_from_the_matching_config_key():
     for tpl in sorted(TEMPLATES.glob("*-deployment.yaml")):
         pairs += ENV_FROM_VALUES.findall(tpl.read_text())
     mapped = {name for name, _c, _p in pairs}
-    assert mapped == set(_template_env_names()) - CHART_OWNED, (
+    assert mapped == set(_template_env_names()) - CHART_OWNED - set(FROM_SECRET), (
         "every variable not owned by the chart must be set from its `config:` key")
     for name, component, path in pairs:
         expected = f"DR_{component.upper()}_" + "__".join(path.split(".")).upper()
         assert name == expected, f"{name} is set from .Values.{component}.config.{path}"
+
+
+def test_helm_secret_env_vars_come_from_a_named_secret():
+    """DR_CONTROL_DATABASE_URL: only when a Secret is named, by secretKeyRef, never a
+    plain value (the URL holds the database password)."""
+    control = (TEMPLATES / "control-deployment.yaml").read_text()
+    for name, (secret, key) in FROM_SECRET.items():
+        m = re.search(r"\{\{-?\s*if\s+\.Values\." + re.escape(secret) + r"\s*\}\}\s*\n"
+                      r"(?:\s*#.*\n)*\s*-\s*name:\s*" + name + r"\s*\n\s*valueFrom:\s*\n"
+                      r"\s*secretKeyRef:\s*\n\s*name:\s*\{\{\s*\.Values\." + re.escape(secret)
+                      + r"\s*\|\s*quote\s*\}\}\s*\n\s*key:\s*\{\{\s*\.Values\."
+                      + re.escape(key) + r"\s*\|\s*quote\s*\}\}", control)
+        assert m, f"{name} is not set from the Secret .Values.{secret} (key .Values.{key})"
 
 
 def test_helm_probes():

@@ -207,7 +207,7 @@ def test_root_depends_on_every_field() -> None:
 
 
 def test_format_test_vectors_in_the_spec() -> None:
-    """docs/FORMAT.md section 12: pins the format so it cannot drift silently."""
+    """docs/FORMAT.md section 13: pins the format so it cannot drift silently."""
     key = bytes(range(32))
     hello = chunk_id(key, b"hello")
     assert hello.hex() == "23278c18c8c9fe0fbfadfb940af5f08d3fd1802bf919dd6d77ebd211a19fbe29"

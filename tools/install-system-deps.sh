@@ -6,7 +6,9 @@
 # whole of Debian's dist-packages: Debian's other modules would shadow our pinned ones.
 set -euo pipefail
 VENV=${1:-.venv}
-PACKAGES=(qemu-utils libnbd-bin python3-libnbd)
+# postgresql: the server the HA tests start (initdb/pg_ctl under
+# /usr/lib/postgresql/15/bin, run as a non-root user; tests/conftest.py `postgres`).
+PACKAGES=(qemu-utils libnbd-bin python3-libnbd postgresql)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -23,6 +23,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dr_common.proto.dr.v1 import nodes_pb2, nodes_pb2_grpc, protection_pb2_grpc
+from dr_common import tls as dr_tls
+from dr_control.cli.client import TlsFiles, open_channel
 from dr_control.cli.main import main as drctl_main
 
 BIN = Path(sys.executable).parent
@@ -59,7 +61,8 @@ class Cluster:
 
     def __init__(self, root: Path, *, lease_seconds: int = 30,
                  checkpoint_interval: int = 500_000_000, node_env: dict | None = None,
-                 metrics: bool = False):
+                 metrics: bool = False, database_url: str = "", tls: bool = False,
+                 auth: bool = False):
         self.root = root
         self.src = root / "src"
         self.repo = root / "repo"
@@ -81,6 +84,10 @@ class Cluster:
             "DR_CONTROL_SCHEDULER__LEASE_SECONDS": str(lease_seconds),
             "DR_CONTROL_SCHEDULER__CHECKPOINT_INTERVAL_BYTES": str(checkpoint_interval),
         }
+        if database_url:  # e.g. PostgreSQL, shared by replicas (start_control(name=...))
+            self.control_env["DR_CONTROL_DATABASE_URL"] = database_url
+        # Further control replicas by name (start_control("b")); "" is self.control.
+        self.replicas: dict[str, subprocess.Popen] = {}
         self.node_env = {
             "DR_NODE_CONTROL": self.address,
             "DR_NODE_FILE_ROOTS": str(root),
@@ -89,30 +96,116 @@ class Cluster:
             "DR_NODE_ENGINE__PROGRESS_SECONDS": "0.2",
             **(node_env or {}),
         }
-        self.channel = grpc.insecure_channel(self.address)
+        # tls: mutual TLS with certificates from dr_common.tls in root/certs; auth: API
+        # tokens required, the cluster itself using an admin token made with
+        # `dr-control token create` (the bootstrap path an operator takes).
+        self.certs = root / "certs" if tls else None
+        self.tls_files: TlsFiles | None = None
+        self.admin_token_file: Path | None = None
+        if tls:
+            self._setup_tls()
+        if auth:
+            self.control_env["DR_CONTROL_AUTH__ENABLED"] = "true"
+            self.admin_token_file = self.create_token("localcluster", "admin")
+        self.channel = self._open(self.address)
         self.protection = protection_pb2_grpc.ProtectionServiceStub(self.channel)
         self.nodes_api = nodes_pb2_grpc.NodeServiceStub(self.channel)
+
+    def _open(self, address: str) -> grpc.Channel:
+        """A channel as drctl would open it: the cluster's TLS files and admin token."""
+        token = self.admin_token_file.read_text().strip() if self.admin_token_file else ""
+        return open_channel(address, tls_files=self.tls_files, token=token)
+
+    def _setup_tls(self) -> None:
+        dr_tls.init_dir(self.certs, server_names=list(dr_tls.DEFAULT_SERVER_NAMES), nodes=[])
+        cert, key = dr_tls.client_file_names(dr_tls.DRCTL_NAME)
+        self.tls_files = TlsFiles(str(self.certs / dr_tls.CA_CERT), str(self.certs / cert),
+                                  str(self.certs / key))
+        self.control_env.update({
+            "DR_CONTROL_TLS_CERT_FILE": str(self.certs / dr_tls.SERVER_CERT),
+            "DR_CONTROL_TLS_KEY_FILE": str(self.certs / dr_tls.SERVER_KEY),
+            "DR_CONTROL_TLS_CLIENT_CA_FILE": str(self.certs / dr_tls.CA_CERT),
+        })
+        self.node_env["DR_NODE_TLS_CA_FILE"] = str(self.certs / dr_tls.CA_CERT)
+
+    def node_tls_env(self, node_id: str, certs: Path | None = None) -> dict[str, str]:
+        """A node's certificate settings, issued from the CA in `certs` (default: ours)."""
+        certs = certs or self.certs
+        cert, key = dr_tls.client_file_names(node_id)
+        if not (certs / cert).exists():
+            dr_tls.add_client(certs, node_id)
+        return {"DR_NODE_TLS_CERT_FILE": str(certs / cert),
+                "DR_NODE_TLS_KEY_FILE": str(certs / key)}
+
+    def create_token(self, name: str, role: str) -> Path:
+        """A token made with `dr-control token create`; returns the file holding its secret."""
+        run = subprocess.run([str(BIN / "dr-control"), "token", "create", "--name", name,
+                              "--role", role], env={**os.environ, **self.control_env},
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        path = self.root / f"{name}.token"
+        path.write_text(run.stdout.strip() + "\n")
+        path.chmod(0o600)
+        return path
 
     def _spawn(self, program: str, env: dict, log: str) -> subprocess.Popen:
         out = open(self.root / log, "ab")
         return subprocess.Popen([str(BIN / program)], env={**os.environ, **env},
                                 stdout=out, stderr=subprocess.STDOUT)
 
-    def start_control(self) -> None:
-        self.control = self._spawn("dr-control", self.control_env, "control.log")
-        health = health_pb2_grpc.HealthStub(self.channel)
+    def start_control(self, name: str = "") -> subprocess.Popen:
+        """Starts the control plane, or with a `name` another replica of it on its own
+        port, state dir and log (control-NAME.log), sharing the database (give the
+        Cluster a PostgreSQL `database_url`) and the credentials key. Each process gets
+        .address, .metrics_port and .log_name."""
+        env, log_name, address = self.control_env, "control.log", f"127.0.0.1:{self.port}"
+        metrics_port = self.control_metrics_port
+        if name:
+            address = f"127.0.0.1:{free_port()}"
+            metrics_port = free_port() if self.metrics else -1
+            log_name = f"control-{name}.log"
+            env = {**env, "DR_CONTROL_LISTEN": address,
+                   "DR_CONTROL_STATE_DIR": str(self.root / f"state-{name}"),
+                   "DR_CONTROL_SECRET_KEY_FILE": str(self.root / "state" / "secret.key"),
+                   "DR_CONTROL_METRICS_PORT": str(metrics_port)}
+        proc = self._spawn("dr-control", env, log_name)
+        proc.address, proc.metrics_port, proc.log_name = address, metrics_port, log_name
+        if name:
+            self.replicas[name] = proc
+        else:
+            self.control = proc
+        channel = self._open(address)
+        health = health_pb2_grpc.HealthStub(channel)
 
         def serving():
-            if self.control.poll() is not None:
-                raise AssertionError(f"dr-control exited: {self.log('control.log')}")
+            if proc.poll() is not None:
+                raise AssertionError(f"dr-control exited: {self.log(log_name)}")
             with contextlib.suppress(grpc.RpcError):
                 return health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
                     health_pb2.HealthCheckResponse.SERVING
-        wait_for(serving, what="dr-control to serve")
+        try:
+            wait_for(serving, what=f"dr-control {name} to serve")
+        finally:
+            channel.close()
+        return proc
+
+    def controls(self) -> dict[str, subprocess.Popen]:
+        """Every control process started, running or not: "" (the first) and replicas."""
+        return {**({"": self.control} if self.control else {}), **self.replicas}
+
+    def use_control(self, name: str) -> None:
+        """Points drctl and the API stubs at another replica (e.g. after killing one)."""
+        self.address = self.controls()[name].address
+        self.channel.close()
+        self.channel = self._open(self.address)
+        self.protection = protection_pb2_grpc.ProtectionServiceStub(self.channel)
+        self.nodes_api = nodes_pb2_grpc.NodeServiceStub(self.channel)
 
     def start_node(self, node_id: str = "n1", **env: str) -> subprocess.Popen:
         if self.metrics:
             env.setdefault("DR_NODE_METRICS_PORT", str(free_port()))
+        if self.certs is not None:
+            env = {**self.node_tls_env(node_id), **env}
         proc = self._spawn("dr-node", {**self.node_env, "DR_NODE_NODE_ID": node_id, **env},
                            f"node-{node_id}.log")
         proc.metrics_port = int(env.get("DR_NODE_METRICS_PORT", -1))
@@ -141,11 +234,20 @@ class Cluster:
         path = self.root / name
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
-    def drctl(self, *args: str, check: bool = True) -> tuple[int, str, str]:
-        """Runs drctl in-process against this cluster; returns (exit code, stdout, stderr)."""
+    def drctl(self, *args: str, check: bool = True, token_file: Path | None = None
+              ) -> tuple[int, str, str]:
+        """Runs drctl in-process against this cluster; returns (exit code, stdout, stderr).
+
+        With auth, it uses `token_file` (default: the cluster's admin token)."""
         out, err = io.StringIO(), io.StringIO()
+        security: list[str] = []
+        if self.tls_files is not None:
+            security += ["--ca-file", self.tls_files.ca_file, "--cert-file",
+                         self.tls_files.cert_file, "--key-file", self.tls_files.key_file]
+        if token_file or self.admin_token_file:
+            security += ["--token-file", str(token_file or self.admin_token_file)]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = drctl_main(["--server", self.address, *args])
+            code = drctl_main(["--server", self.address, *security, *args])
         if check and code != 0:
             raise AssertionError(f"drctl {' '.join(args)} exited {code}: {err.getvalue()}")
         return code, out.getvalue(), err.getvalue()
@@ -180,10 +282,12 @@ class Cluster:
                 proc.wait(30)
             if proc.poll() is None:
                 proc.kill()
-        if self.control is not None:
-            self.control.terminate()
+        for proc in self.controls().values():
+            if proc.poll() is not None:
+                continue
+            proc.terminate()
             try:
-                self.control.wait(30)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.control.kill()
+                proc.kill()
         self.channel.close()

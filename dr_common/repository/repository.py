@@ -177,6 +177,21 @@ class Repository:
               segments: Sequence[str]) -> str:
         return compute_root(self._key, size, chunk_size, segment_chunks, segments)
 
+    async def _put_content(self, key: str, blob: bytes | memoryview) -> bool:
+        """Store a content-addressed object once. True if this call stored it.
+
+        When it exists already (dedup), touch it: garbage collection keeps objects
+        younger than its grace period, and this one is about to be referenced again by
+        a point not yet written. If it vanished between the two calls (GC removed it),
+        put it again: the same name always holds the same bytes.
+        """
+        if await self.store.put(key, blob, if_absent=True):
+            return True
+        if await self.store.touch(key):
+            return False
+        await self.store.put(key, blob)
+        return True
+
     # -- chunks ------------------------------------------------------------------------
 
     def chunk_id(self, data: bytes | bytearray | memoryview) -> bytes:
@@ -196,7 +211,7 @@ class Repository:
         """
         if cid == ZERO_ID:
             return False
-        return await self.store.put(chunk_key(cid), blob, if_absent=True)
+        return await self._put_content(chunk_key(cid), blob)
 
     async def _load_chunk(self, cid: bytes) -> tuple[bytes | None, str, str]:
         """(data, "", "") for a good chunk, else (None, reason, detail)."""
@@ -249,7 +264,7 @@ class Repository:
     async def put_segment(self, first_chunk: int, ids: Sequence[bytes]) -> str:
         blob = encode_segment(first_chunk, ids)
         seg_id = keyed_hex(self._key, blob)
-        await self.store.put(segment_key(seg_id), blob, if_absent=True)
+        await self._put_content(segment_key(seg_id), blob)
         return seg_id
 
     async def get_segment(self, seg_id: str) -> tuple[int, list[bytes]]:
@@ -302,7 +317,7 @@ class Repository:
                 "match its contents (a bug in the writer)"
             )
         # Content-addressed: an existing object with this root already holds it.
-        await self.store.put(manifest_key(m.root_hash), m.to_json(), if_absent=True)
+        await self._put_content(manifest_key(m.root_hash), m.to_json())
 
     async def get_manifest(self, root_hash: str) -> DiskManifest:
         """The manifest named `root_hash`, checked: its fields must hash to its name.
@@ -378,6 +393,16 @@ class Repository:
             raise _corrupt(f"recovery point {point_id} is corrupt: it names itself {rec.id}",
                            reason="corrupt-point")
         return rec
+
+    async def delete_recovery_point(self, point_id: str) -> bool:
+        """Remove a point's object (retention, or a user's delete); False if it was not
+        there. Its manifests, segments and chunks stay until garbage collection finds
+        no other point referencing them (dr_common/repository/gc.py)."""
+        key = point_key(check_point_id(point_id))
+        if not await self.store.exists(key):
+            return False
+        await self.store.delete(key)
+        return True
 
     async def list_recovery_points(self) -> list[str]:
         ids = []

@@ -3,6 +3,10 @@
 A repository needs only whole-object get/put, a conditional put, delete and a sorted
 listing, which every target (a directory, S3, Azure Blob) offers natively. `FsStore`
 is the local-directory implementation; cloud stores implement the same Protocol.
+
+Garbage collection (dr_common/repository/gc.py) needs three more: a listing with each
+object's modification time, `touch` (a writer that deduplicates against an existing
+object makes it young again) and `delete_if_older` (delete unless touched since).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import concurrent.futures
 import os
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -20,6 +25,16 @@ from dr_common.errors import ObjectNotFound, RepositoryError
 # Prefix of in-flight writes. They are invisible to `list` and `get` never names them;
 # a crash can leave one behind, which garbage collection may remove.
 TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A listed object: its key, modification time (seconds since the epoch, the
+    store's clock) and size in bytes."""
+
+    key: str
+    mtime: float
+    size: int
 
 
 @runtime_checkable
@@ -48,6 +63,25 @@ class ObjectStore(Protocol):
 
     def list(self, prefix: str) -> AsyncIterator[str]:
         """Keys starting with `prefix`, in sorted order."""
+        ...
+
+    def list_info(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Like `list`, with each object's modification time and size."""
+        ...
+
+    async def touch(self, key: str) -> bool:
+        """Set the object's modification time to now; False if there is no object.
+
+        A writer whose conditional put found the object present touches it, so garbage
+        collection sees it as young: it may be about to be referenced again.
+        """
+        ...
+
+    async def delete_if_older(self, key: str, cutoff: float) -> int | None:
+        """Delete the object unless its modification time is `cutoff` or later (it was
+        written or touched since); the size deleted, or None if kept or absent. Only
+        for content-addressed keys: a store may briefly remove the object and put it
+        back, which is harmless only when any writer would write the same bytes."""
         ...
 
     async def close(self) -> None: ...
@@ -131,6 +165,14 @@ class FsStore:
         await self._run(self._delete_sync, self._path(key))
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
+        async for info in self._list(prefix, with_info=False):
+            yield info.key
+
+    async def list_info(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for info in self._list(prefix, with_info=True):
+            yield info
+
+    async def _list(self, prefix: str, *, with_info: bool) -> AsyncIterator[ObjectInfo]:
         # Walk only the directory the prefix pins down, one directory per executor
         # call, so listing millions of chunks never holds them all in memory.
         if prefix.startswith("/"):
@@ -139,9 +181,15 @@ class FsStore:
         for part in parts[:-1]:
             _check_part(part, prefix)
         base = "/".join(parts[:-1])
-        async for key in self._walk(base):
-            if key.startswith(prefix):
-                yield key
+        async for info in self._walk(base, with_info):
+            if info.key.startswith(prefix):
+                yield info
+
+    async def touch(self, key: str) -> bool:
+        return await self._run(_touch_sync, self._path(key))
+
+    async def delete_if_older(self, key: str, cutoff: float) -> int | None:
+        return await self._run(self._delete_if_older_sync, self._path(key), cutoff)
 
     async def close(self) -> None:
         # Nothing to release: the executor belongs to the caller.
@@ -151,32 +199,60 @@ class FsStore:
         if self.root.is_dir():
             await self._run(_syncfs, self.root)
 
-    async def _walk(self, rel: str) -> AsyncIterator[str]:
-        entries = await self._run(self._scan, self.root / rel if rel else self.root)
-        for name, is_dir in entries:
+    async def _walk(self, rel: str, with_info: bool) -> AsyncIterator[ObjectInfo]:
+        entries = await self._run(self._scan, self.root / rel if rel else self.root,
+                                  with_info)
+        for name, is_dir, mtime, size in entries:
             key = f"{rel}/{name}" if rel else name
             if is_dir:
-                async for sub in self._walk(key):
+                async for sub in self._walk(key, with_info):
                     yield sub
             else:
-                yield key
+                yield ObjectInfo(key, mtime, size)
 
     @staticmethod
-    def _scan(path: Path) -> list[tuple[str, bool]]:
+    def _scan(path: Path, with_info: bool) -> list[tuple[str, bool, float, int]]:
+        entries = []
         try:
             with os.scandir(path) as it:
-                entries = [
-                    (e.name, e.is_dir(follow_symlinks=False))
-                    for e in it
-                    if not e.name.startswith(TMP_PREFIX)
-                    and (e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False))
-                ]
+                for e in it:
+                    if e.name.startswith(TMP_PREFIX):
+                        continue
+                    try:
+                        is_dir = e.is_dir(follow_symlinks=False)
+                        if not is_dir and not e.is_file(follow_symlinks=False):
+                            continue
+                        st = e.stat(follow_symlinks=False) if with_info and not is_dir else None
+                    except FileNotFoundError:  # removed while we listed (e.g. by GC)
+                        continue
+                    entries.append((e.name, is_dir, st.st_mtime if st else 0.0,
+                                    st.st_size if st else 0))
         except (FileNotFoundError, NotADirectoryError):
             return []
         # Sort a directory as "name/" so the walk yields keys in plain string order
         # ("a.b" < "a/x" because '.' < '/').
         entries.sort(key=lambda e: e[0] + "/" if e[1] else e[0])
         return entries
+
+    def _delete_if_older_sync(self, path: Path, cutoff: float) -> int | None:
+        # Atomic against a concurrent touch: the object first leaves its name (rename
+        # is atomic), so a touch either happened before, and shows in the mtime we then
+        # read, or finds no object and its writer puts the chunk again. A touched object
+        # goes back under its name; replacing a chunk a writer re-put meanwhile is
+        # harmless, both hold the same bytes (content-addressed keys only).
+        doomed = path.parent / f"{TMP_PREFIX}gc-{uuid.uuid4().hex}"
+        try:
+            os.rename(path, doomed)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        st = os.stat(doomed)
+        if st.st_mtime >= cutoff:
+            os.replace(doomed, path)
+            return None
+        os.unlink(doomed)
+        if self._durable:
+            _fsync_dir(path.parent)
+        return st.st_size
 
     def _put_sync(self, path: Path, data: bytes | bytearray | memoryview, if_absent: bool) -> bool:
         parent = path.parent
@@ -232,6 +308,14 @@ class FsStore:
             return
         if self._durable:
             _fsync_dir(path.parent)
+
+
+def _touch_sync(path: Path) -> bool:
+    try:
+        os.utime(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
 
 
 def _syncfs(path: Path) -> None:

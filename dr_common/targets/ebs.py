@@ -137,6 +137,25 @@ class EbsTarget:
         s = snaps[0]
         return SnapshotState(s["SnapshotId"], s["State"], int(s.get("VolumeSize", 0)) * GiB)
 
+    async def delete_snapshot(self, snapshot_id: str) -> bool:
+        """Delete a recovery point's snapshot; False if it was already gone.
+
+        Deleting the parent of a newer snapshot is safe: EBS keeps every block a
+        remaining snapshot still needs and frees only the rest.
+        """
+        async def delete() -> None:
+            async with calling(f"delete snapshot {snapshot_id}"):
+                await self._ec2.delete_snapshot(SnapshotId=snapshot_id)
+        try:
+            await call("ec2", "DeleteSnapshot", delete)
+        except NotFound:
+            return False
+        except DRError as e:
+            if "InvalidSnapshot.NotFound" in e.message:
+                return False
+            raise
+        return True
+
     async def wait_completed(self, snapshot_id: str, *, timeout: float = 600) -> None:
         """EBS finishes a snapshot after CompleteSnapshot returns: wait for it, so a
         recovery point is only recorded over usable snapshots."""

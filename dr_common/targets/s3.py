@@ -36,7 +36,7 @@ from dr_common.errors import (
     RepositoryError,
     TargetError,
 )
-from dr_common.repository.store import check_key
+from dr_common.repository.store import ObjectInfo, check_key
 from dr_common.targets.metrics import call
 
 T = TypeVar("T")
@@ -208,6 +208,10 @@ class S3Store:
                          remove, key=key)
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
+        async for info in self.list_info(prefix):
+            yield info.key
+
+    async def list_info(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         if prefix.startswith("/"):
             raise RepositoryError(f"invalid prefix {prefix!r}: it must be relative")
         head, _, _ = prefix.rpartition("/")
@@ -218,18 +222,58 @@ class S3Store:
         while True:
             # One page per call, so a retry repeats only the page that failed.
             page = await self._list_page_of(base + prefix, token)
-            for s3key in (o["Key"] for o in page.get("Contents", ())):
-                key = s3key[len(base):]
+            for o in page.get("Contents", ()):
+                key = o["Key"][len(base):]
                 # Objects the repository could not have written (another tool's keys
                 # under our prefix) are not ours: `get` would refuse their names.
                 try:
                     check_key(key)
                 except RepositoryError:
                     continue
-                yield key
+                yield ObjectInfo(key, o["LastModified"].timestamp(), int(o.get("Size", 0)))
             token = page.get("NextContinuationToken", "") if page.get("IsTruncated") else ""
             if not token:
                 return
+
+    async def touch(self, key: str) -> bool:
+        s3key = self._s3key(key)
+
+        async def copy(c: Any) -> bool:
+            # S3 has no "touch": copying an object onto itself with new metadata gives
+            # it a new LastModified (and keeps its bytes and their checksum).
+            try:
+                await c.copy_object(Bucket=self.bucket, Key=s3key,
+                                    CopySource={"Bucket": self.bucket, "Key": s3key},
+                                    MetadataDirective="REPLACE", ChecksumAlgorithm="CRC32")
+            except Exception as exc:
+                if http_status(exc) == 404:
+                    return False
+                raise
+            return True
+
+        return await self._call("touch", f"touch object {s3key} in bucket {self.bucket}",
+                                copy, key=key)
+
+    async def delete_if_older(self, key: str, cutoff: float) -> int | None:
+        s3key = self._s3key(key)
+
+        async def check_and_remove(c: Any) -> int | None:
+            # S3 has no atomic "delete unless modified since" on general buckets: the
+            # HEAD and the DELETE are two requests. The window between them is the one
+            # race docs/FORMAT.md (garbage collection) names for S3.
+            try:
+                head = await c.head_object(Bucket=self.bucket, Key=s3key)
+            except Exception as exc:
+                if http_status(exc) == 404:
+                    return None
+                raise
+            if head["LastModified"].timestamp() >= cutoff:
+                return None
+            await c.delete_object(Bucket=self.bucket, Key=s3key)
+            return int(head.get("ContentLength", 0))
+
+        return await self._call("delete", f"delete object {s3key} from bucket {self.bucket}",
+                                check_and_remove, key=key)
 
     async def close(self) -> None:
         async with self._lock:

@@ -74,7 +74,19 @@ def plan(p: models.Plan, state: str) -> protection_pb2.Plan:
         target_site=names.site_name(p.target_site), target_kind=p.target_kind,
         workloads=p.workloads, disks=p.disks, rpo_seconds=p.rpo_seconds, keep_last=p.keep_last,
         chunk_size_bytes=p.chunk_size, compression=p.compression, state=state, paused=p.paused,
-        create_time=ts(p.create_time), bandwidth_bytes_per_second=p.bandwidth)
+        create_time=ts(p.create_time), bandwidth_bytes_per_second=p.bandwidth,
+        retention=protection_pb2.Retention(keep_last=p.keep_last, keep_hourly=p.keep_hourly,
+                                           keep_daily=p.keep_daily, keep_weekly=p.keep_weekly))
+
+
+RETENTION_FIELDS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly")
+
+
+def retention_fields(r: protection_pb2.Retention) -> dict[str, tuple]:
+    """UpdatePlan's field-mask paths for retention: the whole message or one field."""
+    values = {f: getattr(r, f) for f in RETENTION_FIELDS}
+    return {"retention": ("retention", values),
+            **{f"retention.{f}": (f, v) for f, v in values.items()}}
 
 
 def disk_progress(t: models.Task, chunk_size: int) -> protection_pb2.DiskProgress:
@@ -109,7 +121,7 @@ def point(p: models.RecoveryPoint) -> recovery_points_pb2.RecoveryPoint:
             full_sync=d.get("full_sync", False),
             full_sync_reason=d.get("full_sync_reason", ""),
             snapshot_id=d.get("snapshot_id", "")) for d in p.disks],
-        stats=stats(p.stats), locked=p.locked)
+        stats=stats(p.stats), locked=p.locked, state=p.state)
 
 
 _OP_STATE = {"queued": "queued", "leased": "running", "completed": "completed",
@@ -128,6 +140,8 @@ def operation(t: models.Task) -> common_pb2.Operation:
             json_format.ParseDict(t.result, op.restore_result, ignore_unknown_fields=True)
         elif t.kind == "verify":
             json_format.ParseDict(t.result, op.verify_result, ignore_unknown_fields=True)
+        elif t.kind == "gc":
+            json_format.ParseDict(t.result, op.gc_result, ignore_unknown_fields=True)
     return op
 
 

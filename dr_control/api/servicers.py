@@ -82,8 +82,10 @@ class Protection(protection_pb2_grpc.ProtectionServiceServicer):
         plan = await self.svc.create_plan(
             request.plan_id, source_site=p.source_site, target_site=p.target_site,
             target_kind=p.target_kind, workloads=list(p.workloads), disks=list(p.disks),
-            rpo_seconds=p.rpo_seconds, keep_last=p.keep_last, chunk_size=p.chunk_size_bytes,
-            compression=p.compression, bandwidth=p.bandwidth_bytes_per_second)
+            rpo_seconds=p.rpo_seconds, keep_last=p.retention.keep_last or p.keep_last,
+            chunk_size=p.chunk_size_bytes, compression=p.compression,
+            bandwidth=p.bandwidth_bytes_per_second, keep_hourly=p.retention.keep_hourly,
+            keep_daily=p.retention.keep_daily, keep_weekly=p.retention.keep_weekly)
         return await self._plan(plan)
 
     @rpc
@@ -91,6 +93,7 @@ class Protection(protection_pb2_grpc.ProtectionServiceServicer):
         p = request.plan
         fields = {"rpo_seconds": ("rpo_seconds", p.rpo_seconds),
                   "keep_last": ("keep_last", p.keep_last),
+                  **convert.retention_fields(p.retention),
                   "bandwidth_bytes_per_second": ("bandwidth", p.bandwidth_bytes_per_second)}
         changes = {}
         for path in request.update_mask.paths:
@@ -98,7 +101,10 @@ class Protection(protection_pb2_grpc.ProtectionServiceServicer):
                 raise InvalidArgument(f"field {path!r} cannot be updated; updatable: "
                                       f"{', '.join(fields)}", field="update_mask")
             key, value = fields[path]
-            changes[key] = value
+            if isinstance(value, dict):  # a whole message: every one of its fields
+                changes.update(value)
+            else:
+                changes[key] = value
         return await self._plan(await self.svc.update_plan(p.name, changes))
 
     @rpc
@@ -173,6 +179,24 @@ class RecoveryPoints(recovery_points_pb2_grpc.RecoveryPointServiceServicer):
     @rpc
     async def VerifyRecoveryPoint(self, request, context):
         return convert.operation(await self.svc.verify(request.name))
+
+    @rpc
+    async def LockRecoveryPoint(self, request, context):
+        return convert.point(await self.svc.set_locked(request.name, True))
+
+    @rpc
+    async def UnlockRecoveryPoint(self, request, context):
+        return convert.point(await self.svc.set_locked(request.name, False))
+
+    @rpc
+    async def DeleteRecoveryPoint(self, request, context):
+        await self.svc.delete_point(request.name)
+        return empty_pb2.Empty()
+
+    @rpc
+    async def CollectGarbage(self, request, context):
+        grace = request.grace_seconds if request.HasField("grace_seconds") else None
+        return convert.operation(await self.svc.collect_garbage(request.parent, grace))
 
 
 class Restore(restore_pb2_grpc.RestoreServiceServicer):

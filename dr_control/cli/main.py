@@ -15,15 +15,18 @@ from collections.abc import Sequence
 import grpc
 
 from . import argtypes
-from .client import Client
+from .client import Client, TlsFiles
 from .commands import MODULES
 from .context import Context
-from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CliError, describe_rpc_error
+from .errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CliError, UsageError,
+                     describe_rpc_error)
 from .output import FORMATS, TABLE, Output
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_ENV = "DRCTL_SERVER"
 DEFAULT_TIMEOUT = 30.0
+CA_ENV, CERT_ENV, KEY_ENV = "DRCTL_CA_FILE", "DRCTL_CERT_FILE", "DRCTL_KEY_FILE"
+TOKEN_ENV, TOKEN_FILE_ENV = "DRCTL_TOKEN", "DRCTL_TOKEN_FILE"
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -52,6 +55,19 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         default=default(DEFAULT_TIMEOUT),
         help=f"deadline of each call to dr-control (default {DEFAULT_TIMEOUT:g})",
     )
+    _add_security_options(parser, default)
+
+
+def _add_security_options(parser: argparse.ArgumentParser, default) -> None:
+    """TLS files and the API token; each also from a DRCTL_* variable (for scripts)."""
+    for flag, env, text in (
+        ("--ca-file", CA_ENV, "CA certificate that signed dr-control's (turns TLS on)"),
+        ("--cert-file", CERT_ENV, "drctl's client certificate (drctl.pem of certs init)"),
+        ("--key-file", KEY_ENV, "its private key"),
+        ("--token-file", TOKEN_FILE_ENV, f"file holding the API token (or set ${TOKEN_ENV})"),
+    ):
+        parser.add_argument(flag, metavar="FILE", default=default(os.environ.get(env, "")),
+                            help=f"{text} (default: ${env})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout, stderr = sys.stdout, sys.stderr
     out = Output(args.output, stdout, stderr)
     try:
-        with Client(args.server, args.timeout) as client:
+        if getattr(args, "offline", False):  # e.g. `drctl certs`: no server involved
+            return args.handler(Context(client=None, out=out, server=args.server,
+                                        progress=False), args)
+        with Client(args.server, args.timeout, tls_files=_tls_files(args),
+                    token=_token(args)) as client:
             ctx = Context(
                 client=client,
                 out=out,
@@ -106,6 +126,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return EXIT_FAILURE
+
+
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    if not args.ca_file:
+        if args.cert_file or args.key_file:
+            raise UsageError("--cert-file and --key-file need --ca-file (TLS)")
+        return None
+    return TlsFiles(args.ca_file, args.cert_file, args.key_file)
+
+
+def _token(args: argparse.Namespace) -> str:
+    """The API token from --token-file, else $DRCTL_TOKEN; "" when neither is set."""
+    if not args.token_file:
+        return os.environ.get(TOKEN_ENV, "").strip()
+    try:
+        with open(args.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise UsageError(f"cannot read --token-file {args.token_file}: {e.strerror}") from None
+    if not token:
+        raise UsageError(f"--token-file {args.token_file} is empty; put the token's secret in it")
+    return token
 
 
 if __name__ == "__main__":

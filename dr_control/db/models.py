@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, ForeignKeyConstraint,
-                        Integer, String, Text, UniqueConstraint)
+                        Index, Integer, String, Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -94,6 +94,10 @@ class Plan(Base):
     disks: Mapped[list] = mapped_column(JSON, default=list)
     rpo_seconds: Mapped[int] = mapped_column(BigInteger)
     keep_last: Mapped[int] = mapped_column(Integer, default=0)
+    # Retention beyond keep_last (dr_control/services/retention.py); 0 = rule off.
+    keep_hourly: Mapped[int] = mapped_column(Integer, default=0)
+    keep_daily: Mapped[int] = mapped_column(Integer, default=0)
+    keep_weekly: Mapped[int] = mapped_column(Integer, default=0)
     chunk_size: Mapped[int] = mapped_column(BigInteger)
     compression: Mapped[str] = mapped_column(String(16), default="none")
     bandwidth: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -101,6 +105,10 @@ class Plan(Base):
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     # Set by RunPlan: the scheduler starts a cycle at its next tick.
     run_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Points were deleted: the repository has garbage. The scheduler collects it at most
+    # once per scheduler.gc_interval_seconds, counted from last_gc_time (or creation).
+    gc_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_gc_time: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Cycle(Base):
@@ -115,7 +123,13 @@ class Cycle(Base):
     recovery_point_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
     error_reason: Mapped[str] = mapped_column(String(64), default="")
     error_message: Mapped[str] = mapped_column(Text, default="")
-    __table_args__ = (UniqueConstraint("plan_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("plan_id", "seq"),
+        # At most one active cycle per plan, even across control replicas (migration 0007).
+        Index("uq_cycles_plan_id_active", "plan_id", unique=True,
+              postgresql_where=text("state IN ('queued', 'running')"),
+              sqlite_where=text("state IN ('queued', 'running')")),
+    )
 
 
 class Task(Base):
@@ -161,6 +175,8 @@ class RecoveryPoint(Base):
     disks: Mapped[list] = mapped_column(JSON, default=list)
     stats: Mapped[dict] = mapped_column(JSON, default=dict)
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # ready | deleting (a delete task is removing it at the target; then the row goes)
+    state: Mapped[str] = mapped_column(String(16), default="ready")
 
 
 class Node(Base):
@@ -216,3 +232,18 @@ class Execution(Base):
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     end_time: Mapped[datetime | None] = mapped_column(nullable=True)
     __table_args__ = (UniqueConstraint("recovery_plan_id", "seq"),)
+
+
+class ApiToken(Base):
+    """A bearer token for the operator API; only the SHA-256 of its secret is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    # admin | operator | viewer
+    role: Mapped[str] = mapped_column(String(16))
+    # hex SHA-256 of the secret (the secret itself is shown once, at creation)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_time: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)

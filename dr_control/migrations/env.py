@@ -11,7 +11,17 @@ from dr_control.db.models import Base
 target_metadata = Base.metadata
 
 
+# Any constant; dr_control/leader.py uses another.
+MIGRATION_LOCK_KEY = 0x64725F6D69677261  # "dr_migra"
+
+
 def _run(connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Replicas starting together: the first migrates, the others wait here and then
+        # find the schema at head (held until the migration's transaction ends).
+        from sqlalchemy import text
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                           {"k": MIGRATION_LOCK_KEY})
     context.configure(connection=connection, target_metadata=target_metadata,
                       render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from dr_common import names
 from dr_common.aws import AwsSettings
@@ -25,6 +26,7 @@ from dr_common.errors import FailedPrecondition, NotFound
 from dr_common.sources import kvm
 from dr_control import metrics
 from dr_control.db.models import Cycle, Disk, Node, Plan, RecoveryPoint, Site, Task, utcnow
+from dr_control.services import deletion
 from dr_control.services.context import ServiceContext
 from dr_control.services.inventory import aws_settings
 
@@ -32,7 +34,8 @@ log = structlog.get_logger()
 
 ACTIVE_CYCLE_STATES = ("queued", "running")
 # Finalizing a cycle and user operations go before more replication work.
-_KIND_PRIORITY = {"finalize": 0, "snapshot": 0, "restore": 1, "verify": 1, "replicate": 2}
+_KIND_PRIORITY = {"finalize": 0, "snapshot": 0, "restore": 1, "verify": 1, "delete": 1,
+                  "replicate": 2, "gc": 3}
 # Sources whose changed-block tracking lets a native target (ebs) write incrementals;
 # others (hash diff) give no clean extents, so each ebs snapshot is written whole.
 _TRACKING_SOURCES = ("kvm", "aws")
@@ -64,13 +67,21 @@ class Coordinator:
         return await s.scalar(select(Cycle).where(
             Cycle.plan_id == plan_id, Cycle.state.in_(ACTIVE_CYCLE_STATES)))
 
-    async def start_cycle(self, s, plan: Plan) -> Cycle:
+    async def start_cycle(self, s, plan: Plan) -> Cycle | None:
         """Queues a cycle: its snapshot task (aws sources) or one replicate task per
-        disk (caller holds a transaction)."""
+        disk (caller holds a transaction). None if the plan has an active cycle after
+        all: another replica (a scheduler hand-over, a RunPlan) queued one meanwhile, and
+        the database refuses a second (unique index, migration 0007)."""
         seq = (await s.scalar(select(func.max(Cycle.seq)).where(Cycle.plan_id == plan.id))) or 0
         cycle = Cycle(plan_id=plan.id, seq=seq + 1, state="queued")
-        s.add(cycle)
-        await s.flush()
+        try:
+            async with s.begin_nested():  # a savepoint: the caller's transaction goes on
+                s.add(cycle)
+                await s.flush()
+        except IntegrityError as e:
+            log.info("cycle not queued: another is active or took its number", plan=plan.id,
+                     cycle=seq + 1, error=type(e.orig).__name__)
+            return None
         source = await s.get(Site, plan.source_site)
         if source.kind == "aws":
             previous = await self._previous_disks(s, plan)
@@ -189,6 +200,8 @@ class Coordinator:
         cycle.state, cycle.end_time, cycle.recovery_point_id = "completed", utcnow(), point_id
         metrics.CYCLES.labels(state="completed").inc()
         log.info("recovery point recorded", plan=cycle.plan_id, cycle=cycle.seq, point=point_id)
+        # A new newest point: retention may now let older ones go.
+        await deletion.apply_retention(self.ctx, s, await s.get(Plan, cycle.plan_id))
 
     async def _fail_cycle(self, s, cycle: Cycle, reason: str, message: str) -> None:
         cycle.state, cycle.end_time = "failed", utcnow()
@@ -300,6 +313,10 @@ class Coordinator:
             task.state, task.end_time, task.result = "completed", utcnow(), result
             task.bytes_done = task.bytes_total or task.bytes_done
             log.info("task completed", task=task.id, kind=task.kind, disk=task.disk)
+            if task.kind == "delete":
+                await deletion.after_delete(s, task)
+            elif task.kind == "gc":
+                await deletion.after_gc(s, task)
             cycle = await s.get(Cycle, task.cycle_id) if task.cycle_id else None
             if cycle is None or cycle.state not in ACTIVE_CYCLE_STATES:
                 return
@@ -326,6 +343,8 @@ class Coordinator:
         task.state = "cancelled" if reason == "cancelled" else "failed"
         task.end_time, task.error_reason, task.error_message = utcnow(), reason, message
         log.warning("task failed", task=task.id, kind=task.kind, reason=reason, message=message)
+        if task.kind == "delete":
+            await deletion.after_delete_failed(s, task)
         if task.cycle_id is not None:
             cycle = await s.get(Cycle, task.cycle_id)
             if cycle.state in ACTIVE_CYCLE_STATES:

@@ -1,4 +1,5 @@
-"""Recovery points, and the operations users run on them (restore, verify).
+"""Recovery points, and the operations users run on them (restore, verify, gc), locks
+and deletion (dr_control/services/deletion.py does the deleting).
 
 Both operations are tasks run by a node, because target storage may be reachable only
 from inside the recovery site. An operation's name is "operations/{task id}".
@@ -14,10 +15,11 @@ from dr_common import names
 from dr_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from dr_common.sources.file import check_within_roots
 from dr_control.db.models import Plan, RecoveryPoint, Site, Task, utcnow
+from dr_control.services import deletion
 from dr_control.services.context import ServiceContext
 from dr_control.services.coordinator import locator
 
-OPERATION_KINDS = ("restore", "verify")
+OPERATION_KINDS = ("restore", "verify", "gc")
 RESTORE_FORMATS = ("raw", "qcow2")
 # Points of an ebs target are EBS snapshots: they restore as new volumes.
 EBS_FORMAT = "ebs-volume"
@@ -42,6 +44,39 @@ class PointService:
         if point is None:
             raise NotFound(f"recovery point {name} not found")
         return point
+
+    async def set_locked(self, name: str, locked: bool) -> RecoveryPoint:
+        plan_id, point_id = names.parse_point(name)
+        async with self.ctx.db() as s, s.begin():
+            point = await s.get(RecoveryPoint, (plan_id, point_id))
+            if point is None:
+                raise NotFound(f"recovery point {name} not found")
+            if locked and point.state == deletion.DELETING:
+                raise FailedPrecondition(f"recovery point {name} is being deleted",
+                                         reason="deleting")
+            point.locked = locked
+        return point
+
+    async def delete_point(self, name: str) -> None:
+        """Starts deleting a point (see deletion.py); deleting one that is already
+        being deleted is not an error (a retried request)."""
+        plan_id, point_id = names.parse_point(name)
+        async with self.ctx.db() as s, s.begin():
+            point = await s.get(RecoveryPoint, (plan_id, point_id))
+            if point is None:
+                raise NotFound(f"recovery point {name} not found")
+            if point.state == deletion.DELETING:
+                return
+            await deletion.check_deletable(s, point, name)
+            await deletion.queue_delete(self.ctx, s, await s.get(Plan, plan_id), point)
+
+    async def collect_garbage(self, parent: str, grace_seconds: int | None) -> Task:
+        plan_id = names.parse_plan(parent, field="parent")
+        async with self.ctx.db() as s, s.begin():
+            plan = await s.get(Plan, plan_id)
+            if plan is None:
+                raise NotFound(f"plan {parent} not found")
+            return await deletion.queue_gc(self.ctx, s, plan, grace_seconds)
 
     async def _repository(self, s, plan_id: str) -> dict:
         plan = await s.get(Plan, plan_id)

@@ -26,7 +26,15 @@ TARGET_KINDS = (*REPOSITORY_KINDS, "ebs")
 # Which site kinds can hold each target kind.
 TARGET_SITE_KINDS = {"fs": ("file", "kvm"), "s3": ("aws",), "ebs": ("aws",)}
 
-UPDATABLE = frozenset({"rpo_seconds", "keep_last", "bandwidth"})
+RETENTION = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly")
+UPDATABLE = frozenset({"rpo_seconds", "bandwidth", *RETENTION})
+
+
+def _check_retention(values: dict[str, int]) -> None:
+    for key in RETENTION:
+        if values.get(key, 0) < 0:
+            raise InvalidArgument(f"{key} must be 0 (rule off) or positive, got {values[key]}",
+                                  field=f"plan.retention.{key}")
 
 
 def _check_settings(rpo_seconds: int, keep_last: int, bandwidth: int) -> None:
@@ -72,9 +80,12 @@ class ProtectionService:
     async def create_plan(self, plan_id: str, *, source_site: str, target_site: str,
                           target_kind: str, workloads: list[str], disks: list[str],
                           rpo_seconds: int, keep_last: int, chunk_size: int,
-                          compression: str, bandwidth: int = 0) -> Plan:
+                          compression: str, bandwidth: int = 0, keep_hourly: int = 0,
+                          keep_daily: int = 0, keep_weekly: int = 0) -> Plan:
         names.check_id(plan_id, field="plan_id", what="plan")
         _check_settings(rpo_seconds, keep_last, bandwidth)
+        _check_retention({"keep_hourly": keep_hourly, "keep_daily": keep_daily,
+                          "keep_weekly": keep_weekly})
         if target_kind == "ebs":
             # EBS snapshots are made of 512 KiB blocks: the chunk grid is theirs.
             if chunk_size not in (0, EBS_BLOCK_SIZE):
@@ -114,7 +125,8 @@ class ProtectionService:
             plan = Plan(id=plan_id, source_site=src_id, target_site=dst_id,
                         target_kind=target_kind, workloads=list(workloads), disks=resolved,
                         rpo_seconds=rpo_seconds, keep_last=keep_last, chunk_size=chunk_size,
-                        compression=compression, bandwidth=bandwidth)
+                        compression=compression, bandwidth=bandwidth,
+                        keep_hourly=keep_hourly, keep_daily=keep_daily, keep_weekly=keep_weekly)
             s.add(plan)
         self.ctx.tasks_queued.notify()
         return plan
@@ -157,7 +169,7 @@ class ProtectionService:
             return list((await s.scalars(select(Plan).order_by(Plan.id))).all())
 
     async def update_plan(self, name: str, changes: dict[str, int]) -> Plan:
-        """Applies `changes` (keys: rpo_seconds, keep_last, bandwidth) to a plan."""
+        """Applies `changes` (keys: UPDATABLE) to a plan."""
         plan = await self.get_plan(name)
         unknown = set(changes) - UPDATABLE
         if unknown or not changes:
@@ -167,6 +179,7 @@ class ProtectionService:
         merged = {"rpo_seconds": plan.rpo_seconds, "keep_last": plan.keep_last,
                   "bandwidth": plan.bandwidth, **changes}
         _check_settings(merged["rpo_seconds"], merged["keep_last"], merged["bandwidth"])
+        _check_retention(changes)
         async with self.ctx.db() as s, s.begin():
             plan = await s.get(Plan, plan.id)
             for key, value in changes.items():
@@ -202,6 +215,8 @@ class ProtectionService:
             cycle = await self.coordinator.active_cycle(s, plan.id)
             if cycle is None:
                 cycle = await self.coordinator.start_cycle(s, await s.get(Plan, plan.id))
+            if cycle is None:  # another replica's scheduler queued one just now
+                cycle = await self.coordinator.active_cycle(s, plan.id)
         return cycle
 
     async def list_cycles(self, parent: str) -> list[tuple[Cycle, list[Task]]]:

@@ -5,6 +5,6 @@ A handler takes (Context, argparse.Namespace) and returns the exit code.
 
 from __future__ import annotations
 
-from . import inventory, nodes, operations, plans, points, recovery, restore
+from . import certs, inventory, nodes, operations, plans, points, recovery, restore, tokens
 
-MODULES = (inventory, plans, points, restore, operations, nodes, recovery)
+MODULES = (inventory, plans, points, restore, operations, nodes, recovery, tokens, certs)

@@ -86,6 +86,15 @@ def render_operation(op: common_pb2.Operation) -> str:
         blocks.append(render_restore_result(op.restore_result))
     elif result == "verify_result":
         blocks.append(render_verify_result(op.verify_result))
+    elif result == "gc_result":
+        g = op.gc_result
+        blocks.append(format_fields([
+            ("points", g.points),
+            ("removed", f"{g.objects_removed} objects, {format_size(g.bytes_removed)}"),
+            ("kept (referenced)", f"{g.objects_kept} objects, {format_size(g.bytes_kept)}"),
+            ("kept (younger than grace)",
+             f"{g.objects_young} objects, {format_size(g.bytes_young)}"),
+        ]))
     return "\n\n".join(blocks)
 
 

@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
         help="recovery-point objective: 90, 90s, 15m, 1h, 1d",
     )
     p.add_argument("--keep-last", type=int, metavar="N", help="recovery points kept (0: all)")
+    _retention_options(p)
     p.add_argument(
         "--chunk-size", type=argtypes.size, metavar="SIZE",
         help="chunk size: 1MiB, 256KiB, 4M, 1048576 (default: the server's)",
@@ -60,6 +61,7 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("plan", metavar="ID", type=argtypes.name(names.PLAN))
     p.add_argument("--rpo", type=argtypes.duration, metavar="DURATION")
     p.add_argument("--keep-last", type=int, metavar="N")
+    _retention_options(p)
     p.add_argument("--bandwidth", type=argtypes.rate, metavar="RATE", help="0: unlimited")
     p.set_defaults(handler=plan_update)
 
@@ -86,6 +88,28 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.set_defaults(handler=plan_run)
 
 
+# Retention periods beyond --keep-last: (flag, field of Retention, period).
+RETENTION_OPTIONS = (("--keep-hourly", "keep_hourly", "hour"), ("--keep-daily", "keep_daily", "day"),
+                     ("--keep-weekly", "keep_weekly", "week"))
+
+
+def _retention_options(p: argparse.ArgumentParser) -> None:
+    for flag, _, period in RETENTION_OPTIONS:
+        p.add_argument(flag, type=int, metavar="N",
+                       help=f"keep the newest point of each of the last N {period}s (0: off)")
+
+
+def _set_retention(plan: protection_pb2.Plan, args: argparse.Namespace) -> list[str]:
+    """Sets the retention options given; their update_mask paths."""
+    paths = []
+    for flag, field, _ in RETENTION_OPTIONS:
+        value = getattr(args, field)
+        if value is not None:
+            argtypes.set_field(plan.retention, field, value, flag)
+            paths.append(f"retention.{field}")
+    return paths
+
+
 def plan_create(ctx: Context, args: argparse.Namespace) -> int:
     source_id = names.short_name(args.source)
     try:
@@ -106,6 +130,7 @@ def plan_create(ctx: Context, args: argparse.Namespace) -> int:
     # Options left out are sent as 0: the server applies its defaults.
     if args.keep_last is not None:
         argtypes.set_field(plan, "keep_last", args.keep_last, "--keep-last")
+    _set_retention(plan, args)
     if args.chunk_size is not None:
         argtypes.set_field(plan, "chunk_size_bytes", args.chunk_size, "--chunk-size")
     if args.bandwidth is not None:
@@ -127,8 +152,10 @@ def plan_update(ctx: Context, args: argparse.Namespace) -> int:
         if value is not None:
             argtypes.set_field(plan, field, value, flag)
             paths.append(field)
+    paths += _set_retention(plan, args)
     if not paths:
-        raise UsageError("nothing to update: give --rpo, --keep-last or --bandwidth")
+        raise UsageError("nothing to update: give --rpo, --keep-last, --keep-hourly, "
+                         "--keep-daily, --keep-weekly or --bandwidth")
     updated = ctx.client.call(
         ctx.client.protection.UpdatePlan,
         protection_pb2.UpdatePlanRequest(plan=plan, update_mask=field_mask_pb2.FieldMask(

@@ -1,4 +1,5 @@
-"""`drctl point ...`: recovery points of a plan, and verifying them end to end."""
+"""`drctl point ...`: recovery points of a plan, verifying them end to end, locking and
+deleting them; `drctl repository gc`: collecting a repository's garbage now."""
 
 from __future__ import annotations
 
@@ -38,6 +39,31 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
                    help="print the operation and return; follow it with `drctl operation get`")
     p.set_defaults(handler=point_verify)
 
+    for action, text in (
+        ("lock", "protect a point from retention and deletion"),
+        ("unlock", "let retention and delete act on a point again"),
+        ("delete", "delete a point (refused when locked or the plan's newest)"),
+    ):
+        p = point_sub.add_parser(action, parents=parents, help=text)
+        p.add_argument("point", metavar="POINT", type=argtypes.name(names.RECOVERY_POINT),
+                       help="PLAN/POINT")
+        p.set_defaults(handler=point_change)
+
+    repo = sub.add_parser("repository", help="the repository a plan's points are stored in")
+    repo_sub = repo.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = repo_sub.add_parser(
+        "gc", parents=parents,
+        help="delete the repository objects no recovery point references (garbage "
+             "collection), now rather than on the scheduler's interval")
+    p.add_argument("plan", metavar="PLAN", type=argtypes.name(names.PLAN))
+    p.add_argument("--grace", type=argtypes.duration, metavar="DURATION",
+                   help="keep unreferenced objects younger than this (default: the "
+                        "server's scheduler.gc_grace_seconds); keep it above the longest "
+                        "cycle")
+    p.add_argument("--no-wait", action="store_true",
+                   help="print the operation and return; follow it with `drctl operation get`")
+    p.set_defaults(handler=repository_gc)
+
 
 def point_list(ctx: Context, args: argparse.Namespace) -> int:
     points = ctx.client.list_all(
@@ -75,6 +101,34 @@ def point_verify(ctx: Context, args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     return code
+
+
+_CHANGES = {
+    "lock": ("LockRecoveryPoint", recovery_points_pb2.LockRecoveryPointRequest),
+    "unlock": ("UnlockRecoveryPoint", recovery_points_pb2.UnlockRecoveryPointRequest),
+    "delete": ("DeleteRecoveryPoint", recovery_points_pb2.DeleteRecoveryPointRequest),
+}
+
+
+def point_change(ctx: Context, args: argparse.Namespace) -> int:
+    method, request = _CHANGES[args.action]
+    answer = ctx.client.call(getattr(ctx.client.recovery_points, method),
+                             request(name=args.point))
+    if isinstance(answer, recovery_points_pb2.RecoveryPoint):
+        ctx.out.resource(answer, render_point)
+    else:
+        ctx.out.note(f"{args.point}: deleting (a node removes it from the target)")
+    return EXIT_OK
+
+
+def repository_gc(ctx: Context, args: argparse.Namespace) -> int:
+    req = recovery_points_pb2.CollectGarbageRequest(parent=args.plan)
+    if args.grace is not None:
+        argtypes.set_field(req, "grace_seconds", args.grace, "--grace")
+    op = ctx.client.call(ctx.client.recovery_points.CollectGarbage, req)
+    if not args.no_wait:
+        op = wait_operation(ctx, op)
+    return finish(ctx, op, render_operation)
 
 
 def render_verify(op: common_pb2.Operation) -> str:
@@ -120,6 +174,7 @@ def render_point(point: recovery_points_pb2.RecoveryPoint) -> str:
             ("created", format_time(point.create_time)),
             ("cycle", point.cycle or "-"),
             ("locked", "yes" if point.locked else "no"),
+            ("state", point.state or "ready"),
             ("bytes read/sent/stored",
              f"{format_size(s.bytes_read)} / {format_size(s.bytes_sent)} / "
              f"{format_size(s.bytes_stored)}"),

@@ -68,7 +68,7 @@ class BadChunk(_message.Message):
     def __init__(self, disk: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Operation(_message.Message):
-    __slots__ = ("name", "kind", "state", "done", "target", "bytes_done", "bytes_total", "create_time", "end_time", "error", "restore_result", "verify_result")
+    __slots__ = ("name", "kind", "state", "done", "target", "bytes_done", "bytes_total", "create_time", "end_time", "error", "restore_result", "verify_result", "gc_result")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class Operation(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RESTORE_RESULT_FIELD_NUMBER: _ClassVar[int]
     VERIFY_RESULT_FIELD_NUMBER: _ClassVar[int]
+    GC_RESULT_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     state: str
@@ -93,7 +94,26 @@ class Operation(_message.Message):
     error: TaskError
     restore_result: RestoreResult
     verify_result: VerifyResult
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., done: _Optional[bool] = ..., target: _Optional[str] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., restore_result: _Optional[_Union[RestoreResult, _Mapping]] = ..., verify_result: _Optional[_Union[VerifyResult, _Mapping]] = ...) -> None: ...
+    gc_result: GcResult
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., done: _Optional[bool] = ..., target: _Optional[str] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., restore_result: _Optional[_Union[RestoreResult, _Mapping]] = ..., verify_result: _Optional[_Union[VerifyResult, _Mapping]] = ..., gc_result: _Optional[_Union[GcResult, _Mapping]] = ...) -> None: ...
+
+class GcResult(_message.Message):
+    __slots__ = ("points", "objects_removed", "bytes_removed", "objects_kept", "bytes_kept", "objects_young", "bytes_young")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_KEPT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_KEPT_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_YOUNG_FIELD_NUMBER: _ClassVar[int]
+    BYTES_YOUNG_FIELD_NUMBER: _ClassVar[int]
+    points: int
+    objects_removed: int
+    bytes_removed: int
+    objects_kept: int
+    bytes_kept: int
+    objects_young: int
+    bytes_young: int
+    def __init__(self, points: _Optional[int] = ..., objects_removed: _Optional[int] = ..., bytes_removed: _Optional[int] = ..., objects_kept: _Optional[int] = ..., bytes_kept: _Optional[int] = ..., objects_young: _Optional[int] = ..., bytes_young: _Optional[int] = ...) -> None: ...
 
 class RestoreResult(_message.Message):
     __slots__ = ("destination_path", "bytes_written", "root_hash", "volume_id")

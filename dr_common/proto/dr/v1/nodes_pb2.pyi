@@ -33,7 +33,7 @@ class Node(_message.Message):
     def __init__(self, name: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., state: _Optional[str] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("name", "kind", "lease_token", "lease_expire_time", "lease_seconds", "replicate", "finalize", "restore", "verify", "snapshot")
+    __slots__ = ("name", "kind", "lease_token", "lease_expire_time", "lease_seconds", "replicate", "finalize", "restore", "verify", "snapshot", "delete", "gc")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,8 @@ class Task(_message.Message):
     RESTORE_FIELD_NUMBER: _ClassVar[int]
     VERIFY_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    GC_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     lease_token: int
@@ -54,7 +56,9 @@ class Task(_message.Message):
     restore: RestoreSpec
     verify: VerifySpec
     snapshot: SnapshotSpec
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotSpec, _Mapping]] = ...) -> None: ...
+    delete: DeleteSpec
+    gc: GcSpec
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotSpec, _Mapping]] = ..., delete: _Optional[_Union[DeleteSpec, _Mapping]] = ..., gc: _Optional[_Union[GcSpec, _Mapping]] = ...) -> None: ...
 
 class RepositoryLocator(_message.Message):
     __slots__ = ("kind", "path", "aws")
@@ -206,6 +210,26 @@ class VerifySpec(_message.Message):
     disks: _containers.RepeatedCompositeFieldContainer[FinalizeDisk]
     def __init__(self, recovery_point: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[FinalizeDisk, _Mapping]]] = ...) -> None: ...
 
+class DeleteSpec(_message.Message):
+    __slots__ = ("recovery_point", "recovery_point_id", "repository", "snapshot_ids")
+    RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_IDS_FIELD_NUMBER: _ClassVar[int]
+    recovery_point: str
+    recovery_point_id: str
+    repository: RepositoryLocator
+    snapshot_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, recovery_point: _Optional[str] = ..., recovery_point_id: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., snapshot_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GcSpec(_message.Message):
+    __slots__ = ("repository", "grace_seconds")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    repository: RepositoryLocator
+    grace_seconds: int
+    def __init__(self, repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., grace_seconds: _Optional[int] = ...) -> None: ...
+
 class RegisterNodeRequest(_message.Message):
     __slots__ = ("node_id", "hostname", "version", "max_tasks", "budget_bytes")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -275,7 +299,7 @@ class ReportProgressResponse(_message.Message):
     def __init__(self, cancel: _Optional[bool] = ..., bandwidth_bytes_per_second: _Optional[int] = ...) -> None: ...
 
 class CompleteTaskRequest(_message.Message):
-    __slots__ = ("task", "lease_token", "error", "stats", "root_hash", "full_sync", "size_bytes", "bitmap", "full_sync_reason", "restore_result", "verify_result", "snapshot_id", "source_snapshots")
+    __slots__ = ("task", "lease_token", "error", "stats", "root_hash", "full_sync", "size_bytes", "bitmap", "full_sync_reason", "restore_result", "verify_result", "gc_result", "snapshot_id", "source_snapshots")
     TASK_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +311,7 @@ class CompleteTaskRequest(_message.Message):
     FULL_SYNC_REASON_FIELD_NUMBER: _ClassVar[int]
     RESTORE_RESULT_FIELD_NUMBER: _ClassVar[int]
     VERIFY_RESULT_FIELD_NUMBER: _ClassVar[int]
+    GC_RESULT_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     task: str
@@ -300,9 +325,10 @@ class CompleteTaskRequest(_message.Message):
     full_sync_reason: str
     restore_result: _common_pb2.RestoreResult
     verify_result: _common_pb2.VerifyResult
+    gc_result: _common_pb2.GcResult
     snapshot_id: str
     source_snapshots: _containers.RepeatedCompositeFieldContainer[SourceSnapshot]
-    def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., root_hash: _Optional[str] = ..., full_sync: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., restore_result: _Optional[_Union[_common_pb2.RestoreResult, _Mapping]] = ..., verify_result: _Optional[_Union[_common_pb2.VerifyResult, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., source_snapshots: _Optional[_Iterable[_Union[SourceSnapshot, _Mapping]]] = ...) -> None: ...
+    def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., root_hash: _Optional[str] = ..., full_sync: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., restore_result: _Optional[_Union[_common_pb2.RestoreResult, _Mapping]] = ..., verify_result: _Optional[_Union[_common_pb2.VerifyResult, _Mapping]] = ..., gc_result: _Optional[_Union[_common_pb2.GcResult, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., source_snapshots: _Optional[_Iterable[_Union[SourceSnapshot, _Mapping]]] = ...) -> None: ...
 
 class CompleteTaskResponse(_message.Message):
     __slots__ = ()

@@ -109,7 +109,8 @@ class ProtectionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdatePlan(self, request, context):
-        """Changes rpo_seconds, keep_last or bandwidth_bytes_per_second (named in update_mask).
+        """Changes rpo_seconds, keep_last, retention (or one of its fields, e.g.
+        "retention.keep_daily") or bandwidth_bytes_per_second (named in update_mask).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

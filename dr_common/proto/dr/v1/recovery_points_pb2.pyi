@@ -1,6 +1,7 @@
 import datetime
 
 from dr_common.proto.dr.v1 import common_pb2 as _common_pb2
+from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -11,20 +12,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecoveryPoint(_message.Message):
-    __slots__ = ("name", "create_time", "cycle", "disks", "stats", "locked")
+    __slots__ = ("name", "create_time", "cycle", "disks", "stats", "locked", "state")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     DISKS_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     LOCKED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     create_time: _timestamp_pb2.Timestamp
     cycle: str
     disks: _containers.RepeatedCompositeFieldContainer[RecoveryPointDisk]
     stats: _common_pb2.TransferStats
     locked: bool
-    def __init__(self, name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[RecoveryPointDisk, _Mapping]]] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., locked: _Optional[bool] = ...) -> None: ...
+    state: str
+    def __init__(self, name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[RecoveryPointDisk, _Mapping]]] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., locked: _Optional[bool] = ..., state: _Optional[str] = ...) -> None: ...
 
 class RecoveryPointDisk(_message.Message):
     __slots__ = ("disk", "size_bytes", "root_hash", "full_sync", "full_sync_reason", "snapshot_id")
@@ -71,3 +74,29 @@ class VerifyRecoveryPointRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class LockRecoveryPointRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UnlockRecoveryPointRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteRecoveryPointRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CollectGarbageRequest(_message.Message):
+    __slots__ = ("parent", "grace_seconds")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    grace_seconds: int
+    def __init__(self, parent: _Optional[str] = ..., grace_seconds: _Optional[int] = ...) -> None: ...

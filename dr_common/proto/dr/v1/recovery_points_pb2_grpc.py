@@ -5,6 +5,7 @@ import warnings
 
 from dr_common.proto.dr.v1 import common_pb2 as dr_dot_v1_dot_common__pb2
 from dr_common.proto.dr.v1 import recovery_points_pb2 as dr_dot_v1_dot_recovery__points__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -50,6 +51,26 @@ class RecoveryPointServiceStub:
                 request_serializer=dr_dot_v1_dot_recovery__points__pb2.VerifyRecoveryPointRequest.SerializeToString,
                 response_deserializer=dr_dot_v1_dot_common__pb2.Operation.FromString,
                 _registered_method=True)
+        self.LockRecoveryPoint = channel.unary_unary(
+                '/dr.v1.RecoveryPointService/LockRecoveryPoint',
+                request_serializer=dr_dot_v1_dot_recovery__points__pb2.LockRecoveryPointRequest.SerializeToString,
+                response_deserializer=dr_dot_v1_dot_recovery__points__pb2.RecoveryPoint.FromString,
+                _registered_method=True)
+        self.UnlockRecoveryPoint = channel.unary_unary(
+                '/dr.v1.RecoveryPointService/UnlockRecoveryPoint',
+                request_serializer=dr_dot_v1_dot_recovery__points__pb2.UnlockRecoveryPointRequest.SerializeToString,
+                response_deserializer=dr_dot_v1_dot_recovery__points__pb2.RecoveryPoint.FromString,
+                _registered_method=True)
+        self.DeleteRecoveryPoint = channel.unary_unary(
+                '/dr.v1.RecoveryPointService/DeleteRecoveryPoint',
+                request_serializer=dr_dot_v1_dot_recovery__points__pb2.DeleteRecoveryPointRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CollectGarbage = channel.unary_unary(
+                '/dr.v1.RecoveryPointService/CollectGarbage',
+                request_serializer=dr_dot_v1_dot_recovery__points__pb2.CollectGarbageRequest.SerializeToString,
+                response_deserializer=dr_dot_v1_dot_common__pb2.Operation.FromString,
+                _registered_method=True)
 
 
 class RecoveryPointServiceServicer:
@@ -74,6 +95,36 @@ class RecoveryPointServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LockRecoveryPoint(self, request, context):
+        """Protects a point from retention and deletion until it is unlocked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnlockRecoveryPoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRecoveryPoint(self, request, context):
+        """Deletes a point: it turns "deleting" at once, a node removes it from the target,
+        then it is gone. FailedPrecondition if it is locked or the plan's newest point
+        (the next incremental cycle builds on it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CollectGarbage(self, request, context):
+        """Garbage-collects the repository a plan writes to (objects no point references),
+        now rather than at the scheduler's next gc_interval. Not for ebs targets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecoveryPointServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +141,26 @@ def add_RecoveryPointServiceServicer_to_server(servicer, server):
             'VerifyRecoveryPoint': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyRecoveryPoint,
                     request_deserializer=dr_dot_v1_dot_recovery__points__pb2.VerifyRecoveryPointRequest.FromString,
+                    response_serializer=dr_dot_v1_dot_common__pb2.Operation.SerializeToString,
+            ),
+            'LockRecoveryPoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.LockRecoveryPoint,
+                    request_deserializer=dr_dot_v1_dot_recovery__points__pb2.LockRecoveryPointRequest.FromString,
+                    response_serializer=dr_dot_v1_dot_recovery__points__pb2.RecoveryPoint.SerializeToString,
+            ),
+            'UnlockRecoveryPoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlockRecoveryPoint,
+                    request_deserializer=dr_dot_v1_dot_recovery__points__pb2.UnlockRecoveryPointRequest.FromString,
+                    response_serializer=dr_dot_v1_dot_recovery__points__pb2.RecoveryPoint.SerializeToString,
+            ),
+            'DeleteRecoveryPoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRecoveryPoint,
+                    request_deserializer=dr_dot_v1_dot_recovery__points__pb2.DeleteRecoveryPointRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CollectGarbage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectGarbage,
+                    request_deserializer=dr_dot_v1_dot_recovery__points__pb2.CollectGarbageRequest.FromString,
                     response_serializer=dr_dot_v1_dot_common__pb2.Operation.SerializeToString,
             ),
     }
@@ -173,6 +244,114 @@ class RecoveryPointService:
             target,
             '/dr.v1.RecoveryPointService/VerifyRecoveryPoint',
             dr_dot_v1_dot_recovery__points__pb2.VerifyRecoveryPointRequest.SerializeToString,
+            dr_dot_v1_dot_common__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LockRecoveryPoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dr.v1.RecoveryPointService/LockRecoveryPoint',
+            dr_dot_v1_dot_recovery__points__pb2.LockRecoveryPointRequest.SerializeToString,
+            dr_dot_v1_dot_recovery__points__pb2.RecoveryPoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlockRecoveryPoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dr.v1.RecoveryPointService/UnlockRecoveryPoint',
+            dr_dot_v1_dot_recovery__points__pb2.UnlockRecoveryPointRequest.SerializeToString,
+            dr_dot_v1_dot_recovery__points__pb2.RecoveryPoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRecoveryPoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dr.v1.RecoveryPointService/DeleteRecoveryPoint',
+            dr_dot_v1_dot_recovery__points__pb2.DeleteRecoveryPointRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectGarbage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dr.v1.RecoveryPointService/CollectGarbage',
+            dr_dot_v1_dot_recovery__points__pb2.CollectGarbageRequest.SerializeToString,
             dr_dot_v1_dot_common__pb2.Operation.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,149 @@
+"""Deleting recovery points (retention or a user's request) and collecting the garbage.
+
+A point is deleted in three steps, so that a crash anywhere leaves a state that the
+next step finishes: the row turns `deleting` and a `delete` task is queued (one
+transaction); a node removes the point at the target (the point object of a
+repository, or the EBS snapshots of an ebs target); when it reports success the row
+goes. A repository point's chunks, segments and manifests stay until a `gc` task
+(dr_common/repository/gc.py) finds no point references them; the scheduler queues one
+per repository at most once per `scheduler.gc_interval_seconds` after deletions, and
+`CollectGarbage` (drctl repository gc) queues one now.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import select
+
+from dr_common import names
+from dr_common.errors import FailedPrecondition, InvalidArgument
+from dr_common.targets import REPOSITORY_KINDS
+from dr_control.db.models import Plan, RecoveryPoint, Site, Task, utcnow
+from dr_control.services.context import ServiceContext
+from dr_control.services.retention import RetentionRules, select_expired
+
+log = structlog.get_logger()
+
+READY, DELETING = "ready", "deleting"
+ACTIVE_TASK_STATES = ("queued", "leased")
+
+
+def rules(plan: Plan) -> RetentionRules:
+    return RetentionRules(keep_last=plan.keep_last, keep_hourly=plan.keep_hourly or 0,
+                          keep_daily=plan.keep_daily or 0, keep_weekly=plan.keep_weekly or 0)
+
+
+async def _locator(s, plan: Plan) -> dict:
+    # Imported here: the coordinator imports this module for its task hooks.
+    from dr_control.services.coordinator import locator
+    return locator(plan, await s.get(Site, plan.target_site))
+
+
+async def _points(s, plan_id: str) -> list[RecoveryPoint]:
+    return list((await s.scalars(select(RecoveryPoint).where(
+        RecoveryPoint.plan_id == plan_id))).all())
+
+
+async def queue_delete(ctx: ServiceContext, s, plan: Plan, point: RecoveryPoint) -> Task:
+    """Marks `point` deleting and queues the task that removes it at the target
+    (caller holds a transaction and has checked that the point may go)."""
+    point.state = DELETING
+    task = Task(kind="delete", plan_id=plan.id, target=names.point_name(plan.id, point.id),
+                spec={"recovery_point": names.point_name(plan.id, point.id),
+                      "recovery_point_id": point.id, "repository": await _locator(s, plan),
+                      "snapshot_ids": [d["snapshot_id"] for d in point.disks
+                                       if d.get("snapshot_id")]})
+    s.add(task)
+    ctx.tasks_queued.notify()
+    return task
+
+
+async def apply_retention(ctx: ServiceContext, s, plan: Plan) -> int:
+    """Queues the deletion of the plan's expired points; how many."""
+    ready = [p for p in await _points(s, plan.id) if p.state == READY]
+    expired = select_expired(ready, rules(plan), utcnow())
+    for point in expired:
+        await queue_delete(ctx, s, plan, point)
+    if expired:
+        log.info("retention expired recovery points", plan=plan.id,
+                 points=[p.id for p in expired])
+    return len(expired)
+
+
+async def check_deletable(s, point: RecoveryPoint, name: str) -> None:
+    if point.locked:
+        raise FailedPrecondition(f"recovery point {name} is locked; unlock it first",
+                                 reason="locked")
+    newest = max(await _points(s, point.plan_id), key=lambda p: (p.create_time, p.id))
+    if newest.id == point.id:
+        raise FailedPrecondition(
+            f"recovery point {name} is the plan's newest: the next cycle builds on it. "
+            "Delete it once a newer point exists.", reason="newest-point")
+
+
+async def after_delete(s, task: Task) -> None:
+    """The target no longer holds the point: forget it, and note the garbage."""
+    point = await s.get(RecoveryPoint, (task.plan_id, task.spec["recovery_point_id"]))
+    if point is not None:
+        await s.delete(point)
+    plan = await s.get(Plan, task.plan_id)
+    if plan is not None and plan.target_kind in REPOSITORY_KINDS:
+        plan.gc_requested = True
+    log.info("recovery point deleted", point=task.target)
+
+
+async def after_delete_failed(s, task: Task) -> None:
+    """The point is still at the target: show it as ready again (retention will try
+    again at a later pass)."""
+    point = await s.get(RecoveryPoint, (task.plan_id, task.spec["recovery_point_id"]))
+    if point is not None and point.state == DELETING:
+        point.state = READY
+
+
+async def queue_gc(ctx: ServiceContext, s, plan: Plan, grace_seconds: int | None) -> Task:
+    """Queues a collection of the plan's repository, or returns the one already queued
+    or running for that repository (two would only do the same work twice)."""
+    if plan.target_kind not in REPOSITORY_KINDS:
+        raise InvalidArgument(
+            f"plan {names.plan_name(plan.id)} writes EBS snapshots, which hold no "
+            "repository garbage: EBS frees a deleted snapshot's blocks itself",
+            field="parent")
+    repository = await _locator(s, plan)
+    active = (await s.scalars(select(Task).where(
+        Task.kind == "gc", Task.state.in_(ACTIVE_TASK_STATES)))).all()
+    for task in active:
+        if {task.spec["repository"][k] for k in ("kind", "path")} == {
+                repository[k] for k in ("kind", "path")}:
+            return task
+    grace = ctx.config.scheduler.gc_grace_seconds if grace_seconds is None else grace_seconds
+    if grace < 0:
+        raise InvalidArgument("grace_seconds must not be negative", field="grace_seconds")
+    task = Task(kind="gc", plan_id=plan.id, target=names.plan_name(plan.id),
+                spec={"repository": repository, "grace_seconds": grace})
+    s.add(task)
+    plan.gc_requested = False
+    ctx.tasks_queued.notify()
+    return task
+
+
+async def after_gc(s, task: Task) -> None:
+    plan = await s.get(Plan, task.plan_id)
+    if plan is not None:
+        plan.last_gc_time = utcnow()
+    log.info("repository garbage collected", plan=task.plan_id, **task.result)
+
+
+async def scheduler_pass(ctx: ServiceContext) -> None:
+    """Retention for every plan (catches points a failed delete left, and periods that
+    ended since the last cycle), then the garbage collections that are due."""
+    interval = timedelta(seconds=ctx.config.scheduler.gc_interval_seconds)
+    now = utcnow()
+    async with ctx.db() as s, s.begin():
+        for plan in (await s.scalars(select(Plan))).all():
+            await apply_retention(ctx, s, plan)
+            since = plan.last_gc_time or plan.create_time
+            if plan.gc_requested and plan.target_kind in REPOSITORY_KINDS \
+                    and now - since >= interval:
+                await queue_gc(ctx, s, plan, None)
