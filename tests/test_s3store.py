@@ -9,6 +9,7 @@ import json
 import os
 import urllib.request
 import uuid
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -452,3 +453,34 @@ async def test_resets_that_reach_the_store_are_retried(
         finally:
             aws_peer.clear_faults()
     assert s3_total(TARGET_REQUESTS, "target-unavailable") > failed
+
+
+# -- garbage collection's store calls on S3 -----------------------------------------------
+
+
+async def test_touch_and_delete_if_older_on_s3(store: S3Store) -> None:
+    """GC's primitives against the real protocol: LastModified moves on touch, keeps
+    its bytes, and delete_if_older spares what is younger than the cutoff."""
+    await store.put("chunks/ab/x", b"data")
+    [info] = [i async for i in store.list_info("chunks/")]
+    assert info.key == "chunks/ab/x" and info.size == 4
+    assert await store.delete_if_older("chunks/ab/x", info.mtime) is None  # not older
+    assert await store.touch("chunks/ab/x")
+    [touched] = [i async for i in store.list_info("chunks/")]
+    assert touched.mtime >= info.mtime and await store.get("chunks/ab/x") == b"data"
+    assert await store.delete_if_older("chunks/ab/x", touched.mtime + 1) == 4
+    assert not await store.exists("chunks/ab/x")
+    assert not await store.touch("chunks/ab/x")  # gone: the writer must put it again
+
+
+async def test_gc_on_s3_removes_only_what_the_deleted_point_referenced(store: S3Store) -> None:
+    from dr_common.repository import gc
+    from tests.test_gc import write_point
+    repo = await Repository.open_or_create(store)
+    a = await write_point(repo, "20250101t000000z-1", {"d1": [1, 2, 0, 3]})
+    b = await write_point(repo, "20250101t000000z-2", {"d1": [1, 2, 0, 4]})
+    assert await repo.delete_recovery_point("20250101t000000z-1")
+    report = await gc.collect_garbage(repo, grace_seconds=0, clock=lambda: time.time() + 5)
+    assert set(report.removed_keys) == a - b
+    left = {k for p in ("chunks/", "segments/", "manifests/") async for k in store.list(p)}
+    assert left == b
