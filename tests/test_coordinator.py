@@ -150,3 +150,31 @@ async def test_a_second_active_cycle_is_refused(env):
     assert (await prot.run_plan("plans/p")).id == first.id
     [(cycle, tasks)] = await prot.list_cycles("plans/p")
     assert cycle.id == first.id and len(tasks) == 2
+
+
+async def test_a_failed_delete_waits_before_retention_tries_again(env):
+    """Retention runs every pass: a target that refuses a delete must not get one per pass."""
+    from dr_control.db.models import Cycle, RecoveryPoint
+    from dr_control.services import deletion
+    ctx, coord, prot = env
+    now = utcnow()
+    async with ctx.db() as s, s.begin():
+        plan = await s.get(Plan, "p")
+        plan.keep_last = 1
+        for seq in (1, 2):
+            cycle = Cycle(plan_id="p", seq=seq, state="completed")
+            s.add(cycle)
+            await s.flush()
+            s.add(RecoveryPoint(plan_id="p", id=f"rp{seq}", cycle_id=cycle.id, cycle_seq=seq,
+                                create_time=now - timedelta(hours=3 - seq), disks=[]))
+        failed = Task(kind="delete", plan_id="p", target="plans/p/recoveryPoints/rp1",
+                      state="failed", end_time=now - timedelta(minutes=1))
+        s.add(failed)
+    async with ctx.db() as s, s.begin():
+        assert await deletion.apply_retention(ctx, s, await s.get(Plan, "p")) == 0
+    async with ctx.db() as s, s.begin():
+        (await s.get(Task, failed.id)).end_time = now - deletion.DELETE_RETRY_AFTER \
+            - timedelta(seconds=1)
+    async with ctx.db() as s, s.begin():
+        assert await deletion.apply_retention(ctx, s, await s.get(Plan, "p")) == 1
+        assert (await s.get(RecoveryPoint, ("p", "rp1"))).state == deletion.DELETING

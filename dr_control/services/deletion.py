@@ -28,6 +28,9 @@ log = structlog.get_logger()
 
 READY, DELETING = "ready", "deleting"
 ACTIVE_TASK_STATES = ("queued", "leased")
+# A point whose delete failed for good (the target refuses it) is tried again only after
+# this long: retention runs every scheduler pass and must not hammer a broken target.
+DELETE_RETRY_AFTER = timedelta(minutes=10)
 
 
 def rules(plan: Plan) -> RetentionRules:
@@ -62,8 +65,16 @@ async def queue_delete(ctx: ServiceContext, s, plan: Plan, point: RecoveryPoint)
 
 async def apply_retention(ctx: ServiceContext, s, plan: Plan) -> int:
     """Queues the deletion of the plan's expired points; how many."""
-    ready = [p for p in await _points(s, plan.id) if p.state == READY]
-    expired = select_expired(ready, rules(plan), utcnow())
+    now = utcnow()
+    failed_lately = set((await s.scalars(select(Task.target).where(
+        Task.plan_id == plan.id, Task.kind == "delete", Task.state == "failed",
+        Task.end_time > now - DELETE_RETRY_AFTER))).all())
+    points = await _points(s, plan.id)
+    # Retention decides over every ready point (a point backing off still counts as kept
+    # for the others' sake); only the deletion of recently failed ones waits.
+    expired = [p for p in select_expired([p for p in points if p.state == READY],
+                                         rules(plan), now)
+               if names.point_name(plan.id, p.id) not in failed_lately]
     for point in expired:
         await queue_delete(ctx, s, plan, point)
     if expired:
