@@ -10,6 +10,7 @@ the newest recovery point younger than the RPO as long as a cycle takes less tha
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta, timezone
 
 import structlog
@@ -27,9 +28,14 @@ log = structlog.get_logger()
 
 class Scheduler:
     def __init__(self, ctx: ServiceContext, coordinator: Coordinator,
-                 election: LeaderElection | None = None):
+                 election: LeaderElection | None = None,
+                 on_leadership: Callable[[], Awaitable[None]] | None = None):
         self.ctx = ctx
         self.coordinator = coordinator
+        # Work only one replica may resume (recovery executions a stopped leader left):
+        # run when this replica becomes the leader, not when it starts.
+        self.on_leadership = on_leadership
+        self._leader = False
         cfg = ctx.config.scheduler
         # Only the elected replica schedules (dr_control/leader.py); SQLite: always us.
         self.election = election or LeaderElection(
@@ -41,7 +47,11 @@ class Scheduler:
         try:
             while True:
                 try:
-                    if await self.election.check():
+                    leader = await self.election.check()
+                    if leader and not self._leader and self.on_leadership is not None:
+                        await self.on_leadership()
+                    self._leader = leader
+                    if leader:
                         await self.tick()
                 except asyncio.CancelledError:
                     raise
@@ -52,10 +62,11 @@ class Scheduler:
             await self.election.close()
 
     async def tick(self) -> list[Cycle]:
-        await self.coordinator.expire_leases()
-        started = await self.start_due_cycles()
-        await deletion.scheduler_pass(self.ctx)  # retention and due garbage collections
-        await self._update_gauges()
+        with metrics.SCHEDULER_PASS.time():
+            await self.coordinator.expire_leases()
+            started = await self.start_due_cycles()
+            await deletion.scheduler_pass(self.ctx)  # retention and due garbage collections
+            await self._update_gauges()
         return started
 
     async def start_due_cycles(self) -> list[Cycle]:
@@ -91,5 +102,11 @@ class Scheduler:
             since = newest.get(plan.id) or plan.create_time
             if since.tzinfo is None:  # aggregates bypass the column type on SQLite
                 since = since.replace(tzinfo=timezone.utc)
-            metrics.RPO_LAG.labels(plan=plan.id).set((now - since).total_seconds())
+            lag = (now - since).total_seconds()
+            metrics.RPO_LAG.labels(plan=plan.id).set(lag)
             metrics.RPO_TARGET.labels(plan=plan.id).set(plan.rpo_seconds)
+            metrics.CONTROL_RPO_LAG.labels(plan=plan.id).set(lag)
+            metrics.RPO_MET.labels(plan=plan.id).set(
+                int(plan.id in newest and lag <= plan.rpo_seconds))
+            if plan.id in newest:
+                metrics.RECOVERY_POINT_AGE.labels(plan=plan.id).set(lag)

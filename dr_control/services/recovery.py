@@ -530,6 +530,8 @@ class RecoveryService:
                 (Execution.state.in_(ACTIVE_STATES)) | Execution.cleanup_requested))).all()
         for row in rows:
             key = _key(row)
+            if key in self._tasks:  # already running here (leadership came back)
+                continue
             try:
                 rp = await self.get_recovery_plan(recovery_plan_name(row.recovery_plan_id))
                 async with self.ctx.db() as s:
