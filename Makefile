@@ -8,7 +8,7 @@ NPM_STAMP := node_modules/.installed
 # Debian packages (qemu-utils, libnbd) and libnbd's module linked into the venv.
 SYS_STAMP := $(VENV)/.system-deps
 
-.PHONY: all demo test bench proto clean check-python
+.PHONY: all demo test bench bench-control proto clean check-python
 
 all: test
 
@@ -43,6 +43,12 @@ test: $(STAMP) $(SYS_STAMP) $(NPM_STAMP)
 # make bench BENCH_ARGS="--smoke"
 bench: $(STAMP) $(SYS_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Control-plane load: one dr-control, 2,000 disks, 50 simulated nodes; latency of the
+# node and operator calls, scheduler pass duration, peak RSS. PostgreSQL:
+# make bench-control CONTROL_BENCH_ARGS="--database-url postgresql+asyncpg://..."
+bench-control: $(STAMP)
+	$(PY) -m bench.control_load $(CONTROL_BENCH_ARGS)
 
 # Regenerate dr_common/proto from proto/ (commit the result; a test checks it is fresh).
 proto: $(STAMP)

@@ -54,6 +54,9 @@ class ControlConfig:
     # With TLS: every client (nodes and drctl) must present a certificate signed by this CA.
     tls_client_ca_file: str = ""
     auth: AuthConfig = field(default_factory=AuthConfig)
+    # REST/JSON API and the web UI (HTTP, HOST:PORT); "" disables both. Plain HTTP:
+    # keep it on loopback or behind a TLS-terminating proxy, with auth enabled.
+    rest_listen: str = "127.0.0.1:8080"
 
     @property
     def secret_key_path(self) -> str:

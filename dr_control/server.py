@@ -56,10 +56,14 @@ class Control:
     scheduler_task: asyncio.Task
     engine: object
     recovery: RecoveryService | None = None
+    rest: object | None = None  # aiohttp AppRunner of the REST API and web UI
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.rest is not None:
+            await self.rest.cleanup()
         if self.recovery is not None:
-            # Running executions stay "running" in the database and resume at next start.
+            # Running executions stay "running" in the database; the replica that next
+            # becomes the leader resumes them.
             await self.recovery.stop()
         self.scheduler_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -103,13 +107,32 @@ async def start(config: ControlConfig) -> Control:
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
     await server.start()
-    scheduler_task = asyncio.create_task(Scheduler(ctx, coordinator).run(), name="scheduler")
+    scheduler_task = asyncio.create_task(
+        Scheduler(ctx, coordinator, on_leadership=recovery.resume).run(), name="scheduler")
     log.info("dr-control started", listen=config.listen, port=port, database=_safe_url(
         config.db_url), tls=bool(config.tls_cert_file),
         client_certificates=bool(config.tls_client_ca_file), auth=config.auth.enabled)
-    await recovery.resume()
-    return Control(config=config, server=server, port=port, scheduler_task=scheduler_task,
-                   engine=engine, recovery=recovery)
+    control = Control(config=config, server=server, port=port, scheduler_task=scheduler_task,
+                      engine=engine, recovery=recovery)
+    if config.rest_listen:
+        control.rest = await _start_rest(config, ctx, coordinator, points, tokens)
+    return control
+
+
+async def _start_rest(config: ControlConfig, ctx: ServiceContext, coordinator: Coordinator,
+                      points: PointService, tokens: TokenService):
+    """The REST/JSON API and web UI over servicers of the same services (dr_control.rest)."""
+    from dr_control import rest
+    by_service = {
+        rest.INV: servicers.Inventory(InventoryService(ctx)),
+        rest.PROT: servicers.Protection(ProtectionService(ctx, coordinator)),
+        rest.RP: servicers.RecoveryPoints(points), rest.RES: servicers.Restore(points),
+        rest.OPS: servicers.Operations(points), rest.NODES: servicers.Nodes(coordinator)}
+    runner = await rest.start(config.rest_listen, by_service,
+                              tokens if config.auth.enabled else None)
+    log.info("REST API and web UI started", rest_listen=config.rest_listen,
+             port=rest.bound_port(runner))
+    return runner
 
 
 def _safe_url(url: str) -> str:

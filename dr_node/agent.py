@@ -52,6 +52,14 @@ class Cancelled(DRError):
     reason = "cancelled"
 
 
+class Released(DRError):
+    """The node is draining: the task goes back to the queue (reason "node-stopping",
+    no attempt used) and resumes on another node from its checkpoint."""
+
+    reason = RELEASED
+    retryable = True
+
+
 def _first_error(exc: BaseException) -> BaseException:
     """TaskGroups wrap failures in ExceptionGroups; users need the first real one."""
     while isinstance(exc, BaseExceptionGroup):
@@ -91,6 +99,8 @@ class Reporter:
             return
         if resp.cancel:
             raise Cancelled("the task was cancelled")
+        if resp.release:
+            raise Released("the node is draining; the task resumes on another node")
         if resp.bandwidth_bytes_per_second != self.bandwidth.rate:
             log.info("plan bandwidth changed", bytes_per_second=resp.bandwidth_bytes_per_second)
             self.bandwidth.set_rate(resp.bandwidth_bytes_per_second)
@@ -142,7 +152,8 @@ class Agent:
             try:
                 await self.stub.Heartbeat(nodes_pb2.HeartbeatRequest(
                     node=self.node_name, running_tasks=len(self.running),
-                    inflight_bytes=self.engine.budget.used), timeout=10)
+                    inflight_bytes=self.engine.budget.used,
+                    backpressure=self.engine.budget.pressure), timeout=10)
             except grpc.aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.NOT_FOUND:  # control lost us: register again
                     await self._register(stop)
@@ -223,7 +234,12 @@ class Agent:
             if isinstance(err, LeaseLost):
                 log.warning("lease lost; task abandoned", details=str(err))
                 return
-            if isinstance(err, DRError):
+            if isinstance(err, Released):
+                req.error.CopyFrom(common_pb2.TaskError(
+                    reason=RELEASED, message=err.message, retryable=True))
+                log.info("task handed back: the node is draining")
+                outcome = "released"
+            elif isinstance(err, DRError):
                 req.error.CopyFrom(common_pb2.TaskError(
                     reason=err.reason, message=err.message, retryable=err.retryable))
                 log.warning("task failed", reason=err.reason, message=err.message)
@@ -237,7 +253,8 @@ class Agent:
                     reason="internal", message=f"internal error: {type(err).__name__}: {err}",
                     retryable=False))
                 log.error("task failed", exc_info=err)
-            outcome = "failed"
+            if not isinstance(err, Released):
+                outcome = "failed"
         finally:
             structlog.contextvars.unbind_contextvars("task", "kind", "disk", "plan")
         await self._complete(req)

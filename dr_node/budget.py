@@ -46,6 +46,14 @@ class ByteBudget:
         metrics.BUDGET_WAIT.observe(time.monotonic() - start)
         return n
 
+    @property
+    def pressure(self) -> float:
+        """0..1: the share of the budget in use; 1 while readers wait for it. Reported
+        in heartbeats, so the control plane sends work to less loaded nodes first."""
+        if self._waiters:
+            return 1.0
+        return min(1.0, self.used / self.capacity)
+
     def release(self, n: int) -> None:
         self.used -= n
         metrics.BUDGET_USED.set(self.used)

@@ -133,7 +133,7 @@ async def test_running_task_learns_a_new_bandwidth_cap(env):
     t = await coord.acquire_task("nodes/n1")
     assert t.spec["bandwidth_bytes_per_second"] == 0
     await prot.update_plan("plans/p", {"bandwidth": 5_000_000})
-    cancel, bandwidth = await coord.report_progress(
+    cancel, bandwidth, _release = await coord.report_progress(
         f"tasks/{t.id}", t.lease_token, checkpoint={}, bytes_done=0, stats={}, full_sync=True)
     assert (cancel, bandwidth) == (False, 5_000_000)
 

@@ -8,7 +8,9 @@ set -euo pipefail
 VENV=${1:-.venv}
 # postgresql: the server the HA tests start (initdb/pg_ctl under
 # /usr/lib/postgresql/15/bin, run as a non-root user; tests/conftest.py `postgres`).
-PACKAGES=(qemu-utils libnbd-bin python3-libnbd postgresql)
+# chromium, chromium-driver: the browser tests/test_ui.py drives headless (Selenium with
+# explicit paths /usr/bin/chromium and /usr/bin/chromedriver; nothing is downloaded).
+PACKAGES=(qemu-utils libnbd-bin python3-libnbd postgresql chromium chromium-driver)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

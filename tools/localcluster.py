@@ -75,11 +75,15 @@ class Cluster:
         self.nodes: dict[str, subprocess.Popen] = {}
         self.metrics = metrics
         self.control_metrics_port = free_port() if metrics else -1
+        self.rest_port = free_port()
+        self.rest_url = f"http://127.0.0.1:{self.rest_port}"
         self.control_env = {
             "DR_CONTROL_LISTEN": self.address,
             "DR_CONTROL_STATE_DIR": str(root / "state"),
             "DR_CONTROL_FILE_ROOTS": str(root),
             "DR_CONTROL_METRICS_PORT": str(self.control_metrics_port),
+            # REST API and web UI (dr_control.rest) of the first control process.
+            "DR_CONTROL_REST_LISTEN": f"127.0.0.1:{self.rest_port}",
             "DR_CONTROL_SCHEDULER__TICK_SECONDS": "0.2",
             "DR_CONTROL_SCHEDULER__LEASE_SECONDS": str(lease_seconds),
             "DR_CONTROL_SCHEDULER__CHECKPOINT_INTERVAL_BYTES": str(checkpoint_interval),
@@ -167,7 +171,8 @@ class Cluster:
             env = {**env, "DR_CONTROL_LISTEN": address,
                    "DR_CONTROL_STATE_DIR": str(self.root / f"state-{name}"),
                    "DR_CONTROL_SECRET_KEY_FILE": str(self.root / "state" / "secret.key"),
-                   "DR_CONTROL_METRICS_PORT": str(metrics_port)}
+                   "DR_CONTROL_METRICS_PORT": str(metrics_port),
+                   "DR_CONTROL_REST_LISTEN": f"127.0.0.1:{free_port()}"}
         proc = self._spawn("dr-control", env, log_name)
         proc.address, proc.metrics_port, proc.log_name = address, metrics_port, log_name
         if name:

@@ -11,6 +11,7 @@ from dr_common.errors import InvalidArgument
 from dr_common.proto.dr.v1 import (common_pb2, inventory_pb2, nodes_pb2, protection_pb2,
                                    recovery_points_pb2)
 from dr_control.db import models
+from dr_control.services.coordinator import node_load
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 
@@ -150,7 +151,11 @@ def node(n: models.Node, online: bool) -> nodes_pb2.Node:
                           max_tasks=n.max_tasks, budget_bytes=n.budget_bytes,
                           state="online" if online else "offline",
                           last_heartbeat_time=ts(n.last_heartbeat_time),
-                          running_tasks=n.running_tasks, inflight_bytes=n.inflight_bytes)
+                          running_tasks=n.running_tasks, inflight_bytes=n.inflight_bytes,
+                          draining=bool(n.draining), backpressure=n.backpressure or 0.0,
+                          leased_tasks=getattr(n, "leased_tasks", 0),
+                          load=node_load(getattr(n, "leased_tasks", 0), n.max_tasks,
+                                         n.backpressure or 0.0))
 
 
 def task(t: models.Task) -> nodes_pb2.Task:

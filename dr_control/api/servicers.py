@@ -16,6 +16,7 @@ from dr_common.proto.dr.v1 import (common_pb2, inventory_pb2, inventory_pb2_grpc
                                    recovery_points_pb2_grpc, restore_pb2_grpc)
 from dr_control.api import convert
 from dr_control.api.errors import rpc
+from dr_control.db.models import utcnow
 from dr_control.services.coordinator import Coordinator
 from dr_control.services.inventory import InventoryService
 from dr_control.services.points import PointService
@@ -152,6 +153,25 @@ class Protection(protection_pb2_grpc.ProtectionServiceServicer):
             if st.current_cycle else None)
 
     @rpc
+    async def GetRpoReport(self, request, context):
+        now = utcnow()
+        report = protection_pb2.RpoReport(report_time=convert.ts(now))
+        for st in await self.svc.rpo_report():
+            last = st.last_point
+            report.plans.append(protection_pb2.PlanRpo(
+                plan=names.plan_name(st.plan.id), rpo_seconds=st.plan.rpo_seconds,
+                last_recovery_point=names.point_name(st.plan.id, last.id) if last else "",
+                last_recovery_point_time=convert.ts(last.create_time) if last else None,
+                recovery_point_age_seconds=(
+                    max(0.0, (now - last.create_time).total_seconds()) if last else 0.0),
+                rpo_lag_seconds=st.rpo_lag_seconds, rpo_met=st.rpo_met,
+                in_sync_count=sum(1 for _, s in st.disks if s == "in-sync"),
+                disk_count=len(st.disks), state=st.state, paused=st.plan.paused))
+        report.met_count = sum(1 for p in report.plans if p.rpo_met)
+        report.breached_count = len(report.plans) - report.met_count
+        return report
+
+    @rpc
     async def ListCycles(self, request, context):
         plan = await self.svc.get_plan(request.parent)
         page, nxt = convert.paginate(await self.svc.list_cycles(request.parent),
@@ -248,7 +268,8 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
     @rpc
     async def Heartbeat(self, request, context):
         await self.coord.heartbeat(request.node, running_tasks=request.running_tasks,
-                                   inflight_bytes=request.inflight_bytes)
+                                   inflight_bytes=request.inflight_bytes,
+                                   backpressure=request.backpressure)
         return nodes_pb2.HeartbeatResponse(
             lease_seconds=self.coord.ctx.config.scheduler.lease_seconds)
 
@@ -276,13 +297,14 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
 
     @rpc
     async def ReportProgress(self, request, context):
-        cancel, bandwidth = await self.coord.report_progress(
+        progress = await self.coord.report_progress(
             request.task, request.lease_token,
             checkpoint=_dict(request.checkpoint) if request.HasField("checkpoint") else {},
             bytes_done=request.bytes_done, stats=_dict(request.stats),
             full_sync=request.full_sync)
-        return nodes_pb2.ReportProgressResponse(cancel=cancel,
-                                                bandwidth_bytes_per_second=bandwidth)
+        return nodes_pb2.ReportProgressResponse(
+            cancel=progress.cancel, bandwidth_bytes_per_second=progress.bandwidth,
+            release=progress.release)
 
     @rpc
     async def CompleteTask(self, request, context):
@@ -310,6 +332,16 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
         return nodes_pb2.ListNodesResponse(
             nodes=[convert.node(n, self.coord.node_online(n)) for n in page],
             next_page_token=nxt)
+
+    @rpc
+    async def DrainNode(self, request, context):
+        node = await self.coord.set_draining(request.name, True)
+        return convert.node(node, self.coord.node_online(node))
+
+    @rpc
+    async def UndrainNode(self, request, context):
+        node = await self.coord.set_draining(request.name, False)
+        return convert.node(node, self.coord.node_online(node))
 
 
 

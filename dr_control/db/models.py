@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, ForeignKeyConstraint,
-                        Index, Integer, String, Text, UniqueConstraint, text)
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey,
+                        ForeignKeyConstraint, Index, Integer, String, Text, UniqueConstraint,
+                        text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -190,6 +191,10 @@ class Node(Base):
     inflight_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     last_heartbeat_time: Mapped[datetime] = mapped_column(default=utcnow)
     register_time: Mapped[datetime] = mapped_column(default=utcnow)
+    # 0..1 as the node last reported it (its byte budget's pressure).
+    backpressure: Mapped[float] = mapped_column(Float, default=0.0)
+    # DrainNode: no new tasks; running ones are handed back at their next report.
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class RecoveryPlan(Base):

@@ -14,7 +14,10 @@ expires is queued again with its checkpoint, so the next holder resumes at the w
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import structlog
 from sqlalchemy import func, select, update
@@ -41,6 +44,70 @@ _KIND_PRIORITY = {"finalize": 0, "snapshot": 0, "restore": 1, "verify": 1, "dele
 _TRACKING_SOURCES = ("kvm", "aws")
 # A graceful node stop hands its tasks back with this reason; it costs no attempt.
 RELEASED = "node-stopping"
+# Load rule (see should_defer): a node defers to an idle-enough peer when that peer's
+# load is lower than its own by more than this.
+LOAD_MARGIN = 0.2
+# A node counts as "asking" for tasks this long after its last AcquireTask poll (the
+# long poll looks again every second).
+ASKING_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    """What the load rule knows of a node: tasks leased to it, its declared capacity,
+    and the backpressure it reported (0..1)."""
+
+    node_id: str
+    leased: int
+    max_tasks: int
+    backpressure: float = 0.0
+
+    @property
+    def free(self) -> int:
+        return max(0, self.max_tasks - self.leased)
+
+    @property
+    def load(self) -> float:
+        return node_load(self.leased, self.max_tasks, self.backpressure)
+
+
+def node_load(leased: int, max_tasks: int, backpressure: float) -> float:
+    """0 (idle) to 1 (full): the larger of the share of its task slots in use and the
+    backpressure of its byte budget."""
+    return min(1.0, max(leased / max(1, max_tasks), backpressure))
+
+
+def should_defer(me: NodeLoad, peers: list[NodeLoad], queued: int) -> bool:
+    """Whether `me`, asking for a task, should leave it to a less loaded peer.
+
+    The rule (tasks go to nodes by load, DESIGN.md 5):
+    - a node at its declared capacity (leased >= max_tasks) gets nothing;
+    - otherwise it gets a task unless some peer that is also asking (polled AcquireTask
+      within ASKING_SECONDS), online, not draining and with a free slot, is less loaded
+      by more than LOAD_MARGIN;
+    - but when the queue is deep enough to fill every free slot of those nodes and
+      this one (queued >= their free slots together), everyone will be busy anyway:
+      it gets a task at once.
+    The less loaded peer is not starved of the task: its own long poll takes it within
+    a second. Peers are only those this replica serves (the asking set is in memory),
+    so with several control replicas the rule degrades to first come, first served.
+    """
+    if me.free <= 0:
+        return True
+    eligible = [p for p in peers if p.free > 0 and p.node_id != me.node_id]
+    if not eligible:
+        return False
+    if queued >= me.free + sum(p.free for p in eligible):
+        return False
+    return min(p.load for p in eligible) < me.load - LOAD_MARGIN
+
+
+class Progress(NamedTuple):
+    """What a progress report tells the node back."""
+
+    cancel: bool  # the task was cancelled: stop it
+    bandwidth: int  # the plan's bandwidth cap now
+    release: bool  # the node is draining: hand the task back
 
 
 def locator(plan: Plan, target: Site) -> dict:
@@ -56,6 +123,8 @@ def _point_id(cycle: Cycle, now: datetime) -> str:
 class Coordinator:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
+        # node id -> monotonic time of its last AcquireTask poll (the load rule's peers).
+        self._asking: dict[str, float] = {}
 
     @property
     def lease(self) -> timedelta:
@@ -230,7 +299,8 @@ class Coordinator:
         log.info("node registered", node=node_id, hostname=hostname, max_tasks=max_tasks)
         return node
 
-    async def heartbeat(self, node_name: str, *, running_tasks: int, inflight_bytes: int) -> None:
+    async def heartbeat(self, node_name: str, *, running_tasks: int, inflight_bytes: int,
+                        backpressure: float = 0.0) -> None:
         node_id = names.parse_node(node_name, field="node")
         now = utcnow()
         async with self.ctx.db() as s, s.begin():
@@ -239,12 +309,49 @@ class Coordinator:
                 raise NotFound(f"node {node_name} is not registered; register it again")
             node.last_heartbeat_time, node.running_tasks = now, running_tasks
             node.inflight_bytes = inflight_bytes
+            node.backpressure = min(1.0, max(0.0, backpressure))
             await s.execute(update(Task).where(Task.node_id == node_id, Task.state == "leased")
                             .values(lease_expire_time=now + self.lease))
 
     async def list_nodes(self) -> list[Node]:
+        """Every node, each with `leased_tasks` (the tasks leased to it now) set."""
         async with self.ctx.db() as s:
-            return list((await s.scalars(select(Node).order_by(Node.id))).all())
+            nodes = list((await s.scalars(select(Node).order_by(Node.id))).all())
+            leased = await self._leased_counts(s)
+        for n in nodes:
+            n.leased_tasks = leased.get(n.id, 0)
+        return nodes
+
+    async def get_node(self, node_name: str) -> Node:
+        node_id = names.parse_node(node_name)
+        async with self.ctx.db() as s:
+            node = await s.get(Node, node_id)
+            if node is None:
+                raise NotFound(f"node {node_name} not found")
+            node.leased_tasks = (await self._leased_counts(s, node_id)).get(node_id, 0)
+        return node
+
+    async def set_draining(self, node_name: str, draining: bool) -> Node:
+        """DrainNode/UndrainNode. A draining node gets no new task, and each of its
+        running tasks is told to go back (ReportProgressResponse.release) at its next
+        progress report: it is queued again with its checkpoint, costing no attempt."""
+        node_id = names.parse_node(node_name)
+        async with self.ctx.db() as s, s.begin():
+            node = await s.get(Node, node_id)
+            if node is None:
+                raise NotFound(f"node {node_name} not found")
+            node.draining = draining
+        log.info("node draining" if draining else "node undrained", node=node_id)
+        if not draining:
+            self.ctx.tasks_queued.notify()
+        return await self.get_node(node_name)
+
+    @staticmethod
+    async def _leased_counts(s, node_id: str | None = None) -> dict[str, int]:
+        q = select(Task.node_id, func.count()).where(Task.state == "leased")
+        if node_id is not None:
+            q = q.where(Task.node_id == node_id)
+        return dict((await s.execute(q.group_by(Task.node_id))).all())
 
     def node_online(self, node: Node) -> bool:
         return utcnow() - node.last_heartbeat_time < self.lease
@@ -252,12 +359,24 @@ class Coordinator:
     # -- tasks --------------------------------------------------------------------
 
     async def acquire_task(self, node_name: str) -> Task | None:
+        """Leases the next queued task to this node, or None: nothing is queued, the
+        node is draining or at capacity, or a less loaded node asks too (should_defer)."""
         node_id = names.parse_node(node_name, field="node")
+        self._asking[node_id] = time.monotonic()
         async with self.ctx.db() as s, s.begin():
-            if await s.get(Node, node_id) is None:
+            node = await s.get(Node, node_id)
+            if node is None:
                 raise NotFound(f"node {node_name} is not registered; register it again")
+            if node.draining:
+                return None
             queued = (await s.scalars(select(Task).where(Task.state == "queued")
                                       .order_by(Task.id).limit(64))).all()
+            if not queued:
+                return None
+            depth = len(queued) if len(queued) < 64 else await s.scalar(
+                select(func.count()).select_from(Task).where(Task.state == "queued"))
+            if await self._defer(s, node, depth):
+                return None
             for task in sorted(queued, key=lambda t: (_KIND_PRIORITY[t.kind], t.id)):
                 now = utcnow()
                 # Conditional update: with several control replicas, only one wins a task.
@@ -277,6 +396,20 @@ class Coordinator:
                 return task
         return None
 
+    async def _defer(self, s, node: Node, queued: int) -> bool:
+        """The load rule (should_defer) for `node`, with its peers from the database."""
+        leased = await self._leased_counts(s)
+        me = NodeLoad(node.id, leased.get(node.id, 0), node.max_tasks, node.backpressure)
+        horizon = time.monotonic() - ASKING_SECONDS
+        asking = [i for i, t in self._asking.items() if t >= horizon and i != node.id]
+        peers = []
+        if asking and me.free > 0:
+            for n in (await s.scalars(select(Node).where(Node.id.in_(asking)))).all():
+                if n.draining or not self.node_online(n):
+                    continue
+                peers.append(NodeLoad(n.id, leased.get(n.id, 0), n.max_tasks, n.backpressure))
+        return should_defer(me, peers, queued)
+
     async def _leased(self, s, task_name: str, token: int) -> Task:
         task_id = int(names.parse_task(task_name, field="task"))
         task = await s.get(Task, task_id)
@@ -289,10 +422,10 @@ class Coordinator:
         return task
 
     async def report_progress(self, task_name: str, token: int, *, checkpoint: dict,
-                              bytes_done: int, stats: dict, full_sync: bool
-                              ) -> tuple[bool, int]:
-        """Records progress and renews the lease. Returns (cancel the task?, the plan's
-        bandwidth cap now), so running tasks follow changes to the plan."""
+                              bytes_done: int, stats: dict, full_sync: bool) -> Progress:
+        """Records progress and renews the lease. Returns whether to cancel the task,
+        the plan's bandwidth cap now (running tasks follow changes to the plan) and
+        whether to hand the task back (its node is draining)."""
         async with self.ctx.db() as s, s.begin():
             task = await self._leased(s, task_name, token)
             if checkpoint:
@@ -300,7 +433,9 @@ class Coordinator:
             task.bytes_done, task.stats, task.full_sync = bytes_done, stats, full_sync
             task.lease_expire_time = utcnow() + self.lease
             plan = await s.get(Plan, task.plan_id) if task.plan_id else None
-            return task.cancel_requested, plan.bandwidth if plan else 0
+            node = await s.get(Node, task.node_id) if task.node_id else None
+            return Progress(task.cancel_requested, plan.bandwidth if plan else 0,
+                            bool(node is not None and node.draining))
 
     async def complete_task(self, task_name: str, token: int, *, error: dict | None,
                             stats: dict, result: dict, full_sync: bool) -> None:

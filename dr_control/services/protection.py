@@ -268,5 +268,9 @@ class ProtectionService:
                           rpo_met=rpo_met, disks=disks, current_cycle=current,
                           current_tasks=sorted(tasks, key=lambda t: t.disk))
 
+    async def rpo_report(self) -> list[PlanStatus]:
+        """Every plan's status, for RPO compliance (GetRpoReport, `drctl report rpo`)."""
+        return [await self.status(names.plan_name(p.id)) for p in await self.list_plans()]
+
     async def plan_state(self, plan: Plan) -> str:
         return (await self.status(names.plan_name(plan.id))).state

@@ -5,6 +5,8 @@ A handler takes (Context, argparse.Namespace) and returns the exit code.
 
 from __future__ import annotations
 
-from . import certs, inventory, nodes, operations, plans, points, recovery, restore, tokens
+from . import (certs, inventory, nodes, operations, plans, points, recovery, reports, restore,
+               tokens)
 
-MODULES = (inventory, plans, points, restore, operations, nodes, recovery, tokens, certs)
+MODULES = (inventory, plans, points, restore, operations, nodes, recovery, reports, tokens,
+           certs)

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Node(_message.Message):
-    __slots__ = ("name", "hostname", "version", "max_tasks", "budget_bytes", "state", "last_heartbeat_time", "running_tasks", "inflight_bytes")
+    __slots__ = ("name", "hostname", "version", "max_tasks", "budget_bytes", "state", "last_heartbeat_time", "running_tasks", "inflight_bytes", "draining", "backpressure", "leased_tasks", "load")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,10 @@ class Node(_message.Message):
     LAST_HEARTBEAT_TIME_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
     INFLIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    BACKPRESSURE_FIELD_NUMBER: _ClassVar[int]
+    LEASED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     name: str
     hostname: str
     version: str
@@ -30,7 +34,11 @@ class Node(_message.Message):
     last_heartbeat_time: _timestamp_pb2.Timestamp
     running_tasks: int
     inflight_bytes: int
-    def __init__(self, name: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., state: _Optional[str] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ...) -> None: ...
+    draining: bool
+    backpressure: float
+    leased_tasks: int
+    load: float
+    def __init__(self, name: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., state: _Optional[str] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ..., draining: _Optional[bool] = ..., backpressure: _Optional[float] = ..., leased_tasks: _Optional[int] = ..., load: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("name", "kind", "lease_token", "lease_expire_time", "lease_seconds", "replicate", "finalize", "restore", "verify", "snapshot", "delete", "gc")
@@ -245,14 +253,16 @@ class RegisterNodeRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node", "running_tasks", "inflight_bytes")
+    __slots__ = ("node", "running_tasks", "inflight_bytes", "backpressure")
     NODE_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
     INFLIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BACKPRESSURE_FIELD_NUMBER: _ClassVar[int]
     node: str
     running_tasks: int
     inflight_bytes: int
-    def __init__(self, node: _Optional[str] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ...) -> None: ...
+    backpressure: float
+    def __init__(self, node: _Optional[str] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ..., backpressure: _Optional[float] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("lease_seconds",)
@@ -291,12 +301,14 @@ class ReportProgressRequest(_message.Message):
     def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., bytes_done: _Optional[int] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., full_sync: _Optional[bool] = ...) -> None: ...
 
 class ReportProgressResponse(_message.Message):
-    __slots__ = ("cancel", "bandwidth_bytes_per_second")
+    __slots__ = ("cancel", "bandwidth_bytes_per_second", "release")
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
     cancel: bool
     bandwidth_bytes_per_second: int
-    def __init__(self, cancel: _Optional[bool] = ..., bandwidth_bytes_per_second: _Optional[int] = ...) -> None: ...
+    release: bool
+    def __init__(self, cancel: _Optional[bool] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., release: _Optional[bool] = ...) -> None: ...
 
 class CompleteTaskRequest(_message.Message):
     __slots__ = ("task", "lease_token", "error", "stats", "root_hash", "full_sync", "size_bytes", "bitmap", "full_sync_reason", "restore_result", "verify_result", "gc_result", "snapshot_id", "source_snapshots")
@@ -349,3 +361,15 @@ class ListNodesResponse(_message.Message):
     nodes: _containers.RepeatedCompositeFieldContainer[Node]
     next_page_token: str
     def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UndrainNodeRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...

@@ -64,6 +64,16 @@ class NodeServiceStub:
                 request_serializer=dr_dot_v1_dot_nodes__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=dr_dot_v1_dot_nodes__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/dr.v1.NodeService/DrainNode',
+                request_serializer=dr_dot_v1_dot_nodes__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=dr_dot_v1_dot_nodes__pb2.Node.FromString,
+                _registered_method=True)
+        self.UndrainNode = channel.unary_unary(
+                '/dr.v1.NodeService/UndrainNode',
+                request_serializer=dr_dot_v1_dot_nodes__pb2.UndrainNodeRequest.SerializeToString,
+                response_deserializer=dr_dot_v1_dot_nodes__pb2.Node.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -107,6 +117,21 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainNode(self, request, context):
+        """Stops leasing new tasks to a node; its running tasks are handed back at their next
+        progress report (they resume elsewhere from their watermark, costing no attempt).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndrainNode(self, request, context):
+        """Lets a drained node take tasks again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +164,16 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=dr_dot_v1_dot_nodes__pb2.ListNodesRequest.FromString,
                     response_serializer=dr_dot_v1_dot_nodes__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=dr_dot_v1_dot_nodes__pb2.DrainNodeRequest.FromString,
+                    response_serializer=dr_dot_v1_dot_nodes__pb2.Node.SerializeToString,
+            ),
+            'UndrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndrainNode,
+                    request_deserializer=dr_dot_v1_dot_nodes__pb2.UndrainNodeRequest.FromString,
+                    response_serializer=dr_dot_v1_dot_nodes__pb2.Node.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +338,60 @@ class NodeService:
             '/dr.v1.NodeService/ListNodes',
             dr_dot_v1_dot_nodes__pb2.ListNodesRequest.SerializeToString,
             dr_dot_v1_dot_nodes__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dr.v1.NodeService/DrainNode',
+            dr_dot_v1_dot_nodes__pb2.DrainNodeRequest.SerializeToString,
+            dr_dot_v1_dot_nodes__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dr.v1.NodeService/UndrainNode',
+            dr_dot_v1_dot_nodes__pb2.UndrainNodeRequest.SerializeToString,
+            dr_dot_v1_dot_nodes__pb2.Node.FromString,
             options,
             channel_credentials,
             insecure,

@@ -207,3 +207,45 @@ class ListCyclesResponse(_message.Message):
     cycles: _containers.RepeatedCompositeFieldContainer[Cycle]
     next_page_token: str
     def __init__(self, cycles: _Optional[_Iterable[_Union[Cycle, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetRpoReportRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RpoReport(_message.Message):
+    __slots__ = ("report_time", "plans", "met_count", "breached_count")
+    REPORT_TIME_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
+    MET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BREACHED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    report_time: _timestamp_pb2.Timestamp
+    plans: _containers.RepeatedCompositeFieldContainer[PlanRpo]
+    met_count: int
+    breached_count: int
+    def __init__(self, report_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., plans: _Optional[_Iterable[_Union[PlanRpo, _Mapping]]] = ..., met_count: _Optional[int] = ..., breached_count: _Optional[int] = ...) -> None: ...
+
+class PlanRpo(_message.Message):
+    __slots__ = ("plan", "rpo_seconds", "last_recovery_point", "last_recovery_point_time", "recovery_point_age_seconds", "rpo_lag_seconds", "rpo_met", "in_sync_count", "disk_count", "state", "paused")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    RPO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
+    LAST_RECOVERY_POINT_TIME_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_POINT_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RPO_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RPO_MET_FIELD_NUMBER: _ClassVar[int]
+    IN_SYNC_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DISK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    rpo_seconds: int
+    last_recovery_point: str
+    last_recovery_point_time: _timestamp_pb2.Timestamp
+    recovery_point_age_seconds: float
+    rpo_lag_seconds: float
+    rpo_met: bool
+    in_sync_count: int
+    disk_count: int
+    state: str
+    paused: bool
+    def __init__(self, plan: _Optional[str] = ..., rpo_seconds: _Optional[int] = ..., last_recovery_point: _Optional[str] = ..., last_recovery_point_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recovery_point_age_seconds: _Optional[float] = ..., rpo_lag_seconds: _Optional[float] = ..., rpo_met: _Optional[bool] = ..., in_sync_count: _Optional[int] = ..., disk_count: _Optional[int] = ..., state: _Optional[str] = ..., paused: _Optional[bool] = ...) -> None: ...

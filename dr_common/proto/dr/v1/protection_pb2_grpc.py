@@ -85,6 +85,11 @@ class ProtectionServiceStub:
                 request_serializer=dr_dot_v1_dot_protection__pb2.ListCyclesRequest.SerializeToString,
                 response_deserializer=dr_dot_v1_dot_protection__pb2.ListCyclesResponse.FromString,
                 _registered_method=True)
+        self.GetRpoReport = channel.unary_unary(
+                '/dr.v1.ProtectionService/GetRpoReport',
+                request_serializer=dr_dot_v1_dot_protection__pb2.GetRpoReportRequest.SerializeToString,
+                response_deserializer=dr_dot_v1_dot_protection__pb2.RpoReport.FromString,
+                _registered_method=True)
 
 
 class ProtectionServiceServicer:
@@ -154,6 +159,13 @@ class ProtectionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRpoReport(self, request, context):
+        """RPO compliance of every plan at once (`drctl report rpo`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProtectionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +218,11 @@ def add_ProtectionServiceServicer_to_server(servicer, server):
                     servicer.ListCycles,
                     request_deserializer=dr_dot_v1_dot_protection__pb2.ListCyclesRequest.FromString,
                     response_serializer=dr_dot_v1_dot_protection__pb2.ListCyclesResponse.SerializeToString,
+            ),
+            'GetRpoReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRpoReport,
+                    request_deserializer=dr_dot_v1_dot_protection__pb2.GetRpoReportRequest.FromString,
+                    response_serializer=dr_dot_v1_dot_protection__pb2.RpoReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +495,33 @@ class ProtectionService:
             '/dr.v1.ProtectionService/ListCycles',
             dr_dot_v1_dot_protection__pb2.ListCyclesRequest.SerializeToString,
             dr_dot_v1_dot_protection__pb2.ListCyclesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRpoReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dr.v1.ProtectionService/GetRpoReport',
+            dr_dot_v1_dot_protection__pb2.GetRpoReportRequest.SerializeToString,
+            dr_dot_v1_dot_protection__pb2.RpoReport.FromString,
             options,
             channel_credentials,
             insecure,
