@@ -12,6 +12,8 @@ document at /v1/openapi.json.
 
 from __future__ import annotations
 
+import functools
+
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -166,9 +168,14 @@ class RestApi:
 
     async def ui(self, request: web.Request) -> web.Response:
         name, content_type = UI_FILES[request.path]
-        text = resources.files("dr_control.ui").joinpath(name).read_text()
-        return web.Response(text=text, content_type=content_type,
+        return web.Response(text=_ui_file(name), content_type=content_type,
                             headers={"Cache-Control": "no-store"})
+
+
+@functools.cache
+def _ui_file(name: str) -> str:
+    """The UI's files, read once: they ship with the package and never change."""
+    return resources.files("dr_control.ui").joinpath(name).read_text()
 
 
 def _aiohttp_path(path: str) -> str:

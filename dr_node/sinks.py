@@ -201,7 +201,7 @@ class EbsSink:
         # cannot be persisted, so a resumed disk completes without it (blocks are still
         # checked one by one).
         self._aggregate: hashlib._Hash | None = hashlib.sha256()
-        self._zero_digest = b""
+        self._zeros, self._zero_digest = b"", b""
 
     async def begin(self, checkpoint: Checkpoint | None) -> int:
         if checkpoint and checkpoint.snapshot_id:
@@ -244,11 +244,16 @@ class EbsSink:
         await self.target.put_block(self.snapshot_id, index, blob, cid)
         return True
 
-    async def put_zero(self, index: int, length: int) -> None:
-        zeros = bytes(length)
+    def _zero_block(self) -> tuple[bytes, bytes]:
+        """One zero block and its SHA256, made once: every zero put and count uses it."""
         if not self._zero_digest:
-            self._zero_digest = ebs.sha256(zeros)
-        await self.target.put_block(self.snapshot_id, index, zeros, self._zero_digest)
+            self._zeros = bytes(ebs.BLOCK_SIZE)
+            self._zero_digest = ebs.sha256(self._zeros)
+        return self._zeros, self._zero_digest
+
+    async def put_zero(self, index: int, length: int) -> None:
+        zeros, digest = self._zero_block()
+        await self.target.put_block(self.snapshot_id, index, zeros, digest)
 
     async def add(self, ids: list[bytes]) -> None:
         for cid in ids:
@@ -257,8 +262,7 @@ class EbsSink:
             if cid == ZERO_ID:
                 if not self.writes_zeros:
                     continue
-                cid = self._zero_digest or ebs.sha256(bytes(ebs.BLOCK_SIZE))
-                self._zero_digest = cid
+                cid = self._zero_block()[1]
             self._changed += 1
             if self._aggregate is not None:
                 self._aggregate.update(cid)

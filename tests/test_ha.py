@@ -176,7 +176,7 @@ def test_killed_leader_is_replaced_within_a_lease_and_no_point_is_lost(tmp_path,
         [leader] = wait_for(lambda: (lambda ls: ls if len(ls) == 1 else None)(_leaders(c)),
                             timeout=10, what="exactly one scheduler leader")
         survivor = "b" if leader == "" else ""
-        assert f"scheduler leadership gained" in c.log(c.controls()[leader].log_name)
+        assert "scheduler leadership gained" in c.log(c.controls()[leader].log_name)
         wait_for(lambda: len(c.points("p1")) >= 2, timeout=30, what="two points")
         write_at(disk, 1 * MiB + 17, b"changed before the hand-over" * 100)
         expected = sha256(disk)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dr_common.aws import AwsSettings, calling, client
-from dr_common.errors import DRError, InvalidArgument, NotFound, TargetError
+from dr_common.errors import InvalidArgument, NotFound, TargetError
 from dr_common.targets.metrics import call
 
 BLOCK_SIZE = 512 * 1024
@@ -125,12 +125,8 @@ class EbsTarget:
                 return await self._ec2.describe_snapshots(SnapshotIds=[snapshot_id])
         try:
             resp = await call("ec2", "DescribeSnapshots", describe)
-        except NotFound:
+        except NotFound:  # dr_common.aws maps InvalidSnapshot.NotFound here
             return None
-        except DRError as e:
-            if "InvalidSnapshot" in e.message:
-                return None
-            raise
         snaps = resp.get("Snapshots", [])
         if not snaps:
             return None
@@ -150,10 +146,6 @@ class EbsTarget:
             await call("ec2", "DeleteSnapshot", delete)
         except NotFound:
             return False
-        except DRError as e:
-            if "InvalidSnapshot.NotFound" in e.message:
-                return False
-            raise
         return True
 
     async def wait_completed(self, snapshot_id: str, *, timeout: float = 600) -> None:
@@ -195,11 +187,9 @@ class EbsTarget:
                         {"ResourceType": "volume", "Tags": _tags(tags)}])
         try:
             resp = await call("ec2", "CreateVolume", create_volume)
-        except DRError as e:
-            if "InvalidSnapshot" in e.message or isinstance(e, NotFound):
-                raise NotFound(f"snapshot {snapshot_id} of this recovery point no longer "
-                               f"exists in {self.settings.region}") from None
-            raise
+        except NotFound:
+            raise NotFound(f"snapshot {snapshot_id} of this recovery point no longer "
+                           f"exists in {self.settings.region}") from None
         return resp["VolumeId"]
 
 

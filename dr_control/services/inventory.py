@@ -49,8 +49,10 @@ class InventoryService:
                 field="site.kind")
         settings, secret = {}, ""
         if kind == "aws":
-            cfg = AwsSettings.from_dict({k: v for k, v in (aws or {}).items() if v},
-                                        field_prefix="site.aws")
+            # The region check loads botocore's endpoint data: not on the event loop.
+            cfg = await asyncio.to_thread(
+                AwsSettings.from_dict, {k: v for k, v in (aws or {}).items() if v},
+                field_prefix="site.aws")
             if path and not (path.startswith(S3_SCHEME) and len(path) > len(S3_SCHEME)):
                 raise InvalidArgument(f"an aws site's path is the S3 repository of plans "
                                       f"that target it, s3://bucket/prefix; got {path!r}",
