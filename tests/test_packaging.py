@@ -214,7 +214,11 @@ CHART_OWNED = {"DR_CONTROL_LISTEN", "DR_CONTROL_STATE_DIR", "DR_CONTROL_METRICS_
                # TLS files: paths of the mounted tls Secret (control.tls, node.tls).
                "DR_CONTROL_TLS_CERT_FILE", "DR_CONTROL_TLS_KEY_FILE",
                "DR_CONTROL_TLS_CLIENT_CA_FILE", "DR_NODE_TLS_CA_FILE", "DR_NODE_TLS_CERT_FILE",
-               "DR_NODE_TLS_KEY_FILE"}
+               "DR_NODE_TLS_KEY_FILE",
+               # From the chart's ports: control.rest.port, node.transfer.port (the
+               # advertised address is the pod IP) and node.site beside them.
+               "DR_CONTROL_REST_LISTEN", "DR_NODE_TRANSFER__LISTEN",
+               "DR_NODE_TRANSFER__ADVERTISE", "DR_NODE_SITE"}
 # Deliberately not set by this minimal chart (node ids come from the pod's host name).
 NOT_IN_CHART = {"DR_NODE_NODE_ID"}
 # Set from a Secret named in values (they hold passwords), not from `config:`.
@@ -285,12 +289,46 @@ def test_helm_probes():
             f"node {probe} is not an httpGet on /metrics")
 
 
+def test_helm_rest_and_transfer_ports():
+    """REST/UI: rest_listen and the Service port from control.rest.port (0: off).
+    Transfer: listen, advertise (pod IP), container port and headless Service from
+    node.transfer.port (0: off)."""
+    control = (TEMPLATES / "control-deployment.yaml").read_text()
+    service = (TEMPLATES / "control-service.yaml").read_text()
+    node = (TEMPLATES / "node-deployment.yaml").read_text()
+    transfer = (TEMPLATES / "node-transfer-service.yaml").read_text()
+    assert re.search(r"name: DR_CONTROL_REST_LISTEN\s*\n\s*value: \{\{ if \.Values\.control\.rest"
+                     r"\.port \}\}\{\{ printf \"0\.0\.0\.0:%d\" \(int \.Values\.control\.rest"
+                     r"\.port\) \| quote \}\}\{\{ else \}\}\"\"\{\{ end \}\}", control)
+    for text in (control, service):
+        assert re.search(r"\{\{- if \.Values\.control\.rest\.port \}\}\s*\n(?:\s*#.*\n)?"
+                         r"\s*- name: http\s*\n\s*(?:containerPort|port): \{\{ \.Values\.control"
+                         r"\.rest\.port \}\}", text)
+    assert re.search(r"name: DR_NODE_TRANSFER__LISTEN\s*\n\s*value: \{\{ printf \"0\.0\.0\.0:%d\" "
+                     r"\(int \.Values\.node\.transfer\.port\)", node)
+    assert "$(POD_IP)" in node and "fieldPath: status.podIP" in node
+    assert node.index("name: POD_IP") < node.index("name: DR_NODE_TRANSFER__ADVERTISE"), (
+        "Kubernetes expands $(POD_IP) only from variables defined before it")
+    assert re.search(r"- name: transfer\s*\n\s*containerPort: \{\{ \.Values\.node\.transfer"
+                     r"\.port \}\}", node)
+    assert transfer.startswith("{{- /*") and "{{- if .Values.node.transfer.port }}" in transfer
+    assert "clusterIP: None" in transfer and "targetPort: transfer" in transfer
+
+
 def test_helm_chart_says_what_comes_later():
     values = (CHART / "values.yaml").read_text()
     notes = (TEMPLATES / "NOTES.txt").read_text()
-    for word in ("PostgreSQL", "TLS", "ServiceMonitor"):
+    for word in ("PostgreSQL", "TLS", "monitoring.enabled"):
         assert word in values, f"values.yaml comment does not mention {word}"
         assert word in notes, f"NOTES.txt does not mention {word}"
+
+
+def test_helm_monitoring_scrapes_both_daemons_metrics_ports():
+    text = (TEMPLATES / "monitoring.yaml").read_text()
+    assert text.startswith("{{- if .Values.monitoring.enabled }}")
+    assert "kind: ServiceMonitor" in text and "kind: PodMonitor" in text
+    assert text.count("- port: metrics") == 2 and "podMetricsEndpoints:\n    - port: metrics" in text
+    assert '"component" "control"' in text and '"component" "node"' in text
 
 
 # --- Helm chart: YAML checks ------------------------------------------------------------
@@ -313,6 +351,8 @@ def test_values_yaml():
     assert values["control"]["grpcPort"] == 50051
     assert values["control"]["metricsPort"] == 9464
     assert values["node"]["metricsPort"] == 9465
+    assert values["control"]["rest"]["port"] == 8080
+    assert values["node"]["transfer"]["port"] == 0 and values["node"]["site"] == ""
     for component, cls, prefix in (("control", ControlConfig, "DR_CONTROL_"),
                                    ("node", NodeConfig, "DR_NODE_")):
         config = values[component]["config"]
@@ -346,6 +386,94 @@ def test_template_value_references_exist():
             node = node[part]
 
 
+# --- Helm chart: yamllint ---------------------------------------------------------------
+
+YAMLLINT_CONFIG = ROOT / "helm" / ".yamllint"
+YAMLLINT_TEMPLATES_CONFIG = ROOT / "helm" / "templates.yamllint"
+# A whole Go template action; none of the YAML templates has one spanning lines.
+TEMPLATE_ACTION = re.compile(r"\{\{(?:(?!\}\}).)*\}\}", re.S)
+# Templates that are not YAML even with their actions replaced (name -> why): none yet.
+# A template that fails to parse and is not listed here fails the test.
+NOT_YAML_WITHOUT_ACTIONS: dict[str, str] = {}
+
+
+def _yamllint(text: str, config: Path, name: str) -> list:
+    from yamllint import linter
+    from yamllint.config import YamlLintConfig
+    return list(linter.run(text, YamlLintConfig(file=str(config)), name))
+
+
+def _without_actions(template: str) -> tuple[str, list[int]]:
+    """The template with every {{ ... }} action replaced by a placeholder scalar and the
+    lines holding only actions ({{- if }}, {{- end }}, {{- include ... | nindent }})
+    removed; and, for each line kept, its line number in the template."""
+    kept: list[tuple[int, str]] = []
+    for number, line in enumerate(template.splitlines(), 1):
+        rest = TEMPLATE_ACTION.sub("", line)
+        assert "{{" not in rest and "}}" not in rest, (
+            f"line {number}: an action spanning lines: {line!r}")
+        if rest.strip() or not TEMPLATE_ACTION.search(line):
+            kept.append((number, TEMPLATE_ACTION.sub("TPL", line)))
+    return "".join(line + "\n" for _, line in kept), [number for number, _ in kept]
+
+
+def test_yamllint_chart_and_values():
+    """Chart.yaml and values.yaml are plain YAML: yamllint's defaults, as helm/.yamllint
+    states them (100-character lines, no "---" required), warnings included."""
+    problems = []
+    for path in (CHART / "Chart.yaml", CHART / "values.yaml"):
+        problems += [f"{path.relative_to(ROOT)}:{p.line}:{p.column}: [{p.level}] {p.desc} "
+                     f"({p.rule})" for p in _yamllint(path.read_text(), YAMLLINT_CONFIG, path.name)]
+    assert not problems, "\n".join(problems)
+
+
+def test_yamllint_templates():
+    """yamllint (helm/templates.yamllint) on the chart's templates.
+
+    With a real helm on PATH: on `helm template` output, with the default values and with
+    every optional part switched on. With or without one (helm is in no package registry
+    this project can use; a renderer written for the test would be a second, fragile
+    Helm), each template is also linted as it is written: every {{ ... }} action
+    replaced by a placeholder scalar and the lines holding only actions removed. The
+    templates are written so that this is YAML with the indentation of the output (an
+    `if`'s lines are indented as the rendered lines are, `nindent` blocks stand on
+    lines of their own), so indentation, duplicated keys, syntax, trailing spaces and
+    line lengths are still checked; what the actions render is not (that is for the
+    helm lint test, and test_helm_env_* above check the env entries)."""
+    helm = shutil.which("helm")
+    problems: list[str] = []
+    if helm is not None:
+        for extra in ([], ["--set", "control.tls.existingSecret=tls",
+                           "--set", "node.tls.existingSecret=tls",
+                           "--set", "control.database.existingSecret=db",
+                           "--set", "control.secretKey.existingSecret=key",
+                           "--set", "node.transfer.port=50061", "--set", "node.site=dr"]):
+            out = subprocess.run([helm, "template", "t", str(CHART), *extra],
+                                 capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            problems += [f"helm template {' '.join(extra)}: line {p.line}: [{p.level}] "
+                         f"{p.desc} ({p.rule}): {out.stdout.splitlines()[p.line - 1]!r}"
+                         for p in _yamllint(out.stdout, YAMLLINT_TEMPLATES_CONFIG, "rendered")]
+        assert not problems, "\n".join(problems)
+    yaml = _yaml()
+    templates = sorted(TEMPLATES.glob("*.yaml"))
+    assert len(templates) >= 5
+    for tpl in templates:
+        text, numbers = _without_actions(tpl.read_text())
+        try:
+            list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            if tpl.name in NOT_YAML_WITHOUT_ACTIONS:
+                continue
+            pytest.fail(f"{tpl.name} is not YAML with its actions replaced: {exc}")
+        assert tpl.name not in NOT_YAML_WITHOUT_ACTIONS, (
+            f"{tpl.name} is YAML now: lint it (remove it from NOT_YAML_WITHOUT_ACTIONS)")
+        problems += [f"{tpl.relative_to(ROOT)}:{numbers[min(p.line, len(numbers)) - 1]}: "
+                     f"[{p.level}] {p.desc} ({p.rule})"
+                     for p in _yamllint(text, YAMLLINT_TEMPLATES_CONFIG, tpl.name)]
+    assert not problems, "\n".join(problems)
+
+
 def test_helm_lint_and_template(tmp_path):
     helm = shutil.which("helm")
     if helm is None:
@@ -354,7 +482,8 @@ def test_helm_lint_and_template(tmp_path):
                           text=True, timeout=120)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     for extra in ([], ["--set", "control.persistence.enabled=false",
-                       "--set", "node.data.existingClaim=dr-data"]):
+                       "--set", "node.data.existingClaim=dr-data",
+                       "--set", "node.transfer.port=50061"]):
         out = subprocess.run([helm, "template", "t", str(CHART), *extra],
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
@@ -364,7 +493,7 @@ def test_helm_lint_and_template(tmp_path):
             continue
         docs = [d for d in yaml.safe_load_all(out.stdout) if d]
         kinds = sorted(d["kind"] for d in docs)
-        expected = ["Deployment", "Deployment", "Service"]
+        expected = ["Deployment", "Deployment", "Service", "Service"]
         if not extra:
             expected = ["Deployment", "Deployment", "PersistentVolumeClaim", "Service"]
         assert kinds == expected

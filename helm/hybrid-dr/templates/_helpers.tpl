@@ -28,6 +28,11 @@ within the 63 characters of a DNS label.
 {{- printf "%s-node" (include "hybrid-dr.fullname" .) }}
 {{- end }}
 
+{{/* The target nodes' transfer Service (a DNS label: at most 63 characters). */}}
+{{- define "hybrid-dr.nodeTransferName" -}}
+{{- printf "%s-transfer" (include "hybrid-dr.nodeName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "hybrid-dr.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
