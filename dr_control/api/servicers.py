@@ -40,7 +40,8 @@ class Inventory(inventory_pb2_grpc.InventoryServiceServicer):
         site = await self.svc.create_site(request.site_id, kind=s.kind, path=s.path,
                                           description=s.description,
                                           credential_ref=s.credential_ref,
-                                          aws=_dict(s.aws) if s.HasField("aws") else None)
+                                          aws=_dict(s.aws) if s.HasField("aws") else None,
+                                          paired=s.paired)
         return convert.site(site)
 
     @rpc
@@ -116,8 +117,9 @@ class Protection(protection_pb2_grpc.ProtectionServiceServicer):
     async def ListPlans(self, request, context):
         page, nxt = convert.paginate(await self.svc.list_plans(), request.page_size,
                                      request.page_token)
-        return protection_pb2.ListPlansResponse(plans=[await self._plan(p) for p in page],
-                                                next_page_token=nxt)
+        states = await self.svc.plan_states(page)  # one batch for the page
+        return protection_pb2.ListPlansResponse(
+            plans=[convert.plan(p, states[p.id]) for p in page], next_page_token=nxt)
 
     @rpc
     async def DeletePlan(self, request, context):
@@ -162,8 +164,8 @@ class Protection(protection_pb2_grpc.ProtectionServiceServicer):
                 plan=names.plan_name(st.plan.id), rpo_seconds=st.plan.rpo_seconds,
                 last_recovery_point=names.point_name(st.plan.id, last.id) if last else "",
                 last_recovery_point_time=convert.ts(last.create_time) if last else None,
-                recovery_point_age_seconds=(
-                    max(0.0, (now - last.create_time).total_seconds()) if last else 0.0),
+                # The same clock reading as the lag: with a point, both are its age.
+                recovery_point_age_seconds=max(0.0, st.rpo_lag_seconds) if last else 0.0,
                 rpo_lag_seconds=st.rpo_lag_seconds, rpo_met=st.rpo_met,
                 in_sync_count=sum(1 for _, s in st.disks if s == "in-sync"),
                 disk_count=len(st.disks), state=st.state, paused=st.plan.paused))
@@ -262,14 +264,16 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
         node = await self.coord.register_node(
             request.node_id or request.hostname, hostname=request.hostname,
             version=request.version, max_tasks=request.max_tasks,
-            budget_bytes=request.budget_bytes)
+            budget_bytes=request.budget_bytes, site=request.site,
+            transfer_address=request.transfer_address)
         return convert.node(node, True)
 
     @rpc
     async def Heartbeat(self, request, context):
         await self.coord.heartbeat(request.node, running_tasks=request.running_tasks,
                                    inflight_bytes=request.inflight_bytes,
-                                   backpressure=request.backpressure)
+                                   backpressure=request.backpressure,
+                                   pairs=[_dict(p) for p in request.pairs])
         return nodes_pb2.HeartbeatResponse(
             lease_seconds=self.coord.ctx.config.scheduler.lease_seconds)
 
