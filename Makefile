@@ -45,9 +45,11 @@ bench: $(STAMP) $(SYS_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 # Control-plane load: one dr-control, 2,000 disks, 50 simulated nodes; latency of the
-# node and operator calls, scheduler pass duration, peak RSS. PostgreSQL:
+# node and operator calls, scheduler pass duration, peak RSS; on SQLite, then on a local
+# PostgreSQL started for the run. SQLite alone: CONTROL_BENCH_ARGS=; another database:
 # make bench-control CONTROL_BENCH_ARGS="--database-url postgresql+asyncpg://..."
-bench-control: $(STAMP)
+CONTROL_BENCH_ARGS ?= --postgres
+bench-control: $(STAMP) $(SYS_STAMP)
 	$(PY) -m bench.control_load $(CONTROL_BENCH_ARGS)
 
 # Regenerate dr_common/proto from proto/ (commit the result; a test checks it is fresh).

@@ -14,7 +14,9 @@ are bucket upper bounds), throughput, and dr-control's peak RSS (VmHWM). The sim
 nodes share one Python process, so under heavy load part of a latency is this client's
 own queueing: read the numbers as an upper bound.
 
-Prints a table; --json PATH also writes the numbers as JSON.
+Prints a table; --json PATH also writes the numbers as JSON. --postgres measures twice
+in one command, on SQLite and then on a PostgreSQL server started for the run
+(tests/pg_peer.py), and the JSON then holds {"sqlite": ..., "postgresql": ...}.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--database-url", default=os.environ.get("DR_BENCH_DATABASE_URL", ""),
                     help="an empty PostgreSQL database (default $DR_BENCH_DATABASE_URL; "
                          "unset: SQLite in the work directory)")
+    ap.add_argument("--postgres", action="store_true",
+                    help="also run on a local PostgreSQL started for the run (tests/pg_peer.py; "
+                         "needs the postgresql server binaries): SQLite first, then it")
     ap.add_argument("--work", type=Path, default=None,
                     help="directory for images and state (default: a temporary one, removed)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -357,8 +362,34 @@ def render(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if not args.postgres:
+        results = run(args)
+        print(render(results))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.pg_peer import PgServer
+    server = PgServer().start()
+    try:
+        both = {"sqlite": run(argparse.Namespace(**{**vars(args), "database_url": ""})),
+                "postgresql": run(argparse.Namespace(**{
+                    **vars(args), "database_url": server.new_database("bench")}))}
+    finally:
+        server.stop()
+    for name, results in both.items():
+        print(f"== {name}\n{render(results)}\n")
+    if args.json:
+        args.json.write_text(json.dumps(both, indent=2) + "\n")
+    return 0
+
+
+def run(args) -> dict:
+    """One measured run on args.database_url (empty: SQLite); its results."""
     temp = args.work is None
     work = Path(tempfile.mkdtemp(prefix="control-load-")) if temp else args.work.resolve()
+    if not temp and args.database_url:
+        work = work / "postgresql"
     work.mkdir(parents=True, exist_ok=True)
     port, metrics_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
@@ -396,10 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                                'dr_cycles_total{state="completed"}', 0))},
             "control_peak_rss_mib": rss,
         }
-        print(render(results))
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2) + "\n")
-        return 0
+        return results
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()

@@ -80,19 +80,24 @@ def issue_server(ca: Issued, names: list[str] | tuple[str, ...] = DEFAULT_SERVER
 
 
 def issue_client(ca: Issued, common_name: str) -> Issued:
-    """A client certificate: a node's (CN = node id) or drctl's."""
+    """A client certificate: a node's (CN = node id) or drctl's.
+
+    It also serves: a target node's TransferService shows it to paired source nodes,
+    which check it names the node the control plane paired them with (the SAN)."""
     if not common_name:
         raise InvalidArgument("a client certificate needs a name (the node id)", field="node")
-    return _issue(ca, common_name, ExtendedKeyUsageOID.CLIENT_AUTH, None)
+    return _issue(ca, common_name, [ExtendedKeyUsageOID.CLIENT_AUTH,
+                                    ExtendedKeyUsageOID.SERVER_AUTH], _sans([common_name]))
 
 
-def _issue(ca: Issued, common_name: str, usage: x509.ObjectIdentifier,
+def _issue(ca: Issued, common_name: str, usage: x509.ObjectIdentifier | list,
            sans: x509.SubjectAlternativeName | None) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     builder = (_builder(subject, ca.cert.subject, key.public_key(), LEAF_DAYS)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+               .add_extension(x509.ExtendedKeyUsage(usage if isinstance(usage, list) else [usage]),
+                              critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                    ca.key.public_key()), critical=False))
     if sans is not None:

@@ -37,6 +37,9 @@ from dr_node.config import NodeConfig
 from dr_node.engine import Checkpoint, Engine, Stats
 from dr_node.restore import convert_to_qcow2
 from dr_node.sinks import EbsSink
+from dr_node.transfer import server as transfer_server
+from dr_node.transfer.client import Pairs, RemoteSink
+from dr_common.proto.dr.v1 import transfer_pb2
 
 log = structlog.get_logger()
 
@@ -112,10 +115,17 @@ class Agent:
         self.stub = nodes_pb2_grpc.NodeServiceStub(channel)
         self.node_name = f"nodes/{config.id}"
         self.engine = Engine(config.engine)
+        self.pairs = Pairs(config)
         self.running: dict[str, asyncio.Task] = {}
         self.stopping = False
+        # The TransferService, on target nodes (transfer.listen set).
+        self.transfer_server: grpc.aio.Server | None = None
+        self.transfer_port = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.config.transfer.listen:
+            self.transfer_server, self.transfer_port = await transfer_server.start_server(
+                self.config, self.engine)
         await self._register(stop)
         heartbeat = asyncio.create_task(self._heartbeats(stop))
         try:
@@ -128,6 +138,10 @@ class Agent:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            if self.transfer_server is not None:
+                # Streams in progress break; their source nodes resume from checkpoints.
+                await self.transfer_server.stop(grace=1.0)
+            await self.pairs.close()
             self.engine.close()
 
     async def _register(self, stop: asyncio.Event) -> None:
@@ -136,7 +150,10 @@ class Agent:
             try:
                 await self.stub.RegisterNode(nodes_pb2.RegisterNodeRequest(
                     node_id=self.config.id, hostname=socket.gethostname(), version=__version__,
-                    max_tasks=self.config.max_tasks, budget_bytes=self.config.engine.budget_bytes),
+                    max_tasks=self.config.max_tasks, budget_bytes=self.config.engine.budget_bytes,
+                    site=self.config.site,
+                    transfer_address=self.config.transfer.advertise
+                    or self.config.transfer.listen),
                     timeout=10)
                 log.info("registered", node=self.node_name, control=self.config.control)
                 return
@@ -153,7 +170,8 @@ class Agent:
                 await self.stub.Heartbeat(nodes_pb2.HeartbeatRequest(
                     node=self.node_name, running_tasks=len(self.running),
                     inflight_bytes=self.engine.budget.used,
-                    backpressure=self.engine.budget.pressure), timeout=10)
+                    backpressure=self.engine.budget.pressure, pairs=self.pairs.health()),
+                    timeout=10)
             except grpc.aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.NOT_FOUND:  # control lost us: register again
                     await self._register(stop)
@@ -335,6 +353,12 @@ class Agent:
                         tags={ebs.TAG_PLAN: spec.plan, ebs.TAG_DISK: spec.disk,
                               ebs.TAG_CYCLE: spec.cycle})
                     result = await self.engine.replicate(sink=sink, **common)
+            elif spec.pair_address:
+                async with self._paired_sink(spec, reporter.task, source.size) as sink:
+                    # The target node's credits bound what is in flight; the engine's
+                    # window must not be the tighter bound.
+                    window = -(-self.config.transfer.max_window_bytes // spec.chunk_size_bytes)
+                    result = await self.engine.replicate(sink=sink, window=window, **common)
             else:
                 async with self._repository(spec.repository) as repo:
                     previous = (await repo.get_manifest(spec.previous_root_hash)
@@ -354,6 +378,18 @@ class Agent:
         req.stats.CopyFrom(common_pb2.TransferStats(**result.stats.as_dict()))
         log.info("disk replicated", root_hash=result.root_hash, snapshot=result.snapshot_id,
                  full_sync=result.full_sync, **result.stats.as_dict())
+
+    def _paired_sink(self, spec: nodes_pb2.ReplicateSpec, task: nodes_pb2.Task,
+                     size: int) -> RemoteSink:
+        """The disk goes to the paired target node the control plane chose."""
+        return RemoteSink(self.pairs, node=spec.pair_node, address=spec.pair_address,
+                          connect_timeout=self.config.transfer.connect_timeout_seconds,
+                          open_disk=transfer_pb2.OpenDisk(
+                              task=task.name, lease_token=task.lease_token, disk=spec.disk,
+                              repository=spec.repository, size_bytes=size,
+                              chunk_size_bytes=spec.chunk_size_bytes,
+                              compression=spec.compression or "none",
+                              previous_root_hash=spec.previous_root_hash))
 
     async def _snapshot(self, spec: nodes_pb2.SnapshotSpec, reporter: Reporter,
                         req: nodes_pb2.CompleteTaskRequest) -> None:

@@ -26,6 +26,28 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """The paired topology's chunk streams (dr_node.transfer, DESIGN section 2)."""
+
+    # host:port this node's TransferService listens on ("" = it is not a target node).
+    # It uses the node's TLS files: paired nodes authenticate each other with them.
+    listen: str = ""
+    # The address source nodes dial (a name they can resolve); "" = `listen`.
+    advertise: str = ""
+    # HTTP/2 connections a source node keeps to each paired target node; disk streams
+    # are spread over them, so one slow or lost connection does not stall the others.
+    connections: int = 4
+    # Credits a target node grants per disk stream: bytes of chunk data in flight,
+    # adapted to its write latency within these bounds (DESIGN: 32 MiB in 16-64 MiB).
+    window_bytes: int = 32 << 20
+    min_window_bytes: int = 16 << 20
+    max_window_bytes: int = 64 << 20
+    # How long a source node waits for its pair to answer before the task fails (and
+    # is retried from its checkpoint).
+    connect_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     control: str = "127.0.0.1:50051"
     # Stable id of this node; empty: derived from the host name.
@@ -42,6 +64,10 @@ class NodeConfig:
     # aws sources: how long a cycle's snapshots may take to complete.
     snapshot_timeout_seconds: float = 3600.0
     engine: EngineConfig = field(default_factory=EngineConfig)
+    # The site this node sits in. Tasks bound to a site (a paired plan's, see
+    # docs/PAIRED.md) go to that site's nodes only; "" takes only unbound tasks.
+    site: str = ""
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     # mutual TLS to dr-control (PEM files, e.g. from `drctl certs init --node ID`).
     # tls_ca_file empty: plaintext. The certificate's CN must be this node's id.
     tls_ca_file: str = ""

@@ -49,7 +49,7 @@ from dr_node.bandwidth import TokenBucket
 from dr_node.budget import ByteBudget
 from dr_node.config import EngineConfig
 from dr_node.restore import restore_raw
-from dr_node.sinks import Checkpoint, RepositorySink, Sink, SinkResult
+from dr_node.sinks import Checkpoint, RepositorySink, Sink, SinkResult, comparable
 
 
 log = structlog.get_logger()
@@ -342,6 +342,8 @@ class DiskReplication:
             await bucket.consume(size)
 
         async def put() -> bool | None:
+            if getattr(self.sink, "paced", False):  # credits from the target pace it
+                return await write()
             async with self.limiter.slot():
                 return await write()
 
@@ -432,14 +434,9 @@ class Engine:
         if sink is None:
             if repo is None:
                 raise ValueError("replicate needs a sink or a repository")
-            if previous is not None and (previous.size != source.size or
-                                         previous.chunk_size != chunk_size):
-                log.info("previous recovery point not comparable: full sync", disk=disk,
-                         previous_size=previous.size, size=source.size)
-                previous = None
             sink = RepositorySink(repo, name=target, disk=disk, size=source.size,
                                   chunk_size=chunk_size, compression=compression,
-                                  previous=previous)
+                                  previous=comparable(previous, source.size, chunk_size))
         buckets = tuple(b for b in (self.node_bandwidth, plan_bandwidth) if b is not None)
         job = DiskReplication(
             disk=disk, source=source, sink=sink, pool=self.pool, budget=self.budget,

@@ -17,3 +17,16 @@ RUNNING = Gauge("dr_node_running_tasks", "Tasks running on this node")
 TARGET_CONCURRENCY = Gauge("dr_node_target_concurrency",
                            "Adaptive limit of requests in flight per target", ["target"])
 THROTTLES = Counter("dr_node_throttles_total", "Throttling answers from targets", ["target"])
+
+# Paired topology (dr_node.transfer). `side` is "source" or "target".
+TRANSFER_CHUNKS = Counter("dr_transfer_chunks_total", "Chunks through pair streams by outcome",
+                          ["side", "outcome"])  # stored, deduplicated, rejected
+TRANSFER_BYTES = Counter("dr_transfer_bytes_total", "Chunk bytes through pair streams",
+                         ["side"])
+TRANSFER_STREAMS = Gauge("dr_transfer_streams", "Disk streams open", ["side"])
+TRANSFER_INFLIGHT = Gauge("dr_transfer_inflight_bytes",
+                          "Chunk bytes sent and not yet acknowledged", ["side"])
+TRANSFER_ERRORS = Counter("dr_transfer_errors_total", "Broken or refused pair streams",
+                          ["side", "reason"])
+TRANSFER_RTT = Gauge("dr_transfer_rtt_seconds", "Smoothed round trip to a paired node",
+                     ["pair"])

@@ -69,6 +69,9 @@ class Sink(Protocol):
     can_probe: bool
     # Set by `begin` when the previous point turned out unusable at the target.
     full_sync_reason: str
+    # Does the target pace writes itself (credits of a paired node)? Then the engine's
+    # adaptive limiter stays out of the way (optional; False when absent).
+    paced: bool
 
     async def begin(self, checkpoint: Checkpoint | None) -> int:
         """Opens the disk at the target; returns the first chunk to replicate."""
@@ -97,6 +100,28 @@ class Sink(Protocol):
     async def checkpoint(self) -> Checkpoint: ...
 
     async def finish(self) -> SinkResult: ...
+
+
+def comparable(previous: DiskManifest | None, size: int, chunk_size: int
+               ) -> DiskManifest | None:
+    """The previous point's manifest if this point can be relative to it (same disk
+    size and chunk grid), else None: a full sync."""
+    if previous is not None and (previous.size != size or previous.chunk_size != chunk_size):
+        log.info("previous recovery point not comparable: full sync", disk=previous.disk,
+                 previous_size=previous.size, size=size)
+        return None
+    return previous
+
+
+def encode_for_repository(chunk_id, frame: bytearray, length: int, prev_id: bytes | None,
+                          compression: str) -> tuple[bytes, bytes | memoryview | None]:
+    """Sink.encode of a repository, local or across a pair: name the data with the
+    repository's `chunk_id`; unchanged since the previous point means nothing to send."""
+    data = memoryview(frame)[CHUNK_OVERHEAD:CHUNK_OVERHEAD + length]
+    cid = chunk_id(data)
+    if cid == prev_id:
+        return cid, None
+    return cid, encode_chunk_in_place(frame, length, compression)
 
 
 class RepositorySink:
@@ -138,11 +163,8 @@ class RepositorySink:
         return ids[index - seg * self.previous.segment_chunks]
 
     def encode(self, frame, length, prev_id):
-        data = memoryview(frame)[CHUNK_OVERHEAD:CHUNK_OVERHEAD + length]
-        cid = self.repo.chunk_id(data)
-        if cid == prev_id:
-            return cid, None
-        return cid, encode_chunk_in_place(frame, length, self.compression)
+        return encode_for_repository(self.repo.chunk_id, frame, length, prev_id,
+                                     self.compression)
 
     async def stored_before(self, cid: bytes) -> bool:
         return await self.repo.has_chunk(cid)

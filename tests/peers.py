@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Services of proto/ that dr-node serves, not dr-control: target nodes' TransferService.
+NODE_SERVICES = frozenset({"dr.v1.TransferService"})
 
 
 def require_tool(name: str, *, npm: bool = False) -> str:

@@ -420,7 +420,8 @@ def drctl(fake: Fake, *args: str) -> int:
 def test_site_list_follows_pages(fake, capsys):
     assert drctl(fake, "site", "list") == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["SITE", "KIND", "PATH", "WORKLOADS", "CREATED", "DESCRIPTION"]
+    assert out[0].split() == ["SITE", "KIND", "PATH", "PAIRED", "WORKLOADS", "CREATED",
+                              "DESCRIPTION"]
     assert [line.split()[0] for line in out[1:]] == ["s1", "s2"]
     assert [r.page_token for r in fake.inventory.requests] == ["", "page2"]
 
@@ -668,8 +669,8 @@ def test_unimplemented_call(fake, capsys):
 def test_node_list(fake, capsys):
     assert drctl(fake, "node", "list") == 0
     row = capsys.readouterr().out.splitlines()[1].split()
-    assert row[:5] == ["n1", "repl-1", "online", "2", "40"]
-    assert row[-1] == "ago"
+    assert row[:6] == ["n1", "repl-1", "-", "online", "2", "40"]  # "-": no site
+    assert row[-2:] == ["ago", "-"]  # last heartbeat; no pairs
 
 
 def _free_port() -> int:

@@ -8,46 +8,22 @@ from datetime import timedelta
 import pytest
 
 from dr_common.errors import FailedPrecondition
-from dr_control.config import ControlConfig, SchedulerConfig
-from dr_control.db.engine import make_engine, migrate, sessionmaker
 from dr_control.db.models import Plan, Task, utcnow
-from dr_control.services.context import ServiceContext
-from dr_control.services.coordinator import Coordinator
-from dr_control.services.inventory import InventoryService
 from dr_control.services.points import PointService
-from dr_control.services.protection import ProtectionService
-from tests.conftest import MiB, make_disk
+from tests.conftest import MiB, service_context, two_disk_plan
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def env(request, tmp_path):
-    if request.param == "postgres":
-        url = request.getfixturevalue("postgres_db")
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
-    await migrate(url)
-    engine = make_engine(url)
-    cfg = ControlConfig(state_dir=str(tmp_path), file_roots=[str(tmp_path)],
-                        scheduler=SchedulerConfig(lease_seconds=30, max_attempts=2))
-    ctx = ServiceContext(db=sessionmaker(engine), config=cfg)
-    (tmp_path / "src").mkdir()
-    (tmp_path / "repo").mkdir()
-    make_disk(tmp_path / "src" / "a.img", MiB, [(0, MiB)])
-    make_disk(tmp_path / "src" / "b.img", MiB, [(0, MiB)])
-    inv = InventoryService(ctx)
-    await inv.create_site("src", kind="file", path=str(tmp_path / "src"))
-    await inv.create_site("dst", kind="file", path=str(tmp_path / "repo"))
-    coord = Coordinator(ctx)
-    prot = ProtectionService(ctx, coord)
-    await prot.create_plan("p", source_site="sites/src", target_site="sites/dst",
-                           target_kind="fs", workloads=["sites/src/workloads/a",
-                                                        "sites/src/workloads/b"],
-                           disks=[], rpo_seconds=60, keep_last=0, chunk_size=0,
-                           compression="")
+@pytest.fixture
+async def env(metadata_url, tmp_path):
+    async with service_context(metadata_url, tmp_path) as ctx:
+        yield await _plan_of_two_disks(ctx, tmp_path)
+
+
+async def _plan_of_two_disks(ctx, tmp_path):
+    coord, prot = await two_disk_plan(ctx, tmp_path)
     for n in ("n1", "n2"):
         await coord.register_node(n, hostname=n, version="t", max_tasks=4, budget_bytes=1)
-    yield ctx, coord, prot
-    await engine.dispose()
+    return ctx, coord, prot
 
 
 async def _expire(ctx, task_id: int) -> None:

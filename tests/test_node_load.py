@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from dr_control.config import ControlConfig, SchedulerConfig
-from dr_control.db.engine import make_engine, migrate, sessionmaker
-from dr_control.services.context import ServiceContext
 from dr_control.services.coordinator import (LOAD_MARGIN, Coordinator, NodeLoad, node_load,
                                              should_defer)
 from dr_control.services.inventory import InventoryService
 from dr_control.services.protection import ProtectionService
-from tests.conftest import MiB, make_disk
+from tests.conftest import MiB, make_disk, service_context
 
 
 def test_load_is_the_larger_of_slots_in_use_and_backpressure():
@@ -62,12 +59,11 @@ def test_a_deep_queue_fills_every_node_at_once():
 
 @pytest.fixture
 async def env(tmp_path):
-    url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
-    await migrate(url)
-    engine = make_engine(url)
-    cfg = ControlConfig(state_dir=str(tmp_path), file_roots=[str(tmp_path)],
-                        scheduler=SchedulerConfig(lease_seconds=30, max_attempts=2))
-    ctx = ServiceContext(db=sessionmaker(engine), config=cfg)
+    async with service_context(f"sqlite+aiosqlite:///{tmp_path}/c.db", tmp_path) as ctx:
+        yield await _plan_of_six_disks(ctx, tmp_path)
+
+
+async def _plan_of_six_disks(ctx, tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "repo").mkdir()
     for i in range(6):
@@ -82,8 +78,7 @@ async def env(tmp_path):
                            workloads=[f"sites/src/workloads/d{i}" for i in range(6)],
                            disks=[], rpo_seconds=60, keep_last=0, chunk_size=0,
                            compression="")
-    yield ctx, coord, prot
-    await engine.dispose()
+    return ctx, coord, prot
 
 
 async def _register(coord, *ids, max_tasks=4):

@@ -45,8 +45,9 @@ def test_init_makes_a_ca_and_leaves_that_chain_to_it(tmp_path: Path):
     eku = x509.ExtendedKeyUsage
     assert list(server.extensions.get_extension_for_class(eku).value) == [
         ExtendedKeyUsageOID.SERVER_AUTH]
+    # A node's certificate also serves its TransferService to paired source nodes.
     assert list(node.extensions.get_extension_for_class(eku).value) == [
-        ExtendedKeyUsageOID.CLIENT_AUTH]
+        ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
     assert node.subject.rfc4514_string() == "CN=n1"
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["dr.example.com"]

@@ -206,7 +206,15 @@ class Cluster:
         self.protection = protection_pb2_grpc.ProtectionServiceStub(self.channel)
         self.nodes_api = nodes_pb2_grpc.NodeServiceStub(self.channel)
 
-    def start_node(self, node_id: str = "n1", **env: str) -> subprocess.Popen:
+    def start_node(self, node_id: str = "n1", *, site: str = "", transfer_port: int = 0,
+                   **env: str) -> subprocess.Popen:
+        """Starts a node and waits until it is online. `site`: the site it sits in
+        (paired topology, docs/PAIRED.md); `transfer_port`: a target node's
+        TransferService port on loopback (free_port() gives one)."""
+        if site:
+            env.setdefault("DR_NODE_SITE", site)
+        if transfer_port:
+            env.setdefault("DR_NODE_TRANSFER__LISTEN", f"127.0.0.1:{transfer_port}")
         if self.metrics:
             env.setdefault("DR_NODE_METRICS_PORT", str(free_port()))
         if self.certs is not None:
@@ -256,6 +264,14 @@ class Cluster:
         if check and code != 0:
             raise AssertionError(f"drctl {' '.join(args)} exited {code}: {err.getvalue()}")
         return code, out.getvalue(), err.getvalue()
+
+    def add_paired_site(self, site_id: str = "recovery") -> Path:
+        """Adds a paired file site (its storage reachable only from its own nodes) whose
+        directory, root/site_id, is the repository of fs plans targeting it."""
+        path = self.root / site_id
+        path.mkdir(parents=True, exist_ok=True)
+        self.drctl("site", "add", site_id, "--kind", "file", "--path", str(path), "--paired")
+        return path
 
     def drctl_json(self, *args: str):
         return json.loads(self.drctl(*args, "--output", "json")[1])

@@ -197,6 +197,20 @@ class Repository:
     def chunk_id(self, data: bytes | bytearray | memoryview) -> bytes:
         return chunk_id(self._key, data)
 
+    def chunk_id_key(self) -> bytes:
+        """The key chunks are named with, for a paired source node (dr_node.transfer):
+        it names chunks as the repository does, so unchanged chunks are never sent and
+        every chunk it sends can be checked here. The key names; it does not encrypt."""
+        return self._key
+
+    def check_chunk(self, cid: bytes, blob: bytes | memoryview) -> bool:
+        """Does the encoded chunk `blob` decode to content named `cid`? (CPU-bound: call
+        it from a worker thread.) False also for a blob that does not decode."""
+        try:
+            return self._decode_and_hash(blob)[1] == cid
+        except CorruptData:
+            return False
+
     async def has_chunk(self, cid: bytes) -> bool:
         # The zero id is never stored, yet always "present": readers fill zeros.
         if cid == ZERO_ID:

@@ -11,7 +11,8 @@ from dr_common.errors import InvalidArgument
 from dr_common.proto.dr.v1 import (common_pb2, inventory_pb2, nodes_pb2, protection_pb2,
                                    recovery_points_pb2)
 from dr_control.db import models
-from dr_control.services.coordinator import node_load
+from dr_control.services.coordinator import NO_TARGET_NODE, node_load
+from dr_control.services.inventory import is_paired, kind_settings
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 
@@ -54,8 +55,9 @@ def site(s: models.Site) -> inventory_pb2.Site:
                               create_time=ts(s.create_time),
                               workload_count=getattr(s, "workload_count", 0),
                               # Public settings only: the secret stays sealed.
-                              aws=common_pb2.AwsSettings(**s.settings) if s.kind == "aws"
-                              else None)
+                              aws=common_pb2.AwsSettings(**kind_settings(s))
+                              if s.kind == "aws" else None,
+                              paired=is_paired(s))
 
 
 def disk(d: models.Disk) -> inventory_pb2.Disk:
@@ -96,7 +98,9 @@ def disk_progress(t: models.Task, chunk_size: int) -> protection_pb2.DiskProgres
     done = t.bytes_total if t.state == "completed" else min(watermark, t.bytes_total)
     return protection_pb2.DiskProgress(disk=t.disk, state=state, size_bytes=t.bytes_total,
                                        watermark_bytes=done, full_sync=t.full_sync,
-                                       stats=stats(t.stats))
+                                       stats=stats(t.stats),
+                                       message=t.error_message
+                                       if t.error_reason == NO_TARGET_NODE else "")
 
 
 def cycle(c: models.Cycle, tasks: list[models.Task], chunk_size: int) -> protection_pb2.Cycle:
@@ -155,7 +159,11 @@ def node(n: models.Node, online: bool) -> nodes_pb2.Node:
                           draining=bool(n.draining), backpressure=n.backpressure or 0.0,
                           leased_tasks=getattr(n, "leased_tasks", 0),
                           load=node_load(getattr(n, "leased_tasks", 0), n.max_tasks,
-                                         n.backpressure or 0.0))
+                                         n.backpressure or 0.0),
+                          site=n.site or "", transfer_address=n.transfer_address or "",
+                          pairs=[json_format.ParseDict(p, nodes_pb2.PairHealth(),
+                                                       ignore_unknown_fields=True)
+                                 for p in n.pairs or []])
 
 
 def task(t: models.Task) -> nodes_pb2.Task:

@@ -163,6 +163,9 @@ class Task(Base):
     error_message: Mapped[str] = mapped_column(Text, default="")
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     end_time: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The site whose nodes may take the task: "" = nodes of no site (unbound tasks);
+    # a paired plan's are bound (dr_control/services/routing.py, docs/PAIRED.md).
+    site: Mapped[str] = mapped_column(String(63), default="")
 
 
 class RecoveryPoint(Base):
@@ -178,6 +181,8 @@ class RecoveryPoint(Base):
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
     # ready | deleting (a delete task is removing it at the target; then the row goes)
     state: Mapped[str] = mapped_column(String(16), default="ready")
+    # A plan's newest point by one index probe (planfacts.py; migration 0010).
+    __table_args__ = (Index("ix_recovery_points_plan_id_create_time", "plan_id", "create_time"),)
 
 
 class Node(Base):
@@ -195,6 +200,13 @@ class Node(Base):
     backpressure: Mapped[float] = mapped_column(Float, default=0.0)
     # DrainNode: no new tasks; running ones are handed back at their next report.
     draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The site the node sits in ("" = none: it takes unbound tasks only).
+    site: Mapped[str] = mapped_column(String(63), default="")
+    # host:port of its TransferService, which paired source nodes dial ("" = none).
+    transfer_address: Mapped[str] = mapped_column(Text, default="")
+    # Its pairs' health as of its last heartbeat: [{"node", "address", "streams",
+    # "rtt_seconds", "throughput_bytes_per_second", "credit_bytes", "errors"}].
+    pairs: Mapped[list] = mapped_column(JSON, default=list)
 
 
 class RecoveryPlan(Base):

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dr_common import names
@@ -32,6 +32,7 @@ from dr_control.db.models import Cycle, Disk, Node, Plan, RecoveryPoint, Site, T
 from dr_control.services import deletion
 from dr_control.services.context import ServiceContext
 from dr_control.services.inventory import aws_settings
+from dr_control.services.routing import PAIR_SITE, bound_site, locator, target_task
 
 log = structlog.get_logger()
 
@@ -44,12 +45,17 @@ _KIND_PRIORITY = {"finalize": 0, "snapshot": 0, "restore": 1, "verify": 1, "dele
 _TRACKING_SOURCES = ("kvm", "aws")
 # A graceful node stop hands its tasks back with this reason; it costs no attempt.
 RELEASED = "node-stopping"
+# A paired replicate task's reason to stay queued: no target node can take its stream.
+NO_TARGET_NODE = "no-target-node"
 # Load rule (see should_defer): a node defers to an idle-enough peer when that peer's
 # load is lower than its own by more than this.
 LOAD_MARGIN = 0.2
 # A node counts as "asking" for tasks this long after its last AcquireTask poll (the
 # long poll looks again every second).
 ASKING_SECONDS = 3.0
+# How long a task one AcquireTask of this replica tries to lease is skipped by the
+# others (Coordinator._claim): longer than a lease transaction takes.
+CLAIM_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -110,12 +116,6 @@ class Progress(NamedTuple):
     release: bool  # the node is draining: hand the task back
 
 
-def locator(plan: Plan, target: Site) -> dict:
-    """Where a plan's points go; "site" names the site whose credentials a node gets
-    with the task (never stored in the spec itself)."""
-    return {"kind": plan.target_kind, "path": target.path, "site": target.id}
-
-
 def _point_id(cycle: Cycle, now: datetime) -> str:
     return f"{now:%Y%m%dt%H%M%Sz}-{cycle.seq}"
 
@@ -125,6 +125,12 @@ class Coordinator:
         self.ctx = ctx
         # node id -> monotonic time of its last AcquireTask poll (the load rule's peers).
         self._asking: dict[str, float] = {}
+        # task id -> monotonic time an acquire_task of this replica tried to lease it:
+        # concurrent polls read the same queued rows, and without this each would try
+        # them in the same order, all but one losing the conditional update (a write
+        # each). The update still decides (other replicas); this only spreads the polls.
+        # A task queued again (_task_error) is forgotten here at once.
+        self._claimed: dict[int, float] = {}
 
     @property
     def lease(self) -> timedelta:
@@ -136,12 +142,24 @@ class Coordinator:
         return await s.scalar(select(Cycle).where(
             Cycle.plan_id == plan_id, Cycle.state.in_(ACTIVE_CYCLE_STATES)))
 
-    async def start_cycle(self, s, plan: Plan) -> Cycle | None:
+    async def start_cycle(self, s, plan: Plan, *,
+                          known: tuple[int, RecoveryPoint | None] | None = None,
+                          task_rows: list[dict] | None = None) -> Cycle | None:
         """Queues a cycle: its snapshot task (aws sources) or one replicate task per
         disk (caller holds a transaction). None if the plan has an active cycle after
         all: another replica (a scheduler hand-over, a RunPlan) queued one meanwhile, and
-        the database refuses a second (unique index, migration 0007)."""
-        seq = (await s.scalar(select(func.max(Cycle.seq)).where(Cycle.plan_id == plan.id))) or 0
+        the database refuses a second (unique index, migration 0007).
+
+        `known`: the plan's newest cycle seq (0: none) and newest point, as the caller
+        (the scheduler, for many plans at once) already read them in this transaction;
+        if another cycle was queued since, its seq is taken and the insert fails.
+        `task_rows`: the replicate tasks' rows are appended there, for the caller to
+        insert (with those of other plans: one INSERT) before its transaction ends."""
+        if known is not None:
+            seq, newest = known
+        else:
+            seq = (await s.scalar(select(func.max(Cycle.seq)).where(
+                Cycle.plan_id == plan.id))) or 0
         cycle = Cycle(plan_id=plan.id, seq=seq + 1, state="queued")
         try:
             async with s.begin_nested():  # a savepoint: the caller's transaction goes on
@@ -152,8 +170,9 @@ class Coordinator:
                      cycle=seq + 1, error=type(e.orig).__name__)
             return None
         source = await s.get(Site, plan.source_site)
+        previous = self._disks_of(newest) if known is not None else None
         if source.kind == "aws":
-            previous = await self._previous_disks(s, plan)
+            previous = previous if previous is not None else await self._previous_disks(s, plan)
             volumes = []
             for disk_name in plan.disks:
                 disk = await s.get(Disk, disk_name)
@@ -161,11 +180,13 @@ class Coordinator:
                                 "volume_id": disk.locator})
             keep = [d["source_snapshot_id"] for d in previous.values()
                     if d.get("source_snapshot_id")]
-            s.add(Task(kind="snapshot", cycle_id=cycle.id, plan_id=plan.id, spec={
+            target = await s.get(Site, plan.target_site)
+            s.add(Task(kind="snapshot", cycle_id=cycle.id, plan_id=plan.id,
+                       site=bound_site(plan, target, "snapshot"), spec={
                 "plan": names.plan_name(plan.id), "cycle": names.cycle_name(plan.id, cycle.seq),
                 "source_site": source.id, "volumes": volumes, "keep_snapshot_ids": keep}))
         else:
-            await self._queue_replicas(s, plan, cycle, {})
+            await self._queue_replicas(s, plan, cycle, {}, previous=previous, rows=task_rows)
         plan.run_requested = False
         log.info("cycle queued", plan=plan.id, cycle=cycle.seq, disks=len(plan.disks))
         metrics.CYCLES.labels(state="queued").inc()
@@ -175,13 +196,22 @@ class Coordinator:
     async def _previous_disks(self, s, plan: Plan) -> dict[str, dict]:
         last = await s.scalar(select(RecoveryPoint).where(RecoveryPoint.plan_id == plan.id)
                               .order_by(RecoveryPoint.create_time.desc()).limit(1))
-        return {d["disk"]: d for d in (last.disks if last else [])}
+        return self._disks_of(last)
+
+    @staticmethod
+    def _disks_of(point: RecoveryPoint | None) -> dict[str, dict]:
+        return {d["disk"]: d for d in (point.disks if point else [])}
 
     async def _queue_replicas(self, s, plan: Plan, cycle: Cycle,
-                              source_snapshots: dict[str, str]) -> None:
-        previous = await self._previous_disks(s, plan)
+                              source_snapshots: dict[str, str], *,
+                              previous: dict[str, dict] | None = None,
+                              rows: list[dict] | None = None) -> None:
+        if previous is None:
+            previous = await self._previous_disks(s, plan)
         target = await s.get(Site, plan.target_site)
         source = await s.get(Site, plan.source_site)
+        own_rows = rows is None
+        rows = [] if own_rows else rows
         for disk_name in plan.disks:
             disk = await s.get(Disk, disk_name)
             prev = previous.get(disk_name, {})
@@ -207,8 +237,15 @@ class Coordinator:
                 "checkpoint_interval_bytes": self.ctx.config.scheduler.checkpoint_interval_bytes,
                 "bandwidth_bytes_per_second": plan.bandwidth,
             }
-            s.add(Task(kind="replicate", cycle_id=cycle.id, plan_id=plan.id, disk=disk_name,
-                       spec=spec, bytes_total=disk.size))
+            site = bound_site(plan, target, "replicate")
+            if site:
+                spec[PAIR_SITE] = target.id
+            rows.append(dict(kind="replicate", cycle_id=cycle.id, plan_id=plan.id,
+                             disk=disk_name, spec=spec, bytes_total=disk.size, site=site))
+        # One multi-row INSERT (column defaults apply as for s.add), not a unit-of-work
+        # object per disk: the scheduler queues thousands of these in one pass.
+        if own_rows:
+            await s.execute(insert(Task), rows)
         self.ctx.tasks_queued.notify()
 
     async def _after_snapshot(self, s, cycle: Cycle, task: Task) -> None:
@@ -228,11 +265,15 @@ class Coordinator:
         out: dict[str, AwsSettings] = {}
         refs = {"source": task.spec.get("source_site", ""),
                 "target": task.spec.get("repository", {}).get("site", "")}
-        async with self.ctx.db() as s:
-            for role, site_id in refs.items():
-                site = await s.get(Site, site_id) if site_id else None
-                if site is not None and site.kind == "aws":
-                    out[role] = aws_settings(self.ctx, site)
+        ids = {i for i in refs.values() if i}
+        if not ids:
+            return out
+        async with self.ctx.db() as s:  # one query for both sites, aws ones only
+            aws = {site.id: site for site in (await s.scalars(select(Site).where(
+                Site.id.in_(ids), Site.kind == "aws"))).all()}
+        for role, site_id in refs.items():
+            if site_id in aws:
+                out[role] = aws_settings(self.ctx, aws[site_id])
         return out
 
     async def _after_replicate(self, s, cycle: Cycle) -> None:
@@ -242,7 +283,6 @@ class Coordinator:
         if not all(t.state == "completed" for t in tasks):
             return
         plan = await s.get(Plan, cycle.plan_id)
-        target = await s.get(Site, plan.target_site)
         disks = [{"disk": t.disk, "root_hash": t.result.get("root_hash", ""),
                   "size_bytes": t.result["size_bytes"], "full_sync": t.full_sync,
                   "bitmap": t.result.get("bitmap", ""),
@@ -251,9 +291,8 @@ class Coordinator:
                   "source_snapshot_id": t.spec.get("source_snapshot_id", "")}
                  for t in sorted(tasks, key=lambda t: t.disk) if t.kind == "replicate"]
         spec = {"plan": names.plan_name(plan.id), "cycle": names.cycle_name(plan.id, cycle.seq),
-                "recovery_point_id": _point_id(cycle, utcnow()),
-                "repository": locator(plan, target), "disks": disks}
-        s.add(Task(kind="finalize", cycle_id=cycle.id, plan_id=plan.id, spec=spec))
+                "recovery_point_id": _point_id(cycle, utcnow()), "disks": disks}
+        s.add(await target_task(s, plan, "finalize", spec=spec, cycle_id=cycle.id))
         self.ctx.tasks_queued.notify()
 
     async def _after_finalize(self, s, cycle: Cycle, task: Task) -> None:
@@ -286,8 +325,13 @@ class Coordinator:
     # -- nodes --------------------------------------------------------------------
 
     async def register_node(self, node_id: str, *, hostname: str, version: str,
-                            max_tasks: int, budget_bytes: int) -> Node:
+                            max_tasks: int, budget_bytes: int, site: str = "",
+                            transfer_address: str = "") -> Node:
+        """Records a node and where it sits: its site decides which tasks it may take
+        (routing.py), its transfer address whether it can be a paired target node."""
         names.check_id(node_id, field="node_id", what="node")
+        if site:
+            names.check_id(site, field="site", what="site")
         async with self.ctx.db() as s, s.begin():
             node = await s.get(Node, node_id)
             if node is None:
@@ -295,21 +339,32 @@ class Coordinator:
                 s.add(node)
             node.hostname, node.version = hostname, version
             node.max_tasks, node.budget_bytes = max(1, max_tasks), budget_bytes
+            node.site, node.transfer_address = site, transfer_address
             node.last_heartbeat_time = utcnow()
-        log.info("node registered", node=node_id, hostname=hostname, max_tasks=max_tasks)
+            known = not site or await s.get(Site, site) is not None
+        log.info("node registered", node=node_id, hostname=hostname, max_tasks=max_tasks,
+                 site=site, transfer_address=transfer_address)
+        if not known:
+            log.warning("node registered in a site that is not in the inventory; it gets "
+                        "tasks only once a plan names that site (drctl site add)",
+                        node=node_id, site=site)
         return node
 
     async def heartbeat(self, node_name: str, *, running_tasks: int, inflight_bytes: int,
-                        backpressure: float = 0.0) -> None:
+                        backpressure: float = 0.0, pairs: list[dict] | None = None) -> None:
         node_id = names.parse_node(node_name, field="node")
         now = utcnow()
+        # Two UPDATEs, no read: the node's row, then its leases (the cheapest write,
+        # so heartbeats hold SQLite's single writer as briefly as possible).
         async with self.ctx.db() as s, s.begin():
-            node = await s.get(Node, node_id)
-            if node is None:
+            found = await s.execute(
+                update(Node).where(Node.id == node_id).values(
+                    last_heartbeat_time=now, running_tasks=running_tasks,
+                    inflight_bytes=inflight_bytes,
+                    backpressure=min(1.0, max(0.0, backpressure)), pairs=list(pairs or []))
+                .execution_options(synchronize_session=False))
+            if found.rowcount != 1:
                 raise NotFound(f"node {node_name} is not registered; register it again")
-            node.last_heartbeat_time, node.running_tasks = now, running_tasks
-            node.inflight_bytes = inflight_bytes
-            node.backpressure = min(1.0, max(0.0, backpressure))
             await s.execute(update(Task).where(Task.node_id == node_id, Task.state == "leased")
                             .values(lease_expire_time=now + self.lease))
 
@@ -359,8 +414,9 @@ class Coordinator:
     # -- tasks --------------------------------------------------------------------
 
     async def acquire_task(self, node_name: str) -> Task | None:
-        """Leases the next queued task to this node, or None: nothing is queued, the
-        node is draining or at capacity, or a less loaded node asks too (should_defer)."""
+        """Leases the next queued task of the node's site to this node, or None: nothing
+        is queued, the node is draining or at capacity, a less loaded node asks too
+        (should_defer), or the paired replicate tasks queued have no target node."""
         node_id = names.parse_node(node_name, field="node")
         self._asking[node_id] = time.monotonic()
         async with self.ctx.db() as s, s.begin():
@@ -369,21 +425,33 @@ class Coordinator:
                 raise NotFound(f"node {node_name} is not registered; register it again")
             if node.draining:
                 return None
-            queued = (await s.scalars(select(Task).where(Task.state == "queued")
+            mine = (Task.state == "queued", Task.site == node.site)
+            queued = (await s.scalars(select(Task).where(*mine)
                                       .order_by(Task.id).limit(64))).all()
             if not queued:
                 return None
-            depth = len(queued) if len(queued) < 64 else await s.scalar(
-                select(func.count()).select_from(Task).where(Task.state == "queued"))
-            if await self._defer(s, node, depth):
+            depth = len(queued) if len(queued) < 64 else None  # None: counted if needed
+            if await self._defer(s, node, depth, mine):
                 return None
+            pairs: dict[str, Node | None] = {}  # target site -> its least loaded node
             for task in sorted(queued, key=lambda t: (_KIND_PRIORITY[t.kind], t.id)):
                 now = utcnow()
+                values = {}
+                if pair_site := task.spec.get(PAIR_SITE):
+                    if pair_site not in pairs:
+                        pairs[pair_site] = await self._target_node(s, pair_site)
+                    if pairs[pair_site] is None:
+                        await self._no_target_node(s, task, pair_site)
+                        continue
+                    values = self._paired(task, pairs[pair_site])
+                if not self._claim(task.id):  # another poll of this replica is on it
+                    continue
                 # Conditional update: with several control replicas, only one wins a task.
                 won = await s.execute(
                     update(Task).where(Task.id == task.id, Task.state == "queued").values(
                         state="leased", node_id=node_id, lease_token=Task.lease_token + 1,
-                        lease_expire_time=now + self.lease, attempts=Task.attempts + 1))
+                        lease_expire_time=now + self.lease, attempts=Task.attempts + 1,
+                        **values).execution_options(synchronize_session=False))
                 if won.rowcount != 1:
                     continue
                 await s.refresh(task)
@@ -396,19 +464,92 @@ class Coordinator:
                 return task
         return None
 
-    async def _defer(self, s, node: Node, queued: int) -> bool:
-        """The load rule (should_defer) for `node`, with its peers from the database."""
+    def _claim(self, task_id: int) -> bool:
+        """Whether no other acquire_task of this replica tried `task_id` in the last
+        CLAIM_SECONDS (then this one may)."""
+        now = time.monotonic()
+        if now - self._claimed.get(task_id, -CLAIM_SECONDS) < CLAIM_SECONDS:
+            return False
+        if len(self._claimed) > 4096:
+            self._claimed = {i: t for i, t in self._claimed.items() if now - t < CLAIM_SECONDS}
+        self._claimed[task_id] = now
+        return True
+
+    async def _defer(self, s, node: Node, queued: int | None, mine=()) -> bool:
+        """The load rule (should_defer) for `node`, with its peers from the database.
+        `queued` None: 64 or more are queued (WHERE `mine`); they are counted only when
+        the rule needs the number, and only up to the free slots it compares with."""
         leased = await self._leased_counts(s)
         me = NodeLoad(node.id, leased.get(node.id, 0), node.max_tasks, node.backpressure)
         horizon = time.monotonic() - ASKING_SECONDS
         asking = [i for i, t in self._asking.items() if t >= horizon and i != node.id]
         peers = []
         if asking and me.free > 0:
-            for n in (await s.scalars(select(Node).where(Node.id.in_(asking)))).all():
+            for n in (await s.scalars(select(Node).where(
+                    Node.id.in_(asking), Node.site == node.site))).all():
                 if n.draining or not self.node_online(n):
                     continue
                 peers.append(NodeLoad(n.id, leased.get(n.id, 0), n.max_tasks, n.backpressure))
+        if queued is None:
+            # should_defer compares the depth with these free slots together (and
+            # answers at once for a full node): a count capped there decides alike.
+            free = me.free + sum(p.free for p in peers if p.free > 0 and p.node_id != me.node_id)
+            queued = 64 if me.free <= 0 or free <= 64 else await s.scalar(
+                select(func.count()).select_from(
+                    select(Task.id).where(*mine).limit(free).subquery()))
         return should_defer(me, peers, queued)
+
+    # -- pairs (paired topology: routing.py) ----------------------------------------
+
+    async def _target_node(self, s, site_id: str) -> Node | None:
+        """The node a paired replicate task streams to: online, not draining, in the
+        target site and serving transfers; the least loaded by the load rule, counting
+        the disk streams paired with it as tasks it runs."""
+        nodes = (await s.scalars(select(Node).where(
+            Node.site == site_id, Node.transfer_address != "", Node.draining.is_(False),
+            Node.last_heartbeat_time > utcnow() - self.lease))).all()
+        if not nodes:
+            return None
+        leased = await self._leased_counts(s)
+        streams = await self._paired_streams(s)
+        return min(nodes, key=lambda n: (node_load(
+            leased.get(n.id, 0) + streams.get(n.id, 0), n.max_tasks, n.backpressure), n.id))
+
+    @staticmethod
+    async def _paired_streams(s) -> dict[str, int]:
+        """Target node id -> the leased replicate tasks streaming to it (only bound
+        replicate tasks can have a pair, so unbound work is not read)."""
+        counts: dict[str, int] = {}
+        for spec in (await s.scalars(select(Task.spec).where(
+                Task.state == "leased", Task.kind == "replicate", Task.site != ""))).all():
+            if spec.get("pair_node"):
+                node_id = names.parse_node(spec["pair_node"])
+                counts[node_id] = counts.get(node_id, 0) + 1
+        return counts
+
+    @staticmethod
+    def _paired(task: Task, target: Node) -> dict:
+        """The lease's column values that give `task` its pair (kept in the spec, so
+        the task row shows which target node writes the disk)."""
+        spec = {**task.spec, "pair_node": names.node_name(target.id),
+                "pair_address": target.transfer_address}
+        values: dict = {"spec": spec}
+        if task.error_reason == NO_TARGET_NODE:
+            values.update(error_reason="", error_message="")
+        return values
+
+    async def _no_target_node(self, s, task: Task, site_id: str) -> None:
+        """Leaves a paired replicate task queued, saying why on the task (once, not at
+        every poll)."""
+        if task.error_reason == NO_TARGET_NODE:
+            return
+        message = (f"waiting for a target node in site {names.site_name(site_id)}: start a "
+                   f"dr-node there with site = \"{site_id}\" and [transfer] listen set, or "
+                   f"undrain one (drctl node list shows them)")
+        await s.execute(update(Task).where(Task.id == task.id, Task.state == "queued").values(
+            error_reason=NO_TARGET_NODE, error_message=message))
+        log.warning("paired task not leased: no target node", task=task.id, plan=task.plan_id,
+                    disk=task.disk, site=site_id)
 
     async def _leased(self, s, task_name: str, token: int) -> Task:
         task_id = int(names.parse_task(task_name, field="task"))
@@ -470,6 +611,7 @@ class Coordinator:
         if not task.cancel_requested and (released or (
                 error.get("retryable") and task.attempts < self.ctx.config.scheduler.max_attempts)):
             task.state, task.node_id, task.lease_expire_time = "queued", None, None
+            self._claimed.pop(task.id, None)  # queued again: any poll may lease it now
             task.error_reason, task.error_message = reason, message
             log.warning("task requeued", task=task.id, kind=task.kind, reason=reason,
                         message=message, attempt=task.attempts)

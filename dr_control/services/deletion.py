@@ -23,6 +23,7 @@ from dr_common.targets import REPOSITORY_KINDS
 from dr_control.db.models import Plan, RecoveryPoint, Site, Task, utcnow
 from dr_control.services.context import ServiceContext
 from dr_control.services.retention import RetentionRules, select_expired
+from dr_control.services.routing import locator, target_task
 
 log = structlog.get_logger()
 
@@ -39,8 +40,6 @@ def rules(plan: Plan) -> RetentionRules:
 
 
 async def _locator(s, plan: Plan) -> dict:
-    # Imported here: the coordinator imports this module for its task hooks.
-    from dr_control.services.coordinator import locator
     return locator(plan, await s.get(Site, plan.target_site))
 
 
@@ -53,23 +52,31 @@ async def queue_delete(ctx: ServiceContext, s, plan: Plan, point: RecoveryPoint)
     """Marks `point` deleting and queues the task that removes it at the target
     (caller holds a transaction and has checked that the point may go)."""
     point.state = DELETING
-    task = Task(kind="delete", plan_id=plan.id, target=names.point_name(plan.id, point.id),
-                spec={"recovery_point": names.point_name(plan.id, point.id),
-                      "recovery_point_id": point.id, "repository": await _locator(s, plan),
-                      "snapshot_ids": [d["snapshot_id"] for d in point.disks
-                                       if d.get("snapshot_id")]})
+    task = await target_task(
+        s, plan, "delete", target=names.point_name(plan.id, point.id),
+        spec={"recovery_point": names.point_name(plan.id, point.id),
+              "recovery_point_id": point.id,
+              "snapshot_ids": [d["snapshot_id"] for d in point.disks if d.get("snapshot_id")]})
     s.add(task)
     ctx.tasks_queued.notify()
     return task
 
 
-async def apply_retention(ctx: ServiceContext, s, plan: Plan) -> int:
-    """Queues the deletion of the plan's expired points; how many."""
+async def apply_retention(ctx: ServiceContext, s, plan: Plan, *,
+                          points: list[RecoveryPoint] | None = None,
+                          failed_lately: set[str] | None = None) -> int:
+    """Queues the deletion of the plan's expired points; how many. `points` (the
+    plan's) and `failed_lately` (names of points whose delete failed lately) may be
+    given by a caller that read them for many plans at once (scheduler_pass)."""
+    if rules(plan).keeps_all:
+        return 0
     now = utcnow()
-    failed_lately = set((await s.scalars(select(Task.target).where(
-        Task.plan_id == plan.id, Task.kind == "delete", Task.state == "failed",
-        Task.end_time > now - DELETE_RETRY_AFTER))).all())
-    points = await _points(s, plan.id)
+    if failed_lately is None:
+        failed_lately = set((await s.scalars(select(Task.target).where(
+            Task.plan_id == plan.id, Task.kind == "delete", Task.state == "failed",
+            Task.end_time > now - DELETE_RETRY_AFTER))).all())
+    if points is None:
+        points = await _points(s, plan.id)
     # Retention decides over every ready point (a point backing off still counts as kept
     # for the others' sake); only the deletion of recently failed ones waits.
     expired = [p for p in select_expired([p for p in points if p.state == READY],
@@ -131,8 +138,8 @@ async def queue_gc(ctx: ServiceContext, s, plan: Plan, grace_seconds: int | None
     grace = ctx.config.scheduler.gc_grace_seconds if grace_seconds is None else grace_seconds
     if grace < 0:
         raise InvalidArgument("grace_seconds must not be negative", field="grace_seconds")
-    task = Task(kind="gc", plan_id=plan.id, target=names.plan_name(plan.id),
-                spec={"repository": repository, "grace_seconds": grace})
+    task = await target_task(s, plan, "gc", target=names.plan_name(plan.id),
+                             spec={"grace_seconds": grace})
     s.add(task)
     plan.gc_requested = False
     ctx.tasks_queued.notify()
@@ -152,8 +159,25 @@ async def scheduler_pass(ctx: ServiceContext) -> None:
     interval = timedelta(seconds=ctx.config.scheduler.gc_interval_seconds)
     now = utcnow()
     async with ctx.db() as s, s.begin():
-        for plan in (await s.scalars(select(Plan))).all():
-            await apply_retention(ctx, s, plan)
+        plans = (await s.scalars(select(Plan).order_by(Plan.id))).all()
+        # Two queries for all the plans whose rules may expire points (none for the
+        # plans that keep all), not two per plan.
+        ruled = [p.id for p in plans if not rules(p).keeps_all]
+        points: dict[str, list[RecoveryPoint]] = {i: [] for i in ruled}
+        failed: dict[str, set[str]] = {i: set() for i in ruled}
+        for i in range(0, len(ruled), 500):
+            ids = ruled[i:i + 500]
+            for p in (await s.scalars(select(RecoveryPoint).where(
+                    RecoveryPoint.plan_id.in_(ids)))).all():
+                points[p.plan_id].append(p)
+            for plan_id, target in (await s.execute(select(Task.plan_id, Task.target).where(
+                    Task.plan_id.in_(ids), Task.kind == "delete", Task.state == "failed",
+                    Task.end_time > now - DELETE_RETRY_AFTER))).all():
+                failed[plan_id].add(target)
+        for plan in plans:
+            if plan.id in points:
+                await apply_retention(ctx, s, plan, points=points[plan.id],
+                                      failed_lately=failed[plan.id])
             since = plan.last_gc_time or plan.create_time
             if plan.gc_requested and plan.target_kind in REPOSITORY_KINDS \
                     and now - since >= interval:

@@ -24,6 +24,20 @@ from dr_control.services.context import ServiceContext
 DISCOVER = {"file": file_source.discover, "kvm": kvm_source.discover}
 SITE_KINDS = (*DISCOVER, "aws")
 S3_SCHEME = "s3://"
+# Site.settings holds the kind's own settings (aws: region, endpoint...) and these,
+# which every kind has: "paired" (the site's storage is reachable only from nodes
+# inside it; see dr_control/services/routing.py).
+SITE_SETTINGS = ("paired",)
+
+
+def kind_settings(site: Site) -> dict:
+    """The settings of the site's kind alone (what AwsSettings takes)."""
+    return {k: v for k, v in (site.settings or {}).items() if k not in SITE_SETTINGS}
+
+
+def is_paired(site: Site) -> bool:
+    """Whether plans targeting the site replicate through a paired target node there."""
+    return bool((site.settings or {}).get("paired"))
 
 
 def aws_settings(ctx: ServiceContext, site: Site) -> AwsSettings:
@@ -33,7 +47,7 @@ def aws_settings(ctx: ServiceContext, site: Site) -> AwsSettings:
         raise InvalidArgument(f"site {names.site_name(site.id)} is a {site.kind} site, "
                               f"not an aws one", field="site.kind")
     secret = ctx.secrets.open(site.secret, bound_to=names.site_name(site.id))
-    return AwsSettings(**site.settings, **secret)
+    return AwsSettings(**kind_settings(site), **secret)
 
 
 class InventoryService:
@@ -41,7 +55,8 @@ class InventoryService:
         self.ctx = ctx
 
     async def create_site(self, site_id: str, *, kind: str, path: str, description: str = "",
-                          credential_ref: str = "", aws: dict | None = None) -> Site:
+                          credential_ref: str = "", aws: dict | None = None,
+                          paired: bool = False) -> Site:
         names.check_id(site_id, field="site_id", what="site")
         if kind not in SITE_KINDS:
             raise InvalidArgument(
@@ -67,6 +82,8 @@ class InventoryService:
             resolved = file_source.check_within_roots(path, self.ctx.config.file_roots,
                                                       field="site.path")
             found = await asyncio.to_thread(DISCOVER[kind], resolved)
+        if paired:
+            settings = {**settings, "paired": True}
         async with self.ctx.db() as s, s.begin():
             if await s.get(Site, site_id) is not None:
                 raise AlreadyExists(f"site {names.site_name(site_id)} already exists")

@@ -14,10 +14,10 @@ from sqlalchemy import select
 from dr_common import names
 from dr_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from dr_common.sources.file import check_within_roots
-from dr_control.db.models import Plan, RecoveryPoint, Site, Task, utcnow
+from dr_control.db.models import Plan, RecoveryPoint, Task, utcnow
 from dr_control.services import deletion
 from dr_control.services.context import ServiceContext
-from dr_control.services.coordinator import locator
+from dr_control.services.routing import target_task
 
 OPERATION_KINDS = ("restore", "verify", "gc")
 RESTORE_FORMATS = ("raw", "qcow2")
@@ -78,9 +78,12 @@ class PointService:
                 raise NotFound(f"plan {parent} not found")
             return await deletion.queue_gc(self.ctx, s, plan, grace_seconds)
 
-    async def _repository(self, s, plan_id: str) -> dict:
-        plan = await s.get(Plan, plan_id)
-        return locator(plan, await s.get(Site, plan.target_site))
+    @staticmethod
+    async def _task(s, plan_id: str, kind: str, *, spec: dict, **fields) -> Task:
+        """Adds a task on the plan's repository (bound to the site that reaches it)."""
+        task = await target_task(s, await s.get(Plan, plan_id), kind, spec=spec, **fields)
+        s.add(task)
+        return task
 
     async def _target_kind(self, plan_id: str) -> str:
         async with self.ctx.db() as s:
@@ -93,12 +96,9 @@ class PointService:
                 f"recovery point {name} is a set of EBS snapshots, which EBS checks itself "
                 f"(every block was put with its SHA256); verify reads repository points only")
         async with self.ctx.db() as s, s.begin():
-            task = Task(kind="verify", plan_id=point.plan_id, target=name,
-                        bytes_total=sum(d["size_bytes"] for d in point.disks),
-                        spec={"recovery_point": name,
-                              "repository": await self._repository(s, point.plan_id),
-                              "disks": point.disks})
-            s.add(task)
+            task = await self._task(s, point.plan_id, "verify", target=name,
+                                    bytes_total=sum(d["size_bytes"] for d in point.disks),
+                                    spec={"recovery_point": name, "disks": point.disks})
         self.ctx.tasks_queued.notify()
         return task
 
@@ -130,14 +130,12 @@ class PointService:
             raise InvalidArgument(f"directory {dest.parent} does not exist",
                                   field="destination_path")
         async with self.ctx.db() as s, s.begin():
-            task = Task(kind="restore", plan_id=point.plan_id, target=point_name, disk=disk,
-                        bytes_total=entry["size_bytes"],
-                        spec={"recovery_point": point_name, "disk": disk,
-                              "root_hash": entry["root_hash"],
-                              "repository": await self._repository(s, point.plan_id),
-                              "destination_path": os.fspath(dest), "format": fmt,
-                              "overwrite": overwrite})
-            s.add(task)
+            task = await self._task(s, point.plan_id, "restore", target=point_name, disk=disk,
+                                    bytes_total=entry["size_bytes"],
+                                    spec={"recovery_point": point_name, "disk": disk,
+                                          "root_hash": entry["root_hash"],
+                                          "destination_path": os.fspath(dest), "format": fmt,
+                                          "overwrite": overwrite})
         self.ctx.tasks_queued.notify()
         return task
 
@@ -152,13 +150,12 @@ class PointService:
                                   field="availability_zone")
         name = names.point_name(point.plan_id, point.id)
         async with self.ctx.db() as s, s.begin():
-            task = Task(kind="restore", plan_id=point.plan_id, target=name, disk=entry["disk"],
-                        bytes_total=entry["size_bytes"],
-                        spec={"recovery_point": name, "disk": entry["disk"],
-                              "repository": await self._repository(s, point.plan_id),
-                              "format": EBS_FORMAT, "snapshot_id": entry["snapshot_id"],
-                              "availability_zone": availability_zone})
-            s.add(task)
+            task = await self._task(s, point.plan_id, "restore", target=name,
+                                    disk=entry["disk"], bytes_total=entry["size_bytes"],
+                                    spec={"recovery_point": name, "disk": entry["disk"],
+                                          "format": EBS_FORMAT,
+                                          "snapshot_id": entry["snapshot_id"],
+                                          "availability_zone": availability_zone})
         self.ctx.tasks_queued.notify()
         return task
 

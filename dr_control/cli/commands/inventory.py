@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     aws.add_argument("--endpoint-url", default="", help="another endpoint than AWS's")
     aws.add_argument("--profile", default="", help="a profile of the control plane's AWS config")
     aws.add_argument("--access-key-id", default="")
+    p.add_argument(
+        "--paired", action="store_true",
+        help="the site's storage is reachable only from nodes inside it: plans targeting "
+             "it replicate through a paired target node there (a dr-node with this site "
+             "and [transfer] listen set); see docs/PAIRED.md")
     p.add_argument("--description", default="")
     p.set_defaults(handler=site_add)
 
@@ -49,7 +54,8 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
 
 
 def site_add(ctx: Context, args: argparse.Namespace) -> int:
-    site = inventory_pb2.Site(kind=args.kind, path=args.path, description=args.description)
+    site = inventory_pb2.Site(kind=args.kind, path=args.path, description=args.description,
+                              paired=args.paired)
     if args.kind == "aws":
         site.aws.CopyFrom(common_pb2.AwsSettings(
             region=args.region, endpoint_url=args.endpoint_url, profile=args.profile,
@@ -91,6 +97,7 @@ def render_site(site: inventory_pb2.Site) -> str:
             ("site", site.name),
             ("kind", site.kind),
             ("path", site.path),
+            ("paired", "yes" if site.paired else "no"),
             *([("region", site.aws.region), ("endpoint", site.aws.endpoint_url),
                ("access key id", site.aws.access_key_id)] if site.kind == "aws" else []),
             ("description", site.description),
@@ -102,12 +109,13 @@ def render_site(site: inventory_pb2.Site) -> str:
 
 def render_sites(sites: list[inventory_pb2.Site]) -> str:
     return format_table(
-        ["SITE", "KIND", "PATH", "WORKLOADS", "CREATED", "DESCRIPTION"],
+        ["SITE", "KIND", "PATH", "PAIRED", "WORKLOADS", "CREATED", "DESCRIPTION"],
         [
             [
                 names.short_name(s.name),
                 s.kind,
                 s.path,
+                "yes" if s.paired else "no",
                 s.workload_count,
                 format_time(s.create_time),
                 s.description,

@@ -12,7 +12,7 @@ from .. import argtypes, names
 from ..context import Context
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, CliError
 from ..table import format_table
-from ..units import format_age, format_size
+from ..units import format_age, format_rate, format_size
 
 # Between looks at a draining node (drain --wait).
 POLL_INTERVAL = 1.0
@@ -79,17 +79,28 @@ def node_undrain(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def format_pair(p: nodes_pb2.PairHealth) -> str:
+    """One pair as a source node sees it, compactly: target node, round trip, acked
+    throughput, credits granted and unused, errors (`-o json` has every field)."""
+    return (f"{names.short_name(p.node)} {1000 * p.rtt_seconds:.0f}ms "
+            f"{format_rate(p.throughput_bytes_per_second)} "
+            f"{format_size(p.credit_bytes)} cr {p.errors} err")
+
+
 def render_nodes(nodes: list[nodes_pb2.Node]) -> str:
     """RUNNING TASKS is the node's own count (its last heartbeat), LEASED the control
     plane's; LOAD, what task placement uses, is the larger of LEASED/MAX TASKS and the
-    backpressure of the node's byte budget."""
+    backpressure of the node's byte budget. SITE is where the node sits ("-": none, it
+    takes unbound tasks); PAIRS, for a paired source node, the target nodes it streams
+    to (docs/PAIRED.md)."""
     return format_table(
-        ["NODE", "HOSTNAME", "STATE", "RUNNING TASKS", "MAX TASKS", "LEASED", "DRAINING",
-         "LOAD", "BACKPRESSURE", "IN FLIGHT", "LAST HEARTBEAT"],
+        ["NODE", "HOSTNAME", "SITE", "STATE", "RUNNING TASKS", "MAX TASKS", "LEASED",
+         "DRAINING", "LOAD", "BACKPRESSURE", "IN FLIGHT", "LAST HEARTBEAT", "PAIRS"],
         [
             [
                 names.short_name(n.name),
                 n.hostname,
+                n.site or "-",
                 n.state,
                 n.running_tasks,
                 n.max_tasks,
@@ -99,6 +110,7 @@ def render_nodes(nodes: list[nodes_pb2.Node]) -> str:
                 f"{100 * n.backpressure:.0f}%",
                 format_size(n.inflight_bytes),
                 format_age(n.last_heartbeat_time),
+                "; ".join(format_pair(p) for p in n.pairs) or "-",
             ]
             for n in nodes
         ],

@@ -339,6 +339,10 @@ def render_status(status: protection_pb2.PlanStatus) -> str:
         blocks.append(
             format_table(["DISK", "SYNC STATE", "CYCLE", "FULL SYNC", "WATERMARK"], rows)
         )
+    # Why queued disks wait (e.g. a paired plan with no target node online).
+    waits = [f"{names.short_name(d.disk)}: {d.message}" for d in cycle.disks if d.message]
+    if waits:
+        blocks.append("\n".join(waits))
     return "\n\n".join(blocks)
 
 

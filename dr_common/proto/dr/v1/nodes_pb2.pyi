@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Node(_message.Message):
-    __slots__ = ("name", "hostname", "version", "max_tasks", "budget_bytes", "state", "last_heartbeat_time", "running_tasks", "inflight_bytes", "draining", "backpressure", "leased_tasks", "load")
+    __slots__ = ("name", "hostname", "version", "max_tasks", "budget_bytes", "state", "last_heartbeat_time", "running_tasks", "inflight_bytes", "draining", "backpressure", "leased_tasks", "load", "site", "transfer_address", "pairs")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,9 @@ class Node(_message.Message):
     BACKPRESSURE_FIELD_NUMBER: _ClassVar[int]
     LEASED_TASKS_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
     name: str
     hostname: str
     version: str
@@ -38,7 +41,28 @@ class Node(_message.Message):
     backpressure: float
     leased_tasks: int
     load: float
-    def __init__(self, name: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., state: _Optional[str] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ..., draining: _Optional[bool] = ..., backpressure: _Optional[float] = ..., leased_tasks: _Optional[int] = ..., load: _Optional[float] = ...) -> None: ...
+    site: str
+    transfer_address: str
+    pairs: _containers.RepeatedCompositeFieldContainer[PairHealth]
+    def __init__(self, name: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., state: _Optional[str] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ..., draining: _Optional[bool] = ..., backpressure: _Optional[float] = ..., leased_tasks: _Optional[int] = ..., load: _Optional[float] = ..., site: _Optional[str] = ..., transfer_address: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[PairHealth, _Mapping]]] = ...) -> None: ...
+
+class PairHealth(_message.Message):
+    __slots__ = ("node", "address", "streams", "rtt_seconds", "throughput_bytes_per_second", "credit_bytes", "errors")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    RTT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    address: str
+    streams: int
+    rtt_seconds: float
+    throughput_bytes_per_second: float
+    credit_bytes: int
+    errors: int
+    def __init__(self, node: _Optional[str] = ..., address: _Optional[str] = ..., streams: _Optional[int] = ..., rtt_seconds: _Optional[float] = ..., throughput_bytes_per_second: _Optional[float] = ..., credit_bytes: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("name", "kind", "lease_token", "lease_expire_time", "lease_seconds", "replicate", "finalize", "restore", "verify", "snapshot", "delete", "gc")
@@ -79,7 +103,7 @@ class RepositoryLocator(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., path: _Optional[str] = ..., aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ...) -> None: ...
 
 class ReplicateSpec(_message.Message):
-    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes", "bandwidth_bytes_per_second", "previous_bitmap", "bitmap", "source_aws", "source_snapshot_id", "previous_source_snapshot_id", "previous_snapshot_id")
+    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes", "bandwidth_bytes_per_second", "previous_bitmap", "bitmap", "source_aws", "source_snapshot_id", "previous_source_snapshot_id", "previous_snapshot_id", "pair_node", "pair_address")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +123,8 @@ class ReplicateSpec(_message.Message):
     SOURCE_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_SOURCE_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAIR_NODE_FIELD_NUMBER: _ClassVar[int]
+    PAIR_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     plan: str
     cycle: str
     disk: str
@@ -118,7 +144,9 @@ class ReplicateSpec(_message.Message):
     source_snapshot_id: str
     previous_source_snapshot_id: str
     previous_snapshot_id: str
-    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ..., source_aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ..., source_snapshot_id: _Optional[str] = ..., previous_source_snapshot_id: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ...) -> None: ...
+    pair_node: str
+    pair_address: str
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ..., source_aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ..., source_snapshot_id: _Optional[str] = ..., previous_source_snapshot_id: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ..., pair_node: _Optional[str] = ..., pair_address: _Optional[str] = ...) -> None: ...
 
 class SnapshotSpec(_message.Message):
     __slots__ = ("plan", "cycle", "source_aws", "volumes", "keep_snapshot_ids")
@@ -239,30 +267,36 @@ class GcSpec(_message.Message):
     def __init__(self, repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., grace_seconds: _Optional[int] = ...) -> None: ...
 
 class RegisterNodeRequest(_message.Message):
-    __slots__ = ("node_id", "hostname", "version", "max_tasks", "budget_bytes")
+    __slots__ = ("node_id", "hostname", "version", "max_tasks", "budget_bytes", "site", "transfer_address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     hostname: str
     version: str
     max_tasks: int
     budget_bytes: int
-    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ...) -> None: ...
+    site: str
+    transfer_address: str
+    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., site: _Optional[str] = ..., transfer_address: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node", "running_tasks", "inflight_bytes", "backpressure")
+    __slots__ = ("node", "running_tasks", "inflight_bytes", "backpressure", "pairs")
     NODE_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
     INFLIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
     BACKPRESSURE_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
     node: str
     running_tasks: int
     inflight_bytes: int
     backpressure: float
-    def __init__(self, node: _Optional[str] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ..., backpressure: _Optional[float] = ...) -> None: ...
+    pairs: _containers.RepeatedCompositeFieldContainer[PairHealth]
+    def __init__(self, node: _Optional[str] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ..., backpressure: _Optional[float] = ..., pairs: _Optional[_Iterable[_Union[PairHealth, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("lease_seconds",)

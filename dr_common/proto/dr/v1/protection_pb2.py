@@ -28,7 +28,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64r/v1/protection.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x02\n\x04Plan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsource_site\x18\x02 \x01(\t\x12\x13\n\x0btarget_site\x18\x03 \x01(\t\x12\x13\n\x0btarget_kind\x18\x04 \x01(\t\x12\x11\n\tworkloads\x18\x05 \x03(\t\x12\r\n\x05\x64isks\x18\x06 \x03(\t\x12\x13\n\x0brpo_seconds\x18\x07 \x01(\x03\x12\x11\n\tkeep_last\x18\x08 \x01(\x05\x12\x18\n\x10\x63hunk_size_bytes\x18\t \x01(\x03\x12\x13\n\x0b\x63ompression\x18\n \x01(\t\x12\r\n\x05state\x18\x0b \x01(\t\x12\x0e\n\x06paused\x18\x0c \x01(\x08\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x1a\x62\x61ndwidth_bytes_per_second\x18\x0e \x01(\x03\x12#\n\tretention\x18\x0f \x01(\x0b\x32\x10.dr.v1.Retention\"\\\n\tRetention\x12\x11\n\tkeep_last\x18\x01 \x01(\x05\x12\x13\n\x0bkeep_hourly\x18\x02 \x01(\x05\x12\x12\n\nkeep_daily\x18\x03 \x01(\x05\x12\x13\n\x0bkeep_weekly\x18\x04 \x01(\x05\"\x85\x02\n\x05\x43ycle\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0erecovery_point\x18\x05 \x01(\t\x12#\n\x05stats\x18\x06 \x01(\x0b\x32\x14.dr.v1.TransferStats\x12\"\n\x05\x64isks\x18\x07 \x03(\x0b\x32\x13.dr.v1.DiskProgress\x12\x1f\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x10.dr.v1.TaskError\"\x90\x01\n\x0c\x44iskProgress\x12\x0c\n\x04\x64isk\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x17\n\x0fwatermark_bytes\x18\x04 \x01(\x04\x12\x11\n\tfull_sync\x18\x05 \x01(\x08\x12#\n\x05stats\x18\x06 \x01(\x0b\x32\x14.dr.v1.TransferStats\")\n\nDiskStatus\x12\x0c\n\x04\x64isk\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"\x8a\x02\n\nPlanStatus\x12\x19\n\x04plan\x18\x01 \x01(\x0b\x32\x0b.dr.v1.Plan\x12\x1b\n\x13last_recovery_point\x18\x02 \x01(\t\x12<\n\x18last_recovery_point_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frpo_lag_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07rpo_met\x18\x05 \x01(\x08\x12 \n\x05\x64isks\x18\x06 \x03(\x0b\x32\x11.dr.v1.DiskStatus\x12\x15\n\rin_sync_count\x18\x07 \x01(\r\x12#\n\rcurrent_cycle\x18\x08 \x01(\x0b\x32\x0c.dr.v1.Cycle\"?\n\x11\x43reatePlanRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x19\n\x04plan\x18\x02 \x01(\x0b\x32\x0b.dr.v1.Plan\"\x1e\n\x0eGetPlanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x10ListPlansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"H\n\x11ListPlansResponse\x12\x1a\n\x05plans\x18\x01 \x03(\x0b\x32\x0b.dr.v1.Plan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\x11UpdatePlanRequest\x12\x19\n\x04plan\x18\x01 \x01(\x0b\x32\x0b.dr.v1.Plan\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"!\n\x11\x44\x65letePlanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10PausePlanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11ResumePlanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1e\n\x0eRunPlanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14GetPlanStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x11ListCyclesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"K\n\x12ListCyclesResponse\x12\x1c\n\x06\x63ycles\x18\x01 \x03(\x0b\x32\x0c.dr.v1.Cycle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13GetRpoReportRequest\"\x86\x01\n\tRpoReport\x12/\n\x0breport_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x05plans\x18\x02 \x03(\x0b\x32\x0e.dr.v1.PlanRpo\x12\x11\n\tmet_count\x18\x03 \x01(\r\x12\x16\n\x0e\x62reached_count\x18\x04 \x01(\r\"\x9f\x02\n\x07PlanRpo\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x13\n\x0brpo_seconds\x18\x02 \x01(\x03\x12\x1b\n\x13last_recovery_point\x18\x03 \x01(\t\x12<\n\x18last_recovery_point_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x1arecovery_point_age_seconds\x18\x05 \x01(\x01\x12\x17\n\x0frpo_lag_seconds\x18\x06 \x01(\x01\x12\x0f\n\x07rpo_met\x18\x07 \x01(\x08\x12\x15\n\rin_sync_count\x18\x08 \x01(\r\x12\x12\n\ndisk_count\x18\t \x01(\r\x12\r\n\x05state\x18\n \x01(\t\x12\x0e\n\x06paused\x18\x0b \x01(\x08\x32\x86\x05\n\x11ProtectionService\x12\x33\n\nCreatePlan\x12\x18.dr.v1.CreatePlanRequest\x1a\x0b.dr.v1.Plan\x12-\n\x07GetPlan\x12\x15.dr.v1.GetPlanRequest\x1a\x0b.dr.v1.Plan\x12>\n\tListPlans\x12\x17.dr.v1.ListPlansRequest\x1a\x18.dr.v1.ListPlansResponse\x12\x33\n\nUpdatePlan\x12\x18.dr.v1.UpdatePlanRequest\x1a\x0b.dr.v1.Plan\x12>\n\nDeletePlan\x12\x18.dr.v1.DeletePlanRequest\x1a\x16.google.protobuf.Empty\x12\x31\n\tPausePlan\x12\x17.dr.v1.PausePlanRequest\x1a\x0b.dr.v1.Plan\x12\x33\n\nResumePlan\x12\x18.dr.v1.ResumePlanRequest\x1a\x0b.dr.v1.Plan\x12.\n\x07RunPlan\x12\x15.dr.v1.RunPlanRequest\x1a\x0c.dr.v1.Cycle\x12?\n\rGetPlanStatus\x12\x1b.dr.v1.GetPlanStatusRequest\x1a\x11.dr.v1.PlanStatus\x12\x41\n\nListCycles\x12\x18.dr.v1.ListCyclesRequest\x1a\x19.dr.v1.ListCyclesResponse\x12<\n\x0cGetRpoReport\x12\x1a.dr.v1.GetRpoReportRequest\x1a\x10.dr.v1.RpoReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64r/v1/protection.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x02\n\x04Plan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsource_site\x18\x02 \x01(\t\x12\x13\n\x0btarget_site\x18\x03 \x01(\t\x12\x13\n\x0btarget_kind\x18\x04 \x01(\t\x12\x11\n\tworkloads\x18\x05 \x03(\t\x12\r\n\x05\x64isks\x18\x06 \x03(\t\x12\x13\n\x0brpo_seconds\x18\x07 \x01(\x03\x12\x11\n\tkeep_last\x18\x08 \x01(\x05\x12\x18\n\x10\x63hunk_size_bytes\x18\t \x01(\x03\x12\x13\n\x0b\x63ompression\x18\n \x01(\t\x12\r\n\x05state\x18\x0b \x01(\t\x12\x0e\n\x06paused\x18\x0c \x01(\x08\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x1a\x62\x61ndwidth_bytes_per_second\x18\x0e \x01(\x03\x12#\n\tretention\x18\x0f \x01(\x0b\x32\x10.dr.v1.Retention\"\\\n\tRetention\x12\x11\n\tkeep_last\x18\x01 \x01(\x05\x12\x13\n\x0bkeep_hourly\x18\x02 \x01(\x05\x12\x12\n\nkeep_daily\x18\x03 \x01(\x05\x12\x13\n\x0bkeep_weekly\x18\x04 \x01(\x05\"\x85\x02\n\x05\x43ycle\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0erecovery_point\x18\x05 \x01(\t\x12#\n\x05stats\x18\x06 \x01(\x0b\x32\x14.dr.v1.TransferStats\x12\"\n\x05\x64isks\x18\x07 \x03(\x0b\x32\x13.dr.v1.DiskProgress\x12\x1f\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x10.dr.v1.TaskError\"\xa1\x01\n\x0c\x44iskProgress\x12\x0c\n\x04\x64isk\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x17\n\x0fwatermark_bytes\x18\x04 \x01(\x04\x12\x11\n\tfull_sync\x18\x05 \x01(\x08\x12#\n\x05stats\x18\x06 \x01(\x0b\x32\x14.dr.v1.TransferStats\x12\x0f\n\x07message\x18\x07 \x01(\t\")\n\nDiskStatus\x12\x0c\n\x04\x64isk\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"\x8a\x02\n\nPlanStatus\x12\x19\n\x04plan\x18\x01 \x01(\x0b\x32\x0b.dr.v1.Plan\x12\x1b\n\x13last_recovery_point\x18\x02 \x01(\t\x12<\n\x18last_recovery_point_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frpo_lag_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07rpo_met\x18\x05 \x01(\x08\x12 \n\x05\x64isks\x18\x06 \x03(\x0b\x32\x11.dr.v1.DiskStatus\x12\x15\n\rin_sync_count\x18\x07 \x01(\r\x12#\n\rcurrent_cycle\x18\x08 \x01(\x0b\x32\x0c.dr.v1.Cycle\"?\n\x11\x43reatePlanRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x19\n\x04plan\x18\x02 \x01(\x0b\x32\x0b.dr.v1.Plan\"\x1e\n\x0eGetPlanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x10ListPlansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"H\n\x11ListPlansResponse\x12\x1a\n\x05plans\x18\x01 \x03(\x0b\x32\x0b.dr.v1.Plan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\x11UpdatePlanRequest\x12\x19\n\x04plan\x18\x01 \x01(\x0b\x32\x0b.dr.v1.Plan\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"!\n\x11\x44\x65letePlanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10PausePlanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11ResumePlanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1e\n\x0eRunPlanRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14GetPlanStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x11ListCyclesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"K\n\x12ListCyclesResponse\x12\x1c\n\x06\x63ycles\x18\x01 \x03(\x0b\x32\x0c.dr.v1.Cycle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13GetRpoReportRequest\"\x86\x01\n\tRpoReport\x12/\n\x0breport_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x05plans\x18\x02 \x03(\x0b\x32\x0e.dr.v1.PlanRpo\x12\x11\n\tmet_count\x18\x03 \x01(\r\x12\x16\n\x0e\x62reached_count\x18\x04 \x01(\r\"\x9f\x02\n\x07PlanRpo\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x13\n\x0brpo_seconds\x18\x02 \x01(\x03\x12\x1b\n\x13last_recovery_point\x18\x03 \x01(\t\x12<\n\x18last_recovery_point_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x1arecovery_point_age_seconds\x18\x05 \x01(\x01\x12\x17\n\x0frpo_lag_seconds\x18\x06 \x01(\x01\x12\x0f\n\x07rpo_met\x18\x07 \x01(\x08\x12\x15\n\rin_sync_count\x18\x08 \x01(\r\x12\x12\n\ndisk_count\x18\t \x01(\r\x12\r\n\x05state\x18\n \x01(\t\x12\x0e\n\x06paused\x18\x0b \x01(\x08\x32\x86\x05\n\x11ProtectionService\x12\x33\n\nCreatePlan\x12\x18.dr.v1.CreatePlanRequest\x1a\x0b.dr.v1.Plan\x12-\n\x07GetPlan\x12\x15.dr.v1.GetPlanRequest\x1a\x0b.dr.v1.Plan\x12>\n\tListPlans\x12\x17.dr.v1.ListPlansRequest\x1a\x18.dr.v1.ListPlansResponse\x12\x33\n\nUpdatePlan\x12\x18.dr.v1.UpdatePlanRequest\x1a\x0b.dr.v1.Plan\x12>\n\nDeletePlan\x12\x18.dr.v1.DeletePlanRequest\x1a\x16.google.protobuf.Empty\x12\x31\n\tPausePlan\x12\x17.dr.v1.PausePlanRequest\x1a\x0b.dr.v1.Plan\x12\x33\n\nResumePlan\x12\x18.dr.v1.ResumePlanRequest\x1a\x0b.dr.v1.Plan\x12.\n\x07RunPlan\x12\x15.dr.v1.RunPlanRequest\x1a\x0c.dr.v1.Cycle\x12?\n\rGetPlanStatus\x12\x1b.dr.v1.GetPlanStatusRequest\x1a\x11.dr.v1.PlanStatus\x12\x41\n\nListCycles\x12\x18.dr.v1.ListCyclesRequest\x1a\x19.dr.v1.ListCyclesResponse\x12<\n\x0cGetRpoReport\x12\x1a.dr.v1.GetRpoReportRequest\x1a\x10.dr.v1.RpoReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,41 +42,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CYCLE']._serialized_start=604
   _globals['_CYCLE']._serialized_end=865
   _globals['_DISKPROGRESS']._serialized_start=868
-  _globals['_DISKPROGRESS']._serialized_end=1012
-  _globals['_DISKSTATUS']._serialized_start=1014
-  _globals['_DISKSTATUS']._serialized_end=1055
-  _globals['_PLANSTATUS']._serialized_start=1058
-  _globals['_PLANSTATUS']._serialized_end=1324
-  _globals['_CREATEPLANREQUEST']._serialized_start=1326
-  _globals['_CREATEPLANREQUEST']._serialized_end=1389
-  _globals['_GETPLANREQUEST']._serialized_start=1391
-  _globals['_GETPLANREQUEST']._serialized_end=1421
-  _globals['_LISTPLANSREQUEST']._serialized_start=1423
-  _globals['_LISTPLANSREQUEST']._serialized_end=1480
-  _globals['_LISTPLANSRESPONSE']._serialized_start=1482
-  _globals['_LISTPLANSRESPONSE']._serialized_end=1554
-  _globals['_UPDATEPLANREQUEST']._serialized_start=1556
-  _globals['_UPDATEPLANREQUEST']._serialized_end=1651
-  _globals['_DELETEPLANREQUEST']._serialized_start=1653
-  _globals['_DELETEPLANREQUEST']._serialized_end=1686
-  _globals['_PAUSEPLANREQUEST']._serialized_start=1688
-  _globals['_PAUSEPLANREQUEST']._serialized_end=1720
-  _globals['_RESUMEPLANREQUEST']._serialized_start=1722
-  _globals['_RESUMEPLANREQUEST']._serialized_end=1755
-  _globals['_RUNPLANREQUEST']._serialized_start=1757
-  _globals['_RUNPLANREQUEST']._serialized_end=1787
-  _globals['_GETPLANSTATUSREQUEST']._serialized_start=1789
-  _globals['_GETPLANSTATUSREQUEST']._serialized_end=1825
-  _globals['_LISTCYCLESREQUEST']._serialized_start=1827
-  _globals['_LISTCYCLESREQUEST']._serialized_end=1901
-  _globals['_LISTCYCLESRESPONSE']._serialized_start=1903
-  _globals['_LISTCYCLESRESPONSE']._serialized_end=1978
-  _globals['_GETRPOREPORTREQUEST']._serialized_start=1980
-  _globals['_GETRPOREPORTREQUEST']._serialized_end=2001
-  _globals['_RPOREPORT']._serialized_start=2004
-  _globals['_RPOREPORT']._serialized_end=2138
-  _globals['_PLANRPO']._serialized_start=2141
-  _globals['_PLANRPO']._serialized_end=2428
-  _globals['_PROTECTIONSERVICE']._serialized_start=2431
-  _globals['_PROTECTIONSERVICE']._serialized_end=3077
+  _globals['_DISKPROGRESS']._serialized_end=1029
+  _globals['_DISKSTATUS']._serialized_start=1031
+  _globals['_DISKSTATUS']._serialized_end=1072
+  _globals['_PLANSTATUS']._serialized_start=1075
+  _globals['_PLANSTATUS']._serialized_end=1341
+  _globals['_CREATEPLANREQUEST']._serialized_start=1343
+  _globals['_CREATEPLANREQUEST']._serialized_end=1406
+  _globals['_GETPLANREQUEST']._serialized_start=1408
+  _globals['_GETPLANREQUEST']._serialized_end=1438
+  _globals['_LISTPLANSREQUEST']._serialized_start=1440
+  _globals['_LISTPLANSREQUEST']._serialized_end=1497
+  _globals['_LISTPLANSRESPONSE']._serialized_start=1499
+  _globals['_LISTPLANSRESPONSE']._serialized_end=1571
+  _globals['_UPDATEPLANREQUEST']._serialized_start=1573
+  _globals['_UPDATEPLANREQUEST']._serialized_end=1668
+  _globals['_DELETEPLANREQUEST']._serialized_start=1670
+  _globals['_DELETEPLANREQUEST']._serialized_end=1703
+  _globals['_PAUSEPLANREQUEST']._serialized_start=1705
+  _globals['_PAUSEPLANREQUEST']._serialized_end=1737
+  _globals['_RESUMEPLANREQUEST']._serialized_start=1739
+  _globals['_RESUMEPLANREQUEST']._serialized_end=1772
+  _globals['_RUNPLANREQUEST']._serialized_start=1774
+  _globals['_RUNPLANREQUEST']._serialized_end=1804
+  _globals['_GETPLANSTATUSREQUEST']._serialized_start=1806
+  _globals['_GETPLANSTATUSREQUEST']._serialized_end=1842
+  _globals['_LISTCYCLESREQUEST']._serialized_start=1844
+  _globals['_LISTCYCLESREQUEST']._serialized_end=1918
+  _globals['_LISTCYCLESRESPONSE']._serialized_start=1920
+  _globals['_LISTCYCLESRESPONSE']._serialized_end=1995
+  _globals['_GETRPOREPORTREQUEST']._serialized_start=1997
+  _globals['_GETRPOREPORTREQUEST']._serialized_end=2018
+  _globals['_RPOREPORT']._serialized_start=2021
+  _globals['_RPOREPORT']._serialized_end=2155
+  _globals['_PLANRPO']._serialized_start=2158
+  _globals['_PLANRPO']._serialized_end=2445
+  _globals['_PROTECTIONSERVICE']._serialized_start=2448
+  _globals['_PROTECTIONSERVICE']._serialized_end=3094
 # @@protoc_insertion_point(module_scope)

@@ -79,20 +79,22 @@ class Cycle(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recovery_point: _Optional[str] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[DiskProgress, _Mapping]]] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ...) -> None: ...
 
 class DiskProgress(_message.Message):
-    __slots__ = ("disk", "state", "size_bytes", "watermark_bytes", "full_sync", "stats")
+    __slots__ = ("disk", "state", "size_bytes", "watermark_bytes", "full_sync", "stats", "message")
     DISK_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     WATERMARK_BYTES_FIELD_NUMBER: _ClassVar[int]
     FULL_SYNC_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     disk: str
     state: str
     size_bytes: int
     watermark_bytes: int
     full_sync: bool
     stats: _common_pb2.TransferStats
-    def __init__(self, disk: _Optional[str] = ..., state: _Optional[str] = ..., size_bytes: _Optional[int] = ..., watermark_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ...) -> None: ...
+    message: str
+    def __init__(self, disk: _Optional[str] = ..., state: _Optional[str] = ..., size_bytes: _Optional[int] = ..., watermark_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class DiskStatus(_message.Message):
     __slots__ = ("disk", "state")

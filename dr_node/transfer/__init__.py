@@ -1,0 +1,56 @@
+"""The paired topology's chunk streams (DESIGN section 2, proto/dr/v1/transfer.proto).
+
+A source node replicates a disk exactly as it would to a repository it can reach: the
+engine (dr_node.engine) reads, classifies, hashes and encodes chunks, and hands them
+to a sink. Here the sink is `client.RemoteSink`, which streams them to the paired
+target node; `server.TransferServicer` there verifies each chunk and writes it through
+an ordinary `RepositorySink`. One pipeline with a network hop in the middle:
+
+    source disk -> engine -> RemoteSink ==gRPC stream==> TransferServicer -> RepositorySink
+
+Flow control is pull-based (`credits`): the target grants bytes as its writes complete.
+Errors cross the hop as gRPC status codes with the error's reason in the trailing
+metadata, so the source reports the target's own words.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from dr_common.errors import DRError
+
+# Trailing metadata key carrying a DRError's reason across the pair.
+REASON_KEY = "dr-reason"
+# Chunks up to 64 MiB (the largest chunk size a plan may choose is well below this),
+# plus the message's own fields.
+MAX_MESSAGE_BYTES = 80 << 20
+
+_CODES = {
+    "invalid-argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "not-found": grpc.StatusCode.NOT_FOUND,
+    "permission-denied": grpc.StatusCode.PERMISSION_DENIED,
+    "credit-violation": grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def status_of(err: DRError) -> grpc.StatusCode:
+    if err.reason in _CODES:
+        return _CODES[err.reason]
+    return grpc.StatusCode.UNAVAILABLE if err.retryable else grpc.StatusCode.FAILED_PRECONDITION
+
+
+def error_from_rpc(e: grpc.aio.AioRpcError, pair: str) -> DRError:
+    """What a source node reports when its stream to `pair` fails."""
+    reason = dict(e.trailing_metadata() or ()).get(REASON_KEY, "")
+    if reason:  # the target node's own error: its message says what to do
+        return DRError(f"paired target node {pair}: {e.details()}", reason=reason,
+                       retryable=e.code() == grpc.StatusCode.UNAVAILABLE)
+    if e.code() == grpc.StatusCode.UNAVAILABLE:
+        return DRError(f"the stream to paired target node {pair} broke ({e.details()}); "
+                       "the task resumes from its checkpoint", reason="pair-disconnected",
+                       retryable=True)
+    if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DRError(f"paired target node {pair} did not answer in time",
+                       reason="pair-unavailable", retryable=True)
+    return DRError(f"paired target node {pair} refused the stream: {e.code().name}: "
+                   f"{e.details()}", reason="pair-refused", retryable=True)
