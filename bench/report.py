@@ -131,6 +131,13 @@ def _key_extras(s: dict) -> str:
                 f"{e['finish_seconds_max']:.1f} s (±{e['finish_max_deviation_pct']:.0f} %)")
     if sid == "P6":
         return "restored image " + ("identical" if e["verified"] else "DIFFERS")
+    if sid == "P9":
+        fixed, resets, inc = e["fixed_one_chunk"], e["resets_1pct"], e["incremental_1pct"]
+        return (f"{e['share_of_link'] * 100:.0f} % of {e['link_mbit']} Mbit/s "
+                f"({e['share_of_measured_link'] * 100:.0f} % of the measured link); fixed "
+                f"1-chunk window {fixed['share_of_link'] * 100:.0f} %; 1 % resets "
+                f"{resets['share_of_link'] * 100:.0f} % ({resets['resets']} resets); "
+                f"incremental 1 % {inc['seconds']:.1f} s")
     return ""
 
 

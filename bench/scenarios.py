@@ -700,8 +700,14 @@ class Bench:
             },
         }
 
+    # -- P9 ----------------------------------------------------------------------------
+
+    def p9(self) -> dict:
+        from bench import paired  # starts daemons: imported only when P9 runs
+        return paired.p9(self)
+
     def cleanup(self) -> None:
-        for name in ("p1", "p1nbd", "p2", "p2cbt", "p3", "p4", "p5", "p6"):
+        for name in ("p1", "p1nbd", "p2", "p2cbt", "p3", "p4", "p5", "p6", "p9"):
             shutil.rmtree(self.s.work / name, ignore_errors=True)
         if not self.s.keep_data:
             shutil.rmtree(self.s.work / "data", ignore_errors=True)
@@ -722,6 +728,7 @@ SCENARIOS = {
     "P4": ("40 ms/request, 100 MB/s link, adaptive concurrency", Bench.p4),
     "P5": ("many disks at once on one node", Bench.p5),
     "P6": ("restore a recovery point -> raw, verified", Bench.p6),
+    "P9": ("paired nodes over a 50 ms, 200 Mbit/s WAN (separate processes)", Bench.p9),
 }
 # Scenarios that read through the kvm source (qemu-io, qemu-nbd, libnbd's module).
 KVM_SCENARIOS = ("P1-NBD", "P2-CBT")

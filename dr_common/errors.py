@@ -7,6 +7,8 @@ help. Nothing here may carry a secret: messages end up in logs and API responses
 
 from __future__ import annotations
 
+import asyncio
+
 
 class DRError(Exception):
     """Base of all errors a user can see."""
@@ -101,3 +103,11 @@ class PermissionDenied(DRError):
     """The caller is known but its role does not allow the request."""
 
     reason = "permission-denied"
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """TaskGroups wrap failures in ExceptionGroups; users need the first real one."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = (inner or exc.exceptions)[0]
+    return exc

@@ -22,7 +22,7 @@ import structlog
 from google.protobuf import json_format
 
 from dr_common import __version__
-from dr_common.errors import AlreadyExists, DRError, InvalidArgument
+from dr_common.errors import AlreadyExists, DRError, InvalidArgument, first_error
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2, nodes_pb2_grpc
 from dr_common.repository import PointDisk, RecoveryPointRecord, Repository
 from dr_common.repository import gc
@@ -38,6 +38,7 @@ from dr_node.engine import Checkpoint, Engine, Stats
 from dr_node.restore import convert_to_qcow2
 from dr_node.sinks import EbsSink
 from dr_node.transfer import server as transfer_server
+from dr_node.transfer import PAIR_DISCONNECTED
 from dr_node.transfer.client import Pairs, RemoteSink
 from dr_common.proto.dr.v1 import transfer_pb2
 
@@ -45,6 +46,9 @@ log = structlog.get_logger()
 
 RELEASED = "node-stopping"  # the coordinator requeues these without using an attempt
 ACQUIRE_WAIT_SECONDS = 5
+# Broken pair streams in a row, none storing a chunk, before a paired replicate task
+# fails (and is retried by the control plane) instead of resuming in place.
+RESUME_STALLS = 3
 
 
 class LeaseLost(Exception):
@@ -61,14 +65,6 @@ class Released(DRError):
 
     reason = RELEASED
     retryable = True
-
-
-def _first_error(exc: BaseException) -> BaseException:
-    """TaskGroups wrap failures in ExceptionGroups; users need the first real one."""
-    while isinstance(exc, BaseExceptionGroup):
-        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
-        exc = (inner or exc.exceptions)[0]
-    return exc
 
 
 class Reporter:
@@ -248,7 +244,7 @@ class Agent:
             metrics.TASKS.labels(kind=task.kind, outcome="released").inc()
             raise
         except BaseException as exc:  # noqa: BLE001 - every failure is reported, not lost
-            err = _first_error(exc)
+            err = first_error(exc)
             if isinstance(err, LeaseLost):
                 log.warning("lease lost; task abandoned", details=str(err))
                 return
@@ -354,11 +350,7 @@ class Agent:
                               ebs.TAG_CYCLE: spec.cycle})
                     result = await self.engine.replicate(sink=sink, **common)
             elif spec.pair_address:
-                async with self._paired_sink(spec, reporter.task, source.size) as sink:
-                    # The target node's credits bound what is in flight; the engine's
-                    # window must not be the tighter bound.
-                    window = -(-self.config.transfer.max_window_bytes // spec.chunk_size_bytes)
-                    result = await self.engine.replicate(sink=sink, window=window, **common)
+                result = await self._replicate_paired(spec, reporter.task, source.size, common)
             else:
                 async with self._repository(spec.repository) as repo:
                     previous = (await repo.get_manifest(spec.previous_root_hash)
@@ -378,6 +370,45 @@ class Agent:
         req.stats.CopyFrom(common_pb2.TransferStats(**result.stats.as_dict()))
         log.info("disk replicated", root_hash=result.root_hash, snapshot=result.snapshot_id,
                  full_sync=result.full_sync, **result.stats.as_dict())
+
+    async def _replicate_paired(self, spec: nodes_pb2.ReplicateSpec, task: nodes_pb2.Task,
+                                size: int, common: dict):
+        """Replicates through the paired target node. A stream that breaks is opened
+        again here, from the newest checkpoint, for as long as streams make progress: a
+        WAN drops connections now and then, and resuming in place costs re-reading since
+        the checkpoint (the target is probed, so what it stored is not sent again), not
+        one of the task's attempts. Streams that break RESUME_STALLS times in a row
+        without storing a chunk fail the task, which the control plane retries (perhaps
+        with another target node)."""
+        # The target node's credits bound what is in flight; the engine's window must not
+        # be the tighter bound.
+        window = -(-self.config.transfer.max_window_bytes // spec.chunk_size_bytes)
+        checkpoint, report = common["checkpoint"], common["progress"]
+
+        async def progress(cp, *args):
+            nonlocal checkpoint
+            checkpoint = cp or checkpoint
+            await report(cp, *args)
+
+        stalls = 0
+        while True:
+            async with self._paired_sink(spec, task, size) as sink:
+                try:
+                    return await self.engine.replicate(
+                        sink=sink, window=window,
+                        **{**common, "checkpoint": checkpoint, "progress": progress})
+                except BaseException as exc:  # noqa: BLE001 - re-raised unless resumable
+                    err = first_error(exc)
+                    if not isinstance(err, DRError) or err.reason != PAIR_DISCONNECTED:
+                        raise
+                    stalls = 0 if sink.chunks_acked else stalls + 1
+                    if stalls >= RESUME_STALLS:
+                        raise err from None
+            log.warning("stream to the target node broke; resuming in place",
+                        pair=spec.pair_node, message=err.message,
+                        watermark_chunk=checkpoint.watermark_chunk if checkpoint else 0)
+            metrics.TRANSFER_RESUMES.inc()
+            await asyncio.sleep(0.5 * 2 ** stalls)
 
     def _paired_sink(self, spec: nodes_pb2.ReplicateSpec, task: nodes_pb2.Task,
                      size: int) -> RemoteSink:

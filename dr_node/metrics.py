@@ -28,5 +28,7 @@ TRANSFER_INFLIGHT = Gauge("dr_transfer_inflight_bytes",
                           "Chunk bytes sent and not yet acknowledged", ["side"])
 TRANSFER_ERRORS = Counter("dr_transfer_errors_total", "Broken or refused pair streams",
                           ["side", "reason"])
+TRANSFER_RESUMES = Counter("dr_transfer_resumes_total",
+                           "Broken pair streams the source node resumed in place")
 TRANSFER_RTT = Gauge("dr_transfer_rtt_seconds", "Smoothed round trip to a paired node",
                      ["pair"])

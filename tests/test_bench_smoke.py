@@ -44,7 +44,8 @@ def _smoke(tmp_path: Path, ids: list[str]) -> dict:
         assert isinstance(s["ours_mb_s"], float) and s["ours_mb_s"] > 0
         assert s["peak_rss_mib"] > 0
         for name, value in s["baselines"].items():
-            assert name in ("qemu-img convert", "restic", "nbdcopy")
+            assert name in ("qemu-img convert", "restic", "nbdcopy",
+                            "link (1 TCP stream via the proxy)")
             assert value is None or value > 0  # null when the tool is absent
     # Repositories and generated images are cleaned up.
     assert sorted(p.name for p in work.iterdir()) == ["results.json"]
@@ -117,3 +118,16 @@ def test_bench_smoke_kvm(tmp_path: Path) -> None:
         # 1 MiB chunks read whole chunks around each dirty granule: more, never less.
         assert z["changed_bytes"] < coarse["source_bytes_read"] <= z["writes"] * (1 << 20)
         assert coarse["stored_bytes"] >= coarse["source_bytes_read"]
+
+
+@pytest.mark.timeout(240)
+def test_bench_smoke_paired_nodes(tmp_path: Path) -> None:
+    """P9 with real daemons and the WAN proxy as processes, at 64 MiB."""
+    [p9] = _smoke(tmp_path, ["P9"])["scenarios"]
+    e = p9["extra"]
+    assert p9["baselines"]["link (1 TCP stream via the proxy)"] > 0
+    assert 0 < e["share_of_link"] and 0 < e["fixed_one_chunk"]["share_of_link"]
+    # The 1 % incremental sends the changed chunks, not the disk.
+    inc = e["incremental_1pct"]
+    assert inc["changed_bytes"] <= inc["bytes_sent"] < e["image_bytes"] / 4
+    assert set(e["peak_rss_mib_by_node"]) == {"src1", "tgt"}

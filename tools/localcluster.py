@@ -207,14 +207,17 @@ class Cluster:
         self.nodes_api = nodes_pb2_grpc.NodeServiceStub(self.channel)
 
     def start_node(self, node_id: str = "n1", *, site: str = "", transfer_port: int = 0,
-                   **env: str) -> subprocess.Popen:
+                   advertise: str = "", **env: str) -> subprocess.Popen:
         """Starts a node and waits until it is online. `site`: the site it sits in
         (paired topology, docs/PAIRED.md); `transfer_port`: a target node's
-        TransferService port on loopback (free_port() gives one)."""
+        TransferService port on loopback (free_port() gives one); `advertise`: the
+        address source nodes dial instead (e.g. an emulated WAN in front of it)."""
         if site:
             env.setdefault("DR_NODE_SITE", site)
         if transfer_port:
             env.setdefault("DR_NODE_TRANSFER__LISTEN", f"127.0.0.1:{transfer_port}")
+        if advertise:
+            env.setdefault("DR_NODE_TRANSFER__ADVERTISE", advertise)
         if self.metrics:
             env.setdefault("DR_NODE_METRICS_PORT", str(free_port()))
         if self.certs is not None:

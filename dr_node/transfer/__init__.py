@@ -18,9 +18,13 @@ from __future__ import annotations
 import grpc
 
 from dr_common.errors import DRError
+from dr_common.repository import ID_SIZE
 
 # Trailing metadata key carrying a DRError's reason across the pair.
 REASON_KEY = "dr-reason"
+# The reason of a stream that broke under way (not refused by the target): the source
+# node resumes it in place from its checkpoint (dr_node.agent).
+PAIR_DISCONNECTED = "pair-disconnected"
 # Chunks up to 64 MiB (the largest chunk size a plan may choose is well below this),
 # plus the message's own fields.
 MAX_MESSAGE_BYTES = 80 << 20
@@ -31,6 +35,11 @@ _CODES = {
     "permission-denied": grpc.StatusCode.PERMISSION_DENIED,
     "credit-violation": grpc.StatusCode.FAILED_PRECONDITION,
 }
+
+
+def split_ids(blob: bytes) -> list[bytes]:
+    """The ids of a CommitIds/previous_segment blob (ID_SIZE bytes each)."""
+    return [blob[i:i + ID_SIZE] for i in range(0, len(blob), ID_SIZE)]
 
 
 def status_of(err: DRError) -> grpc.StatusCode:
@@ -45,10 +54,13 @@ def error_from_rpc(e: grpc.aio.AioRpcError, pair: str) -> DRError:
     if reason:  # the target node's own error: its message says what to do
         return DRError(f"paired target node {pair}: {e.details()}", reason=reason,
                        retryable=e.code() == grpc.StatusCode.UNAVAILABLE)
-    if e.code() == grpc.StatusCode.UNAVAILABLE:
-        return DRError(f"the stream to paired target node {pair} broke ({e.details()}); "
-                       "the task resumes from its checkpoint", reason="pair-disconnected",
-                       retryable=True)
+    # Without the target's reason, these come from the transport (a reset connection
+    # ends in-flight streams as INTERNAL or CANCELLED as often as UNAVAILABLE).
+    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL,
+                    grpc.StatusCode.CANCELLED):
+        return DRError(f"the stream to paired target node {pair} broke ({e.code().name}: "
+                       f"{e.details()}); it resumes from its checkpoint",
+                       reason=PAIR_DISCONNECTED, retryable=True)
     if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DRError(f"paired target node {pair} did not answer in time",
                        reason="pair-unavailable", retryable=True)

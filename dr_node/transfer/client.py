@@ -27,11 +27,11 @@ import structlog
 from dr_common import tls
 from dr_common.errors import DRError
 from dr_common.proto.dr.v1 import nodes_pb2, transfer_pb2, transfer_pb2_grpc
-from dr_common.repository import ID_SIZE, chunk_id as keyed_chunk_id
+from dr_common.repository import chunk_id as keyed_chunk_id
 from dr_node import metrics
 from dr_node.config import NodeConfig
 from dr_node.sinks import Checkpoint, SinkResult, encode_for_repository
-from dr_node.transfer import MAX_MESSAGE_BYTES, error_from_rpc
+from dr_node.transfer import MAX_MESSAGE_BYTES, PAIR_DISCONNECTED, error_from_rpc, split_ids
 from dr_node.transfer.credits import CreditGate
 
 log = structlog.get_logger()
@@ -157,6 +157,7 @@ class RemoteSink:
         self._segment_chunks = 0
         self._prev_segment: tuple[int, list[bytes]] | None = None
         self._next = 0
+        self.chunks_acked = 0  # chunks the target acknowledged on this stream
 
     # -- the stream ----------------------------------------------------------------
 
@@ -221,7 +222,7 @@ class RemoteSink:
                 resp = await self._call.read()
                 if resp is grpc.aio.EOF:
                     raise DRError(f"paired target node {self.node} ended the stream early",
-                                  reason="pair-disconnected", retryable=True)
+                                  reason=PAIR_DISCONNECTED, retryable=True)
                 kind = resp.WhichOneof("body")
                 if kind == "ack":
                     fut = self._acks.pop(resp.ack.index, None)
@@ -266,7 +267,7 @@ class RemoteSink:
             raise self._broken from None
         except asyncio.InvalidStateError:  # the call already ended
             raise self._broken or DRError("the transfer stream is closed",
-                                          reason="pair-disconnected", retryable=True) from None
+                                          reason=PAIR_DISCONNECTED, retryable=True) from None
 
     async def _invoke(self, **body) -> transfer_pb2.CallReply:
         self._call_ids += 1
@@ -311,8 +312,7 @@ class RemoteSink:
         if self._prev_segment is None or self._prev_segment[0] != seg:
             blob = (await self._invoke(previous_segment=seg)).ids
             # Only the current segment is kept: memory stays bounded on huge disks.
-            self._prev_segment = (seg, [blob[i:i + ID_SIZE]
-                                        for i in range(0, len(blob), ID_SIZE)])
+            self._prev_segment = (seg, split_ids(blob))
         return self._prev_segment[1][index - seg * self._segment_chunks]
 
     def encode(self, frame, length, prev_id):
@@ -343,6 +343,7 @@ class RemoteSink:
             metrics.TRANSFER_CHUNKS.labels(side="source", outcome=ack.outcome).inc()
             metrics.TRANSFER_BYTES.labels(side="source").inc(n)
             if ack.outcome != "rejected":
+                self.chunks_acked += 1
                 return ack.outcome == "stored"
             self._stats.errors += 1
             log.warning("the target node rejected a chunk damaged in transit; sending it "

@@ -21,7 +21,7 @@ import grpc
 import structlog
 
 from dr_common import tls
-from dr_common.errors import DRError, InvalidArgument
+from dr_common.errors import DRError, InvalidArgument, first_error
 from dr_common.proto.dr.v1 import common_pb2, transfer_pb2, transfer_pb2_grpc
 from dr_common.repository import CHUNK_OVERHEAD, ID_SIZE, SEGMENT_CHUNKS
 from dr_common.retry import retry
@@ -29,7 +29,7 @@ from dr_common.targets import open_repository
 from dr_node import metrics
 from dr_node.config import NodeConfig
 from dr_node.sinks import Checkpoint, RepositorySink, comparable
-from dr_node.transfer import MAX_MESSAGE_BYTES, REASON_KEY, status_of
+from dr_node.transfer import MAX_MESSAGE_BYTES, REASON_KEY, split_ids, status_of
 from dr_node.transfer.credits import CreditWindow
 
 log = structlog.get_logger()
@@ -44,7 +44,7 @@ _END = object()
 def _ids(blob: bytes, what: str) -> list[bytes]:
     if len(blob) % ID_SIZE:
         raise InvalidArgument(f"{what}: {len(blob)} bytes is not a whole number of ids")
-    return [blob[i:i + ID_SIZE] for i in range(0, len(blob), ID_SIZE)]
+    return split_ids(blob)
 
 
 class _DiskStream:
@@ -230,8 +230,7 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
             await stream.close()
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-        while isinstance(exc, BaseExceptionGroup):
-            exc = exc.exceptions[0]
+        exc = first_error(exc)
         if isinstance(exc, asyncio.CancelledError):
             raise exc
         if not isinstance(exc, DRError):
