@@ -27,8 +27,9 @@ from tests.conftest import MiB, make_disk
 from tests.test_engine import Instrumented
 
 
-def _config(root, **transfer) -> NodeConfig:
-    return NodeConfig(file_roots=[str(root)], engine=EngineConfig(workers=2),
+def _config(root, budget_bytes=EngineConfig.budget_bytes, **transfer) -> NodeConfig:
+    return NodeConfig(file_roots=[str(root)],
+                      engine=EngineConfig(workers=2, budget_bytes=budget_bytes),
                       transfer=TransferConfig(listen="127.0.0.1:0", **transfer))
 
 
@@ -174,6 +175,46 @@ async def test_slow_target_paces_the_source_within_its_credits(tmp_path):
     finally:
         await source.close()
         await target.stop()
+
+
+async def test_credits_stay_within_the_target_nodes_byte_budget(tmp_path):
+    """A target node whose byte budget (6 MiB) is below its window (32 MiB) grants no
+    more than the budget: the source's in-flight bytes stay under it."""
+    disk, repo = tmp_path / "src.img", tmp_path / "repo"
+    make_disk(disk, 32 * MiB, [(0, 32 * MiB)])
+    budget = 6 * MiB
+    target = await Target(tmp_path, delay=0.02, budget_bytes=budget).start()
+    source = Source(tmp_path)
+    try:
+        res = await source.replicate(disk, target.port, str(repo))
+        gate = source.sinks[0].gate
+        assert gate.waits > 0 and gate.peak_inflight <= budget
+        assert target.servicer.peak_outstanding <= budget
+        assert target.engine.budget.peak <= budget
+        assert (await _restore(repo, res.root_hash, tmp_path / "r.img", target.engine)
+                == disk.read_bytes())
+    finally:
+        await source.close()
+        await target.stop()
+
+
+def test_a_streams_credits_follow_its_share_of_the_budget():
+    """Grants extend to completed + min(window, share), at least one chunk; never back."""
+    from dr_node.transfer.credits import CreditWindow
+    share = [8 * MiB]
+    w = CreditWindow("t", chunk_bytes=MiB, window_bytes=32 * MiB, min_window_bytes=16 * MiB,
+                     max_window_bytes=64 * MiB, share=lambda: share[0])
+    assert w.limit == 8 * MiB
+    w.receive(MiB)
+    assert w.complete(MiB, latency=0.01) == 9 * MiB
+    share[0] = 2 * MiB  # more streams opened: a smaller share; the old grant stands
+    w.receive(MiB)
+    assert w.complete(MiB, latency=0.01) == 9 * MiB
+    share[0] = 0  # an exhausted budget still lets one chunk through
+    for _ in range(7):
+        w.receive(MiB)
+        w.complete(MiB, latency=0.01)
+    assert w.limit == 10 * MiB
 
 
 async def test_target_killed_mid_disk_resumes_sending_at_most_one_window_twice(tmp_path):

@@ -10,13 +10,17 @@ against the largest limit it has granted.
 The target extends the limit as its writes complete, to `completed + window`, where
 the window adapts to its write latency and errors (additive increase, multiplicative
 decrease, as towards any target: dr_node.adaptive) within the configured bounds
-(DESIGN: 32 MiB adapted between 16 and 64 MiB). A grant is never taken back: a
-window that shrinks shows as later grants that grow more slowly.
+(DESIGN: 32 MiB adapted between 16 and 64 MiB), and within the stream's share of the
+target node's byte budget (budget / open streams, at least one chunk): so that what
+the node promises its sources fits in the memory it may hold for them, and received
+chunks do not wait for the budget. A grant is never taken back: a window that shrinks
+shows as later grants that grow more slowly.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from dr_common.errors import DRError
 from dr_node.adaptive import AdaptiveLimiter
@@ -32,9 +36,12 @@ class CreditWindow:
     """The target node's side: how much it granted, received and completed."""
 
     def __init__(self, name: str, *, chunk_bytes: int, window_bytes: int,
-                 min_window_bytes: int, max_window_bytes: int):
+                 min_window_bytes: int, max_window_bytes: int,
+                 share: Callable[[], int] | None = None):
         """`chunk_bytes`: the largest encoded chunk; the window is a whole number of them,
-        at least one."""
+        at least one. `share()`: the bytes this stream may have promised at once, its
+        part of the node's byte budget (None: the window alone bounds it)."""
+        self._share = share
         chunks = lambda n: max(1, n // chunk_bytes)  # noqa: E731 - the window in chunks
         self.chunk_bytes = chunk_bytes
         self._limiter = AdaptiveLimiter(name, initial=chunks(window_bytes),
@@ -43,7 +50,7 @@ class CreditWindow:
                                                     chunks(min_window_bytes)))
         self.received = 0
         self.completed = 0
-        self.limit = self.window_bytes
+        self.limit = self.span()
         # The most bytes ever received and not yet completed: never above the largest
         # window (tests assert it).
         self.peak_outstanding = 0
@@ -51,6 +58,13 @@ class CreditWindow:
     @property
     def window_bytes(self) -> int:
         return int(self._limiter.limit) * self.chunk_bytes
+
+    def span(self) -> int:
+        """Bytes beyond those completed that the next grant allows."""
+        span = self.window_bytes
+        if self._share is not None:
+            span = min(span, max(self.chunk_bytes, self._share()))
+        return span
 
     def receive(self, n: int) -> None:
         self.received += n
@@ -67,7 +81,7 @@ class CreditWindow:
         else:
             self._limiter.on_success(latency)
         self.completed += n
-        self.limit = max(self.limit, self.completed + self.window_bytes)
+        self.limit = max(self.limit, self.completed + self.span())
         return self.limit
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 import grpc
 import structlog
@@ -50,7 +51,9 @@ def _ids(blob: bytes, what: str) -> list[bytes]:
 class _DiskStream:
     """One disk's stream at the target node."""
 
-    def __init__(self, config: NodeConfig, engine, peer: str, open_repo):
+    def __init__(self, config: NodeConfig, engine, peer: str, open_repo,
+                 share: Callable[[], int]):
+        self.share = share  # this stream's part of the node's byte budget (credits)
         self.config = config
         self.engine = engine
         self.peer = peer
@@ -93,7 +96,7 @@ class _DiskStream:
         self.credits = CreditWindow(
             f"pair:{req.disk}", chunk_bytes=req.chunk_size_bytes + CHUNK_OVERHEAD,
             window_bytes=t.window_bytes, min_window_bytes=t.min_window_bytes,
-            max_window_bytes=t.max_window_bytes)
+            max_window_bytes=t.max_window_bytes, share=self.share)
         log.info("transfer stream opened", lease_token=req.lease_token, start_chunk=start,
                  previous=bool(self.previous), window_bytes=self.credits.window_bytes)
         return transfer_pb2.DiskOpened(
@@ -205,11 +208,17 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
         # The most chunk bytes any stream had received and not yet written, against the
         # largest window it could have granted: what credits promise.
         self.peak_outstanding = 0
+        self.open_streams = 0
+
+    def _share(self) -> int:
+        return self.engine.budget.capacity // max(1, self.open_streams)
 
     async def Transfer(self, request_iterator, context: grpc.aio.ServicerContext):
-        stream = _DiskStream(self.config, self.engine, context.peer(), self.open_repo)
+        stream = _DiskStream(self.config, self.engine, context.peer(), self.open_repo,
+                             self._share)
         reader = asyncio.create_task(stream.serve(request_iterator))
         metrics.TRANSFER_STREAMS.labels(side="target").inc()
+        self.open_streams += 1
         try:
             while True:
                 item = await stream.out.get()
@@ -220,6 +229,7 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
                     return
                 yield item
         finally:
+            self.open_streams -= 1
             metrics.TRANSFER_STREAMS.labels(side="target").dec()
             if stream.credits is not None:
                 self.peak_outstanding = max(self.peak_outstanding,
