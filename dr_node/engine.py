@@ -342,13 +342,16 @@ class DiskReplication:
             await bucket.consume(size)
 
         async def put() -> bool | None:
-            if getattr(self.sink, "paced", False):  # credits from the target pace it
-                return await write()
             async with self.limiter.slot():
                 return await write()
 
-        stored = await retry(put, on_retry=lambda e, n: metrics.RETRIES.labels(
-            op="put_chunk").inc())
+        if getattr(self.sink, "paced", False):
+            # A paired node's stream: its credits pace it, and a broken stream is
+            # resumed as a whole (dr_node.agent), not retried chunk by chunk.
+            stored = await write()
+        else:
+            stored = await retry(put, on_retry=lambda e, n: metrics.RETRIES.labels(
+                op="put_chunk").inc())
         self.stats.chunks_sent += 1
         self.stats.bytes_sent += size
         metrics.BYTES.labels(stage="sent").inc(size)

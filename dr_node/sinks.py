@@ -70,7 +70,8 @@ class Sink(Protocol):
     # Set by `begin` when the previous point turned out unusable at the target.
     full_sync_reason: str
     # Does the target pace writes itself (credits of a paired node)? Then the engine's
-    # adaptive limiter stays out of the way (optional; False when absent).
+    # adaptive limiter and per-chunk retries stay out of the way (optional; False when
+    # absent). The bandwidth caps still apply: they count the chunk bytes sent.
     paced: bool
 
     async def begin(self, checkpoint: Checkpoint | None) -> int:
