@@ -412,8 +412,11 @@ class Agent:
 
     def _paired_sink(self, spec: nodes_pb2.ReplicateSpec, task: nodes_pb2.Task,
                      size: int) -> RemoteSink:
-        """The disk goes to the paired target node the control plane chose."""
+        """The disk goes to the paired target node the control plane chose; its
+        certificate must bear the name the control plane authenticated it by (an older
+        control plane sends none: then its node id)."""
         return RemoteSink(self.pairs, node=spec.pair_node, address=spec.pair_address,
+                          tls_name=spec.pair_cert_name or spec.pair_node.rsplit("/", 1)[-1],
                           connect_timeout=self.config.transfer.connect_timeout_seconds,
                           open_disk=transfer_pb2.OpenDisk(
                               task=task.name, lease_token=task.lease_token, disk=spec.disk,

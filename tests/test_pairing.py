@@ -82,6 +82,26 @@ async def test_replicate_goes_to_the_source_site_with_its_target_node(env):
     assert (msg.replicate.pair_node, msg.replicate.pair_address) == ("nodes/t1", TRANSFER)
     # The pair is recorded on the task row too.
     assert (await _task(ctx, t.id)).spec["pair_node"] == "nodes/t1"
+    # TLS off: no certificate name; the source node falls back to the node id.
+    assert msg.replicate.pair_cert_name == ""
+
+
+async def test_the_pair_carries_the_target_nodes_certificate_name(env):
+    """A target node that registered with a certificate shared by its pods (named by
+    the prefix of their ids): the source is told that name, not the node id."""
+    ctx, coord, prot = env
+    await coord.register_node("pool-a1", hostname="pool-a1", version="t", max_tasks=4,
+                              budget_bytes=1, site="dst", transfer_address="127.0.0.1:7444",
+                              cert_name="pool")
+    await _set_node(ctx, "t1", draining=True)
+    async with ctx.db() as s:
+        assert (await s.get(Node, "pool-a1")).cert_name == "pool"
+    await prot.run_plan("plans/p")
+    t = await coord.acquire_task("nodes/s1")
+    msg = convert.task(t)
+    assert (msg.replicate.pair_node, msg.replicate.pair_cert_name) == ("nodes/pool-a1", "pool")
+    assert msg.replicate.pair_address == "127.0.0.1:7444"
+    assert (await _task(ctx, t.id)).spec["pair_cert_name"] == "pool"
 
 
 async def test_repository_tasks_go_to_the_target_site_only(env, tmp_path):

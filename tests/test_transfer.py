@@ -77,9 +77,11 @@ class Source:
         self.sinks: list[RemoteSink] = []
 
     async def replicate(self, disk_path, port, repo_path, *, previous="", checkpoint=None,
-                        progress=None, compression="none", node="nodes/t1", chunk=MiB):
+                        progress=None, compression="none", node="nodes/t1", chunk=MiB,
+                        tls_name=""):
         size = os.path.getsize(disk_path)
         sink = RemoteSink(self.pairs, node=node, address=f"127.0.0.1:{port}",
+                          tls_name=tls_name,
                           connect_timeout=10, open_disk=transfer_pb2.OpenDisk(
                               task="tasks/1", lease_token=1, disk="d1",
                               repository=nodes_pb2.RepositoryLocator(kind="fs", path=repo_path),
@@ -324,6 +326,38 @@ async def test_mutual_tls_pair_and_other_ca_refused(tmp_path):
         assert not (tmp_path / "repo2").exists() and not (tmp_path / "repo3").exists()
     finally:
         for s in (good, rogue, wrong_name):
+            await s.close()
+        await target.stop()
+
+
+async def test_shared_prefix_certificate_pairs_by_the_name_the_control_plane_saw(tmp_path):
+    """Pods sharing one certificate (CN = SAN = a prefix of their node ids, as the Helm
+    chart's nodes do): the source checks the name the control plane authenticated the
+    target by, not the node id; another name is still refused."""
+    disk, repo = tmp_path / "src.img", tmp_path / "repo"
+    make_disk(disk, 8 * MiB, [(0, 8 * MiB)])
+    ours = _certs(tmp_path / "ca", "s1", "nodes-pool")
+    target = await Target(tmp_path, tls_files=ours["nodes-pool"]).start()
+    good = Source(tmp_path, **ours["s1"])
+    by_id, wrong_name = Source(tmp_path, **ours["s1"]), Source(tmp_path, **ours["s1"])
+    try:
+        res = await good.replicate(disk, target.port, str(repo), node="nodes/nodes-pool-a1",
+                                   tls_name="nodes-pool")
+        assert (await _restore(repo, res.root_hash, tmp_path / "r.img", target.engine)
+                == disk.read_bytes())
+        puts = target.chunk_puts()
+        # No name given: the node id, which the shared certificate does not bear.
+        err = await _dr_error(by_id.replicate(disk, target.port, str(repo) + "2",
+                                              node="nodes/nodes-pool-a1"))
+        assert err.reason in ("pair-unavailable", "pair-disconnected"), err.message
+        err = await _dr_error(wrong_name.replicate(disk, target.port, str(repo) + "3",
+                                                   node="nodes/nodes-pool-a1",
+                                                   tls_name="nodes-other"))
+        assert err.reason in ("pair-unavailable", "pair-disconnected"), err.message
+        assert target.chunk_puts() == puts
+        assert not (tmp_path / "repo2").exists() and not (tmp_path / "repo3").exists()
+    finally:
+        for s in (good, by_id, wrong_name):
             await s.close()
         await target.stop()
 

@@ -30,6 +30,13 @@ def _dict(msg) -> dict:
     return json_format.MessageToDict(msg, preserving_proto_field_name=True)
 
 
+def _cert_name(context) -> str:
+    """The common name on the caller's client certificate, which auth.py authenticated
+    ("" when TLS is off)."""
+    cns = context.auth_context().get("x509_common_name") or []
+    return cns[0].decode() if cns else ""
+
+
 class Inventory(inventory_pb2_grpc.InventoryServiceServicer):
     def __init__(self, svc: InventoryService):
         self.svc = svc
@@ -265,7 +272,7 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
             request.node_id or request.hostname, hostname=request.hostname,
             version=request.version, max_tasks=request.max_tasks,
             budget_bytes=request.budget_bytes, site=request.site,
-            transfer_address=request.transfer_address)
+            transfer_address=request.transfer_address, cert_name=_cert_name(context))
         return convert.node(node, True)
 
     @rpc

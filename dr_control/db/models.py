@@ -204,6 +204,9 @@ class Node(Base):
     site: Mapped[str] = mapped_column(String(63), default="")
     # host:port of its TransferService, which paired source nodes dial ("" = none).
     transfer_address: Mapped[str] = mapped_column(Text, default="")
+    # The name on the client certificate it registered with (its id, or the prefix a
+    # shared certificate names; "" = TLS off): paired source nodes check it for that name.
+    cert_name: Mapped[str] = mapped_column(Text, default="")
     # Its pairs' health as of its last heartbeat: [{"node", "address", "streams",
     # "rtt_seconds", "throughput_bytes_per_second", "credit_bytes", "errors"}].
     pairs: Mapped[list] = mapped_column(JSON, default=list)

@@ -326,9 +326,11 @@ class Coordinator:
 
     async def register_node(self, node_id: str, *, hostname: str, version: str,
                             max_tasks: int, budget_bytes: int, site: str = "",
-                            transfer_address: str = "") -> Node:
+                            transfer_address: str = "", cert_name: str = "") -> Node:
         """Records a node and where it sits: its site decides which tasks it may take
-        (routing.py), its transfer address whether it can be a paired target node."""
+        (routing.py), its transfer address whether it can be a paired target node.
+        `cert_name` is the name on the client certificate it registered with ("" when
+        TLS is off): paired source nodes check the node's certificate for it."""
         names.check_id(node_id, field="node_id", what="node")
         if site:
             names.check_id(site, field="site", what="site")
@@ -340,6 +342,7 @@ class Coordinator:
             node.hostname, node.version = hostname, version
             node.max_tasks, node.budget_bytes = max(1, max_tasks), budget_bytes
             node.site, node.transfer_address = site, transfer_address
+            node.cert_name = cert_name
             node.last_heartbeat_time = utcnow()
             known = not site or await s.get(Site, site) is not None
         log.info("node registered", node=node_id, hostname=hostname, max_tasks=max_tasks,
@@ -532,7 +535,7 @@ class Coordinator:
         """The lease's column values that give `task` its pair (kept in the spec, so
         the task row shows which target node writes the disk)."""
         spec = {**task.spec, "pair_node": names.node_name(target.id),
-                "pair_address": target.transfer_address}
+                "pair_address": target.transfer_address, "pair_cert_name": target.cert_name}
         values: dict = {"spec": spec}
         if task.error_reason == NO_TARGET_NODE:
             values.update(error_reason="", error_message="")

@@ -19,7 +19,7 @@ from dr_control.services.inventory import is_paired
 # Task kinds that read the source and so run at the source site.
 SOURCE_KINDS = ("snapshot", "replicate")
 # Spec key of a replicate task streamed to a target node: the target site whose nodes
-# may be its pair (not a wire field: the node gets pair_node and pair_address).
+# may be its pair (not a wire field: the node gets pair_node, pair_address, pair_cert_name).
 PAIR_SITE = "pair_site"
 
 

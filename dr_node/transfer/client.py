@@ -65,17 +65,26 @@ class Pairs:
 
     def __init__(self, config: NodeConfig):
         self.config = config
-        self._channels: dict[str, list[grpc.aio.Channel]] = {}
+        # (address, certificate name) -> its channels: a channel checks one name.
+        self._channels: dict[tuple[str, str], list[grpc.aio.Channel]] = {}
         self._stats: dict[str, _PairStats] = {}
 
-    def channel(self, node: str, address: str, disk: str) -> grpc.aio.Channel:
-        chans = self._channels.get(address)
+    @staticmethod
+    def _tls_name(node: str, tls_name: str) -> str:
+        return tls_name or node.rsplit("/", 1)[-1]
+
+    def channel(self, node: str, address: str, disk: str, tls_name: str = "") -> grpc.aio.Channel:
+        """A channel to the target node `node` at `address`, whose certificate must bear
+        `tls_name` (default: the node id)."""
+        key = (address, self._tls_name(node, tls_name))
+        chans = self._channels.get(key)
         if chans is None:
-            chans = self._channels[address] = [
-                self._open(node, address) for _ in range(max(1, self.config.transfer.connections))]
+            chans = self._channels[key] = [
+                self._open(node, address, key[1])
+                for _ in range(max(1, self.config.transfer.connections))]
         return chans[zlib.crc32(disk.encode()) % len(chans)]
 
-    def _open(self, node: str, address: str) -> grpc.aio.Channel:
+    def _open(self, node: str, address: str, tls_name: str = "") -> grpc.aio.Channel:
         options = [
             # A channel of its own per connection: without this, channels with the same
             # target share one subchannel, i.e. one TCP connection.
@@ -89,9 +98,10 @@ class Pairs:
         ]
         if not self.config.tls_ca_file:
             return grpc.aio.insecure_channel(address, options=options)
-        # The target must show a certificate of our CA naming the node the control plane
-        # paired us with: a node of another CA, or another node, is not our pair.
-        options.append(("grpc.ssl_target_name_override", node.rsplit("/", 1)[-1]))
+        # The target must show a certificate of our CA bearing the name the control plane
+        # authenticated the node it paired us with by (its node id, or the prefix of a
+        # certificate its pods share): a node of another CA, or another node, is not our pair.
+        options.append(("grpc.ssl_target_name_override", self._tls_name(node, tls_name)))
         return grpc.aio.secure_channel(address, tls.channel_credentials(
             self.config.tls_ca_file, self.config.tls_cert_file, self.config.tls_key_file),
             options=options)
@@ -133,10 +143,12 @@ class RemoteSink:
     paced = True
 
     def __init__(self, pairs: Pairs, *, node: str, address: str, open_disk: transfer_pb2.OpenDisk,
-                 connect_timeout: float):
+                 connect_timeout: float, tls_name: str = ""):
         self.pairs = pairs
         self.node = node
         self.address = address
+        # The name the target's certificate must bear ("": the node id of `node`).
+        self.tls_name = tls_name
         self.open_disk = open_disk
         self.disk = open_disk.disk
         self.compression = open_disk.compression or "none"
@@ -175,7 +187,7 @@ class RemoteSink:
             req.checkpoint.segments.extend(checkpoint.segments)
             req.checkpoint.tail = checkpoint.tail
         stub = transfer_pb2_grpc.TransferServiceStub(
-            self.pairs.channel(self.node, self.address, self.disk))
+            self.pairs.channel(self.node, self.address, self.disk, self.tls_name))
         # wait_for_ready: a target node that is restarting gets `connect_timeout` to come
         # back before the task fails (and is retried from its checkpoint).
         self._call = stub.Transfer(wait_for_ready=True)

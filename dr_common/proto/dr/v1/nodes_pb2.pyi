@@ -103,7 +103,7 @@ class RepositoryLocator(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., path: _Optional[str] = ..., aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ...) -> None: ...
 
 class ReplicateSpec(_message.Message):
-    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes", "bandwidth_bytes_per_second", "previous_bitmap", "bitmap", "source_aws", "source_snapshot_id", "previous_source_snapshot_id", "previous_snapshot_id", "pair_node", "pair_address")
+    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes", "bandwidth_bytes_per_second", "previous_bitmap", "bitmap", "source_aws", "source_snapshot_id", "previous_source_snapshot_id", "previous_snapshot_id", "pair_node", "pair_address", "pair_cert_name")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class ReplicateSpec(_message.Message):
     PREVIOUS_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     PAIR_NODE_FIELD_NUMBER: _ClassVar[int]
     PAIR_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PAIR_CERT_NAME_FIELD_NUMBER: _ClassVar[int]
     plan: str
     cycle: str
     disk: str
@@ -146,7 +147,8 @@ class ReplicateSpec(_message.Message):
     previous_snapshot_id: str
     pair_node: str
     pair_address: str
-    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ..., source_aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ..., source_snapshot_id: _Optional[str] = ..., previous_source_snapshot_id: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ..., pair_node: _Optional[str] = ..., pair_address: _Optional[str] = ...) -> None: ...
+    pair_cert_name: str
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ..., source_aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ..., source_snapshot_id: _Optional[str] = ..., previous_source_snapshot_id: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ..., pair_node: _Optional[str] = ..., pair_address: _Optional[str] = ..., pair_cert_name: _Optional[str] = ...) -> None: ...
 
 class SnapshotSpec(_message.Message):
     __slots__ = ("plan", "cycle", "source_aws", "volumes", "keep_snapshot_ids")
