@@ -363,6 +363,29 @@ def _paragraphs(results: dict, runs: int) -> list[str]:
             f"runs the restored file's BLAKE3 was compared with the source's: "
             f"{'identical' if e['verified'] else 'DIFFERENT'}. Goal (issue): >= 0.5x "
             f"`qemu-img convert`.")
+    if "P9" in s:
+        e = s["P9"]["extra"]
+        fixed, resets, inc = e["fixed_one_chunk"], e["resets_1pct"], e["incremental_1pct"]
+        out.append(
+            f"**P9 — paired nodes over a WAN.** dr-control, a source node and a target node "
+            f"(separate dr-node processes) and `bench/wanproxy.py` as its own process "
+            f"between them: {e['rtt_ms']} ms RTT, a {e['link_mbit']} Mbit/s cap shared by "
+            f"all connections (user space: this kernel has no netem). A "
+            f"{_size(e['image_bytes'])} image from the source site to the paired site's "
+            f"repository; time is the replicate task's, from the source node's log. Full "
+            f"sync with the adaptive credit window: {_f(s['P9']['ours_mb_s'], '{:.1f}')} "
+            f"MB/s = {e['share_of_link'] * 100:.0f} % of the link "
+            f"({e['share_of_measured_link'] * 100:.0f} % of one plain TCP stream through the "
+            f"same proxy, measured in the same run: the baseline). A fixed one-chunk window "
+            f"({_size(fixed['image_bytes'])}): {fixed['share_of_link'] * 100:.0f} %. With 1 % "
+            f"of each connection's MiB segments reset: {resets['share_of_link'] * 100:.0f} % "
+            f"({resets['resets']} resets, each stream resumed in place from the newest "
+            f"checkpoint). A 1 % incremental (scattered 64 KiB writes, "
+            f"{_mib(inc['changed_bytes'])} MiB): {inc['seconds']:.1f} s, "
+            f"{_mib(inc['bytes_sent'])} MiB of 1 MiB chunks sent. Peak RSS per node "
+            f"(VmHWM): " + ", ".join(f"{k} {v:.0f} MiB" for k, v in
+                                     e["peak_rss_mib_by_node"].items()) +
+            ". Goal (issue): >= 90 % of the link with the adaptive window.")
     return out
 
 
