@@ -384,19 +384,26 @@ class Agent:
         # be the tighter bound.
         window = -(-self.config.transfer.max_window_bytes // spec.chunk_size_bytes)
         checkpoint, report = common["checkpoint"], common["progress"]
+        # The task's stats count every stream's work: those of streams that broke are
+        # carried over. `live` is the running stream's Stats, which the engine keeps
+        # updating after handing it to `progress` (a stream that breaks before its first
+        # progress report, within engine.progress_seconds, is not counted).
+        carried, live = Stats(), Stats()
 
-        async def progress(cp, *args):
-            nonlocal checkpoint
-            checkpoint = cp or checkpoint
-            await report(cp, *args)
+        async def progress(cp, bytes_done, stats, full_sync):
+            nonlocal checkpoint, live
+            checkpoint, live = cp or checkpoint, stats
+            await report(cp, bytes_done, carried + stats, full_sync)
 
         stalls = 0
         while True:
             async with self._paired_sink(spec, task, size) as sink:
                 try:
-                    return await self.engine.replicate(
+                    result = await self.engine.replicate(
                         sink=sink, window=window,
                         **{**common, "checkpoint": checkpoint, "progress": progress})
+                    result.stats = carried + result.stats
+                    return result
                 except BaseException as exc:  # noqa: BLE001 - re-raised unless resumable
                     err = first_error(exc)
                     if not isinstance(err, DRError) or err.reason != PAIR_DISCONNECTED:
@@ -404,6 +411,7 @@ class Agent:
                     stalls = 0 if sink.chunks_acked else stalls + 1
                     if stalls >= RESUME_STALLS:
                         raise err from None
+                    carried, live = carried + live, Stats()
             log.warning("stream to the target node broke; resuming in place",
                         pair=spec.pair_node, message=err.message,
                         watermark_chunk=checkpoint.watermark_chunk if checkpoint else 0)

@@ -70,6 +70,9 @@ class Stats:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def __add__(self, other: Stats) -> Stats:
+        return Stats(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+
 
 @dataclass
 class ReplicateResult:
