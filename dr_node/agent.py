@@ -385,14 +385,12 @@ class Agent:
         window = -(-self.config.transfer.max_window_bytes // spec.chunk_size_bytes)
         checkpoint, report = common["checkpoint"], common["progress"]
         # The task's stats count every stream's work: those of streams that broke are
-        # carried over. `live` is the running stream's Stats, which the engine keeps
-        # updating after handing it to `progress` (a stream that breaks before its first
-        # progress report, within engine.progress_seconds, is not counted).
+        # carried over (`live`: the running stream's, which the engine counts into).
         carried, live = Stats(), Stats()
 
         async def progress(cp, bytes_done, stats, full_sync):
-            nonlocal checkpoint, live
-            checkpoint, live = cp or checkpoint, stats
+            nonlocal checkpoint
+            checkpoint = cp or checkpoint
             await report(cp, bytes_done, carried + stats, full_sync)
 
         stalls = 0
@@ -400,7 +398,7 @@ class Agent:
             async with self._paired_sink(spec, task, size) as sink:
                 try:
                     result = await self.engine.replicate(
-                        sink=sink, window=window,
+                        sink=sink, window=window, stats=live,
                         **{**common, "checkpoint": checkpoint, "progress": progress})
                     result.stats = carried + result.stats
                     return result

@@ -171,7 +171,7 @@ class DiskReplication:
                  checkpoint: Checkpoint | None, checkpoint_interval: int,
                  progress: Progress = _no_progress, progress_seconds: float = 2.0,
                  limiter: AdaptiveLimiter | None = None, buckets: tuple[TokenBucket, ...] = (),
-                 buffers: BufferPool | None = None):
+                 buffers: BufferPool | None = None, stats: Stats | None = None):
         self.disk = disk
         self.source = source
         self.sink = sink
@@ -189,7 +189,7 @@ class DiskReplication:
         self.checkpoint_interval = max(checkpoint_interval, chunk_size)
         self.progress = progress
         self.progress_seconds = progress_seconds
-        self.stats = Stats()
+        self.stats = stats if stats is not None else Stats()
         # A resumed task asks the target before sending, until a run of misses shows
         # it has passed where the previous holder got to (see _stored_before).
         self._probing = False
@@ -435,8 +435,10 @@ class Engine:
                         checkpoint_interval: int = 500_000_000,
                         progress: Progress = _no_progress,
                         plan_bandwidth: TokenBucket | None = None,
-                        window: int | None = None) -> ReplicateResult:
-        """Replicates one disk into `sink`, or into repository `repo` (named `target`)."""
+                        window: int | None = None,
+                        stats: Stats | None = None) -> ReplicateResult:
+        """Replicates one disk into `sink`, or into repository `repo` (named `target`).
+        `stats`: counted into as the work goes (readable even if it fails)."""
         if sink is None:
             if repo is None:
                 raise ValueError("replicate needs a sink or a repository")
@@ -449,7 +451,7 @@ class Engine:
             window=window or self.config.window_chunks, chunk_size=chunk_size,
             checkpoint=checkpoint, checkpoint_interval=checkpoint_interval, progress=progress,
             progress_seconds=self.config.progress_seconds, limiter=self.limiter(sink.name),
-            buckets=buckets, buffers=self.buffers)
+            buckets=buckets, buffers=self.buffers, stats=stats)
         return await job.run()
 
     async def restore_raw(self, *, repo: Repository, root_hash: str, disk: str,
