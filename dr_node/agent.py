@@ -393,12 +393,14 @@ class Agent:
             checkpoint = cp or checkpoint
             await report(cp, bytes_done, carried + stats, full_sync)
 
-        stalls = 0
+        stalls, resumed = 0, False
         while True:
             async with self._paired_sink(spec, task, size) as sink:
                 try:
+                    # A resumed stream asks the target about chunks before sending them,
+                    # even with no checkpoint yet: it holds what the broken one sent.
                     result = await self.engine.replicate(
-                        sink=sink, window=window, stats=live,
+                        sink=sink, window=window, stats=live, probe=resumed,
                         **{**common, "checkpoint": checkpoint, "progress": progress})
                     result.stats = carried + result.stats
                     return result
@@ -409,7 +411,7 @@ class Agent:
                     stalls = 0 if sink.chunks_acked else stalls + 1
                     if stalls >= RESUME_STALLS:
                         raise err from None
-                    carried, live = carried + live, Stats()
+                    carried, live, resumed = carried + live, Stats(), True
             log.warning("stream to the target node broke; resuming in place",
                         pair=spec.pair_node, message=err.message,
                         watermark_chunk=checkpoint.watermark_chunk if checkpoint else 0)

@@ -171,7 +171,8 @@ class DiskReplication:
                  checkpoint: Checkpoint | None, checkpoint_interval: int,
                  progress: Progress = _no_progress, progress_seconds: float = 2.0,
                  limiter: AdaptiveLimiter | None = None, buckets: tuple[TokenBucket, ...] = (),
-                 buffers: BufferPool | None = None, stats: Stats | None = None):
+                 buffers: BufferPool | None = None, stats: Stats | None = None,
+                 probe: bool = False):
         self.disk = disk
         self.source = source
         self.sink = sink
@@ -194,6 +195,14 @@ class DiskReplication:
         # it has passed where the previous holder got to (see _stored_before).
         self._probing = False
         self._probe_misses = 0
+        # Ask the target even when starting at chunk 0 (a stream resumed in place
+        # before its first checkpoint: the target holds what the broken one sent).
+        self._probe = probe
+        # Budget bytes taken for chunks and not yet released by them: a chunk task
+        # cancelled before it ever ran (the job failed) cannot release its own, so the
+        # job releases what is left when it ends; otherwise a node would lose budget
+        # with every failed disk until it could take no chunk at all.
+        self._held = 0
         # Metric children resolved once: a labels() lookup per chunk shows in profiles.
         self._m_read = metrics.CHUNKS.labels(outcome="read")
         self._m_zero = metrics.CHUNKS.labels(outcome="zero")
@@ -213,11 +222,26 @@ class DiskReplication:
         emap = _ExtentMap(extents, use_clean=self.sink.has_previous)
         if start:
             log.info("resuming from checkpoint", disk=self.disk, watermark_chunk=start)
-            self._probing = self.sink.can_probe
+        self._probing = self.sink.can_probe and bool(start or self._probe)
         # (first chunk, ids): a run of hole or clean chunks is one entry.
         done: asyncio.Queue[tuple[int, list[bytes] | None]] = asyncio.Queue()
         window = asyncio.Semaphore(self.window)
         metrics.WINDOW.labels(disk=self.disk).set(self.window)
+        try:
+            result = await self._dispatch(start, emap, window, done)
+        finally:
+            if self._held:
+                self.budget.release(self._held)
+                self._held = 0
+        return ReplicateResult(manifest=result.manifest, full_sync=self.full_sync,
+                               stats=self.stats, root_hash=result.root_hash,
+                               snapshot_id=result.snapshot_id, size=result.size,
+                               full_sync_reason=self.sink.full_sync_reason)
+
+    async def _dispatch(self, start: int, emap: _ExtentMap, window: asyncio.Semaphore,
+                        done: asyncio.Queue) -> SinkResult:
+        """Starts a task per chunk to send, in order, within the window and the byte
+        budget; returns the committer's result once every chunk is committed."""
         async with asyncio.TaskGroup() as tg:
             committer = tg.create_task(self._commit(done))
             run_start, run = start, []
@@ -249,16 +273,13 @@ class DiskReplication:
                 except BaseException:
                     window.release()
                     raise
+                self._held += taken
                 tg.create_task(self._chunk(index, offset, length, prev_id, kind == "zero",
                                            taken, window, done))
             if run:
                 done.put_nowait((run_start, run))
             done.put_nowait((self.chunk_count, None))  # end marker, after all dispatches
-        result = committer.result()
-        return ReplicateResult(manifest=result.manifest, full_sync=self.full_sync,
-                               stats=self.stats, root_hash=result.root_hash,
-                               snapshot_id=result.snapshot_id, size=result.size,
-                               full_sync_reason=self.sink.full_sync_reason)
+        return committer.result()
 
     def _count_zero(self) -> None:
         self.stats.chunks_zero += 1
@@ -322,6 +343,7 @@ class DiskReplication:
             self.buffers.put(frame)
         finally:
             self.budget.release(taken)
+            self._held -= taken
             window.release()
 
     async def _stored_before(self, cid: bytes) -> bool:
@@ -436,9 +458,11 @@ class Engine:
                         progress: Progress = _no_progress,
                         plan_bandwidth: TokenBucket | None = None,
                         window: int | None = None,
-                        stats: Stats | None = None) -> ReplicateResult:
+                        stats: Stats | None = None, probe: bool = False) -> ReplicateResult:
         """Replicates one disk into `sink`, or into repository `repo` (named `target`).
-        `stats`: counted into as the work goes (readable even if it fails)."""
+        `stats`: counted into as the work goes (readable even if it fails). `probe`: ask
+        the target about chunks before sending them even with no checkpoint (see
+        DiskReplication)."""
         if sink is None:
             if repo is None:
                 raise ValueError("replicate needs a sink or a repository")
@@ -451,7 +475,7 @@ class Engine:
             window=window or self.config.window_chunks, chunk_size=chunk_size,
             checkpoint=checkpoint, checkpoint_interval=checkpoint_interval, progress=progress,
             progress_seconds=self.config.progress_seconds, limiter=self.limiter(sink.name),
-            buckets=buckets, buffers=self.buffers, stats=stats)
+            buckets=buckets, buffers=self.buffers, stats=stats, probe=probe)
         return await job.run()
 
     async def restore_raw(self, *, repo: Repository, root_hash: str, disk: str,

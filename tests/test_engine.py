@@ -72,6 +72,20 @@ async def _replicate(engine: Engine, store, disk_path, *, checkpoint=None, progr
             progress=progress or (lambda *a: asyncio.sleep(0)))
 
 
+async def test_a_failed_disk_gives_back_all_its_budget(tmp_path):
+    """Chunk tasks cancelled before they ever ran (the disk failed) still hand back the
+    byte budget taken for them: a node must not lose budget with every failed disk."""
+    disk = tmp_path / "d.img"
+    make_disk(disk, 64 * MiB, [(0, 64 * MiB)])
+    engine = Engine(EngineConfig(window_chunks=32, workers=2))
+    for attempt in range(3):
+        store = Instrumented(FsStore(tmp_path / f"repo{attempt}", durable=False), die_at=8)
+        with pytest.raises(BaseException):
+            await _replicate(engine, store, disk, window=32)
+        assert engine.budget.used == 0, f"attempt {attempt}: {engine.budget.used} bytes held"
+    engine.close()
+
+
 async def test_resume_after_kill_resends_at_most_one_window(tmp_path):
     disk = tmp_path / "d.img"
     make_disk(disk, 96 * MiB, [(0, 96 * MiB)])
