@@ -1,8 +1,10 @@
-"""`python -m bench` / `make bench`: run the benchmark scenarios P1-P6, P1-NBD, P2-CBT.
+"""`python -m bench` / `make bench`: run the benchmark scenarios P1-P6, P1-NBD, P2-CBT, P9.
 
 A full run (all scenarios, not --smoke) writes bench/results.json and rewrites
-docs/BENCHMARKS.md; any other run writes WORK/results.json only, so the committed
-numbers always come from a complete run.
+docs/BENCHMARKS.md; any other run writes WORK/results.json only, unless --merge: then
+its scenarios replace theirs in bench/results.json (each marked with when it was
+measured) and docs/BENCHMARKS.md is rewritten, saying which scenarios are newer than
+the full run.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="do not drop the page cache before measurements")
     ap.add_argument("--keep-data", action="store_true",
                     help="keep the generated images in WORK/data for the next run")
+    ap.add_argument("--merge", action="store_true",
+                    help="a subset run: put its scenarios into bench/results.json and "
+                         "rewrite docs/BENCHMARKS.md (the others keep their last full "
+                         "run's numbers)")
     args = ap.parse_args(argv)
     args.ids = [x.strip().upper() for x in args.scenarios.split(",") if x.strip()]
     unknown = [x for x in args.ids if x not in SCENARIOS]
@@ -52,6 +58,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         ap.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     if args.runs is not None and args.runs < 1:
         ap.error("--runs must be at least 1")
+    if args.merge and (args.smoke or args.size_gib is not None):
+        ap.error("--merge takes full-size runs only (no --smoke, no --size-gib)")
     try:
         args.cbt_sizes = tuple(max(MiB, int(float(x) * GiB) // MiB * MiB)
                                for x in args.cbt_sizes_gib.split(",") if x.strip())
@@ -113,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     titles = {k: v[0] for k, v in SCENARIOS.items()}
     print(report.text_table(results, titles))
     full = not args.smoke and args.ids == list(SCENARIOS)
-    if full:
+    if args.merge and not full:
+        results = report.merge(ROOT / "bench" / "results.json", results, list(SCENARIOS))
+    if full or args.merge:
         out = ROOT / "bench" / "results.json"
         report.write_json(results, out)
+        # A merge rewrites the full run's document: it keeps that run's command.
         command = "make bench" + (f" BENCH_ARGS={shlex.quote(' '.join(sys.argv[1:]))}"
-                                  if sys.argv[1:] else "")
+                                  if sys.argv[1:] and not args.merge else "")
         doc = ROOT / "docs" / "BENCHMARKS.md"
         doc.write_text(report.markdown(results, titles, settings.runs, command))
         log(f"wrote {out} and {doc} ({time.monotonic() - t0:.0f} s)")

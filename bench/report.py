@@ -189,6 +189,21 @@ def write_json(results: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def merge(path: Path, new: dict, order: list[str]) -> dict:
+    """The committed results at `path` with `new`'s scenarios in place of theirs, each
+    marked with its run's date and runs, and listed in machine["merged"]."""
+    old = json.loads(path.read_text())
+    stamp = {"date": new["machine"]["date"], "runs": new["machine"]["runs"]}
+    by_id = {s["id"]: s for s in old["scenarios"]}
+    for s in new["scenarios"]:
+        by_id[s["id"]] = {**s, "measured": stamp}
+    old["scenarios"] = [by_id[i] for i in order if i in by_id]
+    merged = {m["id"]: m for m in old["machine"].get("merged", [])}
+    merged.update({s["id"]: {"id": s["id"], **stamp} for s in new["scenarios"]})
+    old["machine"]["merged"] = [merged[i] for i in order if i in merged]
+    return old
+
+
 # -- docs/BENCHMARKS.md ---------------------------------------------------------------
 
 def _by_id(results: dict) -> dict[str, dict]:
@@ -389,6 +404,15 @@ def _paragraphs(results: dict, runs: int) -> list[str]:
     return out
 
 
+def _merged(m: dict) -> str:
+    if not m.get("merged"):
+        return ""
+    rows = "; ".join(f"{x['id']} on {x['date']} ({x['runs']} runs)" for x in m["merged"])
+    return (f"\n\nMeasured after the full run, on the same machine, with `make bench "
+            f"BENCH_ARGS=\"--scenarios ID --merge\"`: {rows}. The machine table above is "
+            f"the full run's.")
+
+
 def markdown(results: dict, titles: dict[str, str], runs: int, command: str) -> str:
     m = results["machine"]
     mach = "\n".join(f"| {k} | {v} |" for k, v in (
@@ -428,7 +452,7 @@ make bench BENCH_ARGS="--smoke"              # tiny sizes, a minute: does it all
 
 The machine is shared with other work, so numbers are noisy: every figure is the
 **median of {runs} runs**, and ours and the baselines alternate inside each run
-(P2-CBT: phase after phase, see there).
+(P2-CBT: phase after phase, see there).{_merged(m)}
 
 ## Results
 
