@@ -131,3 +131,27 @@ def test_bench_smoke_paired_nodes(tmp_path: Path) -> None:
     inc = e["incremental_1pct"]
     assert inc["changed_bytes"] <= inc["bytes_sent"] < e["image_bytes"] / 4
     assert set(e["peak_rss_mib_by_node"]) == {"src1", "tgt"}
+
+
+def test_merge_replaces_one_scenario_and_says_when(tmp_path: Path) -> None:
+    """`--merge`: a subset run's scenarios replace theirs in the committed results, in
+    scenario order, marked with their run's date; the document says so."""
+    from bench import report
+    from bench.scenarios import SCENARIOS
+    committed = json.loads((ROOT / "bench" / "results.json").read_text())
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(committed))
+    first = committed["scenarios"][0]
+    new = {"machine": {"date": "2099-01-01 00:00 UTC", "runs": 1},
+           "scenarios": [{**first, "ours_mb_s": 1.0}]}
+    merged = report.merge(path, new, list(SCENARIOS))
+    ids = [s["id"] for s in merged["scenarios"]]
+    assert ids == [i for i in SCENARIOS if i in ids]
+    assert len(ids) == len(committed["scenarios"])
+    by_id = {s["id"]: s for s in merged["scenarios"]}
+    assert by_id[first["id"]]["ours_mb_s"] == 1.0
+    assert by_id[first["id"]]["measured"]["date"] == "2099-01-01 00:00 UTC"
+    assert merged["machine"]["merged"] == [{"id": first["id"], "date": "2099-01-01 00:00 UTC",
+                                            "runs": 1}]
+    doc = report.markdown(merged, {k: v[0] for k, v in SCENARIOS.items()}, 3, "make bench")
+    assert f"{first['id']} on 2099-01-01 00:00 UTC (1 runs)" in doc
