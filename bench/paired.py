@@ -118,8 +118,10 @@ def _vm_hwm_mib(pid: int) -> float:
 
 
 def _task_seconds(log_text: str) -> list[float]:
-    """Seconds of each replicate task in a node's JSON log, in order (start to finish,
-    resumes in place included)."""
+    """Seconds of each replicate task in a node's JSON log, in order: from `task
+    started` to `disk replicated` (resumes in place included). That is logged before
+    the node reports the task complete; `task finished` comes after, possibly after the
+    cycle completed."""
     kinds, starts, out = {}, {}, []
     for line in log_text.splitlines():
         with contextlib.suppress(ValueError):
@@ -127,7 +129,7 @@ def _task_seconds(log_text: str) -> list[float]:
             if ev.get("event") == "task started":
                 kinds[ev["task"]] = ev.get("kind")
                 starts[ev["task"]] = datetime.fromisoformat(ev["timestamp"].rstrip("Z"))
-            elif ev.get("event") == "task finished" and kinds.get(ev.get("task")) == "replicate":
+            elif ev.get("event") == "disk replicated" and kinds.get(ev.get("task")) == "replicate":
                 end = datetime.fromisoformat(ev["timestamp"].rstrip("Z"))
                 out.append((end - starts[ev["task"]]).total_seconds())
     return out
