@@ -171,14 +171,18 @@ class PairedRun:
         cycle = c.cycles("plans/p")[-1]
         if cycle["state"] != "completed":
             raise RuntimeError(f"P9 cycle did not complete: {cycle}")
-        seconds = _task_seconds(c.log("node-src1.log"))[-1]
+        seconds = _task_seconds(self.source_log())[-1]
         return {"seconds": seconds, "stats": {k: int(v) for k, v in cycle["stats"].items()}}
 
     def peak_rss_mib(self) -> dict[str, float]:
         return {n: round(_vm_hwm_mib(self.cluster.nodes[n].pid), 1) for n in ("src1", "tgt")}
 
+    def source_log(self) -> str:
+        """The source node's whole log (Cluster.log gives only its tail)."""
+        return (self.cluster.root / "node-src1.log").read_text(errors="replace")
+
     def resumes(self) -> int:
-        return self.cluster.log("node-src1.log").count("resuming in place")
+        return self.source_log().count("resuming in place")
 
     def __exit__(self, *exc) -> None:
         if self.wan is not None:

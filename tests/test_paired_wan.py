@@ -63,6 +63,11 @@ def _restore_equals(c: Cluster, point: str, expected: str, name: str) -> None:
     assert sha256(dest) == expected, f"{point} does not restore to the source's bytes"
 
 
+def _log(c: Cluster, name: str) -> str:
+    """A daemon's whole log (Cluster.log gives only its tail)."""
+    return (c.root / name).read_text(errors="replace")
+
+
 def _metric(port: int, name: str, **labels: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     total = 0.0
@@ -98,7 +103,7 @@ def test_every_point_restores_bit_identical_across_the_wan(tmp_path):
         _restore_equals(c, points[0]["name"], first, "p1.raw")
         _restore_equals(c, points[1]["name"], second, "p2.raw")
         # The repository is only at the recovery site, written by the target node.
-        assert "task started" not in c.log("node-n1.log")
+        assert "task started" not in _log(c, "node-n1.log")
         assert not any(c.repo.iterdir())
 
 
@@ -120,7 +125,7 @@ def _kill_target_mid_cycle(c: Cluster, wan, size: int, expected: str) -> None:
     at_kill = wan.bytes_up
     # The source notices and stops: while the target is down nothing more than what
     # was already under way (at most one window of credits) crosses the proxy.
-    wait_for(lambda: "transfer stream broke" in c.log("node-src1.log"),
+    wait_for(lambda: "transfer stream broke" in _log(c, "node-src1.log"),
              what="the source node to notice")
     stopped_at = wan.bytes_up
     assert stopped_at - at_kill <= WINDOW
@@ -130,7 +135,7 @@ def _kill_target_mid_cycle(c: Cluster, wan, size: int, expected: str) -> None:
         c.cycles("plans/p")[0]), timeout=120, what="the cycle to end")
     assert cycle["state"] == "completed", cycle
     # The stream was resumed in place: the task's attempt was not spent.
-    assert "resuming in place" in c.log("node-src1.log")
+    assert "resuming in place" in _log(c, "node-src1.log")
     assert _metric(c.nodes["src1"].metrics_port, "dr_transfer_resumes_total") >= 1
     # Chunks sent twice: whatever crossed the WAN beyond the disk itself is the
     # chunks in flight when the target died (at most one window), plus framing,
@@ -155,7 +160,7 @@ def test_a_byte_flipped_on_the_wan_is_rejected_and_sent_again(tmp_path):
         assert _metric(src, "dr_transfer_chunks_total", side="source", outcome="rejected") == 1
         assert _metric(src, "dr_transfer_chunks_total", side="source", outcome="stored") == 16
         assert int(cycle["stats"]["chunks_sent"]) == 16
-        assert "rejected a chunk damaged in transit" in c.log("node-src1.log")
+        assert "rejected a chunk damaged in transit" in _log(c, "node-src1.log")
         [point] = c.points("plans/p")
         _restore_equals(c, point["name"], expected, "p1.raw")
 
@@ -182,6 +187,6 @@ def test_connection_resets_on_the_wan_resume_in_place(tmp_path):
         resumes = _metric(c.nodes["src1"].metrics_port, "dr_transfer_resumes_total")
         assert resumes >= 1
         assert not cycle.get("error")
-        assert "task failed" not in c.log("node-src1.log")
+        assert "task failed" not in _log(c, "node-src1.log")
         [point] = c.points("plans/p")
         _restore_equals(c, point["name"], expected, "p1.raw")
