@@ -48,7 +48,9 @@ RELEASED = "node-stopping"  # the coordinator requeues these without using an at
 ACQUIRE_WAIT_SECONDS = 5
 # Broken pair streams in a row, none storing a chunk, before a paired replicate task
 # fails (and is retried by the control plane) instead of resuming in place.
-RESUME_STALLS = 3
+# Five: on a link that resets often, a stream can break before its first
+# acknowledgement now and then without the pair being unusable.
+RESUME_STALLS = 5
 
 
 class LeaseLost(Exception):
