@@ -151,7 +151,10 @@ def test_merge_replaces_one_scenario_and_says_when(tmp_path: Path) -> None:
     by_id = {s["id"]: s for s in merged["scenarios"]}
     assert by_id[first["id"]]["ours_mb_s"] == 1.0
     assert by_id[first["id"]]["measured"]["date"] == "2099-01-01 00:00 UTC"
-    assert merged["machine"]["merged"] == [{"id": first["id"], "date": "2099-01-01 00:00 UTC",
-                                            "runs": 1}]
+    # Listed once, with scenarios merged before it (in scenario order).
+    listed = merged["machine"]["merged"]
+    assert [m for m in listed if m["id"] == first["id"]] == [
+        {"id": first["id"], "date": "2099-01-01 00:00 UTC", "runs": 1}]
+    assert [m["id"] for m in listed] == [i for i in SCENARIOS if i in {m["id"] for m in listed}]
     doc = report.markdown(merged, {k: v[0] for k, v in SCENARIOS.items()}, 3, "make bench")
     assert f"{first['id']} on 2099-01-01 00:00 UTC (1 runs)" in doc
