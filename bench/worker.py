@@ -32,13 +32,25 @@ def _engine(spec: dict):
     return Engine(EngineConfig(**spec.get("engine", {})))
 
 
-async def _open_repo(engine, path: str, link: dict | None):
+async def _open_target(engine, path: str, link: dict | None, roots: tuple[str, ...] = ()):
+    """The repository target the node would open for `path` (its store without fsync,
+    as the baselines' files are synced once at the end), optionally behind a WAN link."""
     from dr_common.repository import FsStore, Repository
+    from dr_common.targets.repository import RepositoryTarget
     store = FsStore(path, executor=engine.pool, durable=False)
     if link:
         from bench.linkstore import LinkStore
         store = LinkStore(store, latency=link["latency"], rate=link["rate"])
-    return await Repository.open_or_create(store), store
+    repo = await Repository.open_or_create(store)
+    return RepositoryTarget(repo, name="bench-repo", env=engine.target_env(roots)), store
+
+
+async def _sink(target, spec: dict, disk: str, src):
+    from dr_common.targets.base import SinkRequest
+    return await target.sink(SinkRequest(
+        plan="plans/bench", cycle="plans/bench/cycles/1", disk=disk, size=src.size,
+        chunk_size=spec["chunk_size"], compression=spec.get("compression", "none"),
+        previous_root_hash=spec.get("previous", "")))
 
 
 def _limiter_info(engine, target: str) -> dict:
@@ -54,15 +66,15 @@ async def replicate(spec: dict) -> dict:
     from dr_common.sources.file import FileDisk
     engine = _engine(spec)
     try:
-        repo, store = await _open_repo(engine, spec["repo"], spec.get("link"))
-        previous = await repo.get_manifest(spec["previous"]) if spec.get("previous") else None
+        target, store = await _open_target(engine, spec["repo"], spec.get("link"))
         rss_before = _rss_mib()
         with FileDisk(spec["image"]) as src:
+            disk = spec.get("disk", "d1")
+            sink = await _sink(target, spec, disk, src)
             t0 = time.perf_counter()
             result = await engine.replicate(
-                disk=spec.get("disk", "d1"), source=src, repo=repo, target="bench-repo",
-                chunk_size=spec["chunk_size"], compression=spec.get("compression", "none"),
-                previous=previous, window=spec.get("window"))
+                disk=disk, source=src, sink=sink, chunk_size=spec["chunk_size"],
+                window=spec.get("window"))
             os.sync()
             seconds = time.perf_counter() - t0
         out = {"seconds": seconds, "root_hash": result.manifest.root_hash,
@@ -89,8 +101,7 @@ async def replicate_kvm(spec: dict) -> dict:
     from dr_common.sources.kvm import KvmDisk
     engine = _engine(spec)
     try:
-        repo, _ = await _open_repo(engine, spec["repo"], None)
-        previous = await repo.get_manifest(spec["previous"]) if spec.get("previous") else None
+        target, _ = await _open_target(engine, spec["repo"], None)
         loop = asyncio.get_running_loop()
         rss_before = _rss_mib()
         t0 = time.perf_counter()
@@ -100,10 +111,10 @@ async def replicate_kvm(spec: dict) -> dict:
         open_seconds = time.perf_counter() - t0
         try:
             t1 = time.perf_counter()
+            disk = spec.get("disk", "d1")
             result = await engine.replicate(
-                disk=spec.get("disk", "d1"), source=src, repo=repo, target="bench-repo",
-                chunk_size=spec["chunk_size"], compression=spec.get("compression", "none"),
-                previous=previous, window=spec.get("window"))
+                disk=disk, source=src, sink=await _sink(target, spec, disk, src),
+                chunk_size=spec["chunk_size"], window=spec.get("window"))
             replicate_seconds = time.perf_counter() - t1
         finally:
             await loop.run_in_executor(engine.pool, src.close)
@@ -128,16 +139,16 @@ async def replicate_many(spec: dict) -> dict:
     from dr_common.sources.file import FileDisk
     engine = _engine(spec)
     try:
-        repo, _ = await _open_repo(engine, spec["repo"], None)
+        target, _ = await _open_target(engine, spec["repo"], None)
         with ExitStack() as stack:
             sources = [stack.enter_context(FileDisk(p)) for p in spec["images"]]
             finish: list[float] = [0.0] * len(sources)
             t0 = time.perf_counter()
 
             async def one(i: int, src):
-                r = await engine.replicate(disk=f"d{i}", source=src, repo=repo,
-                                           target="bench-repo", chunk_size=spec["chunk_size"],
-                                           compression="none")
+                r = await engine.replicate(
+                    disk=f"d{i}", source=src, chunk_size=spec["chunk_size"],
+                    sink=await _sink(target, {**spec, "compression": "none"}, f"d{i}", src))
                 finish[i] = time.perf_counter() - t0
                 return r
 
@@ -159,15 +170,20 @@ async def replicate_many(spec: dict) -> dict:
 async def restore(spec: dict) -> dict:
     engine = _engine(spec)
     try:
-        repo, _ = await _open_repo(engine, spec["repo"], None)
+        from dr_common.proto.dr.v1 import nodes_pb2
         dest = Path(spec["destination"])
+        target, _ = await _open_target(engine, spec["repo"], None, roots=(str(dest.parent),))
+
+        async def progress(done: int, total: int) -> None:
+            return None
+
         t0 = time.perf_counter()
-        out = await engine.restore_raw(repo=repo, root_hash=spec["root_hash"],
-                                       disk=spec.get("disk", "d1"), destination=str(dest),
-                                       overwrite=True, roots=[str(dest.parent)])
+        out = await target.restore(nodes_pb2.RestoreSpec(
+            root_hash=spec["root_hash"], disk=spec.get("disk", "d1"),
+            destination_path=str(dest), format="raw", overwrite=True), progress)
         os.sync()
         seconds = time.perf_counter() - t0
-        return {"seconds": seconds, "bytes_written": out["bytes_written"],
+        return {"seconds": seconds, "bytes_written": out.bytes_written,
                 "budget_peak": engine.budget.peak, "budget_bytes": engine.config.budget_bytes}
     finally:
         engine.close()

@@ -67,6 +67,18 @@ class AwsSettings:
         s.check(field_prefix)
         return s
 
+    @classmethod
+    def from_site(cls, site: Any, *, field: str = "site") -> AwsSettings:
+        """The AWS settings a task carries (a `SiteSettings` message the control plane
+        filled in, secrets unsealed, when it leased the task)."""
+        if site.WhichOneof("kind") != "aws" or not site.aws.region:
+            raise InvalidArgument("this task's site has no AWS settings (at least a region "
+                                  "is needed)", field=f"{field}.aws")
+        m = site.aws
+        return cls(region=m.region, endpoint_url=m.endpoint_url, profile=m.profile,
+                   access_key_id=m.access_key_id, secret_access_key=m.secret_access_key,
+                   session_token=m.session_token)
+
     def check(self, field_prefix: str = "aws") -> None:
         if not self.region:
             raise InvalidArgument("an AWS region is needed (e.g. us-east-1)",

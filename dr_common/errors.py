@@ -111,3 +111,16 @@ def first_error(exc: BaseException) -> BaseException:
         inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
         exc = (inner or exc.exceptions)[0]
     return exc
+
+
+def as_dr_error(exc: BaseException) -> DRError:
+    """Any failure as the DRError users see: the first real error of a task group, an
+    OSError as `io-error` (retryable: a disk or mount may come back), anything else as
+    `internal` (a bug: the message names the exception, never a traceback)."""
+    exc = first_error(exc)
+    if isinstance(exc, DRError):
+        return exc
+    if isinstance(exc, OSError):
+        return DRError(f"{exc.strerror or exc}: {exc.filename or ''}", reason="io-error",
+                       retryable=True)
+    return DRError(f"internal error: {type(exc).__name__}: {exc}", reason="internal")

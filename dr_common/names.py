@@ -9,6 +9,7 @@ from dr_common.errors import InvalidArgument
 # AIP-122 resource ids: lowercase letters, digits and hyphens, starting with a letter.
 ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SEGMENT = r"([a-z0-9][a-z0-9-]{0,62})"
+_ID_CHARS = re.compile(r"[^a-z0-9-]+")
 
 
 def check_id(value: str, *, field: str, what: str) -> str:
@@ -17,6 +18,15 @@ def check_id(value: str, *, field: str, what: str) -> str:
             f"{what} id {value!r} is not valid: use 1-63 lowercase letters, digits or "
             f"hyphens, starting with a letter", field=field)
     return value
+
+
+def resource_id(name: str) -> str:
+    """Turns a name found by inventory (a file name, a host name) into a resource id:
+    lowercase letters, digits, hyphens, starting with a letter."""
+    ident = _ID_CHARS.sub("-", name.lower()).strip("-")
+    if not ident or not ident[0].isalpha():
+        ident = "d-" + ident
+    return ident[:63].rstrip("-")
 
 
 def _parser(template: str):

@@ -21,6 +21,7 @@ import contextlib
 import math
 import time
 
+from dr_common import remote
 from dr_node import metrics
 
 # How fast the baseline may rise per second: a target whose unloaded latency really
@@ -50,20 +51,24 @@ class AdaptiveLimiter:
 
     @contextlib.asynccontextmanager
     async def slot(self):
-        """Holds one request slot; the body's latency and outcome adjust the limit."""
+        """Holds one request slot; the body's latency and outcome adjust the limit.
+
+        Throttling arrives as a signal from the remote-call layer (dr_common.remote),
+        once per throttled attempt, while that layer retries: the limit is cut at the
+        first SlowDown, not only if a write finally fails."""
         while self.in_flight >= int(self.limit):
             self._changed.clear()
             await self._changed.wait()
         self.in_flight += 1
         start = time.monotonic()
+        throttles = self.throttles
         try:
-            yield
-        except Exception as exc:
-            if getattr(exc, "reason", "") == "throttled":
-                self.on_throttle()
-            raise
-        else:
-            self.on_success(time.monotonic() - start)
+            with remote.throttle_listener(self.on_throttle):
+                yield
+            # A write that got through only after throttling says nothing good about
+            # the latency the target can take.
+            if self.throttles == throttles:
+                self.on_success(time.monotonic() - start)
         finally:
             self.in_flight -= 1
             self._changed.set()

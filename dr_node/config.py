@@ -76,5 +76,5 @@ class NodeConfig:
 
     @property
     def id(self) -> str:
-        from dr_common.sources.file import resource_id
+        from dr_common.names import resource_id
         return self.node_id or resource_id(socket.gethostname())

@@ -7,8 +7,9 @@ Descriptors are chunk indices on the disk's chunk grid. Each is one of:
   point; it keeps that point's chunk id without reading;
 - data: read, checked for zeros, hashed; if its id equals the previous recovery
   point's, it is unchanged and not sent; otherwise it is encoded and written.
-What a chunk becomes at the target is the sink's business (dr_node.sinks): repository
-objects and a manifest, or the blocks of an EBS snapshot.
+What a chunk becomes at the target is the sink's business (dr_common/targets): repository
+objects and a manifest, or the blocks of an EBS snapshot. The engine knows a target only
+by its sink's capability flags.
 
 At most `window` data chunks of a disk are in flight, and every read buffer is held
 under the node's byte budget until its chunk is durable. Chunks finish out of order;
@@ -40,16 +41,14 @@ from dataclasses import asdict, dataclass, field
 import structlog
 
 from dr_common.errors import DRError
-from dr_common.repository import CHUNK_OVERHEAD, ZERO_ID, DiskManifest, Repository
-from dr_common.retry import retry
+from dr_common.repository import CHUNK_OVERHEAD, ZERO_ID, DiskManifest
 from dr_common.sources.base import Extent, SourceDisk
+from dr_common.targets.base import Checkpoint, Sink, SinkResult, TargetEnv
 from dr_node import metrics
 from dr_node.adaptive import AdaptiveLimiter
 from dr_node.bandwidth import TokenBucket
 from dr_node.budget import ByteBudget
 from dr_node.config import EngineConfig
-from dr_node.restore import restore_raw
-from dr_node.sinks import Checkpoint, RepositorySink, Sink, SinkResult, comparable
 
 
 log = structlog.get_logger()
@@ -365,18 +364,14 @@ class DiskReplication:
     async def _store(self, write: Callable[[], Awaitable[bool | None]], size: int) -> None:
         for bucket in self.buckets:
             await bucket.consume(size)
-
-        async def put() -> bool | None:
-            async with self.limiter.slot():
-                return await write()
-
+        # Not retried here: a remote write is retried by the remote-call layer below the
+        # sink (dr_common.remote), which also tells the limiter of throttling; a paired
+        # node's stream is paced by its credits and resumed as a whole when it breaks.
         if getattr(self.sink, "paced", False):
-            # A paired node's stream: its credits pace it, and a broken stream is
-            # resumed as a whole (dr_node.agent), not retried chunk by chunk.
             stored = await write()
         else:
-            stored = await retry(put, on_retry=lambda e, n: metrics.RETRIES.labels(
-                op="put_chunk").inc())
+            async with self.limiter.slot():
+                stored = await write()
         self.stats.chunks_sent += 1
         self.stats.bytes_sent += size
         metrics.BYTES.labels(stage="sent").inc(size)
@@ -449,26 +444,16 @@ class Engine:
             self._limiters[target] = lim
         return lim
 
-    async def replicate(self, *, disk: str, source: SourceDisk,
-                        repo: Repository | None = None, target: str = "",
-                        sink: Sink | None = None, chunk_size: int,
-                        compression: str = "none", previous: DiskManifest | None = None,
+    async def replicate(self, *, disk: str, source: SourceDisk, sink: Sink, chunk_size: int,
                         checkpoint: Checkpoint | None = None,
                         checkpoint_interval: int = 500_000_000,
                         progress: Progress = _no_progress,
                         plan_bandwidth: TokenBucket | None = None,
                         window: int | None = None,
                         stats: Stats | None = None, probe: bool = False) -> ReplicateResult:
-        """Replicates one disk into `sink`, or into repository `repo` (named `target`).
-        `stats`: counted into as the work goes (readable even if it fails). `probe`: ask
-        the target about chunks before sending them even with no checkpoint (see
-        DiskReplication)."""
-        if sink is None:
-            if repo is None:
-                raise ValueError("replicate needs a sink or a repository")
-            sink = RepositorySink(repo, name=target, disk=disk, size=source.size,
-                                  chunk_size=chunk_size, compression=compression,
-                                  previous=comparable(previous, source.size, chunk_size))
+        """Replicates one disk into `sink` (a target's, `Target.sink`). `stats`: counted
+        into as the work goes (readable even if it fails). `probe`: ask the target about
+        chunks before sending them even with no checkpoint (see DiskReplication)."""
         buckets = tuple(b for b in (self.node_bandwidth, plan_bandwidth) if b is not None)
         job = DiskReplication(
             disk=disk, source=source, sink=sink, pool=self.pool, budget=self.budget,
@@ -478,13 +463,11 @@ class Engine:
             buckets=buckets, buffers=self.buffers, stats=stats, probe=probe)
         return await job.run()
 
-    async def restore_raw(self, *, repo: Repository, root_hash: str, disk: str,
-                          destination: str, overwrite: bool, roots: list[str],
-                          progress=_no_progress) -> dict:
-        return await restore_raw(repo=repo, root_hash=root_hash, disk=disk,
-                                 destination=destination, overwrite=overwrite, roots=roots,
-                                 pool=self.pool, budget=self.budget,
-                                 window=self.config.window_chunks, progress=progress)
+    def target_env(self, roots: list[str] | tuple[str, ...]) -> TargetEnv:
+        """What targets opened on this node may use: its file roots, worker threads,
+        byte budget, and the window a restore keeps in flight."""
+        return TargetEnv(roots=tuple(roots), executor=self.pool, budget=self.budget,
+                         window=self.config.window_chunks)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -11,7 +11,6 @@ BUDGET_USED = Gauge("dr_node_budget_used_bytes", "Bytes held under the node's by
 BUDGET_WAIT = Histogram("dr_node_budget_wait_seconds", "Time spent waiting for the byte budget")
 WINDOW = Gauge("dr_node_window_chunks", "Chunks allowed in flight per disk", ["disk"])
 WATERMARK = Gauge("dr_node_watermark_bytes", "Bytes below the disk's low watermark", ["disk"])
-RETRIES = Counter("dr_node_retries_total", "Retried target or source operations", ["op"])
 TASKS = Counter("dr_node_tasks_total", "Tasks finished by kind and outcome", ["kind", "outcome"])
 RUNNING = Gauge("dr_node_running_tasks", "Tasks running on this node")
 TARGET_CONCURRENCY = Gauge("dr_node_target_concurrency",

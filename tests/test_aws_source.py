@@ -11,11 +11,11 @@ import pytest
 
 from dr_common.aws import AwsSettings, client
 from dr_common.errors import SourceError
-from dr_common.sources import aws as source
+from dr_common.sources.aws import disk as source
 from dr_common.sources.aws import AwsDisk, delete_snapshots, discover, snapshot_group, \
     stale_snapshots
 from dr_common.sources.base import Extent
-from dr_common.targets import metrics
+from dr_common import remote as metrics
 
 BLOCK = 524288
 MiB = 1 << 20
@@ -106,7 +106,7 @@ def assert_bytes(volume: Volume, got: dict[int, bytes]) -> None:
 
 
 def throttles() -> float:
-    return sum(m.value for metric in metrics.TARGET_THROTTLES.collect()
+    return sum(m.value for metric in metrics.THROTTLES.collect()
                for m in metric.samples if m.labels.get("target") == "ebs-source"
                and m.name.endswith("_total"))
 
@@ -284,7 +284,7 @@ async def test_expired_tokens_are_listed_again(settings, aws_peer):
 async def test_tokens_refused_by_the_service_are_refreshed(settings, aws_peer, monkeypatch):
     """A token the service finds expired before we think it is (our clock runs behind):
     the refusal (ValidationException INVALID_BLOCK_TOKEN) makes us list again and retry."""
-    monkeypatch.setattr(source, "_refresh_at", lambda expiry, listed_at: float("inf"))
+    monkeypatch.setattr(source, "refresh_at", lambda expiry, listed_at: float("inf"))
     iid, _, vol = await make_instance(settings, aws_peer)
     for index in (5, 6, 900):
         vol.write_block(index)

@@ -11,8 +11,11 @@ import os
 import pytest
 
 from dr_common.errors import Throttled
+from dr_common.remote import Remote
 from dr_common.repository import FsStore, Repository
 from dr_common.sources.file import FileDisk
+from dr_common.targets.base import SinkRequest
+from dr_common.targets.repository import RepositoryTarget
 from dr_node.adaptive import AdaptiveLimiter
 from dr_node.bandwidth import TokenBucket
 from dr_node.config import EngineConfig
@@ -22,7 +25,9 @@ from tests.conftest import MiB, make_disk
 
 class Instrumented:
     """An ObjectStore wrapper that records chunk puts, bytes in flight and their peak,
-    and can add latency, throttle, or "die" at the n-th chunk put."""
+    and can add latency, throttle, or "die" at the n-th chunk put. Chunk puts go through
+    the remote-call layer, as a remote store's do (it retries throttled puts and tells
+    the engine's limiter)."""
 
     def __init__(self, inner: FsStore, *, delay: float = 0.0, die_at: int | None = None):
         self.inner = inner
@@ -33,10 +38,14 @@ class Instrumented:
         self.inflight = 0
         self.peak_inflight = 0
         self.puts = 0
+        self.remote = Remote("t-instrumented")
 
     async def put(self, key, data, *, if_absent=False):
         if not key.startswith("chunks/"):
             return await self.inner.put(key, data, if_absent=if_absent)
+        return await self.remote.call("put", lambda: self._put(key, data, if_absent))
+
+    async def _put(self, key, data, if_absent):
         self.puts += 1
         if self.die_at is not None and self.puts >= self.die_at:
             raise RuntimeError("node killed")
@@ -64,10 +73,12 @@ class Instrumented:
 
 async def _replicate(engine: Engine, store, disk_path, *, checkpoint=None, progress=None,
                      window=None, chunk_size=MiB, interval=8 * MiB, name="d1"):
-    repo = await Repository.open_or_create(store)
+    target = RepositoryTarget(await Repository.open_or_create(store), name="t")
     with FileDisk(disk_path) as src:
+        sink = await target.sink(SinkRequest(plan="plans/p", cycle="plans/p/cycles/1",
+                                             disk=name, size=src.size, chunk_size=chunk_size))
         return await engine.replicate(
-            disk=name, source=src, repo=repo, target="t", chunk_size=chunk_size,
+            disk=name, source=src, sink=sink, chunk_size=chunk_size,
             checkpoint=checkpoint, checkpoint_interval=interval, window=window,
             progress=progress or (lambda *a: asyncio.sleep(0)))
 

@@ -7,7 +7,9 @@ import os
 import pytest
 
 from dr_common.errors import InvalidArgument, SourceError
-from dr_common.sources.file import FileDisk, check_within_roots, discover, resource_id
+from dr_common.names import resource_id
+from dr_common.paths import check_within_roots
+from dr_common.sources.file import FileDisk, discover
 from tests.conftest import MiB, make_disk
 
 

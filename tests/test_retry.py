@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dr_common.errors import TargetError, Throttled
-from dr_common.retry import retry
+from dr_common.remote import RetryPolicy, retry
 
 
 def _flaky(errors: list[Exception]):
@@ -21,26 +21,26 @@ def _flaky(errors: list[Exception]):
 
 async def test_throttling_does_not_use_up_attempts():
     fn, calls = _flaky([Throttled("SlowDown")] * 12)
-    assert await retry(fn, attempts=3, base=0.0001, cap=0.001) == "ok"
+    assert await retry(fn, policy=RetryPolicy(attempts=3, base=0.0001, cap=0.001)) == "ok"
     assert len(calls) == 13
 
 
 async def test_real_errors_stop_after_attempts():
     fn, calls = _flaky([TargetError("connection reset")] * 5)
     with pytest.raises(TargetError):
-        await retry(fn, attempts=3, base=0.0001, cap=0.001)
+        await retry(fn, policy=RetryPolicy(attempts=3, base=0.0001, cap=0.001))
     assert len(calls) == 3
 
 
 async def test_non_retryable_errors_are_not_retried():
     fn, calls = _flaky([ValueError("bug")])
     with pytest.raises(ValueError):
-        await retry(fn, base=0.0001)
+        await retry(fn, policy=RetryPolicy(base=0.0001))
     assert len(calls) == 1
 
 
 async def test_deadline_ends_throttling():
     fn, calls = _flaky([Throttled("SlowDown")] * 1000)
     with pytest.raises(Throttled):
-        await retry(fn, base=0.01, cap=0.02, deadline=0.1)
+        await retry(fn, policy=RetryPolicy(base=0.01, cap=0.02, deadline=0.1, throttles=10_000))
     assert 2 <= len(calls) < 1000

@@ -33,8 +33,12 @@ from dr_common.repository import (
     chunk_key,
     encode_chunk,
 )
-from dr_common.targets import REPOSITORY_KINDS, open_repository
-from dr_common.targets.metrics import TARGET_REQUESTS, TARGET_RETRIES, TARGET_THROTTLES, call
+from dr_common import targets
+from dr_common.proto.dr.v1 import common_pb2
+from dr_common.targets import REPOSITORY_KINDS
+from dr_common.targets.base import TargetEnv
+from dr_common.remote import REQUESTS as TARGET_REQUESTS, RETRIES as TARGET_RETRIES, \
+    THROTTLES as TARGET_THROTTLES, Remote, RetryPolicy
 from dr_common.targets.s3 import S3Store, parse_location
 from tests.test_repository import CHUNK, chunk_data
 
@@ -87,7 +91,8 @@ async def test_call_retries_throttling_and_counts_it() -> None:
             raise exc
         return "done"
 
-    assert await call("t-unit", "op", fn, attempts=2) == "done"  # throttles use no attempts
+    remote = Remote("t-unit", policy=RetryPolicy(attempts=2))
+    assert await remote.call("op", fn) == "done"  # throttles use no attempts
     assert sample(TARGET_THROTTLES, "t-unit", "op") - before[0] == 2
     assert sample(TARGET_RETRIES, "t-unit", "op") - before[1] == 3
     assert sample(TARGET_REQUESTS, "t-unit", "op", "ok") - before[2] == 1
@@ -102,7 +107,7 @@ async def test_call_gives_up_at_once_on_non_retryable_errors() -> None:
         raise TargetError("denied", reason="access-denied", retryable=False)
 
     with pytest.raises(TargetError):
-        await call("t-unit", "denied", fn)
+        await Remote("t-unit").call("denied", fn)
     assert tries == 1
     assert sample(TARGET_REQUESTS, "t-unit", "denied", "access-denied") == 1
 
@@ -290,6 +295,15 @@ async def test_concurrent_open_or_create_agree(aws: AwsSettings, bucket: str) ->
         await asyncio.gather(*(s.close() for s in stores))
 
 
+async def open_repository(kind: str, location: str, *, roots: list[str],
+                          aws: AwsSettings | None = None) -> Repository:
+    """The repository a node's task opens: through the target registry."""
+    loc = targets.locator(kind, location)
+    if aws is not None:
+        loc.site.aws.CopyFrom(common_pb2.AwsSettings(**aws.as_dict()))
+    return (await targets.open_target(loc, TargetEnv(roots=tuple(roots)))).repository
+
+
 async def test_open_repository_s3(aws: AwsSettings, bucket: str) -> None:
     assert "s3" in REPOSITORY_KINDS
     repo = await open_repository("s3", f"s3://{bucket}/plans/p1", roots=[], aws=aws)
@@ -300,7 +314,7 @@ async def test_open_repository_s3(aws: AwsSettings, bucket: str) -> None:
         await repo.store.close()
     with pytest.raises(InvalidArgument) as e:
         await open_repository("s3", f"s3://{bucket}/p", roots=[])
-    assert e.value.field == "repository.aws"
+    assert e.value.field == "target.site.aws"
     with pytest.raises(InvalidArgument) as e:
         await open_repository("s3", f"/srv/{bucket}", roots=[], aws=aws)
     assert e.value.field == "repository.location"

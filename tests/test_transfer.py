@@ -18,7 +18,9 @@ from dr_common.errors import DRError
 from dr_common.proto.dr.v1 import nodes_pb2, transfer_pb2
 from dr_common.repository import FsStore, Repository
 from dr_common.sources.file import FileDisk
-from dr_common.targets import open_repository
+from dr_common import targets
+from dr_common.targets.image import restore_raw
+from dr_common.targets.repository import RepositoryTarget
 from dr_node.config import EngineConfig, NodeConfig, TransferConfig
 from dr_node.engine import Engine
 from dr_node.transfer.client import Pairs, RemoteSink
@@ -45,13 +47,14 @@ class Target:
             cfg = NodeConfig(**{**cfg.__dict__, **tls_files})
         self.config = cfg
         self.engine = Engine(cfg.engine)
-        self.servicer = TransferServicer(cfg, self.engine, open_repo=self._open)
+        self.servicer = TransferServicer(cfg, self.engine, open_target=self._open)
 
-    async def _open(self, kind, path, **kw):
-        repo = await open_repository(kind, path, **kw)
+    async def _open(self, locator, env):
+        repo = (await targets.open_target(locator, env)).repository
         store = Instrumented(repo.store, delay=self.delay)
         self.stores.append(store)
-        return Repository(store, repo.id, repo.chunk_id_key())
+        return RepositoryTarget(Repository(store, repo.id, repo.chunk_id_key()),
+                                name=f"fs:{locator.fs.path}", env=env)
 
     async def start(self, port: int = 0):
         cfg = self.config
@@ -84,7 +87,8 @@ class Source:
                           tls_name=tls_name,
                           connect_timeout=10, open_disk=transfer_pb2.OpenDisk(
                               task="tasks/1", lease_token=1, disk="d1",
-                              repository=nodes_pb2.RepositoryLocator(kind="fs", path=repo_path),
+                              target=nodes_pb2.TargetLocator(
+                                  fs=nodes_pb2.FsTarget(path=repo_path)),
                               size_bytes=size, chunk_size_bytes=chunk,
                               compression=compression, previous_root_hash=previous))
         self.sinks.append(sink)
@@ -114,9 +118,9 @@ async def _dr_error(coro) -> DRError:
 
 async def _restore(repo_path, root_hash, dest, engine) -> bytes:
     repo = await Repository.open(FsStore(str(repo_path)))
-    await engine.restore_raw(repo=repo, root_hash=root_hash, disk="d1",
-                             destination=str(dest), overwrite=True,
-                             roots=[str(dest.parent)])
+    await restore_raw(repo=repo, root_hash=root_hash, disk="d1", destination=str(dest),
+                      overwrite=True, roots=[str(dest.parent)], pool=engine.pool,
+                      budget=engine.budget, window=8, progress=lambda *a: asyncio.sleep(0))
     return dest.read_bytes()
 
 
@@ -267,7 +271,7 @@ async def test_unknown_target_kind_is_refused_with_a_clear_error(tmp_path):
         sink = RemoteSink(source.pairs, node="nodes/t1", address=f"127.0.0.1:{target.port}",
                           connect_timeout=10, open_disk=transfer_pb2.OpenDisk(
                               task="tasks/1", lease_token=1, disk="d1",
-                              repository=nodes_pb2.RepositoryLocator(kind="ebs"),
+                              target=nodes_pb2.TargetLocator(ebs=nodes_pb2.EbsTarget()),
                               size_bytes=4 * MiB, chunk_size_bytes=MiB))
         with pytest.raises(DRError) as info:
             async with sink:

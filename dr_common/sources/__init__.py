@@ -1,1 +1,85 @@
-"""Source adapters: where protected disks are read from (one module per site kind)."""
+"""Source adapters: where protected disks are read from. One module per site kind, one
+registry line each; `open_source(locator)` is the only way in.
+
+A source module offers:
+- `open_source(locator, site, env) -> SourceDisk` (nodes): `locator` is the kind's own
+  message of `SourceLocator` (proto/dr/v1/nodes.proto), `site` the site's settings;
+- `locate(disk) -> message` (control plane): the kind's locator for one disk of a cycle;
+- if the kind `snapshots`: `take_snapshots(spec, env) -> {disk: snapshot id}`, the
+  cycle's consistency group, taken by a snapshot task before the disks are read.
+The facts the control plane needs without opening anything are in `KINDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from dr_common.errors import InvalidArgument
+from dr_common.proto.dr.v1 import nodes_pb2
+from dr_common.sources.base import DiskToRead, SourceDisk, SourceEnv
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """What the control plane knows of a source kind without opening one."""
+
+    name: str
+    module: str
+    # A cycle starts with a snapshot task taking the plan's consistency group; each disk
+    # is then read from its snapshot.
+    snapshots: bool = False
+
+
+# The registry. The kind is the name of its field in SourceLocator's `kind` oneof.
+KINDS: dict[str, SourceKind] = {k.name: k for k in (
+    SourceKind("file", "dr_common.sources.file"),
+    SourceKind("kvm", "dr_common.sources.kvm"),
+    SourceKind("aws", "dr_common.sources.aws", snapshots=True),
+)}
+
+
+def kind(name: str, *, field: str = "source.kind") -> SourceKind:
+    found = KINDS.get(name)
+    if found is None:
+        raise InvalidArgument(f"source kind {name!r} is not supported; supported: "
+                              f"{', '.join(KINDS)}", field=field)
+    return found
+
+
+def _module(name: str, field: str) -> ModuleType:
+    # Imported on first use: the aws module loads botocore, kvm needs libnbd.
+    return importlib.import_module(kind(name, field=field).module)
+
+
+def kind_of(loc: nodes_pb2.SourceLocator) -> str:
+    return loc.WhichOneof("kind") or ""
+
+
+def locator(kind_name: str, disk: DiskToRead) -> nodes_pb2.SourceLocator:
+    """Where a cycle reads `disk` from a site of `kind_name` (control plane). The site's
+    settings are added when the task is leased, never stored."""
+    loc = nodes_pb2.SourceLocator()
+    getattr(loc, kind_name).CopyFrom(_module(kind_name, "source.kind").locate(disk))
+    return loc
+
+
+async def open_source(loc: nodes_pb2.SourceLocator, env: SourceEnv) -> SourceDisk:
+    """Opens the disk `loc` names at its consistent point; the caller closes it (in a
+    worker thread: closing may stop a qemu-nbd)."""
+    name = kind_of(loc)
+    if not name:
+        raise InvalidArgument("the task names no source (SourceLocator.kind is unset)",
+                              field="source")
+    return await _module(name, "source").open_source(getattr(loc, name), loc.site, env)
+
+
+async def take_snapshots(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> dict[str, str]:
+    """Takes the cycle's consistency group at a source kind that snapshots; returns
+    disk -> snapshot id."""
+    name = kind_of(spec.source)
+    if not kind(name, field="source").snapshots:
+        raise InvalidArgument(f"{name} sources take no snapshots: their disks are read as "
+                              f"they are", field="source")
+    return await _module(name, "source").take_snapshots(spec, env)

@@ -13,6 +13,7 @@ extents and says why in `full_sync_reason`.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,3 +64,31 @@ class SourceDisk(Protocol):
     def readinto(self, offset: int, buf: memoryview) -> int: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceEnv:
+    """What a node lends a source: the paths it may read (file roots), its worker
+    threads (opening may block), how many parallel readers a disk may have, and how long
+    a consistency-group snapshot may take."""
+
+    roots: tuple[str, ...] = ()
+    executor: Executor | None = None
+    connections: int = 4
+    snapshot_timeout: float = 1800.0
+
+
+@dataclass(frozen=True)
+class DiskToRead:
+    """One disk of a cycle, as the control plane builds its source locator."""
+
+    plan: str  # "plans/{plan}"
+    cycle: str  # "plans/{plan}/cycles/{cycle}"
+    locator: str  # where inventory found the disk (a path, a volume id)
+    size: int = 0  # as inventory found it
+    # What the previous point of this disk left: a tracking state (kvm: the bitmap
+    # added then) and the source snapshot it was read from (aws).
+    previous_bitmap: str = ""
+    previous_source_snapshot_id: str = ""
+    # The snapshot this cycle's snapshot task took of the disk (sources that snapshot).
+    snapshot_id: str = ""

@@ -14,39 +14,14 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from pathlib import Path
 
 from dr_common.errors import InvalidArgument, SourceError
-from dr_common.sources.base import DiskInfo, Extent, WorkloadInfo
-
-_ID_CHARS = re.compile(r"[^a-z0-9-]+")
-
-
-def check_within_roots(path: str | os.PathLike, roots: list[str] | tuple[str, ...], *,
-                       field: str) -> Path:
-    """Resolves `path` and refuses it unless it lies inside one of `roots`.
-
-    Resolving first means a symlink or `..` cannot step outside a root.
-    """
-    resolved = Path(path).resolve()
-    for root in roots:
-        if resolved.is_relative_to(Path(root).resolve()):
-            return resolved
-    allowed = ", ".join(str(r) for r in roots) or "(none configured)"
-    raise InvalidArgument(
-        f"{field} {path} is outside the configured roots ({allowed}); "
-        f"use a path inside one of them or add a root to the configuration", field=field)
-
-
-def resource_id(name: str) -> str:
-    """Turns a file name into an AIP-122 resource id: lowercase letters, digits, hyphens."""
-    ident = _ID_CHARS.sub("-", name.lower()).strip("-")
-    if not ident or not ident[0].isalpha():
-        ident = "d-" + ident
-    return ident[:63].rstrip("-")
-
+from dr_common.names import resource_id
+from dr_common.paths import check_within_roots
+from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
+from dr_common.sources.base import DiskInfo, DiskToRead, Extent, SourceEnv, WorkloadInfo
 
 def _disk_size(path: Path) -> tuple[int, bool] | None:
     try:
@@ -168,3 +143,12 @@ class FileDisk:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def locate(disk: DiskToRead) -> nodes_pb2.FileSource:
+    return nodes_pb2.FileSource(path=disk.locator)
+
+
+async def open_source(locator: nodes_pb2.FileSource, site: common_pb2.SiteSettings,
+                      env: SourceEnv) -> FileDisk:
+    return FileDisk(check_within_roots(locator.path, env.roots, field="source.file.path"))

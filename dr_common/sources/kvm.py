@@ -17,15 +17,19 @@ allocated extents, and the reason is reported so the recovery point records it.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 
 import structlog
 
 from dr_common.errors import SourceError
+from dr_common.names import resource_id
+from dr_common.paths import check_within_roots
+from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 from dr_common.sources import qemu
-from dr_common.sources.base import DiskInfo, Extent, WorkloadInfo
+from dr_common.sources.base import DiskInfo, DiskToRead, Extent, SourceEnv, WorkloadInfo
 from dr_common.sources.file import discover as discover_files
-from dr_common.sources.file import resource_id
 
 # libnbd's binding comes from Debian (tools/install-system-deps.sh); only nodes that read
 # kvm disks need it, so it is imported when a disk is opened, not with this module.
@@ -165,3 +169,17 @@ def _merge(zero: list[tuple[int, int, bool]], dirty: list[tuple[int, int, bool]]
             j += 1
     return out
 
+
+
+def locate(disk: DiskToRead) -> nodes_pb2.KvmSource:
+    return nodes_pb2.KvmSource(path=disk.locator, previous_bitmap=disk.previous_bitmap,
+                               bitmap=bitmap_name(disk.plan, disk.cycle))
+
+
+async def open_source(locator: nodes_pb2.KvmSource, site: common_pb2.SiteSettings,
+                      env: SourceEnv) -> KvmDisk:
+    path = check_within_roots(locator.path, env.roots, field="source.kvm.path")
+    # Opening rotates bitmaps and starts qemu-nbd: blocking, so in a worker thread.
+    return await asyncio.get_running_loop().run_in_executor(env.executor, functools.partial(
+        KvmDisk, path, previous_bitmap=locator.previous_bitmap, new_bitmap=locator.bitmap,
+        connections=env.connections))

@@ -1,46 +1,105 @@
-"""Target adapters: where recovery points are written.
+"""Target adapters: where recovery points are written. One module per target kind, one
+registry line each; `open_target(locator)` is the only way in.
 
 Repository targets (`fs`, `s3`; `azblob` later) store the repository format of
-`dr_common.repository` on an object store; they differ only in their `ObjectStore`.
-Native targets (`ebs`, `azure-disk`) keep their own formats and will get their own
-adapters beside this one.
+`dr_common.repository` on an object store (targets/repository.py), and differ only in
+their store. Targets with a format of their own (`ebs`; `azure-disk` later) implement
+the same `Target` interface (targets/base.py) in their own module.
+
+A target module offers:
+- `open_target(locator, site, env) -> Target` (nodes): `locator` is the kind's own
+  message of `TargetLocator` (proto/dr/v1/nodes.proto), `site` the site's settings;
+- `locate(path) -> message` (control plane): the kind's locator for a target site's path.
+The facts the control plane needs without opening anything are in `KINDS`.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import Executor
+import contextlib
+import importlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import ModuleType
 
-from dr_common.aws import AwsSettings
 from dr_common.errors import InvalidArgument
-from dr_common.repository import FsStore, Repository
-from dr_common.sources.file import check_within_roots
-
-REPOSITORY_KINDS = ("fs", "s3")
+from dr_common.proto.dr.v1 import nodes_pb2
+from dr_common.targets.base import Target, TargetEnv
 
 
-async def open_repository(kind: str, location: str, *, roots: list[str] | tuple[str, ...],
-                          executor: Executor | None = None,
-                          aws: AwsSettings | None = None) -> Repository:
-    """Opens (creating on first use) the repository of a plan's target.
+@dataclass(frozen=True)
+class TargetKind:
+    """What the control plane knows of a target kind without opening one."""
 
-    For `s3`, `location` is `s3://bucket/prefix` and `aws` is required; the bucket must
-    exist (operators own buckets). The caller closes `repo.store` when done: an S3
-    store holds an open client.
-    """
-    if kind == "fs":
-        path = check_within_roots(location, roots, field="repository.path")
-        return await Repository.open_or_create(FsStore(os.fspath(path), executor=executor))
-    if kind == "s3":
-        from dr_common.targets.s3 import S3Store  # imports botocore: only when used
-        if aws is None:
-            raise InvalidArgument("an s3 repository needs AWS settings (at least a region)",
-                                  field="repository.aws")
-        store = S3Store.from_location(location, aws=aws)
-        try:
-            return await Repository.open_or_create(store)
-        except BaseException:
-            await store.close()
-            raise
-    raise InvalidArgument(f"repository kind {kind!r} is not supported; supported: "
-                          f"{', '.join(REPOSITORY_KINDS)}", field="repository.kind")
+    name: str
+    module: str
+    # The repository format (docs/FORMAT.md): points can be verified chunk by chunk and
+    # garbage-collected, and paired target nodes can write it.
+    repository: bool
+    # What a restore of one of its points makes ("raw", "qcow2": image files at a path
+    # of the node; "ebs-volume": a new volume from the snapshot).
+    restore_formats: tuple[str, ...]
+    # A chunk size the kind requires (EBS blocks are 512 KiB), or 0 for any.
+    chunk_size: int = 0
+    # Why a point cannot be verified, or its target collected, when `repository` is False.
+    no_verify: str = ""
+    no_gc: str = ""
+
+
+# The registry. The kind is the name of its field in TargetLocator's `kind` oneof.
+KINDS: dict[str, TargetKind] = {k.name: k for k in (
+    TargetKind("fs", "dr_common.targets.fs", repository=True,
+               restore_formats=("raw", "qcow2")),
+    TargetKind("s3", "dr_common.targets.s3", repository=True,
+               restore_formats=("raw", "qcow2")),
+    TargetKind("ebs", "dr_common.targets.ebs", repository=False,
+               restore_formats=("ebs-volume",), chunk_size=512 * 1024,
+               no_verify="EBS checks its snapshots itself (every block was put with its "
+               "SHA256); verify reads repository points only",
+               no_gc="EBS frees a deleted snapshot's blocks itself"),
+)}
+REPOSITORY_KINDS = tuple(k for k, v in KINDS.items() if v.repository)
+
+
+def kind(name: str, *, field: str = "target.kind") -> TargetKind:
+    found = KINDS.get(name)
+    if found is None:
+        raise InvalidArgument(f"target kind {name!r} is not supported; supported: "
+                              f"{', '.join(KINDS)}", field=field)
+    return found
+
+
+def _module(name: str, field: str) -> ModuleType:
+    # Imported on first use: the s3 and ebs modules load botocore.
+    return importlib.import_module(kind(name, field=field).module)
+
+
+def locator(kind_name: str, path: str) -> nodes_pb2.TargetLocator:
+    """The locator of a target of `kind_name` at a site's `path` (control plane). The
+    site's settings are added when a task is leased, never stored."""
+    loc = nodes_pb2.TargetLocator()
+    getattr(loc, kind_name).CopyFrom(_module(kind_name, "target.kind").locate(path))
+    return loc
+
+
+def kind_of(loc: nodes_pb2.TargetLocator) -> str:
+    return loc.WhichOneof("kind") or ""
+
+
+async def open_target(loc: nodes_pb2.TargetLocator, env: TargetEnv) -> Target:
+    """Opens the target `loc` names; the caller closes it (or uses `opened`)."""
+    name = kind_of(loc)
+    if not name:
+        raise InvalidArgument("the task names no target (TargetLocator.kind is unset)",
+                              field="target")
+    module = _module(name, "target")
+    return await module.open_target(getattr(loc, name), loc.site, env)
+
+
+@contextlib.asynccontextmanager
+async def opened(loc: nodes_pb2.TargetLocator, env: TargetEnv) -> AsyncIterator[Target]:
+    """`async with opened(locator, env) as target:` — closed when the block ends."""
+    target = await open_target(loc, env)
+    try:
+        yield target
+    finally:
+        await target.close()

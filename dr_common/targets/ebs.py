@@ -10,8 +10,14 @@ looks like a recovery point. The finalize step tags the disks' snapshots with th
 recovery point's id, the last write of a cycle.
 
 Blocks are 512 KiB (the API's only block size); the engine's chunk grid is the block
-grid. Every call maps AWS errors to ours (`dr_common.aws`): throttling is a signal the
-engine's adaptive concurrency acts on, not a failure.
+grid. Every call goes through the remote-call layer (`dr_common.remote`), which maps AWS
+errors to ours (`dr_common.aws`) and retries: throttling is a signal the engine's
+adaptive concurrency acts on, not a failure.
+
+`EbsSink` writes one disk of a cycle: an incremental starts from the previous point's
+snapshot and puts only changed blocks (including blocks that became zero: the parent
+still has their old bytes). Its checkpoint is the pending snapshot and how many blocks
+below the watermark were put.
 """
 
 from __future__ import annotations
@@ -20,12 +26,21 @@ import asyncio
 import base64
 import hashlib
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from dr_common.aws import AwsSettings, calling, client
+import structlog
+
+from dr_common.aws import AwsSettings, aws_error, client
 from dr_common.errors import InvalidArgument, NotFound, TargetError
-from dr_common.targets.metrics import call
+from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
+from dr_common.remote import Remote
+from dr_common.repository import CHUNK_OVERHEAD, ZERO_ID
+from dr_common.targets.base import (Checkpoint, Progress, SinkRequest, SinkResult,
+                                    TargetEnv, unsupported)
+
+log = structlog.get_logger()
 
 BLOCK_SIZE = 512 * 1024
 GiB = 1 << 30
@@ -53,7 +68,7 @@ class SnapshotState:
     size_bytes: int
 
 
-class EbsTarget:
+class EbsApi:
     """An EBS-direct and EC2 client pair for one region, shared by a node's disks."""
 
     def __init__(self, settings: AwsSettings):
@@ -61,8 +76,10 @@ class EbsTarget:
         self._ebs: Any = None
         self._ec2: Any = None
         self._stack: Any = None
+        self._ebs_calls = Remote("ebs", errors=aws_error)
+        self._ec2_calls = Remote("ec2", errors=aws_error)
 
-    async def __aenter__(self) -> EbsTarget:
+    async def __aenter__(self) -> EbsApi:
         import contextlib
         self._stack = contextlib.AsyncExitStack()
         # Chunks are written by many tasks at once: one connection each.
@@ -88,10 +105,9 @@ class EbsTarget:
         if parent:
             kwargs["ParentSnapshotId"] = parent
 
-        async def start() -> dict:
-            async with calling(f"start an EBS snapshot (parent {parent or 'none'})"):
-                return await self._ebs.start_snapshot(**kwargs)
-        resp = await call("ebs", "StartSnapshot", start)
+        resp = await self._ebs_calls.call(
+            "StartSnapshot", lambda: self._ebs.start_snapshot(**kwargs),
+            what=f"start an EBS snapshot (parent {parent or 'none'})")
         if resp.get("BlockSize", BLOCK_SIZE) != BLOCK_SIZE:
             raise TargetError(f"EBS answered with block size {resp.get('BlockSize')}, "
                               f"expected {BLOCK_SIZE}", reason="aws-error", retryable=False)
@@ -101,10 +117,12 @@ class EbsTarget:
                         digest: bytes) -> None:
         """One 512 KiB block with its SHA256 (AWS checks it). Idempotent: a retry puts
         the same bytes at the same index."""
-        async with calling(f"put block {index} of {snapshot_id}"):
-            await self._ebs.put_snapshot_block(
-                SnapshotId=snapshot_id, BlockIndex=index, BlockData=bytes(data),
-                DataLength=len(data), Checksum=b64(digest), ChecksumAlgorithm="SHA256")
+        body = bytes(data)
+        await self._ebs_calls.call(
+            "PutSnapshotBlock", lambda: self._ebs.put_snapshot_block(
+                SnapshotId=snapshot_id, BlockIndex=index, BlockData=body,
+                DataLength=len(body), Checksum=b64(digest), ChecksumAlgorithm="SHA256"),
+            what=f"put block {index} of {snapshot_id}")
 
     async def complete(self, snapshot_id: str, *, changed_blocks: int,
                        aggregate: bytes | None) -> None:
@@ -113,18 +131,17 @@ class EbsTarget:
             kwargs.update(Checksum=b64(aggregate), ChecksumAlgorithm="SHA256",
                           ChecksumAggregationMethod="LINEAR")
 
-        async def complete() -> None:
-            async with calling(f"complete snapshot {snapshot_id}"):
-                await self._ebs.complete_snapshot(**kwargs)
-        await call("ebs", "CompleteSnapshot", complete)
+        await self._ebs_calls.call("CompleteSnapshot",
+                                   lambda: self._ebs.complete_snapshot(**kwargs),
+                                   what=f"complete snapshot {snapshot_id}")
 
     async def describe(self, snapshot_id: str) -> SnapshotState | None:
         """EC2's view of a snapshot; None if it does not exist."""
-        async def describe() -> dict:
-            async with calling(f"describe snapshot {snapshot_id}"):
-                return await self._ec2.describe_snapshots(SnapshotIds=[snapshot_id])
         try:
-            resp = await call("ec2", "DescribeSnapshots", describe)
+            resp = await self._ec2_calls.call(
+                "DescribeSnapshots",
+                lambda: self._ec2.describe_snapshots(SnapshotIds=[snapshot_id]),
+                what=f"describe snapshot {snapshot_id}")
         except NotFound:  # dr_common.aws maps InvalidSnapshot.NotFound here
             return None
         snaps = resp.get("Snapshots", [])
@@ -139,11 +156,10 @@ class EbsTarget:
         Deleting the parent of a newer snapshot is safe: EBS keeps every block a
         remaining snapshot still needs and frees only the rest.
         """
-        async def delete() -> None:
-            async with calling(f"delete snapshot {snapshot_id}"):
-                await self._ec2.delete_snapshot(SnapshotId=snapshot_id)
         try:
-            await call("ec2", "DeleteSnapshot", delete)
+            await self._ec2_calls.call(
+                "DeleteSnapshot", lambda: self._ec2.delete_snapshot(SnapshotId=snapshot_id),
+                what=f"delete snapshot {snapshot_id}")
         except NotFound:
             return False
         return True
@@ -171,22 +187,21 @@ class EbsTarget:
             delay = min(delay * 2, 5.0)
 
     async def tag(self, snapshot_ids: list[str], tags: dict[str, str]) -> None:
-        async def create_tags() -> None:
-            async with calling(f"tag snapshots {', '.join(snapshot_ids)}"):
-                await self._ec2.create_tags(Resources=snapshot_ids, Tags=_tags(tags))
-        await call("ec2", "CreateTags", create_tags)
+        await self._ec2_calls.call(
+            "CreateTags", lambda: self._ec2.create_tags(Resources=snapshot_ids,
+                                                        Tags=_tags(tags)),
+            what=f"tag snapshots {', '.join(snapshot_ids)}")
 
     async def create_volume(self, snapshot_id: str, *, availability_zone: str,
                             tags: dict[str, str]) -> str:
         """Restore: a new volume from a recovery point's snapshot; returns its id."""
-        async def create_volume() -> dict:
-            async with calling(f"create a volume from {snapshot_id}"):
-                return await self._ec2.create_volume(
+        try:
+            resp = await self._ec2_calls.call(
+                "CreateVolume", lambda: self._ec2.create_volume(
                     SnapshotId=snapshot_id, AvailabilityZone=availability_zone,
                     VolumeType="gp3", TagSpecifications=[
-                        {"ResourceType": "volume", "Tags": _tags(tags)}])
-        try:
-            resp = await call("ec2", "CreateVolume", create_volume)
+                        {"ResourceType": "volume", "Tags": _tags(tags)}]),
+                what=f"create a volume from {snapshot_id}")
         except NotFound:
             raise NotFound(f"snapshot {snapshot_id} of this recovery point no longer "
                            f"exists in {self.settings.region}") from None
@@ -195,3 +210,193 @@ class EbsTarget:
 
 def sha256(data: bytes | memoryview) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+# The id an EbsSink gives clean chunks: nothing to put, nothing to count.
+_INHERITED = b""
+
+
+class EbsSink:
+    """A disk written as one EBS snapshot, relative to the previous point's snapshot."""
+
+    can_probe = False  # a pending snapshot cannot be listed: a resume re-puts past the watermark
+
+    def __init__(self, api: EbsApi, *, name: str, disk: str, size: int,
+                 chunk_size: int, parent: str, tags: dict[str, str], client_token: str):
+        if chunk_size != BLOCK_SIZE:
+            raise TargetError(f"the ebs target writes {BLOCK_SIZE}-byte blocks; this disk "
+                              f"was given {chunk_size}-byte chunks", reason="invalid-argument",
+                              retryable=False)
+        self.api = api
+        self.name = name
+        self.disk = disk
+        self.size = size
+        self.parent = parent
+        self.has_previous = bool(parent)
+        # In an incremental, a block that is zero now but may not have been in the parent
+        # must be written: EBS direct has no "trim", unwritten blocks inherit the parent.
+        self.writes_zeros = bool(parent)
+        self.tags = tags
+        self.client_token = client_token
+        self.full_sync_reason = ""
+        self.snapshot_id = ""
+        self._next = 0
+        self._changed = 0
+        # LINEAR aggregate: SHA256 over the blocks' SHA256s in index order. Its state
+        # cannot be persisted, so a resumed disk completes without it (blocks are still
+        # checked one by one).
+        self._aggregate: hashlib._Hash | None = hashlib.sha256()
+        self._zeros, self._zero_digest = b"", b""
+
+    async def begin(self, checkpoint: Checkpoint | None) -> int:
+        if checkpoint and checkpoint.snapshot_id:
+            state = await self.api.describe(checkpoint.snapshot_id)
+            if state is not None and state.status == "pending":
+                self.snapshot_id = checkpoint.snapshot_id
+                self._next = checkpoint.watermark_chunk
+                self._changed = checkpoint.changed_blocks
+                self._aggregate = None
+                log.info("resuming EBS snapshot", snapshot=self.snapshot_id,
+                         watermark_chunk=self._next)
+                return self._next
+            log.warning("the interrupted snapshot is no longer pending: writing the disk "
+                        "again on a new one", snapshot=checkpoint.snapshot_id,
+                        status=state.status if state else "missing")
+        if self.parent and await self.api.describe(self.parent) is None:
+            # Deleted outside the product: the chain is broken, so this point is written
+            # whole (the recovery point that named it can no longer be restored).
+            log.warning("the previous point's snapshot is gone: writing a whole snapshot",
+                        parent=self.parent, disk=self.disk)
+            self.parent, self.has_previous, self.writes_zeros = "", False, False
+            self.full_sync_reason = "parent-snapshot-missing"
+        self.snapshot_id = await self.api.start_snapshot(
+            size=self.size, parent=self.parent, tags=self.tags,
+            description=f"Hybrid DR {self.disk}", client_token=self.client_token)
+        log.info("EBS snapshot started", snapshot=self.snapshot_id, parent=self.parent or None)
+        return 0
+
+    async def previous_id(self, index: int) -> bytes | None:
+        return _INHERITED if self.has_previous else None
+
+    def encode(self, frame, length, prev_id):
+        data = memoryview(frame)[CHUNK_OVERHEAD:CHUNK_OVERHEAD + length]
+        return sha256(data), data
+
+    async def stored_before(self, cid: bytes) -> bool:
+        return False
+
+    async def put(self, index: int, cid: bytes, blob) -> bool:
+        await self.api.put_block(self.snapshot_id, index, blob, cid)
+        return True
+
+    def _zero_block(self) -> tuple[bytes, bytes]:
+        """One zero block and its SHA256, made once: every zero put and count uses it."""
+        if not self._zero_digest:
+            self._zeros = bytes(BLOCK_SIZE)
+            self._zero_digest = sha256(self._zeros)
+        return self._zeros, self._zero_digest
+
+    async def put_zero(self, index: int, length: int) -> None:
+        zeros, digest = self._zero_block()
+        await self.api.put_block(self.snapshot_id, index, zeros, digest)
+
+    async def add(self, ids: list[bytes]) -> None:
+        for cid in ids:
+            if cid == _INHERITED or cid is None:
+                continue
+            if cid == ZERO_ID:
+                if not self.writes_zeros:
+                    continue
+                cid = self._zero_block()[1]
+            self._changed += 1
+            if self._aggregate is not None:
+                self._aggregate.update(cid)
+        self._next += len(ids)
+
+    @property
+    def next_chunk(self) -> int:
+        return self._next
+
+    async def checkpoint(self) -> Checkpoint:
+        # Puts are durable when they return: nothing to flush.
+        return Checkpoint(self._next, snapshot_id=self.snapshot_id,
+                          changed_blocks=self._changed)
+
+    async def finish(self) -> SinkResult:
+        await self.api.complete(
+            self.snapshot_id, changed_blocks=self._changed,
+            aggregate=self._aggregate.digest() if self._aggregate is not None else None)
+        await self.api.wait_completed(self.snapshot_id)
+        log.info("EBS snapshot completed", snapshot=self.snapshot_id,
+                 changed_blocks=self._changed)
+        return SinkResult(size=self.size, snapshot_id=self.snapshot_id)
+
+
+def locate(path: str) -> nodes_pb2.EbsTarget:
+    return nodes_pb2.EbsTarget()
+
+
+async def open_target(locator: nodes_pb2.EbsTarget, site: common_pb2.SiteSettings,
+                      env: TargetEnv) -> EbsTarget:
+    settings = AwsSettings.from_site(site, field="target.site")
+    api = EbsApi(settings)
+    await api.__aenter__()
+    return EbsTarget(api)
+
+
+class EbsTarget:
+    """Recovery points as EBS snapshots in one region: one snapshot per disk, chained
+    to the previous point's, tagged with the point's id when the cycle is finalized."""
+
+    repository = None
+
+    def __init__(self, api: EbsApi):
+        self.api = api
+        self.name = f"ebs:{api.settings.region}"
+
+    async def sink(self, request: SinkRequest) -> EbsSink:
+        return EbsSink(
+            self.api, name=self.name, disk=request.disk, size=request.size,
+            chunk_size=request.chunk_size,
+            parent=request.previous_snapshot_id if request.source_tracked else "",
+            client_token=_token(request),
+            tags={TAG_PLAN: request.plan, TAG_DISK: request.disk, TAG_CYCLE: request.cycle})
+
+    async def finalize(self, spec: nodes_pb2.FinalizeSpec) -> bool:
+        # The snapshots are complete; naming them the point is the last write.
+        await self.api.tag([d.snapshot_id for d in spec.disks],
+                           {TAG_POINT: spec.recovery_point_id})
+        return True
+
+    async def delete(self, spec: nodes_pb2.DeleteSpec) -> int:
+        deleted = 0
+        for snapshot_id in spec.snapshot_ids:
+            deleted += await self.api.delete_snapshot(snapshot_id)
+        return deleted
+
+    async def restore(self, spec: nodes_pb2.RestoreSpec, progress: Progress
+                      ) -> common_pb2.RestoreResult:
+        volume = await self.api.create_volume(
+            spec.snapshot_id, availability_zone=spec.availability_zone,
+            tags={TAG_POINT: spec.recovery_point.rsplit("/", 1)[-1], TAG_DISK: spec.disk})
+        log.info("volume restored", volume=volume, snapshot=spec.snapshot_id)
+        return common_pb2.RestoreResult(volume_id=volume)
+
+    async def verify(self, spec: nodes_pb2.VerifySpec, progress: Progress
+                     ) -> common_pb2.VerifyResult:
+        raise unsupported(self.name, "verify a recovery point",
+                          "EBS checks its snapshots itself (every block was put with its "
+                          "SHA256)")
+
+    async def gc(self, spec: nodes_pb2.GcSpec) -> common_pb2.GcResult:
+        raise unsupported(self.name, "collect garbage",
+                          "EBS frees a deleted snapshot's blocks itself")
+
+    async def close(self) -> None:
+        await self.api.__aexit__(None, None, None)
+
+
+def _token(request: SinkRequest) -> str:
+    """StartSnapshot's idempotency token: the same for retries of one start, new for
+    every attempt that starts over (a reused token would return the old snapshot)."""
+    return f"{request.cycle}/{request.disk}/{uuid.uuid4().hex}"[-64:]

@@ -7,8 +7,8 @@ whole-object puts are atomic, `If-None-Match: *` is the conditional put, a put i
 durable when it returns, and ListObjectsV2 lists in UTF-8 binary order, which is
 Python's string order.
 
-Every request is one botocore attempt (`dr_common.aws.client`), retried and counted by
-`dr_common.targets.metrics.call`. Request bodies carry a CRC32 checksum that S3
+Every request is one botocore attempt (`dr_common.aws.client`), limited, retried and
+counted by the remote-call layer (`dr_common.remote`), the only place it is retried. Request bodies carry a CRC32 checksum that S3
 verifies, and reads ask for the stored checksum and verify it, so a body corrupted in
 transit is rejected (and retried) in both directions.
 
@@ -36,8 +36,12 @@ from dr_common.errors import (
     RepositoryError,
     TargetError,
 )
+from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
+from dr_common.remote import Remote, RetryPolicy
+from dr_common.repository import Repository
 from dr_common.repository.store import ObjectInfo, check_key
-from dr_common.targets.metrics import call
+from dr_common.targets.base import TargetEnv
+from dr_common.targets.repository import RepositoryTarget
 
 T = TypeVar("T")
 
@@ -108,8 +112,7 @@ class S3Store:
         self.bucket = _check_bucket_name(bucket)
         self.prefix = _check_prefix(prefix)
         self._aws = aws
-        self._attempts = attempts
-        self._deadline = deadline
+        self._remote = Remote(TARGET, policy=RetryPolicy(attempts=attempts, deadline=deadline))
         self._list_page = list_page
         self._client: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -344,7 +347,7 @@ class S3Store:
             except Exception as exc:
                 raise self._error(exc, op, what, key) from exc
 
-        return await call(TARGET, op, once, attempts=self._attempts, deadline=self._deadline)
+        return await self._remote.call(op, once)
 
     def _error(self, exc: BaseException, op: str, what: str, key: str) -> DRError:
         """Our error for a failed S3 call, in the terms an operator acts on."""
@@ -374,3 +377,21 @@ class S3Store:
         if isinstance(exc, FlexibleChecksumError):
             return _ChecksumMismatch(f"{what}: {exc}")
         return aws_error(exc, what)
+
+
+def locate(path: str) -> nodes_pb2.S3Target:
+    return nodes_pb2.S3Target(location=path)
+
+
+async def open_target(locator: nodes_pb2.S3Target, site: common_pb2.SiteSettings,
+                      env: TargetEnv) -> RepositoryTarget:
+    """Opens (creating on first use) the repository at `locator.location`,
+    s3://bucket/prefix. The bucket must exist: operators own buckets."""
+    store = S3Store.from_location(locator.location,
+                                  aws=AwsSettings.from_site(site, field="target.site"))
+    try:
+        repo = await Repository.open_or_create(store)
+    except BaseException:
+        await store.close()
+        raise
+    return RepositoryTarget(repo, name=f"s3:{locator.location}", env=env)

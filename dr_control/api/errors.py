@@ -1,4 +1,5 @@
-"""Maps dr_common.errors to canonical gRPC status codes with google.rpc details.
+"""The control API's servicer decorator: DRError -> gRPC status with google.rpc details
+(the mapping itself is dr_common.grpc_errors, shared with the nodes' TransferService).
 
 An InvalidArgument carries a google.rpc.BadRequest naming the wrong field, as AIP-193
 asks, so clients (drctl, grpcurl users) can show which field was wrong. Anything that
@@ -12,41 +13,10 @@ import functools
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from dr_common import errors
+from dr_common import errors, grpc_errors
 
 log = structlog.get_logger()
-
-_CODES: list[tuple[type[errors.DRError], grpc.StatusCode]] = [
-    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.DRError, grpc.StatusCode.INTERNAL),
-]
-
-
-def to_status(exc: errors.DRError) -> status_pb2.Status:
-    code = next(c for cls, c in _CODES if isinstance(exc, cls))
-    details = []
-    info = error_details_pb2.ErrorInfo(reason=exc.reason, domain="hybrid-dr")
-    details.append(info)
-    if isinstance(exc, errors.InvalidArgument) and exc.field:
-        details.append(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=exc.field,
-                                                        description=exc.message)]))
-    packed = []
-    for d in details:
-        a = any_pb2.Any()
-        a.Pack(d)
-        packed.append(a)
-    return status_pb2.Status(code=getattr(code_pb2, code.name), message=exc.message,
-                             details=packed)
 
 
 def rpc(method):
@@ -57,7 +27,7 @@ def rpc(method):
         try:
             return await method(self, request, context)
         except errors.DRError as exc:
-            await context.abort_with_status(rpc_status.to_status(to_status(exc)))
+            await grpc_errors.abort(context, exc)
         except grpc.aio.AbortError:
             raise
         except Exception:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from dr_common import names
 from dr_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from dr_common.sources.file import check_within_roots
+from dr_common.paths import check_within_roots
 from dr_control.db.models import Plan, RecoveryPoint, Task, utcnow
 from dr_control.services import deletion
 from dr_control.services.context import ServiceContext

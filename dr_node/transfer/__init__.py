@@ -8,20 +8,22 @@ an ordinary `RepositorySink`. One pipeline with a network hop in the middle:
 
     source disk -> engine -> RemoteSink ==gRPC stream==> TransferServicer -> RepositorySink
 
+(the target's sink comes from its Target, dr_common.targets.open_target).
+
 Flow control is pull-based (`credits`): the target grants bytes as its writes complete.
-Errors cross the hop as gRPC status codes with the error's reason in the trailing
-metadata, so the source reports the target's own words.
+Errors cross the hop as gRPC statuses with the error's reason in their details (the
+mapping both daemons share, dr_common.grpc_errors), so the source reports the target's
+own words.
 """
 
 from __future__ import annotations
 
 import grpc
 
+from dr_common import grpc_errors
 from dr_common.errors import DRError
 from dr_common.repository import ID_SIZE
 
-# Trailing metadata key carrying a DRError's reason across the pair.
-REASON_KEY = "dr-reason"
 # The reason of a stream that broke under way (not refused by the target): the source
 # node resumes it in place from its checkpoint (dr_node.agent).
 PAIR_DISCONNECTED = "pair-disconnected"
@@ -29,31 +31,17 @@ PAIR_DISCONNECTED = "pair-disconnected"
 # plus the message's own fields.
 MAX_MESSAGE_BYTES = 80 << 20
 
-_CODES = {
-    "invalid-argument": grpc.StatusCode.INVALID_ARGUMENT,
-    "not-found": grpc.StatusCode.NOT_FOUND,
-    "permission-denied": grpc.StatusCode.PERMISSION_DENIED,
-    "credit-violation": grpc.StatusCode.FAILED_PRECONDITION,
-}
-
-
 def split_ids(blob: bytes) -> list[bytes]:
     """The ids of a CommitIds/previous_segment blob (ID_SIZE bytes each)."""
     return [blob[i:i + ID_SIZE] for i in range(0, len(blob), ID_SIZE)]
 
 
-def status_of(err: DRError) -> grpc.StatusCode:
-    if err.reason in _CODES:
-        return _CODES[err.reason]
-    return grpc.StatusCode.UNAVAILABLE if err.retryable else grpc.StatusCode.FAILED_PRECONDITION
-
-
 def error_from_rpc(e: grpc.aio.AioRpcError, pair: str) -> DRError:
     """What a source node reports when its stream to `pair` fails."""
-    reason = dict(e.trailing_metadata() or ()).get(REASON_KEY, "")
-    if reason:  # the target node's own error: its message says what to do
-        return DRError(f"paired target node {pair}: {e.details()}", reason=reason,
-                       retryable=e.code() == grpc.StatusCode.UNAVAILABLE)
+    theirs = grpc_errors.from_rpc_error(e)
+    if theirs is not None:  # the target node's own error: its message says what to do
+        return DRError(f"paired target node {pair}: {theirs.message}", reason=theirs.reason,
+                       retryable=theirs.retryable)
     # Without the target's reason, these come from the transport (a reset connection
     # ends in-flight streams as INTERNAL or CANCELLED as often as UNAVAILABLE).
     if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL,

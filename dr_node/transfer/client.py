@@ -1,6 +1,6 @@
 """The source node's side of a pair: connections to target nodes, and the RemoteSink.
 
-`RemoteSink` is a Sink (dr_node.sinks) whose chunks go to the paired target node over
+`RemoteSink` is a Sink (dr_common.targets.base) whose chunks go to the paired target node over
 one gRPC stream per disk; the engine drives it like any other sink, so windows, the
 byte budget, the bandwidth cap, resume and probing all work unchanged across the hop.
 The target node decides how much may be in flight (credits); `put` waits for credits,
@@ -30,7 +30,8 @@ from dr_common.proto.dr.v1 import nodes_pb2, transfer_pb2, transfer_pb2_grpc
 from dr_common.repository import chunk_id as keyed_chunk_id
 from dr_node import metrics
 from dr_node.config import NodeConfig
-from dr_node.sinks import Checkpoint, SinkResult, encode_for_repository
+from dr_common.targets.base import Checkpoint, SinkResult
+from dr_common.targets.repository import encode_for_repository
 from dr_node.transfer import MAX_MESSAGE_BYTES, PAIR_DISCONNECTED, error_from_rpc, split_ids
 from dr_node.transfer.credits import CreditGate
 

@@ -1,6 +1,7 @@
 """The target node's side of a pair: the TransferService (proto/dr/v1/transfer.proto).
 
-Each stream writes one disk through an ordinary RepositorySink, so what lands in the
+Each stream writes one disk through the sink of an ordinary repository target
+(dr_common.targets.open_target, then Target.sink), so what lands in the
 repository is exactly what a direct replication would write. Per chunk: check the
 credits (a source that overruns them is cut off), hold its bytes under this node's
 byte budget, check that its content matches its id (damage on the wire is answered
@@ -22,22 +23,19 @@ import grpc
 import structlog
 
 from dr_common import tls
-from dr_common.errors import DRError, InvalidArgument, first_error
+from dr_common import grpc_errors
+from dr_common.errors import InvalidArgument, as_dr_error, first_error
 from dr_common.proto.dr.v1 import common_pb2, transfer_pb2, transfer_pb2_grpc
 from dr_common.repository import CHUNK_OVERHEAD, ID_SIZE, SEGMENT_CHUNKS
-from dr_common.retry import retry
-from dr_common.targets import open_repository
+from dr_common import targets
+from dr_common.targets.base import Checkpoint, SinkRequest, Target
+from dr_common.targets.repository import RepositorySink
 from dr_node import metrics
 from dr_node.config import NodeConfig
-from dr_node.sinks import Checkpoint, RepositorySink, comparable
-from dr_node.transfer import MAX_MESSAGE_BYTES, REASON_KEY, split_ids, status_of
+from dr_node.transfer import MAX_MESSAGE_BYTES, split_ids
 from dr_node.transfer.credits import CreditWindow
 
 log = structlog.get_logger()
-
-# Target kinds a pair writes: storage reachable only inside the recovery site. An s3
-# bucket or EBS is written directly by the source node, with no hop.
-PAIRED_KINDS = ("fs",)
 
 _END = object()
 
@@ -51,17 +49,18 @@ def _ids(blob: bytes, what: str) -> list[bytes]:
 class _DiskStream:
     """One disk's stream at the target node."""
 
-    def __init__(self, config: NodeConfig, engine, peer: str, open_repo,
+    def __init__(self, config: NodeConfig, engine, peer: str, open_target,
                  share: Callable[[], int]):
         self.share = share  # this stream's part of the node's byte budget (credits)
         self.config = config
         self.engine = engine
         self.peer = peer
-        self.open_repo = open_repo
+        self.open_target = open_target
         self.out: asyncio.Queue = asyncio.Queue()
         self.writes: set[asyncio.Task] = set()
         self.sink: RepositorySink | None = None
         self.credits: CreditWindow | None = None
+        self.target: Target | None = None
         self.repo = None
         self.previous = None
 
@@ -69,25 +68,25 @@ class _DiskStream:
         if not req.task or not req.lease_token:
             raise InvalidArgument("a transfer stream needs its task and lease token",
                                   field="open.task")
-        if req.repository.kind not in PAIRED_KINDS:
-            raise InvalidArgument(
-                f"a paired target node writes {', '.join(PAIRED_KINDS)} targets, not "
-                f"{req.repository.kind!r}; such targets are written by the source node "
-                "directly", field="open.repository.kind")
         if not req.chunk_size_bytes or not req.size_bytes:
             raise InvalidArgument("size_bytes and chunk_size_bytes must be positive",
                                   field="open.chunk_size_bytes")
         structlog.contextvars.bind_contextvars(task=req.task, disk=req.disk, peer=self.peer)
-        self.repo = await self.open_repo(req.repository.kind, req.repository.path,
-                                          roots=self.config.file_roots,
-                                          executor=self.engine.pool)
-        previous = (await self.repo.get_manifest(req.previous_root_hash)
-                    if req.previous_root_hash else None)
-        self.previous = comparable(previous, req.size_bytes, req.chunk_size_bytes)
-        self.sink = RepositorySink(self.repo, name=f"fs:{req.repository.path}", disk=req.disk,
-                                   size=req.size_bytes, chunk_size=req.chunk_size_bytes,
-                                   compression=req.compression or "none",
-                                   previous=self.previous)
+        kind = targets.kind(targets.kind_of(req.target), field="open.target")
+        if not kind.repository:
+            # Chunk ids, probes and previous segments are the repository format's; a
+            # target of its own format (EBS) is written by the source node directly.
+            raise InvalidArgument(
+                f"a paired target node writes repository targets; a {kind.name} target "
+                "is written by the source node directly", field="open.target")
+        self.target = await self.open_target(
+            req.target, self.engine.target_env(self.config.file_roots))
+        self.repo = self.target.repository
+        self.sink = await self.target.sink(SinkRequest(
+            plan="", cycle="", disk=req.disk, size=req.size_bytes,
+            chunk_size=req.chunk_size_bytes, compression=req.compression or "none",
+            previous_root_hash=req.previous_root_hash))
+        self.previous = self.sink.previous
         cp = req.checkpoint if req.HasField("checkpoint") else None
         start = await self.sink.begin(
             Checkpoint(cp.watermark_chunk, list(cp.segments), cp.tail)
@@ -124,7 +123,9 @@ class _DiskStream:
                 log.warning("chunk damaged in transit: its content does not match its id; "
                             "asking for it again", index=msg.index)
             else:
-                stored = await retry(lambda: self.sink.put(msg.index, msg.id, msg.data))
+                # Not retried here: a failed write ends the stream, which the source
+                # resumes from its checkpoint (remote stores retry below the sink).
+                stored = await self.sink.put(msg.index, msg.id, msg.data)
                 outcome = "stored" if stored else "deduplicated"
         except Exception as e:  # noqa: BLE001 - ends the stream with the target's error
             self.out.put_nowait(e)
@@ -192,19 +193,19 @@ class _DiskStream:
         for t in list(self.writes):
             t.cancel()
         await asyncio.gather(*self.writes, return_exceptions=True)
-        if self.repo is not None:
-            await self.repo.store.close()
+        if self.target is not None:
+            await self.target.close()
         structlog.contextvars.unbind_contextvars("task", "disk", "peer")
 
 
 class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
-    """`open_repo` opens a stream's repository (dr_common.targets.open_repository; tests
-    wrap its store to slow or fail writes)."""
+    """`open_target` opens a stream's target (dr_common.targets.open_target; tests wrap
+    its repository's store to slow or fail writes)."""
 
-    def __init__(self, config: NodeConfig, engine, open_repo=open_repository):
+    def __init__(self, config: NodeConfig, engine, open_target=targets.open_target):
         self.config = config
         self.engine = engine
-        self.open_repo = open_repo
+        self.open_target = open_target
         # The most chunk bytes any stream had received and not yet written, against the
         # largest window it could have granted: what credits promise.
         self.peak_outstanding = 0
@@ -214,7 +215,7 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
         return self.engine.budget.capacity // max(1, self.open_streams)
 
     async def Transfer(self, request_iterator, context: grpc.aio.ServicerContext):
-        stream = _DiskStream(self.config, self.engine, context.peer(), self.open_repo,
+        stream = _DiskStream(self.config, self.engine, context.peer(), self.open_target,
                              self._share)
         reader = asyncio.create_task(stream.serve(request_iterator))
         metrics.TRANSFER_STREAMS.labels(side="target").inc()
@@ -240,20 +241,14 @@ class TransferServicer(transfer_pb2_grpc.TransferServiceServicer):
             await stream.close()
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-        exc = first_error(exc)
-        if isinstance(exc, asyncio.CancelledError):
-            raise exc
-        if not isinstance(exc, DRError):
-            if isinstance(exc, OSError):
-                exc = DRError(f"{exc.strerror or exc}: {exc.filename or ''}",
-                              reason="io-error", retryable=True)
-            else:
-                log.error("transfer stream failed", exc_info=exc)
-                exc = DRError(f"internal error: {type(exc).__name__}: {exc}")
-        log.warning("transfer stream failed", reason=exc.reason, message=exc.message)
-        metrics.TRANSFER_ERRORS.labels(side="target", reason=exc.reason).inc()
-        context.set_trailing_metadata(((REASON_KEY, exc.reason),))
-        await context.abort(status_of(exc), exc.message)
+        if isinstance(first_error(exc), asyncio.CancelledError):
+            raise first_error(exc)
+        err = as_dr_error(exc)
+        if err.reason == "internal":
+            log.error("transfer stream failed", exc_info=first_error(exc))
+        log.warning("transfer stream failed", reason=err.reason, message=err.message)
+        metrics.TRANSFER_ERRORS.labels(side="target", reason=err.reason).inc()
+        await grpc_errors.abort(context, err)
 
 
 def server_options() -> list[tuple[str, int]]:

@@ -143,6 +143,12 @@ class AwsSettings(_message.Message):
     session_token: str
     def __init__(self, region: _Optional[str] = ..., endpoint_url: _Optional[str] = ..., profile: _Optional[str] = ..., access_key_id: _Optional[str] = ..., secret_access_key: _Optional[str] = ..., session_token: _Optional[str] = ...) -> None: ...
 
+class SiteSettings(_message.Message):
+    __slots__ = ("aws",)
+    AWS_FIELD_NUMBER: _ClassVar[int]
+    aws: AwsSettings
+    def __init__(self, aws: _Optional[_Union[AwsSettings, _Mapping]] = ...) -> None: ...
+
 class VerifyResult(_message.Message):
     __slots__ = ("ok", "chunks_checked", "bad_chunks")
     OK_FIELD_NUMBER: _ClassVar[int]

@@ -92,87 +92,139 @@ class Task(_message.Message):
     gc: GcSpec
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotSpec, _Mapping]] = ..., delete: _Optional[_Union[DeleteSpec, _Mapping]] = ..., gc: _Optional[_Union[GcSpec, _Mapping]] = ...) -> None: ...
 
-class RepositoryLocator(_message.Message):
-    __slots__ = ("kind", "path", "aws")
-    KIND_FIELD_NUMBER: _ClassVar[int]
-    PATH_FIELD_NUMBER: _ClassVar[int]
+class SourceLocator(_message.Message):
+    __slots__ = ("file", "kvm", "aws", "site")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    KVM_FIELD_NUMBER: _ClassVar[int]
     AWS_FIELD_NUMBER: _ClassVar[int]
-    kind: str
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    file: FileSource
+    kvm: KvmSource
+    aws: AwsSource
+    site: _common_pb2.SiteSettings
+    def __init__(self, file: _Optional[_Union[FileSource, _Mapping]] = ..., kvm: _Optional[_Union[KvmSource, _Mapping]] = ..., aws: _Optional[_Union[AwsSource, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
+
+class FileSource(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
     path: str
-    aws: _common_pb2.AwsSettings
-    def __init__(self, kind: _Optional[str] = ..., path: _Optional[str] = ..., aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ...) -> None: ...
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class KvmSource(_message.Message):
+    __slots__ = ("path", "previous_bitmap", "bitmap")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_BITMAP_FIELD_NUMBER: _ClassVar[int]
+    BITMAP_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    previous_bitmap: str
+    bitmap: str
+    def __init__(self, path: _Optional[str] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ...) -> None: ...
+
+class AwsSource(_message.Message):
+    __slots__ = ("volume_id", "snapshot_id", "previous_snapshot_id", "size_bytes")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    snapshot_id: str
+    previous_snapshot_id: str
+    size_bytes: int
+    def __init__(self, volume_id: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class TargetLocator(_message.Message):
+    __slots__ = ("fs", "s3", "ebs", "site")
+    FS_FIELD_NUMBER: _ClassVar[int]
+    S3_FIELD_NUMBER: _ClassVar[int]
+    EBS_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    fs: FsTarget
+    s3: S3Target
+    ebs: EbsTarget
+    site: _common_pb2.SiteSettings
+    def __init__(self, fs: _Optional[_Union[FsTarget, _Mapping]] = ..., s3: _Optional[_Union[S3Target, _Mapping]] = ..., ebs: _Optional[_Union[EbsTarget, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
+
+class FsTarget(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class S3Target(_message.Message):
+    __slots__ = ("location",)
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    location: str
+    def __init__(self, location: _Optional[str] = ...) -> None: ...
+
+class EbsTarget(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Pair(_message.Message):
+    __slots__ = ("node", "address", "cert_name")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CERT_NAME_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    address: str
+    cert_name: str
+    def __init__(self, node: _Optional[str] = ..., address: _Optional[str] = ..., cert_name: _Optional[str] = ...) -> None: ...
 
 class ReplicateSpec(_message.Message):
-    __slots__ = ("plan", "cycle", "disk", "source_kind", "source_locator", "size_bytes", "repository", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint", "checkpoint_interval_bytes", "bandwidth_bytes_per_second", "previous_bitmap", "bitmap", "source_aws", "source_snapshot_id", "previous_source_snapshot_id", "previous_snapshot_id", "pair_node", "pair_address", "pair_cert_name")
+    __slots__ = ("plan", "cycle", "disk", "source", "target", "size_bytes", "chunk_size_bytes", "compression", "previous_root_hash", "previous_snapshot_id", "checkpoint", "checkpoint_interval_bytes", "bandwidth_bytes_per_second", "pair")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
-    SOURCE_KIND_FIELD_NUMBER: _ClassVar[int]
-    SOURCE_LOCATOR_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_INTERVAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
-    PREVIOUS_BITMAP_FIELD_NUMBER: _ClassVar[int]
-    BITMAP_FIELD_NUMBER: _ClassVar[int]
-    SOURCE_AWS_FIELD_NUMBER: _ClassVar[int]
-    SOURCE_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
-    PREVIOUS_SOURCE_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
-    PREVIOUS_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
-    PAIR_NODE_FIELD_NUMBER: _ClassVar[int]
-    PAIR_ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    PAIR_CERT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PAIR_FIELD_NUMBER: _ClassVar[int]
     plan: str
     cycle: str
     disk: str
-    source_kind: str
-    source_locator: str
+    source: SourceLocator
+    target: TargetLocator
     size_bytes: int
-    repository: RepositoryLocator
     chunk_size_bytes: int
     compression: str
     previous_root_hash: str
+    previous_snapshot_id: str
     checkpoint: _common_pb2.Checkpoint
     checkpoint_interval_bytes: int
     bandwidth_bytes_per_second: int
-    previous_bitmap: str
-    bitmap: str
-    source_aws: _common_pb2.AwsSettings
-    source_snapshot_id: str
-    previous_source_snapshot_id: str
-    previous_snapshot_id: str
-    pair_node: str
-    pair_address: str
-    pair_cert_name: str
-    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source_kind: _Optional[str] = ..., source_locator: _Optional[str] = ..., size_bytes: _Optional[int] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ..., source_aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ..., source_snapshot_id: _Optional[str] = ..., previous_source_snapshot_id: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ..., pair_node: _Optional[str] = ..., pair_address: _Optional[str] = ..., pair_cert_name: _Optional[str] = ...) -> None: ...
+    pair: Pair
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source: _Optional[_Union[SourceLocator, _Mapping]] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., size_bytes: _Optional[int] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., pair: _Optional[_Union[Pair, _Mapping]] = ...) -> None: ...
 
 class SnapshotSpec(_message.Message):
-    __slots__ = ("plan", "cycle", "source_aws", "volumes", "keep_snapshot_ids")
+    __slots__ = ("plan", "cycle", "source", "disks", "keep_snapshot_ids")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
-    SOURCE_AWS_FIELD_NUMBER: _ClassVar[int]
-    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
     KEEP_SNAPSHOT_IDS_FIELD_NUMBER: _ClassVar[int]
     plan: str
     cycle: str
-    source_aws: _common_pb2.AwsSettings
-    volumes: _containers.RepeatedCompositeFieldContainer[SnapshotVolume]
+    source: SourceLocator
+    disks: _containers.RepeatedCompositeFieldContainer[SnapshotDisk]
     keep_snapshot_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., source_aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[SnapshotVolume, _Mapping]]] = ..., keep_snapshot_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., source: _Optional[_Union[SourceLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[SnapshotDisk, _Mapping]]] = ..., keep_snapshot_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
-class SnapshotVolume(_message.Message):
-    __slots__ = ("disk", "instance_id", "volume_id")
+class SnapshotDisk(_message.Message):
+    __slots__ = ("disk", "workload", "locator")
     DISK_FIELD_NUMBER: _ClassVar[int]
-    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
-    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    LOCATOR_FIELD_NUMBER: _ClassVar[int]
     disk: str
-    instance_id: str
-    volume_id: str
-    def __init__(self, disk: _Optional[str] = ..., instance_id: _Optional[str] = ..., volume_id: _Optional[str] = ...) -> None: ...
+    workload: str
+    locator: str
+    def __init__(self, disk: _Optional[str] = ..., workload: _Optional[str] = ..., locator: _Optional[str] = ...) -> None: ...
 
 class SourceSnapshot(_message.Message):
     __slots__ = ("disk", "snapshot_id")
@@ -183,18 +235,18 @@ class SourceSnapshot(_message.Message):
     def __init__(self, disk: _Optional[str] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
 
 class FinalizeSpec(_message.Message):
-    __slots__ = ("plan", "cycle", "recovery_point_id", "repository", "disks")
+    __slots__ = ("plan", "cycle", "recovery_point_id", "target", "disks")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     RECOVERY_POINT_ID_FIELD_NUMBER: _ClassVar[int]
-    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     DISKS_FIELD_NUMBER: _ClassVar[int]
     plan: str
     cycle: str
     recovery_point_id: str
-    repository: RepositoryLocator
+    target: TargetLocator
     disks: _containers.RepeatedCompositeFieldContainer[FinalizeDisk]
-    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., recovery_point_id: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[FinalizeDisk, _Mapping]]] = ...) -> None: ...
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., recovery_point_id: _Optional[str] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[FinalizeDisk, _Mapping]]] = ...) -> None: ...
 
 class FinalizeDisk(_message.Message):
     __slots__ = ("disk", "root_hash", "size_bytes", "full_sync", "bitmap", "full_sync_reason", "snapshot_id", "source_snapshot_id")
@@ -217,11 +269,11 @@ class FinalizeDisk(_message.Message):
     def __init__(self, disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., source_snapshot_id: _Optional[str] = ...) -> None: ...
 
 class RestoreSpec(_message.Message):
-    __slots__ = ("recovery_point", "disk", "root_hash", "repository", "destination_path", "format", "overwrite", "snapshot_id", "availability_zone")
+    __slots__ = ("recovery_point", "disk", "root_hash", "target", "destination_path", "format", "overwrite", "snapshot_id", "availability_zone")
     RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
-    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_PATH_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
@@ -230,43 +282,43 @@ class RestoreSpec(_message.Message):
     recovery_point: str
     disk: str
     root_hash: str
-    repository: RepositoryLocator
+    target: TargetLocator
     destination_path: str
     format: str
     overwrite: bool
     snapshot_id: str
     availability_zone: str
-    def __init__(self, recovery_point: _Optional[str] = ..., disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., destination_path: _Optional[str] = ..., format: _Optional[str] = ..., overwrite: _Optional[bool] = ..., snapshot_id: _Optional[str] = ..., availability_zone: _Optional[str] = ...) -> None: ...
+    def __init__(self, recovery_point: _Optional[str] = ..., disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., destination_path: _Optional[str] = ..., format: _Optional[str] = ..., overwrite: _Optional[bool] = ..., snapshot_id: _Optional[str] = ..., availability_zone: _Optional[str] = ...) -> None: ...
 
 class VerifySpec(_message.Message):
-    __slots__ = ("recovery_point", "repository", "disks")
+    __slots__ = ("recovery_point", "target", "disks")
     RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
-    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     DISKS_FIELD_NUMBER: _ClassVar[int]
     recovery_point: str
-    repository: RepositoryLocator
+    target: TargetLocator
     disks: _containers.RepeatedCompositeFieldContainer[FinalizeDisk]
-    def __init__(self, recovery_point: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[FinalizeDisk, _Mapping]]] = ...) -> None: ...
+    def __init__(self, recovery_point: _Optional[str] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[FinalizeDisk, _Mapping]]] = ...) -> None: ...
 
 class DeleteSpec(_message.Message):
-    __slots__ = ("recovery_point", "recovery_point_id", "repository", "snapshot_ids")
+    __slots__ = ("recovery_point", "recovery_point_id", "target", "snapshot_ids")
     RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
     RECOVERY_POINT_ID_FIELD_NUMBER: _ClassVar[int]
-    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_IDS_FIELD_NUMBER: _ClassVar[int]
     recovery_point: str
     recovery_point_id: str
-    repository: RepositoryLocator
+    target: TargetLocator
     snapshot_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, recovery_point: _Optional[str] = ..., recovery_point_id: _Optional[str] = ..., repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., snapshot_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, recovery_point: _Optional[str] = ..., recovery_point_id: _Optional[str] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., snapshot_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GcSpec(_message.Message):
-    __slots__ = ("repository", "grace_seconds")
-    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("target", "grace_seconds")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    repository: RepositoryLocator
+    target: TargetLocator
     grace_seconds: int
-    def __init__(self, repository: _Optional[_Union[RepositoryLocator, _Mapping]] = ..., grace_seconds: _Optional[int] = ...) -> None: ...
+    def __init__(self, target: _Optional[_Union[TargetLocator, _Mapping]] = ..., grace_seconds: _Optional[int] = ...) -> None: ...
 
 class RegisterNodeRequest(_message.Message):
     __slots__ = ("node_id", "hostname", "version", "max_tasks", "budget_bytes", "site", "transfer_address")

@@ -30,11 +30,11 @@ class TransferResponse(_message.Message):
     def __init__(self, opened: _Optional[_Union[DiskOpened, _Mapping]] = ..., ack: _Optional[_Union[ChunkAck, _Mapping]] = ..., reply: _Optional[_Union[CallReply, _Mapping]] = ...) -> None: ...
 
 class OpenDisk(_message.Message):
-    __slots__ = ("task", "lease_token", "disk", "repository", "size_bytes", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint")
+    __slots__ = ("task", "lease_token", "disk", "target", "size_bytes", "chunk_size_bytes", "compression", "previous_root_hash", "checkpoint")
     TASK_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
-    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
@@ -43,13 +43,13 @@ class OpenDisk(_message.Message):
     task: str
     lease_token: int
     disk: str
-    repository: _nodes_pb2.RepositoryLocator
+    target: _nodes_pb2.TargetLocator
     size_bytes: int
     chunk_size_bytes: int
     compression: str
     previous_root_hash: str
     checkpoint: _common_pb2.Checkpoint
-    def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., disk: _Optional[str] = ..., repository: _Optional[_Union[_nodes_pb2.RepositoryLocator, _Mapping]] = ..., size_bytes: _Optional[int] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ...) -> None: ...
+    def __init__(self, task: _Optional[str] = ..., lease_token: _Optional[int] = ..., disk: _Optional[str] = ..., target: _Optional[_Union[_nodes_pb2.TargetLocator, _Mapping]] = ..., size_bytes: _Optional[int] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ...) -> None: ...
 
 class DiskOpened(_message.Message):
     __slots__ = ("start_chunk", "has_previous", "chunk_id_key", "segment_chunks", "credit_limit_bytes")

@@ -1,4 +1,6 @@
-"""Recovery reads: rebuild a raw disk image from a recovery point, verifying every chunk.
+"""Disk images written from a repository's recovery point (restores of `fs` and `s3`).
+
+Recovery reads: rebuild a raw disk image from a recovery point, verifying every chunk.
 
 The image is written to a temporary file next to the destination, sized with ftruncate
 so that zero chunks stay holes (sparse), and renamed into place only after every chunk
@@ -19,8 +21,8 @@ import structlog
 
 from dr_common.errors import AlreadyExists, InvalidArgument, TargetError
 from dr_common.repository import ZERO_ID, Repository
-from dr_common.sources.file import check_within_roots
-from dr_node.budget import ByteBudget
+from dr_common.paths import check_within_roots
+from dr_common.targets.base import Budget
 
 log = structlog.get_logger()
 
@@ -46,7 +48,7 @@ def _commit(tmp: Path, dest: Path, overwrite: bool) -> None:
 
 
 async def restore_raw(*, repo: Repository, root_hash: str, disk: str, destination: str,
-                      overwrite: bool, roots: list[str], pool: Executor, budget: ByteBudget,
+                      overwrite: bool, roots: list[str], pool: Executor, budget: Budget,
                       window: int, progress) -> dict:
     dest = check_within_roots(destination, roots, field="destination_path")
     if dest.exists() and not overwrite:
