@@ -19,9 +19,10 @@ from sqlalchemy import func, insert, select
 from dr_control import metrics
 from dr_control.db.models import Cycle, Disk, Node, Plan, RecoveryPoint, Site, Task, utcnow
 from dr_control.leader import LeaderElection
-from dr_control.services import deletion, planfacts
+from dr_control.services import cycles, deletion, planfacts
 from dr_control.services.context import ServiceContext
-from dr_control.services.coordinator import Coordinator
+from dr_control.services.leasing import Leases
+from dr_control.services.nodes import node_online
 
 log = structlog.get_logger()
 # Plans whose cycles one transaction of a scheduler pass queues (start_due_cycles).
@@ -29,11 +30,13 @@ START_BATCH = 50
 
 
 class Scheduler:
-    def __init__(self, ctx: ServiceContext, coordinator: Coordinator,
+    def __init__(self, ctx: ServiceContext, leases: Leases,
                  election: LeaderElection | None = None,
                  on_leadership: Callable[[], Awaitable[None]] | None = None):
         self.ctx = ctx
-        self.coordinator = coordinator
+        # The servicers' own Leases: a task whose lease expires is then free at once to
+        # their polls (Leases._claimed).
+        self.leases = leases
         # Work only one replica may resume (recovery executions a stopped leader left):
         # run when this replica becomes the leader, not when it starts.
         self.on_leadership = on_leadership
@@ -65,7 +68,7 @@ class Scheduler:
 
     async def tick(self) -> list[Cycle]:
         with metrics.SCHEDULER_PASS.time():
-            await self.coordinator.expire_leases()
+            await self.leases.expire_leases()
             started = await self.start_due_cycles()
             await deletion.scheduler_pass(self.ctx)  # retention and due garbage collections
             await self._update_gauges()
@@ -103,8 +106,8 @@ class Scheduler:
                     for plan in due[i:i + START_BATCH]:
                         known = (last[plan.id].seq if plan.id in last else 0,
                                  newest.get(plan.id))
-                        if cycle := await self.coordinator.start_cycle(
-                                s, plan, known=known, task_rows=rows):
+                        if cycle := await cycles.start_cycle(
+                                self.ctx, s, plan, known=known, task_rows=rows):
                             started.append(cycle)
                     if rows:
                         await s.execute(insert(Task), rows)
@@ -122,7 +125,7 @@ class Scheduler:
                 RecoveryPoint.plan_id))).all())
         for kind in ("replicate", "finalize", "restore", "verify"):
             metrics.TASKS_QUEUED.labels(kind=kind).set(queued.get(kind, 0))
-        metrics.NODES_ONLINE.set(sum(1 for n in nodes if self.coordinator.node_online(n)))
+        metrics.NODES_ONLINE.set(sum(1 for n in nodes if node_online(self.ctx, n)))
         for plan in plans:
             since = newest.get(plan.id) or plan.create_time
             if since.tzinfo is None:  # aggregates bypass the column type on SQLite

@@ -22,8 +22,8 @@ from dr_control.config import ControlConfig
 from dr_control.db.engine import make_engine, migrate, sessionmaker
 from dr_control.scheduler import Scheduler
 from dr_control.services.context import ServiceContext
-from dr_control.services.coordinator import Coordinator
 from dr_control.services.inventory import InventoryService
+from dr_control.services.leasing import Leases
 from dr_control.services.points import PointService
 from dr_control.services.protection import ProtectionService
 from dr_common.proto.dr.v1 import recovery_pb2, recovery_pb2_grpc
@@ -77,7 +77,7 @@ async def start(config: ControlConfig) -> Control:
     await migrate(config.db_url)
     engine = make_engine(config.db_url)
     ctx = ServiceContext(db=sessionmaker(engine), config=config)
-    coordinator = Coordinator(ctx)
+    leases = Leases(ctx)
     points = PointService(ctx)
 
     tokens = TokenService(ctx.db)
@@ -86,13 +86,13 @@ async def start(config: ControlConfig) -> Control:
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
         servicers.Inventory(InventoryService(ctx)), server)
     protection_pb2_grpc.add_ProtectionServiceServicer_to_server(
-        servicers.Protection(ProtectionService(ctx, coordinator)), server)
+        servicers.Protection(ProtectionService(ctx)), server)
     recovery_points_pb2_grpc.add_RecoveryPointServiceServicer_to_server(
         servicers.RecoveryPoints(points), server)
     restore_pb2_grpc.add_RestoreServiceServicer_to_server(servicers.Restore(points), server)
     operations_pb2_grpc.add_OperationsServiceServicer_to_server(
         servicers.Operations(points), server)
-    nodes_pb2_grpc.add_NodeServiceServicer_to_server(servicers.Nodes(coordinator), server)
+    nodes_pb2_grpc.add_NodeServiceServicer_to_server(servicers.Nodes(ctx, leases), server)
     recovery = RecoveryService(ctx)
     recovery_pb2_grpc.add_RecoveryServiceServicer_to_server(servicers.Recovery(recovery), server)
 
@@ -108,26 +108,26 @@ async def start(config: ControlConfig) -> Control:
         raise OSError(f"cannot listen on {config.listen}")
     await server.start()
     scheduler_task = asyncio.create_task(
-        Scheduler(ctx, coordinator, on_leadership=recovery.resume).run(), name="scheduler")
+        Scheduler(ctx, leases, on_leadership=recovery.resume).run(), name="scheduler")
     log.info("dr-control started", listen=config.listen, port=port, database=_safe_url(
         config.db_url), tls=bool(config.tls_cert_file),
         client_certificates=bool(config.tls_client_ca_file), auth=config.auth.enabled)
     control = Control(config=config, server=server, port=port, scheduler_task=scheduler_task,
                       engine=engine, recovery=recovery)
     if config.rest_listen:
-        control.rest = await _start_rest(config, ctx, coordinator, points, tokens)
+        control.rest = await _start_rest(config, ctx, leases, points, tokens)
     return control
 
 
-async def _start_rest(config: ControlConfig, ctx: ServiceContext, coordinator: Coordinator,
+async def _start_rest(config: ControlConfig, ctx: ServiceContext, leases: Leases,
                       points: PointService, tokens: TokenService):
     """The REST/JSON API and web UI over servicers of the same services (dr_control.rest)."""
     from dr_control import rest
     by_service = {
         rest.INV: servicers.Inventory(InventoryService(ctx)),
-        rest.PROT: servicers.Protection(ProtectionService(ctx, coordinator)),
+        rest.PROT: servicers.Protection(ProtectionService(ctx)),
         rest.RP: servicers.RecoveryPoints(points), rest.RES: servicers.Restore(points),
-        rest.OPS: servicers.Operations(points), rest.NODES: servicers.Nodes(coordinator)}
+        rest.OPS: servicers.Operations(points), rest.NODES: servicers.Nodes(ctx, leases)}
     runner = await rest.start(config.rest_listen, by_service,
                               tokens if config.auth.enabled else None)
     log.info("REST API and web UI started", rest_listen=config.rest_listen,

@@ -106,7 +106,7 @@ def postgres_db(_pg_server) -> str:
     return _pg_server.new_database()
 
 
-# The control plane's services in-process (coordinator, inventory, protection tests).
+# The control plane's services in-process (cycles and leases, inventory, protection tests).
 @pytest.fixture(params=["sqlite", "postgres"])
 def metadata_url(request, tmp_path) -> str:
     """An empty metadata database on each backend: SQLite, then PostgreSQL."""
@@ -136,10 +136,10 @@ async def service_context(url: str, tmp_path: Path, **scheduler):
 
 async def two_disk_plan(ctx, tmp_path: Path, *, paired: bool = False):
     """Sites src (disks a and b, 1 MiB each) and dst (a repository in tmp_path/repo,
-    `paired` or not), and plan p from one to the other; returns (coordinator,
-    protection service)."""
-    from dr_control.services.coordinator import Coordinator
+    `paired` or not), and plan p from one to the other; returns (leases, protection
+    service)."""
     from dr_control.services.inventory import InventoryService
+    from dr_control.services.leasing import Leases
     from dr_control.services.protection import ProtectionService
     (tmp_path / "src").mkdir()
     (tmp_path / "repo").mkdir()
@@ -148,11 +148,11 @@ async def two_disk_plan(ctx, tmp_path: Path, *, paired: bool = False):
     inv = InventoryService(ctx)
     await inv.create_site("src", kind="file", path=str(tmp_path / "src"))
     await inv.create_site("dst", kind="file", path=str(tmp_path / "repo"), paired=paired)
-    coord = Coordinator(ctx)
-    prot = ProtectionService(ctx, coord)
+    leases = Leases(ctx)
+    prot = ProtectionService(ctx)
     await prot.create_plan("p", source_site="sites/src", target_site="sites/dst",
                            target_kind="fs", workloads=["sites/src/workloads/a",
                                                         "sites/src/workloads/b"],
                            disks=[], rpo_seconds=60, keep_last=0, chunk_size=0,
                            compression="")
-    return coord, prot
+    return leases, prot

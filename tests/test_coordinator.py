@@ -1,5 +1,6 @@
-"""The coordinator in-process over each metadata backend (SQLite, and PostgreSQL from
-tests/pg_peer.py): lease fencing, expiry, cycle completion, one active cycle per plan."""
+"""The cycle and lease services in-process over each metadata backend (SQLite, and
+PostgreSQL from tests/pg_peer.py): lease fencing, expiry, cycle completion, one active
+cycle per plan."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 
 from dr_common.errors import FailedPrecondition
 from dr_control.db.models import Plan, Task, utcnow
+from dr_control.services.cycles import active_cycle, start_cycle
+from dr_control.services.nodes import register_node
 from dr_control.services.points import PointService
 from tests.conftest import MiB, service_context, two_disk_plan
 
@@ -20,10 +23,10 @@ async def env(metadata_url, tmp_path):
 
 
 async def _plan_of_two_disks(ctx, tmp_path):
-    coord, prot = await two_disk_plan(ctx, tmp_path)
+    leases, prot = await two_disk_plan(ctx, tmp_path)
     for n in ("n1", "n2"):
-        await coord.register_node(n, hostname=n, version="t", max_tasks=4, budget_bytes=1)
-    return ctx, coord, prot
+        await register_node(ctx, n, hostname=n, version="t", max_tasks=4, budget_bytes=1)
+    return ctx, leases, prot
 
 
 async def _expire(ctx, task_id: int) -> None:
@@ -32,55 +35,55 @@ async def _expire(ctx, task_id: int) -> None:
 
 
 async def test_stale_holder_is_fenced_and_next_holder_resumes(env):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     await prot.run_plan("plans/p")
-    t1 = await coord.acquire_task("nodes/n1")
+    t1 = await leases.acquire_task("nodes/n1")
     cp = {"watermark_chunk": 7, "segments": [], "tail": ""}
-    await coord.report_progress(f"tasks/{t1.id}", t1.lease_token, checkpoint=cp,
-                                bytes_done=7, stats={}, full_sync=True)
+    await leases.report_progress(f"tasks/{t1.id}", t1.lease_token, checkpoint=cp,
+                                 bytes_done=7, stats={}, full_sync=True)
     await _expire(ctx, t1.id)
-    assert await coord.expire_leases() == 1
+    assert await leases.expire_leases() == 1
     # The requeued task keeps its id and checkpoint; n2 may lease the other disk first.
-    got = [await coord.acquire_task("nodes/n2"), await coord.acquire_task("nodes/n2")]
+    got = [await leases.acquire_task("nodes/n2"), await leases.acquire_task("nodes/n2")]
     again = next(t for t in got if t.id == t1.id)
     assert again.lease_token == t1.lease_token + 1 and again.checkpoint == cp
     with pytest.raises(FailedPrecondition, match="lease .* was lost"):
-        await coord.report_progress(f"tasks/{t1.id}", t1.lease_token, checkpoint={},
-                                    bytes_done=0, stats={}, full_sync=True)
+        await leases.report_progress(f"tasks/{t1.id}", t1.lease_token, checkpoint={},
+                                     bytes_done=0, stats={}, full_sync=True)
     with pytest.raises(FailedPrecondition):
-        await coord.complete_task(f"tasks/{t1.id}", t1.lease_token, error=None, stats={},
-                                  result={"root_hash": "x", "size_bytes": 1}, full_sync=True)
+        await leases.complete_task(f"tasks/{t1.id}", t1.lease_token, error=None, stats={},
+                                   result={"root_hash": "x", "size_bytes": 1}, full_sync=True)
 
 
 async def test_point_recorded_only_after_finalize(env):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     await prot.run_plan("plans/p")
     points = PointService(ctx)
     for _ in range(2):
-        t = await coord.acquire_task("nodes/n1")
+        t = await leases.acquire_task("nodes/n1")
         assert t.kind == "replicate"
-        await coord.complete_task(f"tasks/{t.id}", t.lease_token, error=None, stats={},
-                                  result={"root_hash": "ab" * 32, "size_bytes": MiB},
-                                  full_sync=True)
+        await leases.complete_task(f"tasks/{t.id}", t.lease_token, error=None, stats={},
+                                   result={"root_hash": "ab" * 32, "size_bytes": MiB},
+                                   full_sync=True)
         assert await points.list_points("plans/p") == []
-    fin = await coord.acquire_task("nodes/n1")
+    fin = await leases.acquire_task("nodes/n1")
     assert fin.kind == "finalize" and len(fin.spec["disks"]) == 2
     assert await points.list_points("plans/p") == []
-    await coord.complete_task(f"tasks/{fin.id}", fin.lease_token, error=None, stats={},
-                              result={}, full_sync=False)
+    await leases.complete_task(f"tasks/{fin.id}", fin.lease_token, error=None, stats={},
+                               result={}, full_sync=False)
     [point] = await points.list_points("plans/p")
     assert point.id == fin.spec["recovery_point_id"]
     assert (await prot.status("plans/p")).state == "running"
 
 
 async def test_exhausted_retries_fail_the_cycle_without_a_point(env):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     await prot.run_plan("plans/p")
     err = {"reason": "source-unavailable", "message": "gone", "retryable": True}
     for attempt in range(2):  # max_attempts = 2
-        t = await coord.acquire_task("nodes/n1")
-        await coord.complete_task(f"tasks/{t.id}", t.lease_token, error=err, stats={},
-                                  result={}, full_sync=False)
+        t = await leases.acquire_task("nodes/n1")
+        await leases.complete_task(f"tasks/{t.id}", t.lease_token, error=err, stats={},
+                                   result={}, full_sync=False)
     [(cycle, _)] = await prot.list_cycles("plans/p")
     assert cycle.state == "failed" and "gone" in cycle.error_message
     assert await PointService(ctx).list_points("plans/p") == []
@@ -88,28 +91,28 @@ async def test_exhausted_retries_fail_the_cycle_without_a_point(env):
     assert status.state == "partial"
     assert {s for _, s in status.disks} == {"sync-failed"}
     # The other disk's queued task was cancelled with the cycle: nothing left to lease.
-    assert await coord.acquire_task("nodes/n2") is None
+    assert await leases.acquire_task("nodes/n2") is None
 
 
 async def test_released_task_costs_no_attempt(env):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     await prot.run_plan("plans/p")
     for _ in range(5):  # more than max_attempts
-        t = await coord.acquire_task("nodes/n1")
-        await coord.complete_task(f"tasks/{t.id}", t.lease_token, full_sync=False, stats={},
-                                  result={}, error={"reason": "node-stopping",
+        t = await leases.acquire_task("nodes/n1")
+        await leases.complete_task(f"tasks/{t.id}", t.lease_token, full_sync=False, stats={},
+                                   result={}, error={"reason": "node-stopping",
                                                     "message": "", "retryable": True})
     [(cycle, _)] = await prot.list_cycles("plans/p")
     assert cycle.state in ("queued", "running")
 
 
 async def test_running_task_learns_a_new_bandwidth_cap(env):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     await prot.run_plan("plans/p")
-    t = await coord.acquire_task("nodes/n1")
+    t = await leases.acquire_task("nodes/n1")
     assert t.spec["bandwidth_bytes_per_second"] == 0
     await prot.update_plan("plans/p", {"bandwidth": 5_000_000})
-    cancel, bandwidth, _release = await coord.report_progress(
+    cancel, bandwidth, _release = await leases.report_progress(
         f"tasks/{t.id}", t.lease_token, checkpoint={}, bytes_done=0, stats={}, full_sync=True)
     assert (cancel, bandwidth) == (False, 5_000_000)
 
@@ -117,12 +120,12 @@ async def test_running_task_learns_a_new_bandwidth_cap(env):
 async def test_a_second_active_cycle_is_refused(env):
     """Two replicas may both find a plan due during a scheduler hand-over: the database
     keeps one cycle (migration 0007), and the loser's start_cycle says None."""
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     first = await prot.run_plan("plans/p")
     async with ctx.db() as s, s.begin():  # as if it had not seen `first` yet
-        assert await coord.start_cycle(s, await s.get(Plan, "p")) is None
+        assert await start_cycle(ctx, s, await s.get(Plan, "p")) is None
         # The caller's transaction goes on after the refused insert.
-        assert (await coord.active_cycle(s, "p")).id == first.id
+        assert (await active_cycle(s, "p")).id == first.id
     assert (await prot.run_plan("plans/p")).id == first.id
     [(cycle, tasks)] = await prot.list_cycles("plans/p")
     assert cycle.id == first.id and len(tasks) == 2
@@ -132,7 +135,7 @@ async def test_a_failed_delete_waits_before_retention_tries_again(env):
     """Retention runs every pass: a target that refuses a delete must not get one per pass."""
     from dr_control.db.models import Cycle, RecoveryPoint
     from dr_control.services import deletion
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     now = utcnow()
     async with ctx.db() as s, s.begin():
         plan = await s.get(Plan, "p")

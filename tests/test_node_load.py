@@ -1,13 +1,14 @@
-"""Tasks go to nodes by load (Coordinator.should_defer), and DrainNode: unit tests of
-the rule, then the coordinator in-process over SQLite."""
+"""Tasks go to nodes by load (nodes.should_defer), and DrainNode: unit tests of the
+rule, then the node and lease services in-process over SQLite."""
 
 from __future__ import annotations
 
 import pytest
 
-from dr_control.services.coordinator import (LOAD_MARGIN, Coordinator, NodeLoad, node_load,
-                                             should_defer)
 from dr_control.services.inventory import InventoryService
+from dr_control.services.leasing import Leases
+from dr_control.services.nodes import (LOAD_MARGIN, NodeLoad, get_node, node_load,
+                                       register_node, set_draining, should_defer)
 from dr_control.services.protection import ProtectionService
 from tests.conftest import MiB, make_disk, service_context
 
@@ -71,67 +72,67 @@ async def _plan_of_six_disks(ctx, tmp_path):
     inv = InventoryService(ctx)
     await inv.create_site("src", kind="file", path=str(tmp_path / "src"))
     await inv.create_site("dst", kind="file", path=str(tmp_path / "repo"))
-    coord = Coordinator(ctx)
-    prot = ProtectionService(ctx, coord)
+    leases = Leases(ctx)
+    prot = ProtectionService(ctx)
     await prot.create_plan("p", source_site="sites/src", target_site="sites/dst",
                            target_kind="fs",
                            workloads=[f"sites/src/workloads/d{i}" for i in range(6)],
                            disks=[], rpo_seconds=60, keep_last=0, chunk_size=0,
                            compression="")
-    return ctx, coord, prot
+    return ctx, leases, prot
 
 
-async def _register(coord, *ids, max_tasks=4):
+async def _register(ctx, *ids, max_tasks=4):
     for n in ids:
-        await coord.register_node(n, hostname=n, version="t", max_tasks=max_tasks,
-                                  budget_bytes=1)
+        await register_node(ctx, n, hostname=n, version="t", max_tasks=max_tasks,
+                            budget_bytes=1)
 
 
 async def test_capacity_and_spreading_over_asking_nodes(env):
-    ctx, coord, prot = env
-    await _register(coord, "n1", max_tasks=1)
+    ctx, leases, prot = env
+    await _register(ctx, "n1", max_tasks=1)
     await prot.run_plan("plans/p")  # 6 replicate tasks
-    assert await coord.acquire_task("nodes/n1") is not None
-    assert await coord.acquire_task("nodes/n1") is None, "n1 is at its max_tasks"
+    assert await leases.acquire_task("nodes/n1") is not None
+    assert await leases.acquire_task("nodes/n1") is None, "n1 is at its max_tasks"
 
-    await _register(coord, "n2", "n3")
-    assert (await coord.acquire_task("nodes/n2")) is not None  # n3 not asking yet
-    assert await coord.acquire_task("nodes/n3") is not None  # n3: 0 tasks, n2 0.25
+    await _register(ctx, "n2", "n3")
+    assert (await leases.acquire_task("nodes/n2")) is not None  # n3 not asking yet
+    assert await leases.acquire_task("nodes/n3") is not None  # n3: 0 tasks, n2 0.25
     # n2 (0.25) and n3 (0.25) alike: either may take; 3 tasks left for 6 free slots.
-    assert await coord.acquire_task("nodes/n2") is not None  # n2 now 0.5
-    assert await coord.acquire_task("nodes/n2") is None, "n3 (0.25) is less loaded"
-    assert await coord.acquire_task("nodes/n3") is not None  # n3 now 0.5
-    assert await coord.acquire_task("nodes/n2") is not None
+    assert await leases.acquire_task("nodes/n2") is not None  # n2 now 0.5
+    assert await leases.acquire_task("nodes/n2") is None, "n3 (0.25) is less loaded"
+    assert await leases.acquire_task("nodes/n3") is not None  # n3 now 0.5
+    assert await leases.acquire_task("nodes/n2") is not None
 
 
 async def test_draining_node_gets_nothing_and_releases_running_tasks(env):
-    ctx, coord, prot = env
-    await _register(coord, "n1", "n2")
+    ctx, leases, prot = env
+    await _register(ctx, "n1", "n2")
     await prot.run_plan("plans/p")
-    t = await coord.acquire_task("nodes/n1")
-    node = await coord.set_draining("nodes/n1", True)
+    t = await leases.acquire_task("nodes/n1")
+    node = await set_draining(ctx, "nodes/n1", True)
     assert node.draining and node.leased_tasks == 1
-    assert await coord.acquire_task("nodes/n1") is None
-    progress = await coord.report_progress(f"tasks/{t.id}", t.lease_token, checkpoint={
+    assert await leases.acquire_task("nodes/n1") is None
+    progress = await leases.report_progress(f"tasks/{t.id}", t.lease_token, checkpoint={
         "watermark_chunk": 1, "segments": [], "tail": ""}, bytes_done=1, stats={},
         full_sync=True)
     assert progress.release and not progress.cancel
     # The node hands it back as a graceful stop does: queued again, no attempt used.
-    await coord.complete_task(f"tasks/{t.id}", t.lease_token, error={
+    await leases.complete_task(f"tasks/{t.id}", t.lease_token, error={
         "reason": "node-stopping", "message": "draining", "retryable": True}, stats={},
         result={}, full_sync=True)
-    assert (await coord.get_node("nodes/n1")).leased_tasks == 0
-    got = [await coord.acquire_task("nodes/n2") for _ in range(4)]
+    assert (await get_node(ctx, "nodes/n1")).leased_tasks == 0
+    got = [await leases.acquire_task("nodes/n2") for _ in range(4)]
     got = [x for x in got if x is not None]
     again = next(x for x in got if x.id == t.id)
     assert again.attempts == 1 and again.checkpoint["watermark_chunk"] == 1
     [(cycle, _)] = await prot.list_cycles("plans/p")
     assert cycle.state == "running"
-    await coord.set_draining("nodes/n1", False)
-    assert not (await coord.get_node("nodes/n1")).draining
+    await set_draining(ctx, "nodes/n1", False)
+    assert not (await get_node(ctx, "nodes/n1")).draining
 
 
 async def test_rpo_report_lists_every_plan(env):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     [status] = await prot.rpo_report()
     assert status.plan.id == "p" and not status.rpo_met and status.last_point is None

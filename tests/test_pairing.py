@@ -1,8 +1,9 @@
 """The paired topology's control-plane side (issue 7, docs/PAIRED.md): tasks bound to
 sites, a replicate task's target node chosen at lease time, pair health in ListNodes.
 
-The coordinator in-process over SQLite and PostgreSQL, then a real dr-control with
-drctl and real dr-node processes registering their site and transfer address.
+The cycle, node and lease services in-process over SQLite and PostgreSQL, then a real
+dr-control with drctl and real dr-node processes registering their site and transfer
+address.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from sqlalchemy import select
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_control.api import convert
 from dr_control.db.models import Node, Task, utcnow
-from dr_control.services.coordinator import NO_TARGET_NODE
 from dr_control.services.inventory import InventoryService
+from dr_control.services.leasing import NO_TARGET_NODE
+from dr_control.services.nodes import (heartbeat, list_nodes, node_online, register_node,
+                                       set_draining)
 from dr_control.services.points import PointService
 from tests.conftest import MiB, make_disk, service_context, two_disk_plan
 from tools.localcluster import Cluster, free_port, wait_for
@@ -34,15 +37,15 @@ async def env(metadata_url, tmp_path):
 
 
 async def _paired_plan(ctx, tmp_path):
-    coord, prot = await two_disk_plan(ctx, tmp_path, paired=True)
+    leases, prot = await two_disk_plan(ctx, tmp_path, paired=True)
     (tmp_path / "plain").mkdir()
     await InventoryService(ctx).create_site("plain", kind="file", path=str(tmp_path / "plain"))
-    await coord.register_node("s1", hostname="s1", version="t", max_tasks=4, budget_bytes=1,
-                              site="src")
-    await coord.register_node("t1", hostname="t1", version="t", max_tasks=4, budget_bytes=1,
-                              site="dst", transfer_address=TRANSFER)
-    await coord.register_node("u", hostname="u", version="t", max_tasks=4, budget_bytes=1)
-    return ctx, coord, prot
+    await register_node(ctx, "s1", hostname="s1", version="t", max_tasks=4, budget_bytes=1,
+                        site="src")
+    await register_node(ctx, "t1", hostname="t1", version="t", max_tasks=4, budget_bytes=1,
+                        site="dst", transfer_address=TRANSFER)
+    await register_node(ctx, "u", hostname="u", version="t", max_tasks=4, budget_bytes=1)
+    return ctx, leases, prot
 
 
 async def _set_node(ctx, node_id: str, **values) -> None:
@@ -57,26 +60,26 @@ async def _task(ctx, task_id: int) -> Task:
         return await s.get(Task, task_id)
 
 
-async def _complete(coord, task, result: dict | None = None) -> None:
-    await coord.complete_task(f"tasks/{task.id}", task.lease_token, error=None, stats={},
-                              result=result or {}, full_sync=True)
+async def _complete(leases, task, result: dict | None = None) -> None:
+    await leases.complete_task(f"tasks/{task.id}", task.lease_token, error=None, stats={},
+                               result=result or {}, full_sync=True)
 
 
-async def _replicate_all(coord) -> None:
+async def _replicate_all(leases) -> None:
     """The source node replicates both disks of the queued cycle."""
     for _ in range(2):
-        t = await coord.acquire_task("nodes/s1")
+        t = await leases.acquire_task("nodes/s1")
         assert t.kind == "replicate"
-        await _complete(coord, t, {"root_hash": "ab" * 32, "size_bytes": MiB})
+        await _complete(leases, t, {"root_hash": "ab" * 32, "size_bytes": MiB})
 
 
 async def test_replicate_goes_to_the_source_site_with_its_target_node(env):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     await prot.run_plan("plans/p")
     # Nodes of no site, and the target site's, never get the source-side work.
-    assert await coord.acquire_task("nodes/u") is None
-    assert await coord.acquire_task("nodes/t1") is None
-    t = await coord.acquire_task("nodes/s1")
+    assert await leases.acquire_task("nodes/u") is None
+    assert await leases.acquire_task("nodes/t1") is None
+    t = await leases.acquire_task("nodes/s1")
     assert t.kind == "replicate" and t.site == "src"
     msg = convert.task(t)
     assert (msg.replicate.pair_node, msg.replicate.pair_address) == ("nodes/t1", TRANSFER)
@@ -89,15 +92,15 @@ async def test_replicate_goes_to_the_source_site_with_its_target_node(env):
 async def test_the_pair_carries_the_target_nodes_certificate_name(env):
     """A target node that registered with a certificate shared by its pods (named by
     the prefix of their ids): the source is told that name, not the node id."""
-    ctx, coord, prot = env
-    await coord.register_node("pool-a1", hostname="pool-a1", version="t", max_tasks=4,
-                              budget_bytes=1, site="dst", transfer_address="127.0.0.1:7444",
-                              cert_name="pool")
+    ctx, leases, prot = env
+    await register_node(ctx, "pool-a1", hostname="pool-a1", version="t", max_tasks=4,
+                        budget_bytes=1, site="dst", transfer_address="127.0.0.1:7444",
+                        cert_name="pool")
     await _set_node(ctx, "t1", draining=True)
     async with ctx.db() as s:
         assert (await s.get(Node, "pool-a1")).cert_name == "pool"
     await prot.run_plan("plans/p")
-    t = await coord.acquire_task("nodes/s1")
+    t = await leases.acquire_task("nodes/s1")
     msg = convert.task(t)
     assert (msg.replicate.pair_node, msg.replicate.pair_cert_name) == ("nodes/pool-a1", "pool")
     assert msg.replicate.pair_address == "127.0.0.1:7444"
@@ -105,15 +108,15 @@ async def test_the_pair_carries_the_target_nodes_certificate_name(env):
 
 
 async def test_repository_tasks_go_to_the_target_site_only(env, tmp_path):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     await prot.run_plan("plans/p")
-    await _replicate_all(coord)
-    assert await coord.acquire_task("nodes/u") is None
-    assert await coord.acquire_task("nodes/s1") is None
-    fin = await coord.acquire_task("nodes/t1")
+    await _replicate_all(leases)
+    assert await leases.acquire_task("nodes/u") is None
+    assert await leases.acquire_task("nodes/s1") is None
+    fin = await leases.acquire_task("nodes/t1")
     assert fin.kind == "finalize" and fin.site == "dst"
     assert fin.spec["repository"]["site"] == "dst"
-    await _complete(coord, fin)
+    await _complete(leases, fin)
     points = PointService(ctx)
     [point] = await points.list_points("plans/p")
     name = f"plans/p/recoveryPoints/{point.id}"
@@ -123,23 +126,23 @@ async def test_repository_tasks_go_to_the_target_site_only(env, tmp_path):
                                    overwrite=False)
     gc = await points.collect_garbage("plans/p", 0)
     assert {verify.site, restore.site, gc.site} == {"dst"}
-    assert await coord.acquire_task("nodes/u") is None
-    assert await coord.acquire_task("nodes/s1") is None
-    got = {(await coord.acquire_task("nodes/t1")).id for _ in range(3)}
+    assert await leases.acquire_task("nodes/u") is None
+    assert await leases.acquire_task("nodes/s1") is None
+    got = {(await leases.acquire_task("nodes/t1")).id for _ in range(3)}
     assert got == {verify.id, restore.id, gc.id}
 
 
 @pytest.mark.parametrize("how", ["offline", "draining", "no-transfer-address"])
 async def test_no_target_node_leaves_the_replicate_task_queued(env, how):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     if how == "offline":
         await _set_node(ctx, "t1", last_heartbeat_time=utcnow() - timedelta(minutes=5))
     elif how == "draining":
-        await coord.set_draining("nodes/t1", True)
+        await set_draining(ctx, "nodes/t1", True)
     else:
         await _set_node(ctx, "t1", transfer_address="")
     await prot.run_plan("plans/p")
-    assert await coord.acquire_task("nodes/s1") is None
+    assert await leases.acquire_task("nodes/s1") is None
     async with ctx.db() as s:
         tasks = (await s.scalars(select(Task))).all()
     assert {t.state for t in tasks} == {"queued"}
@@ -152,43 +155,43 @@ async def test_no_target_node_leaves_the_replicate_task_queued(env, how):
     # The target node comes back: the task is leased, and the reason is gone.
     await _set_node(ctx, "t1", last_heartbeat_time=utcnow(), draining=False,
                     transfer_address=TRANSFER)
-    t = await coord.acquire_task("nodes/s1")
+    t = await leases.acquire_task("nodes/s1")
     assert t is not None and t.spec["pair_address"] == TRANSFER and t.error_reason == ""
 
 
 async def test_the_least_loaded_target_node_is_chosen(env):
-    ctx, coord, prot = env
-    await coord.register_node("t2", hostname="t2", version="t", max_tasks=4, budget_bytes=1,
-                              site="dst", transfer_address="127.0.0.1:7444")
-    await coord.heartbeat("nodes/t1", running_tasks=0, inflight_bytes=0, backpressure=0.9)
+    ctx, leases, prot = env
+    await register_node(ctx, "t2", hostname="t2", version="t", max_tasks=4, budget_bytes=1,
+                        site="dst", transfer_address="127.0.0.1:7444")
+    await heartbeat(ctx, "nodes/t1", running_tasks=0, inflight_bytes=0, backpressure=0.9)
     await prot.run_plan("plans/p")
-    first = await coord.acquire_task("nodes/s1")
+    first = await leases.acquire_task("nodes/s1")
     assert first.spec["pair_node"] == "nodes/t2"
     # t2 now serves one stream (1/4 loaded) and t1 is idle again: t1.
-    await coord.heartbeat("nodes/t1", running_tasks=0, inflight_bytes=0, backpressure=0.0)
-    second = await coord.acquire_task("nodes/s1")
+    await heartbeat(ctx, "nodes/t1", running_tasks=0, inflight_bytes=0, backpressure=0.0)
+    second = await leases.acquire_task("nodes/s1")
     assert second.spec["pair_node"] == "nodes/t1"
 
 
 async def test_unpaired_plans_stay_with_nodes_of_no_site(env):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     await prot.create_plan("q", source_site="sites/src", target_site="sites/plain",
                            target_kind="fs", workloads=["sites/src/workloads/a"], disks=[],
                            rpo_seconds=60, keep_last=0, chunk_size=0, compression="")
     await prot.run_plan("plans/q")
-    assert await coord.acquire_task("nodes/s1") is None
-    assert await coord.acquire_task("nodes/t1") is None
-    t = await coord.acquire_task("nodes/u")
+    assert await leases.acquire_task("nodes/s1") is None
+    assert await leases.acquire_task("nodes/t1") is None
+    t = await leases.acquire_task("nodes/u")
     assert t.kind == "replicate" and t.site == "" and "pair_node" not in t.spec
     assert convert.task(t).replicate.pair_address == ""
 
 
 async def test_heartbeat_pairs_and_site_show_in_list_nodes(env):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     pair = {"node": "nodes/t1", "address": TRANSFER, "streams": 2, "rtt_seconds": 0.004,
             "throughput_bytes_per_second": 5e7, "credit_bytes": "33554432", "errors": "1"}
-    await coord.heartbeat("nodes/s1", running_tasks=2, inflight_bytes=0, pairs=[pair])
-    nodes = {n.id: convert.node(n, coord.node_online(n)) for n in await coord.list_nodes()}
+    await heartbeat(ctx, "nodes/s1", running_tasks=2, inflight_bytes=0, pairs=[pair])
+    nodes = {n.id: convert.node(n, node_online(ctx, n)) for n in await list_nodes(ctx)}
     assert (nodes["s1"].site, nodes["t1"].site, nodes["u"].site) == ("src", "dst", "")
     assert nodes["t1"].transfer_address == TRANSFER
     [health] = nodes["s1"].pairs
@@ -198,11 +201,11 @@ async def test_heartbeat_pairs_and_site_show_in_list_nodes(env):
 
 
 async def test_a_site_is_a_resource_id(env):
-    ctx, coord, prot = env
+    ctx, leases, prot = env
     from dr_common.errors import InvalidArgument
     with pytest.raises(InvalidArgument, match="site"):
-        await coord.register_node("x", hostname="x", version="t", max_tasks=1, budget_bytes=1,
-                                  site="Not A Site")
+        await register_node(ctx, "x", hostname="x", version="t", max_tasks=1, budget_bytes=1,
+                            site="Not A Site")
 
 
 # --- a real control plane: drctl and dr-node processes ----------------------------------

@@ -11,8 +11,9 @@ from dr_common.errors import InvalidArgument
 from dr_common.proto.dr.v1 import (common_pb2, inventory_pb2, nodes_pb2, protection_pb2,
                                    recovery_points_pb2)
 from dr_control.db import models
-from dr_control.services.coordinator import NO_TARGET_NODE, node_load
 from dr_control.services.inventory import is_paired, kind_settings
+from dr_control.services.leasing import NO_TARGET_NODE
+from dr_control.services.nodes import node_load
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 

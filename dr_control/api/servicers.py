@@ -17,8 +17,10 @@ from dr_common.proto.dr.v1 import (common_pb2, inventory_pb2, inventory_pb2_grpc
 from dr_control.api import convert
 from dr_control.api.errors import rpc
 from dr_control.db.models import utcnow
-from dr_control.services.coordinator import Coordinator
+from dr_control.services import leasing, nodes
+from dr_control.services.context import ServiceContext
 from dr_control.services.inventory import InventoryService
+from dr_control.services.leasing import Leases
 from dr_control.services.points import PointService
 from dr_control.services.protection import ProtectionService
 
@@ -263,13 +265,14 @@ class Operations(operations_pb2_grpc.OperationsServiceServicer):
 
 
 class Nodes(nodes_pb2_grpc.NodeServiceServicer):
-    def __init__(self, coordinator: Coordinator):
-        self.coord = coordinator
+    def __init__(self, ctx: ServiceContext, leases: Leases):
+        self.ctx = ctx
+        self.leases = leases
 
     @rpc
     async def RegisterNode(self, request, context):
-        node = await self.coord.register_node(
-            request.node_id or request.hostname, hostname=request.hostname,
+        node = await nodes.register_node(
+            self.ctx, request.node_id or request.hostname, hostname=request.hostname,
             version=request.version, max_tasks=request.max_tasks,
             budget_bytes=request.budget_bytes, site=request.site,
             transfer_address=request.transfer_address, cert_name=_cert_name(context))
@@ -277,23 +280,23 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
 
     @rpc
     async def Heartbeat(self, request, context):
-        await self.coord.heartbeat(request.node, running_tasks=request.running_tasks,
-                                   inflight_bytes=request.inflight_bytes,
-                                   backpressure=request.backpressure,
-                                   pairs=[_dict(p) for p in request.pairs])
+        await nodes.heartbeat(self.ctx, request.node, running_tasks=request.running_tasks,
+                              inflight_bytes=request.inflight_bytes,
+                              backpressure=request.backpressure,
+                              pairs=[_dict(p) for p in request.pairs])
         return nodes_pb2.HeartbeatResponse(
-            lease_seconds=self.coord.ctx.config.scheduler.lease_seconds)
+            lease_seconds=self.ctx.config.scheduler.lease_seconds)
 
     @rpc
     async def AcquireTask(self, request, context):
         wait = min(request.wait_seconds, MAX_WAIT_SECONDS)
-        signal = self.coord.ctx.tasks_queued
+        signal = self.ctx.tasks_queued
         while True:
-            task = await self.coord.acquire_task(request.node)
+            task = await self.leases.acquire_task(request.node)
             if task is not None:
                 msg = convert.task(task)
                 spec = getattr(msg, msg.kind)
-                for role, settings in (await self.coord.credentials(task)).items():
+                for role, settings in (await leasing.credentials(self.ctx, task)).items():
                     field = "source_aws" if role == "source" else None
                     dest = getattr(spec, field) if field else spec.repository.aws
                     dest.CopyFrom(common_pb2.AwsSettings(**settings.as_dict()))
@@ -308,7 +311,7 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
 
     @rpc
     async def ReportProgress(self, request, context):
-        progress = await self.coord.report_progress(
+        progress = await self.leases.report_progress(
             request.task, request.lease_token,
             checkpoint=_dict(request.checkpoint) if request.HasField("checkpoint") else {},
             bytes_done=request.bytes_done, stats=_dict(request.stats),
@@ -331,28 +334,28 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
             result["source_snapshots"] = {d.disk: d.snapshot_id
                                           for d in request.source_snapshots}
         error = _dict(request.error) if request.HasField("error") else None
-        await self.coord.complete_task(request.task, request.lease_token, error=error,
-                                       stats=_dict(request.stats), result=result,
-                                       full_sync=request.full_sync)
+        await self.leases.complete_task(request.task, request.lease_token, error=error,
+                                        stats=_dict(request.stats), result=result,
+                                        full_sync=request.full_sync)
         return nodes_pb2.CompleteTaskResponse()
 
     @rpc
     async def ListNodes(self, request, context):
-        page, nxt = convert.paginate(await self.coord.list_nodes(), request.page_size,
+        page, nxt = convert.paginate(await nodes.list_nodes(self.ctx), request.page_size,
                                      request.page_token)
         return nodes_pb2.ListNodesResponse(
-            nodes=[convert.node(n, self.coord.node_online(n)) for n in page],
+            nodes=[convert.node(n, nodes.node_online(self.ctx, n)) for n in page],
             next_page_token=nxt)
 
     @rpc
     async def DrainNode(self, request, context):
-        node = await self.coord.set_draining(request.name, True)
-        return convert.node(node, self.coord.node_online(node))
+        node = await nodes.set_draining(self.ctx, request.name, True)
+        return convert.node(node, nodes.node_online(self.ctx, node))
 
     @rpc
     async def UndrainNode(self, request, context):
-        node = await self.coord.set_draining(request.name, False)
-        return convert.node(node, self.coord.node_online(node))
+        node = await nodes.set_draining(self.ctx, request.name, False)
+        return convert.node(node, nodes.node_online(self.ctx, node))
 
 
 

@@ -5,11 +5,13 @@ register an AMI whose block-device mappings are those snapshots and launch that 
 EC2 then creates the volumes from the snapshots itself, which is the fastest way to get
 a bootable instance and moves no data through us.
 
-The control plane calls `recover()` with a recovery plan's boot groups. Groups start in
-order — a group starts only when every instance of the previous one is `running` — and
-within a group instances launch in parallel, but through one `ApiLimiter` per provider
-(a few calls in flight, throttling retried with backoff and counted), because EC2's API
-rate limits are per account and region, shared with everything else the customer runs.
+The control plane reaches this module as `AwsProvider`, the `aws` RecoveryProvider
+(base.py), through the registry (dr_control.recovery): `recover()` with a recovery
+plan's boot groups. Groups start in order — a group starts only when every instance of
+the previous one is `running` — and within a group instances launch in parallel, but
+through one `ApiLimiter` per provider (a few calls in flight, throttling retried with
+backoff and counted), because EC2's API rate limits are per account and region, shared
+with everything else the customer runs.
 
 Everything we create (images, instances, and through them volumes and network
 interfaces) is tagged `hybrid-dr:execution=<execution>` at creation, so `cleanup()` finds
@@ -29,7 +31,6 @@ import ipaddress
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -38,6 +39,12 @@ from prometheus_client import Counter
 from dr_common.aws import AwsSettings, calling, client, error_code
 from dr_common.errors import DRError, InvalidArgument, NotFound, Throttled
 from dr_common.retry import retry
+# The values are base.py's, every provider's; RecoveredDisk is imported for the callers
+# of recover() that name them through this module.
+from dr_control.recovery.base import (BootGroup, EventSink, InstanceSpec,
+                                      RecoveredDisk,  # noqa: F401
+                                      RecoveredInstance, RecoveryEvent, RecoveryFailed,
+                                      RecoveryProvider)
 
 log = structlog.get_logger()
 
@@ -69,69 +76,6 @@ API_CALLS = Counter("dr_control_recovery_api_calls_total",
 THROTTLES = Counter("dr_control_recovery_throttles_total",
                     "Cloud API calls of recovery orchestration the provider throttled",
                     ["provider", "op"])
-
-
-# --- values -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RecoveredDisk:
-    """One disk of a recovery point: the EBS snapshot holding it, and its size."""
-
-    device_name: str  # e.g. /dev/xvda; the first disk of an instance is its root disk
-    snapshot_id: str
-    size_bytes: int
-
-
-@dataclass(frozen=True)
-class InstanceSpec:
-    """A workload of a boot group with its target settings (size, network mapping, IP)."""
-
-    workload: str
-    disks: tuple[RecoveredDisk, ...]
-    instance_type: str
-    subnet_id: str
-    security_group_ids: tuple[str, ...]
-    private_ip: str = ""
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BootGroup:
-    name: str
-    instances: tuple[InstanceSpec, ...]
-
-
-@dataclass(frozen=True)
-class RecoveredInstance:
-    workload: str
-    instance_id: str
-    private_ip: str
-    state: str
-    volume_ids: tuple[str, ...]
-    network_interface_ids: tuple[str, ...]
-    image_id: str
-
-
-@dataclass(frozen=True)
-class RecoveryEvent:
-    """One step of an execution, for progress, the execution record and tests."""
-
-    time: float  # time.monotonic()
-    group: str
-    workload: str  # "" for group-wide and cleanup steps
-    step: str  # image-registered, instance-launched, instance-running, group-running, cleanup-*
-    detail: str = ""
-
-
-class RecoveryFailed(DRError):
-    """A launch failed or an instance did not reach `running`. What was created stays
-    tagged with the execution: `cleanup()` removes it, or a retry of the execution
-    reuses it."""
-
-    reason = "recovery-failed"
-
-
-EventSink = Callable[[RecoveryEvent], None]
 
 
 # --- the per-provider limiter ---------------------------------------------------------
@@ -681,3 +625,39 @@ async def _until(ec2: _Ec2, op: str, key: str, param: str, ident: str,
         delay = min(POLL_CAP, delay * 2)
     raise RecoveryFailed(f"{ident} did not detach within {TERMINATE_TIMEOUT:g} s; "
                          f"run cleanup again")
+
+
+# --- the provider ---------------------------------------------------------------------
+
+class AwsProvider(RecoveryProvider):
+    """EC2 recovery as the registry's `aws` provider: recover() and cleanup() above, on
+    the target site's settings and limiter."""
+
+    kind = PROVIDER
+    point_kinds = ("ebs",)
+    summary = "EC2 recovery launches EBS snapshots"
+
+    def __init__(self, settings: dict[str, Any], limiter: ApiLimiter) -> None:
+        self.settings = AwsSettings(**settings)
+        self.limiter = limiter
+
+    @classmethod
+    def new_limiter(cls) -> ApiLimiter:
+        return ApiLimiter()
+
+    async def check(self, execution: str, groups: Sequence[BootGroup]) -> None:
+        """What recover() checks before it creates anything."""
+        _check_plan(execution, groups)
+        async with client(self.settings, "ec2") as ec2:
+            # On a limiter of its own, as StartRecovery's check always ran; whether it
+            # should share the site's is for the shared remote-call layer to decide.
+            await _check_targets(_Ec2(ec2, ApiLimiter()), groups)
+
+    async def recover(self, execution: str, groups: Sequence[BootGroup], *, test_mode: bool,
+                      on_event: EventSink, running_timeout: float) -> list[RecoveredInstance]:
+        return await recover(self.settings, execution, groups, test_mode=test_mode,
+                             on_event=on_event, running_timeout=running_timeout,
+                             limiter=self.limiter)
+
+    async def cleanup(self, execution: str, *, on_event: EventSink) -> dict[str, list[str]]:
+        return await cleanup(self.settings, execution, on_event=on_event, limiter=self.limiter)

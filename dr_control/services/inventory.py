@@ -40,14 +40,20 @@ def is_paired(site: Site) -> bool:
     return bool((site.settings or {}).get("paired"))
 
 
+def site_settings(ctx: ServiceContext, site: Site) -> dict:
+    """A site's settings of its kind with its secrets unsealed, whatever the kind (for a
+    task or a call, never for an API answer or a log)."""
+    secret = ctx.secrets.open(site.secret, bound_to=names.site_name(site.id))
+    return {**kind_settings(site), **secret}
+
+
 def aws_settings(ctx: ServiceContext, site: Site) -> AwsSettings:
     """An aws site's settings with its secrets unsealed (for a task or a call, never
     for an API answer or a log)."""
     if site.kind != "aws":
         raise InvalidArgument(f"site {names.site_name(site.id)} is a {site.kind} site, "
                               f"not an aws one", field="site.kind")
-    secret = ctx.secrets.open(site.secret, bound_to=names.site_name(site.id))
-    return AwsSettings(**kind_settings(site), **secret)
+    return AwsSettings(**site_settings(ctx, site))
 
 
 class InventoryService:

@@ -12,9 +12,8 @@ from dr_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument,
 from dr_common.targets import REPOSITORY_KINDS
 from dr_common.targets.ebs import BLOCK_SIZE as EBS_BLOCK_SIZE
 from dr_control.db.models import Cycle, Disk, Plan, RecoveryPoint, Site, Task, Workload, utcnow
-from dr_control.services import planfacts
+from dr_control.services import cycles, planfacts
 from dr_control.services.context import ServiceContext
-from dr_control.services.coordinator import Coordinator
 
 COMPRESSIONS = ("none", "zstd")
 DEFAULT_CHUNK_SIZE = 1 << 20
@@ -101,9 +100,8 @@ def _status(plan: Plan, now: datetime, last: RecoveryPoint | None, current: Cycl
 
 
 class ProtectionService:
-    def __init__(self, ctx: ServiceContext, coordinator: Coordinator):
+    def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
-        self.coordinator = coordinator
 
     async def create_plan(self, plan_id: str, *, source_site: str, target_site: str,
                           target_kind: str, workloads: list[str], disks: list[str],
@@ -224,7 +222,7 @@ class ProtectionService:
     async def delete_plan(self, name: str) -> None:
         plan = await self.get_plan(name)
         async with self.ctx.db() as s, s.begin():
-            if await self.coordinator.active_cycle(s, plan.id) is not None:
+            if await cycles.active_cycle(s, plan.id) is not None:
                 raise FailedPrecondition(
                     f"plan {name} has a cycle running; pause it and wait for the cycle to end")
             locked = await s.scalar(select(RecoveryPoint).where(
@@ -240,11 +238,11 @@ class ProtectionService:
     async def run_plan(self, name: str) -> Cycle:
         plan = await self.get_plan(name)
         async with self.ctx.db() as s, s.begin():
-            cycle = await self.coordinator.active_cycle(s, plan.id)
+            cycle = await cycles.active_cycle(s, plan.id)
             if cycle is None:
-                cycle = await self.coordinator.start_cycle(s, await s.get(Plan, plan.id))
+                cycle = await cycles.start_cycle(self.ctx, s, await s.get(Plan, plan.id))
             if cycle is None:  # another replica's scheduler queued one just now
-                cycle = await self.coordinator.active_cycle(s, plan.id)
+                cycle = await cycles.active_cycle(s, plan.id)
         return cycle
 
     async def list_cycles(self, parent: str) -> list[tuple[Cycle, list[Task]]]:
@@ -264,7 +262,7 @@ class ProtectionService:
         async with self.ctx.db() as s:
             last = await s.scalar(select(RecoveryPoint).where(RecoveryPoint.plan_id == plan.id)
                                   .order_by(RecoveryPoint.create_time.desc()).limit(1))
-            current = await self.coordinator.active_cycle(s, plan.id)
+            current = await cycles.active_cycle(s, plan.id)
             last_cycle = await s.scalar(select(Cycle).where(Cycle.plan_id == plan.id)
                                         .order_by(Cycle.seq.desc()).limit(1))
             tasks = []

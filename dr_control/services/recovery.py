@@ -1,14 +1,17 @@
-"""Recovery plans and their executions: EC2 recovery from `ebs` recovery points.
+"""Recovery plans and their executions, run by the recovery provider of the target site.
 
-A recovery plan is checked when it is created against what the control plane knows (its
-protection plan stores points as EBS snapshots, each workload is protected by it, no
-workload twice); what only the target cloud knows (subnets, security groups, snapshots)
-is checked when an execution starts, before anything is created, so a wrong plan makes
-StartRecovery fail with the field to fix and leaves no execution behind.
+The provider is the one the registry (dr_control.recovery) has for the kind of the
+protection plan's target site (today `aws`: EC2 recovery from `ebs` recovery points);
+this module knows no platform. A recovery plan is checked when it is created against
+what the control plane knows (the provider launches the points of its protection plan,
+each workload is protected by it, no workload twice); what only the target cloud knows
+(subnets, security groups, snapshots) is checked by the provider when an execution
+starts, before anything is created, so a wrong plan makes StartRecovery fail with the
+field to fix and leaves no execution behind.
 
-An execution runs `dr_control.recovery.aws.recover` as an asyncio task of this process.
+An execution runs the provider's `recover` as an asyncio task of this process.
 Every step it reports is written to the execution's row as it happens, so an operator
-can watch it and a restarted control plane can resume it: the library is idempotent
+can watch it and a restarted control plane can resume it: providers are idempotent
 (client tokens, and lookups of what is tagged with the execution), so running it again
 reuses what the interrupted attempt created. The execution's full name tags everything
 created in the cloud, which is why execution ids carry the time and never repeat.
@@ -28,13 +31,14 @@ import structlog
 from sqlalchemy import delete, func, select
 
 from dr_common import names
-from dr_common.aws import AwsSettings, client
 from dr_common.errors import (AlreadyExists, DRError, FailedPrecondition, InvalidArgument,
                               NotFound)
 from dr_control.db.models import Disk, Execution, Plan, RecoveryPlan, RecoveryPoint, Site, utcnow
-from dr_control.recovery import aws
+from dr_control.recovery import provider_class
+from dr_control.recovery.base import (BootGroup, InstanceSpec, RecoveredDisk, RecoveryEvent,
+                                      RecoveryProvider)
 from dr_control.services.context import ServiceContext
-from dr_control.services.inventory import aws_settings
+from dr_control.services.inventory import site_settings
 
 log = structlog.get_logger()
 
@@ -175,7 +179,7 @@ def _device_of(disk: Disk | None) -> str:
 
 
 def _disks_for(workload: str, point: RecoveryPoint,
-               inventory: dict[str, Disk]) -> tuple[aws.RecoveredDisk, ...]:
+               inventory: dict[str, Disk]) -> tuple[RecoveredDisk, ...]:
     """The workload's disks in the point, root first, with the devices they get."""
     prefix = workload + "/disks/"
     entries = [d for d in point.disks if d["disk"].startswith(prefix)]
@@ -196,29 +200,18 @@ def _disks_for(workload: str, point: RecoveryPoint,
         raise FailedPrecondition(f"workload {workload} has {len(entries)} disks; at most "
                                  f"{1 + len(DATA_DEVICES)} can be attached")
     devices = (ROOT_DEVICE, *DATA_DEVICES)
-    return tuple(aws.RecoveredDisk(device, d["snapshot_id"], int(d["size_bytes"]))
+    return tuple(RecoveredDisk(device, d["snapshot_id"], int(d["size_bytes"]))
                  for device, d in zip(devices, entries))
 
 
 def _boot_groups(rp: RecoveryPlan, point: RecoveryPoint,
-                 inventory: dict[str, Disk]) -> list[aws.BootGroup]:
-    return [aws.BootGroup(g["name"], tuple(
-        aws.InstanceSpec(workload=w["workload"], disks=_disks_for(w["workload"], point, inventory),
-                         instance_type=w["instance_type"], subnet_id=w["subnet_id"],
-                         security_group_ids=tuple(w["security_group_ids"]),
-                         private_ip=w["private_ip"], tags=dict(w["tags"]))
+                 inventory: dict[str, Disk]) -> list[BootGroup]:
+    return [BootGroup(g["name"], tuple(
+        InstanceSpec(workload=w["workload"], disks=_disks_for(w["workload"], point, inventory),
+                     instance_type=w["instance_type"], subnet_id=w["subnet_id"],
+                     security_group_ids=tuple(w["security_group_ids"]),
+                     private_ip=w["private_ip"], tags=dict(w["tags"]))
         for w in g["workloads"])) for g in rp.boot_groups]
-
-
-async def check_targets(settings: AwsSettings, execution: str,
-                        groups: list[aws.BootGroup]) -> None:
-    """What `recover()` checks before it creates anything, done before an execution is
-    recorded, so a wrong plan is an error of the StartRecovery call itself."""
-    # The library keeps these checks private to recover(); calling them here is what
-    # lets StartRecovery answer INVALID_ARGUMENT with the field instead of a failed run.
-    aws._check_plan(execution, groups)
-    async with client(settings, "ec2") as ec2:
-        await aws._check_targets(aws._Ec2(ec2, aws.ApiLimiter()), groups)
 
 
 # --- the service ------------------------------------------------------------------------
@@ -229,8 +222,9 @@ class RecoveryService:
         self.running_timeout = running_timeout
         # Running executions and cleanups of this process, by execution.
         self._tasks: dict[ExecutionKey, asyncio.Task] = {}
-        # One limiter per target site: EC2 rate limits are per account and region.
-        self._limiters: dict[str, aws.ApiLimiter] = {}
+        # One limiter per target site (its provider's): rate limits are per account and
+        # region.
+        self._limiters: dict[tuple[str, str], Any] = {}
 
     # --- recovery plans ---
 
@@ -246,11 +240,9 @@ class RecoveryService:
             if plan is None:
                 raise InvalidArgument(f"protection plan {protection_plan} does not exist",
                                       field="recovery_plan.protection_plan")
-            if plan.target_kind != "ebs":
-                raise InvalidArgument(
-                    f"{protection_plan} stores its recovery points as {plan.target_kind}; "
-                    f"EC2 recovery launches EBS snapshots: use a plan with an ebs target",
-                    field="recovery_plan.protection_plan")
+            site = await s.get(Site, plan.target_site)
+            provider_class(site.kind, field="recovery_plan.protection_plan").check_points(
+                protection_plan, plan.target_kind)
             groups = check_boot_groups(plan, boot_groups)
             rp = RecoveryPlan(id=recovery_plan_id, plan_id=plan_id, boot_groups=groups,
                               create_time=utcnow())
@@ -300,9 +292,9 @@ class RecoveryService:
             site = await s.get(Site, plan.target_site)
             inventory = {d.name: d for d in (await s.scalars(select(Disk).where(
                 Disk.name.in_([d["disk"] for d in point.disks])))).all()}
-        settings = aws_settings(self.ctx, site)
+        provider = self._provider(site)
         groups = _boot_groups(rp, point, inventory)
-        await check_targets(settings, "check", groups)
+        await provider.check("check", groups)
         async with self.ctx.db() as s, s.begin():
             running = await s.scalar(select(Execution).where(
                 Execution.recovery_plan_id == rp.id, Execution.state.in_(ACTIVE_STATES)))
@@ -319,7 +311,7 @@ class RecoveryService:
             s.add(execution)
         log.info("recovery started", execution=_key(execution).name, mode=mode,
                  point=execution.recovery_point)
-        self._spawn(_key(execution), self._run(_key(execution), settings, groups, mode, site.id))
+        self._spawn(_key(execution), self._run(_key(execution), provider, groups, mode))
         return execution
 
     async def _point(self, s, plan: Plan, recovery_point: str) -> RecoveryPoint:
@@ -369,7 +361,7 @@ class RecoveryService:
             row = await s.get(Execution, (key.recovery_plan_id, key.id))
             row.cleanup_requested = True
             row.events = [*row.events, _event("", "", "cleanup-started")]
-        self._spawn(key, self._cleanup(key, aws_settings(self.ctx, site), site.id))
+        self._spawn(key, self._cleanup(key, self._provider(site)))
         return await self.get_execution(name)
 
     # --- background work ---
@@ -380,8 +372,14 @@ class RecoveryService:
         task.add_done_callback(lambda t: self._tasks.pop(key, None) if self._tasks.get(key) is t
                                else None)
 
-    def _limiter(self, site_id: str) -> aws.ApiLimiter:
-        return self._limiters.setdefault(site_id, aws.ApiLimiter())
+    def _provider(self, site: Site) -> RecoveryProvider:
+        """The provider of the site's kind, from the registry, opened with the site's
+        unsealed settings and the limiter every execution against the site shares."""
+        cls = provider_class(site.kind)
+        limiter = self._limiters.get((site.kind, site.id))
+        if limiter is None:
+            limiter = self._limiters[(site.kind, site.id)] = cls.new_limiter()
+        return cls(site_settings(self.ctx, site), limiter)
 
     async def _update(self, key: ExecutionKey, change: Callable[[Execution], None]) -> None:
         async with self.ctx.db() as s, s.begin():
@@ -390,7 +388,7 @@ class RecoveryService:
                 change(row)
 
     async def _record_events(self, key: ExecutionKey,
-                             work: Callable[[Callable[[aws.RecoveryEvent], None]], Awaitable[Any]],
+                             work: Callable[[Callable[[RecoveryEvent], None]], Awaitable[Any]],
                              on_event: Callable[[dict[str, str]], None] = lambda e: None) -> Any:
         """Runs `work(emit)`, writing each event it emits to the execution as it comes."""
         async with self.ctx.db() as s:
@@ -398,7 +396,7 @@ class RecoveryService:
         written = len(events)
         dirty = asyncio.Event()
 
-        def emit(ev: aws.RecoveryEvent) -> None:
+        def emit(ev: RecoveryEvent) -> None:
             entry = _event(ev.group, ev.workload, ev.step, ev.detail)
             events.append(entry)
             on_event(entry)
@@ -426,8 +424,8 @@ class RecoveryService:
                     await asyncio.shield(self._update(
                         key, lambda row: setattr(row, "events", snapshot)))
 
-    async def _run(self, key: ExecutionKey, settings: AwsSettings,
-                   groups: list[aws.BootGroup], mode: str, site_id: str) -> None:
+    async def _run(self, key: ExecutionKey, provider: RecoveryProvider,
+                   groups: list[BootGroup], mode: str) -> None:
         instances: dict[str, dict[str, Any]] = {}
         images: dict[str, str] = {}
 
@@ -449,9 +447,8 @@ class RecoveryService:
         await self._update(key, set_running)
 
         async def work(emit):
-            return await aws.recover(settings, key.name, groups, test_mode=mode == "test",
-                                     on_event=emit, running_timeout=self.running_timeout,
-                                     limiter=self._limiter(site_id))
+            return await provider.recover(key.name, groups, test_mode=mode == "test",
+                                          on_event=emit, running_timeout=self.running_timeout)
 
         try:
             recovered = await self._record_events(key, work, track)
@@ -489,10 +486,9 @@ class RecoveryService:
         await self._update(key, complete)
         log.info("recovery completed", execution=key.name, instances=len(result))
 
-    async def _cleanup(self, key: ExecutionKey, settings: AwsSettings, site_id: str) -> None:
+    async def _cleanup(self, key: ExecutionKey, provider: RecoveryProvider) -> None:
         async def work(emit):
-            return await aws.cleanup(settings, key.name, on_event=emit,
-                                     limiter=self._limiter(site_id))
+            return await provider.cleanup(key.name, on_event=emit)
 
         try:
             await self._record_events(key, work)
@@ -540,11 +536,11 @@ class RecoveryService:
                     point = await self._point(s, plan, row.recovery_point)
                     inventory = {d.name: d for d in (await s.scalars(select(Disk).where(
                         Disk.name.in_([d["disk"] for d in point.disks])))).all()}
-                settings = aws_settings(self.ctx, site)
+                provider = self._provider(site)
                 if row.cleanup_requested:
                     await self._update(key, lambda r: setattr(
                         r, "events", [*r.events, _event("", "", "resumed", "cleanup")]))
-                    self._spawn(key, self._cleanup(key, settings, site.id))
+                    self._spawn(key, self._cleanup(key, provider))
                     continue
                 groups = _boot_groups(rp, point, inventory)
             except DRError as exc:
@@ -560,7 +556,7 @@ class RecoveryService:
             await self._update(key, lambda r: setattr(
                 r, "events", [*r.events, _event("", "", "resumed", "after a restart")]))
             log.info("recovery resumed", execution=key.name)
-            self._spawn(key, self._run(key, settings, groups, row.mode, site.id))
+            self._spawn(key, self._run(key, provider, groups, row.mode))
 
     async def stop(self) -> None:
         """Cancels this process's running executions; they resume at the next start."""

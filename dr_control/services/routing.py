@@ -8,7 +8,7 @@ task is bound to a site (Task.site) and only nodes of that site take it:
 - everything that opens the repository (finalize, restore, verify, delete, gc) to the
   target site.
 Tasks of other plans stay unbound (""), taken by nodes of no site, as before pairing.
-The target node of a replicate task is chosen when it is leased (Coordinator).
+The target node of a replicate task is chosen when it is leased (leasing.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 With several control replicas, a scheduler hand-over (or a RunPlan on one replica while
 another's scheduler starts the plan) could otherwise queue two cycles of one plan.
 A partial unique index, which PostgreSQL and SQLite both support, makes the second
-insert fail; Coordinator.start_cycle turns that into "already running".
+insert fail; cycles.start_cycle turns that into "already running".
 
 Revision ID: 0007
 Revises: 0006
