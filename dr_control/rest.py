@@ -22,11 +22,10 @@ import structlog
 from aiohttp import web
 from google.protobuf import json_format, message_factory
 
-from dr_common import errors
+from dr_common import errors, grpc_errors
 from dr_common.proto.dr.v1 import (inventory_pb2, nodes_pb2, operations_pb2, protection_pb2,
                                    recovery_points_pb2, restore_pb2)
 from dr_control.api import auth
-from dr_control.api.errors import _CODES
 from dr_control.services.tokens import TokenService, role_allows
 
 log = structlog.get_logger()
@@ -34,7 +33,7 @@ log = structlog.get_logger()
 # Canonical code -> HTTP status, as google.rpc.Code documents the mapping.
 HTTP_STATUS = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "NOT_FOUND": 404,
                "ALREADY_EXISTS": 409, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
-               "INTERNAL": 500}
+               "UNAVAILABLE": 503, "INTERNAL": 500}
 # A path segment: no "/" and no ":" (":run" and friends are custom methods, AIP-136).
 SEGMENT = "[^/:]+"
 UI_FILES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript")}
@@ -193,7 +192,7 @@ def _parse(data, msg) -> None:
 
 
 def error_body(exc: errors.DRError) -> tuple[int, dict]:
-    code = next(c for cls, c in _CODES if isinstance(exc, cls)).name
+    code = grpc_errors.status_code(exc).name
     error = {"code": code, "message": exc.message, "reason": exc.reason}
     if getattr(exc, "field", ""):
         error["field"] = exc.field

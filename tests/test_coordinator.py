@@ -10,6 +10,7 @@ import pytest
 
 from dr_common.errors import FailedPrecondition
 from dr_control.db.models import Plan, Task, utcnow
+from dr_control.services.taskspecs import load
 from dr_control.services.cycles import active_cycle, start_cycle
 from dr_control.services.nodes import register_node
 from dr_control.services.points import PointService
@@ -67,12 +68,12 @@ async def test_point_recorded_only_after_finalize(env):
                                    full_sync=True)
         assert await points.list_points("plans/p") == []
     fin = await leases.acquire_task("nodes/n1")
-    assert fin.kind == "finalize" and len(fin.spec["disks"]) == 2
+    assert fin.kind == "finalize" and len(load(fin).disks) == 2
     assert await points.list_points("plans/p") == []
     await leases.complete_task(f"tasks/{fin.id}", fin.lease_token, error=None, stats={},
                                result={}, full_sync=False)
     [point] = await points.list_points("plans/p")
-    assert point.id == fin.spec["recovery_point_id"]
+    assert point.id == load(fin).recovery_point_id
     assert (await prot.status("plans/p")).state == "running"
 
 
@@ -110,7 +111,7 @@ async def test_running_task_learns_a_new_bandwidth_cap(env):
     ctx, leases, prot = env
     await prot.run_plan("plans/p")
     t = await leases.acquire_task("nodes/n1")
-    assert t.spec["bandwidth_bytes_per_second"] == 0
+    assert load(t).bandwidth_bytes_per_second == 0
     await prot.update_plan("plans/p", {"bandwidth": 5_000_000})
     cancel, bandwidth, _release = await leases.report_progress(
         f"tasks/{t.id}", t.lease_token, checkpoint={}, bytes_done=0, stats={}, full_sync=True)

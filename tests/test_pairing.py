@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_control.api import convert
+from dr_control.services.taskspecs import load
 from dr_control.db.models import Node, Task, utcnow
 from dr_control.services.inventory import InventoryService
 from dr_control.services.leasing import NO_TARGET_NODE
@@ -82,11 +83,11 @@ async def test_replicate_goes_to_the_source_site_with_its_target_node(env):
     t = await leases.acquire_task("nodes/s1")
     assert t.kind == "replicate" and t.site == "src"
     msg = convert.task(t)
-    assert (msg.replicate.pair_node, msg.replicate.pair_address) == ("nodes/t1", TRANSFER)
+    assert (msg.replicate.pair.node, msg.replicate.pair.address) == ("nodes/t1", TRANSFER)
     # The pair is recorded on the task row too.
-    assert (await _task(ctx, t.id)).spec["pair_node"] == "nodes/t1"
+    assert load(await _task(ctx, t.id)).pair.node == "nodes/t1"
     # TLS off: no certificate name; the source node falls back to the node id.
-    assert msg.replicate.pair_cert_name == ""
+    assert msg.replicate.pair.cert_name == ""
 
 
 async def test_the_pair_carries_the_target_nodes_certificate_name(env):
@@ -102,9 +103,9 @@ async def test_the_pair_carries_the_target_nodes_certificate_name(env):
     await prot.run_plan("plans/p")
     t = await leases.acquire_task("nodes/s1")
     msg = convert.task(t)
-    assert (msg.replicate.pair_node, msg.replicate.pair_cert_name) == ("nodes/pool-a1", "pool")
-    assert msg.replicate.pair_address == "127.0.0.1:7444"
-    assert (await _task(ctx, t.id)).spec["pair_cert_name"] == "pool"
+    assert (msg.replicate.pair.node, msg.replicate.pair.cert_name) == ("nodes/pool-a1", "pool")
+    assert msg.replicate.pair.address == "127.0.0.1:7444"
+    assert load(await _task(ctx, t.id)).pair.cert_name == "pool"
 
 
 async def test_repository_tasks_go_to_the_target_site_only(env, tmp_path):
@@ -115,7 +116,7 @@ async def test_repository_tasks_go_to_the_target_site_only(env, tmp_path):
     assert await leases.acquire_task("nodes/s1") is None
     fin = await leases.acquire_task("nodes/t1")
     assert fin.kind == "finalize" and fin.site == "dst"
-    assert fin.spec["repository"]["site"] == "dst"
+    assert fin.target_site == "dst"
     await _complete(leases, fin)
     points = PointService(ctx)
     [point] = await points.list_points("plans/p")
@@ -156,7 +157,7 @@ async def test_no_target_node_leaves_the_replicate_task_queued(env, how):
     await _set_node(ctx, "t1", last_heartbeat_time=utcnow(), draining=False,
                     transfer_address=TRANSFER)
     t = await leases.acquire_task("nodes/s1")
-    assert t is not None and t.spec["pair_address"] == TRANSFER and t.error_reason == ""
+    assert t is not None and load(t).pair.address == TRANSFER and t.error_reason == ""
 
 
 async def test_the_least_loaded_target_node_is_chosen(env):
@@ -166,11 +167,11 @@ async def test_the_least_loaded_target_node_is_chosen(env):
     await heartbeat(ctx, "nodes/t1", running_tasks=0, inflight_bytes=0, backpressure=0.9)
     await prot.run_plan("plans/p")
     first = await leases.acquire_task("nodes/s1")
-    assert first.spec["pair_node"] == "nodes/t2"
+    assert load(first).pair.node == "nodes/t2"
     # t2 now serves one stream (1/4 loaded) and t1 is idle again: t1.
     await heartbeat(ctx, "nodes/t1", running_tasks=0, inflight_bytes=0, backpressure=0.0)
     second = await leases.acquire_task("nodes/s1")
-    assert second.spec["pair_node"] == "nodes/t1"
+    assert load(second).pair.node == "nodes/t1"
 
 
 async def test_unpaired_plans_stay_with_nodes_of_no_site(env):
@@ -182,8 +183,8 @@ async def test_unpaired_plans_stay_with_nodes_of_no_site(env):
     assert await leases.acquire_task("nodes/s1") is None
     assert await leases.acquire_task("nodes/t1") is None
     t = await leases.acquire_task("nodes/u")
-    assert t.kind == "replicate" and t.site == "" and "pair_node" not in t.spec
-    assert convert.task(t).replicate.pair_address == ""
+    assert t.kind == "replicate" and t.site == "" and not load(t).HasField("pair")
+    assert convert.task(t).replicate.pair.address == ""
 
 
 async def test_heartbeat_pairs_and_site_show_in_list_nodes(env):

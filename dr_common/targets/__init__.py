@@ -32,6 +32,10 @@ class TargetKind:
 
     name: str
     module: str
+    # The site kinds a target of this kind can be at, and whether it needs the site's
+    # path (fs: the site's directory; s3: its bucket and prefix).
+    site_kinds: tuple[str, ...]
+    path_required: bool
     # The repository format (docs/FORMAT.md): points can be verified chunk by chunk and
     # garbage-collected, and paired target nodes can write it.
     repository: bool
@@ -40,6 +44,8 @@ class TargetKind:
     restore_formats: tuple[str, ...]
     # A chunk size the kind requires (EBS blocks are 512 KiB), or 0 for any.
     chunk_size: int = 0
+    # Whether chunks may be stored compressed.
+    compression: bool = True
     # Why a point cannot be verified, or its target collected, when `repository` is False.
     no_verify: str = ""
     no_gc: str = ""
@@ -47,12 +53,13 @@ class TargetKind:
 
 # The registry. The kind is the name of its field in TargetLocator's `kind` oneof.
 KINDS: dict[str, TargetKind] = {k.name: k for k in (
-    TargetKind("fs", "dr_common.targets.fs", repository=True,
-               restore_formats=("raw", "qcow2")),
-    TargetKind("s3", "dr_common.targets.s3", repository=True,
-               restore_formats=("raw", "qcow2")),
-    TargetKind("ebs", "dr_common.targets.ebs", repository=False,
-               restore_formats=("ebs-volume",), chunk_size=512 * 1024,
+    TargetKind("fs", "dr_common.targets.fs", ("file", "kvm"), path_required=True,
+               repository=True, restore_formats=("raw", "qcow2")),
+    TargetKind("s3", "dr_common.targets.s3", ("aws",), path_required=True,
+               repository=True, restore_formats=("raw", "qcow2")),
+    TargetKind("ebs", "dr_common.targets.ebs", ("aws",), path_required=False,
+               repository=False, restore_formats=("ebs-volume",), chunk_size=512 * 1024,
+               compression=False,
                no_verify="EBS checks its snapshots itself (every block was put with its "
                "SHA256); verify reads repository points only",
                no_gc="EBS frees a deleted snapshot's blocks itself"),

@@ -11,6 +11,7 @@ from dr_common.errors import InvalidArgument
 from dr_common.proto.dr.v1 import (common_pb2, inventory_pb2, nodes_pb2, protection_pb2,
                                    recovery_points_pb2)
 from dr_control.db import models
+from dr_control.services import taskspecs
 from dr_control.services.inventory import is_paired, kind_settings
 from dr_control.services.leasing import NO_TARGET_NODE
 from dr_control.services.nodes import node_load
@@ -168,12 +169,14 @@ def node(n: models.Node, online: bool) -> nodes_pb2.Node:
 
 
 def task(t: models.Task) -> nodes_pb2.Task:
+    """The task as a node gets it: its typed spec read strictly (taskspecs.load), with
+    the replicate checkpoint the last holder reported."""
     msg = nodes_pb2.Task(name=names.task_name(t.id), kind=t.kind, lease_token=t.lease_token,
                          lease_expire_time=ts(t.lease_expire_time))
-    spec = dict(t.spec)
+    spec = getattr(msg, t.kind)
+    spec.CopyFrom(taskspecs.load(t))
     if t.kind == "replicate" and t.checkpoint:
-        spec["checkpoint"] = t.checkpoint
-    json_format.ParseDict(spec, getattr(msg, t.kind), ignore_unknown_fields=True)
+        spec.checkpoint.CopyFrom(taskspecs.checkpoint(t.checkpoint))
     return msg
 
 

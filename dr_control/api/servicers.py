@@ -10,7 +10,7 @@ from google.protobuf import empty_pb2, json_format
 
 from dr_common import names
 from dr_common.errors import InvalidArgument
-from dr_common.proto.dr.v1 import (common_pb2, inventory_pb2, inventory_pb2_grpc, nodes_pb2,
+from dr_common.proto.dr.v1 import (inventory_pb2, inventory_pb2_grpc, nodes_pb2,
                                    nodes_pb2_grpc, operations_pb2, operations_pb2_grpc,
                                    protection_pb2, protection_pb2_grpc, recovery_points_pb2,
                                    recovery_points_pb2_grpc, restore_pb2_grpc)
@@ -287,6 +287,23 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
         return nodes_pb2.HeartbeatResponse(
             lease_seconds=self.ctx.config.scheduler.lease_seconds)
 
+    async def _task_message(self, task) -> nodes_pb2.Task | None:
+        """The leased task as the node gets it, with its sites' settings. A task whose
+        stored spec cannot be read (a field the spec does not have) is failed at once,
+        saying which field, instead of being sent with that field dropped."""
+        try:
+            msg = convert.task(task)
+        except InvalidArgument as e:
+            await self.leases.complete_task(
+                names.task_name(task.id), task.lease_token, stats={}, result={},
+                full_sync=False, error={"reason": "invalid-task-spec", "message": e.message,
+                                        "retryable": False})
+            return None
+        spec = getattr(msg, msg.kind)
+        for role, settings in (await leasing.site_settings(self.ctx, task)).items():
+            getattr(spec, role).site.CopyFrom(settings)
+        return msg
+
     @rpc
     async def AcquireTask(self, request, context):
         wait = min(request.wait_seconds, MAX_WAIT_SECONDS)
@@ -294,13 +311,10 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
         while True:
             task = await self.leases.acquire_task(request.node)
             if task is not None:
-                msg = convert.task(task)
-                spec = getattr(msg, msg.kind)
-                for role, settings in (await leasing.credentials(self.ctx, task)).items():
-                    field = "source_aws" if role == "source" else None
-                    dest = getattr(spec, field) if field else spec.repository.aws
-                    dest.CopyFrom(common_pb2.AwsSettings(**settings.as_dict()))
-                return nodes_pb2.AcquireTaskResponse(task=msg)
+                msg = await self._task_message(task)
+                if msg is not None:
+                    return nodes_pb2.AcquireTaskResponse(task=msg)
+                continue
             if wait <= 0:
                 return nodes_pb2.AcquireTaskResponse()
             # Wait for a wake-up, but look again at least every second: another replica

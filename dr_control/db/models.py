@@ -152,6 +152,7 @@ class Task(Base):
     lease_expire_time: Mapped[datetime | None] = mapped_column(nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The typed spec message in proto-JSON form (dr_control/services/taskspecs.py).
     spec: Mapped[dict] = mapped_column(JSON, default=dict)
     checkpoint: Mapped[dict] = mapped_column(JSON, default=dict)
     stats: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -166,6 +167,14 @@ class Task(Base):
     # The site whose nodes may take the task: "" = nodes of no site (unbound tasks);
     # a paired plan's are bound (dr_control/services/routing.py, docs/PAIRED.md).
     site: Mapped[str] = mapped_column(String(63), default="")
+    # Whose settings and credentials the node gets with the task when it is leased (the
+    # spec never holds them): the plan's source site (snapshot, replicate) and target
+    # site (everything that opens the target). "" = none.
+    source_site: Mapped[str] = mapped_column(String(63), default="")
+    target_site: Mapped[str] = mapped_column(String(63), default="")
+    # A paired replicate task: the target site whose nodes may be its pair (the pair
+    # itself is chosen at lease and sent in the spec).
+    pair_site: Mapped[str] = mapped_column(String(63), default="")
 
 
 class RecoveryPoint(Base):

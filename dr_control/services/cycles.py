@@ -1,6 +1,7 @@
 """Replication cycles: queueing a cycle and its tasks, and how a cycle ends.
 
-A cycle has one `replicate` task per disk; for an `aws` source, a `snapshot` task first
+A cycle has one `replicate` task per disk; for a source that snapshots (aws: the
+source registry says which), a `snapshot` task first
 takes the consistency group's snapshots, and the replicate tasks read from those. When all
 are completed, one `finalize` task writes the recovery-point object at the target (the
 last write of the cycle); only when that succeeds does the control plane record the
@@ -8,58 +9,33 @@ recovery point, so a cycle that dies anywhere before leaves no visible point. A 
 fails for good fails its cycle (fail_cycle): queued siblings are cancelled, running ones
 told to stop.
 
-What each task kind is sent is built by one function each (snapshot_spec,
-replicate_spec, finalize_spec; the repository's locator is added by routing.target_task),
-so that the shape of a task spec is decided in one place per kind. Who leases the tasks,
+What each task kind is sent is a typed message built by one function each
+(snapshot_spec, replicate_spec, finalize_spec; the target's locator is added by
+routing.target_task), stored with taskspecs.store; sources and targets are named by
+their registries' locators, never by branches on their kinds here. Who leases the tasks,
 and when a completed or failed one comes back here, is leasing.py's business.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from dr_common import names
-from dr_common.sources import kvm
+from dr_common import names, sources, targets
+from dr_common.proto.dr.v1 import nodes_pb2
+from dr_common.sources.base import DiskToRead
 from dr_control import metrics
 from dr_control.db.models import Cycle, Disk, Plan, RecoveryPoint, Site, Task, utcnow
-from dr_control.services import deletion
+from dr_control.services import deletion, taskspecs
 from dr_control.services.context import ServiceContext
-from dr_control.services.routing import PAIR_SITE, bound_site, locator, target_task
+from dr_control.services.routing import bound_site, target_task
 
 log = structlog.get_logger()
 
 ACTIVE_CYCLE_STATES = ("queued", "running")
-
-
-@dataclass(frozen=True)
-class SourceCycle:
-    """What queueing a cycle needs to know of its source site's kind (kept here until
-    the source adapters' registry, dr_common/sources, says it for each kind)."""
-
-    # The cycle starts with a snapshot task that takes the group's snapshots at the
-    # site; its replicate tasks then read from those snapshots.
-    snapshot_task: bool = False
-    # Changed-block tracking lets a native target (ebs) write incrementals; others (hash
-    # diff) give no clean extents, so each ebs snapshot is written whole.
-    tracking: bool = False
-    # Names the dirty bitmap a cycle starts (plan id, cycle seq), for sources that keep one.
-    bitmap_name: Callable[[str, str], str] | None = None
-
-
-_SOURCES = {"kvm": SourceCycle(tracking=True, bitmap_name=kvm.bitmap_name),
-            "aws": SourceCycle(snapshot_task=True, tracking=True)}
-# Every other kind (file, ...): read by hash diff, no snapshot task, no bitmap.
-_UNTRACKED = SourceCycle()
-
-
-def _source(kind: str) -> SourceCycle:
-    return _SOURCES.get(kind, _UNTRACKED)
 
 
 def point_id(cycle: Cycle, now: datetime) -> str:
@@ -70,61 +46,60 @@ def point_id(cycle: Cycle, now: datetime) -> str:
 # --- task specs ---------------------------------------------------------------------------
 
 def snapshot_spec(plan: Plan, cycle: Cycle, source: Site, disks: list[Disk],
-                  previous: dict[str, dict]) -> dict:
-    """The snapshot task's spec: the group's volumes, and the source snapshots of the
+                  previous: dict[str, dict]) -> nodes_pb2.SnapshotSpec:
+    """The snapshot task's spec: the group's disks, and the source snapshots of the
     newest point, which the next cycle still needs (the node deletes the other snapshots
     the plan took)."""
-    volumes = [{"disk": disk.name, "instance_id": disk.workload_id, "volume_id": disk.locator}
-               for disk in disks]
-    keep = [d["source_snapshot_id"] for d in previous.values() if d.get("source_snapshot_id")]
-    return {"plan": names.plan_name(plan.id), "cycle": names.cycle_name(plan.id, cycle.seq),
-            "source_site": source.id, "volumes": volumes, "keep_snapshot_ids": keep}
-
-
-def replicate_spec(plan: Plan, cycle: Cycle, source: Site, target: Site, disk: Disk, *,
-                   previous: dict, source_snapshot_id: str, checkpoint_interval_bytes: int,
-                   paired: bool) -> dict:
-    """A replicate task's spec for one disk. `previous`: the disk's entry in the
-    previous recovery point ({} if none); `paired`: the task streams to a target node in
-    the target site (routing.py), which is chosen when it is leased."""
-    facts = _source(source.kind)
-    spec = {
-        "plan": names.plan_name(plan.id),
-        "cycle": names.cycle_name(plan.id, cycle.seq),
-        "disk": disk.name,
-        "source_kind": source.kind,
-        "source_site": source.id,
-        "source_locator": disk.locator,
-        "size_bytes": disk.size,
-        "repository": locator(plan, target),
-        "chunk_size_bytes": plan.chunk_size,
-        "compression": plan.compression,
-        "previous_root_hash": previous.get("root_hash", ""),
-        "previous_bitmap": previous.get("bitmap", ""),
-        "bitmap": facts.bitmap_name(plan.id, str(cycle.seq)) if facts.bitmap_name else "",
-        "source_snapshot_id": source_snapshot_id,
-        "previous_source_snapshot_id": previous.get("source_snapshot_id", ""),
-        "previous_snapshot_id": previous.get("snapshot_id", "") if facts.tracking else "",
-        "checkpoint_interval_bytes": checkpoint_interval_bytes,
-        "bandwidth_bytes_per_second": plan.bandwidth,
-    }
-    if paired:
-        spec[PAIR_SITE] = target.id
+    spec = nodes_pb2.SnapshotSpec(
+        plan=names.plan_name(plan.id), cycle=names.cycle_name(plan.id, cycle.seq),
+        disks=[nodes_pb2.SnapshotDisk(disk=d.name, workload=d.workload_id, locator=d.locator)
+               for d in disks],
+        keep_snapshot_ids=[d["source_snapshot_id"] for d in previous.values()
+                           if d.get("source_snapshot_id")])
+    getattr(spec.source, sources.kind(source.kind).name).SetInParent()
     return spec
 
 
-def finalize_spec(plan: Plan, cycle: Cycle, tasks: list[Task], now: datetime) -> dict:
-    """The finalize task's spec (without the repository, which target_task adds): the
-    point's id and each disk's result, from the cycle's completed replicate tasks."""
-    disks = [{"disk": t.disk, "root_hash": t.result.get("root_hash", ""),
-              "size_bytes": t.result["size_bytes"], "full_sync": t.full_sync,
-              "bitmap": t.result.get("bitmap", ""),
-              "full_sync_reason": t.result.get("full_sync_reason", ""),
-              "snapshot_id": t.result.get("snapshot_id", ""),
-              "source_snapshot_id": t.spec.get("source_snapshot_id", "")}
-             for t in sorted(tasks, key=lambda t: t.disk) if t.kind == "replicate"]
-    return {"plan": names.plan_name(plan.id), "cycle": names.cycle_name(plan.id, cycle.seq),
-            "recovery_point_id": point_id(cycle, now), "disks": disks}
+def replicate_spec(plan: Plan, cycle: Cycle, source: Site, target: Site, disk: Disk, *,
+                   previous: dict, source_snapshot_id: str, checkpoint_interval_bytes: int
+                   ) -> nodes_pb2.ReplicateSpec:
+    """A replicate task's spec for one disk. `previous`: the disk's entry in the
+    previous recovery point ({} if none). A paired task's `pair` is set when it is
+    leased (leasing.py)."""
+    plan_name, cycle_name = names.plan_name(plan.id), names.cycle_name(plan.id, cycle.seq)
+    spec = nodes_pb2.ReplicateSpec(
+        plan=plan_name, cycle=cycle_name, disk=disk.name, size_bytes=disk.size,
+        chunk_size_bytes=plan.chunk_size, compression=plan.compression,
+        previous_root_hash=previous.get("root_hash", ""),
+        previous_snapshot_id=previous.get("snapshot_id", ""),
+        checkpoint_interval_bytes=checkpoint_interval_bytes,
+        bandwidth_bytes_per_second=plan.bandwidth)
+    spec.source.CopyFrom(sources.locator(source.kind, DiskToRead(
+        plan=plan_name, cycle=cycle_name, locator=disk.locator, size=disk.size,
+        previous_bitmap=previous.get("bitmap", ""),
+        previous_source_snapshot_id=previous.get("source_snapshot_id", ""),
+        snapshot_id=source_snapshot_id)))
+    spec.target.CopyFrom(targets.locator(plan.target_kind, target.path))
+    return spec
+
+
+def finalize_spec(plan: Plan, cycle: Cycle, tasks: list[Task], now: datetime
+                  ) -> nodes_pb2.FinalizeSpec:
+    """The finalize task's spec (without the target, which target_task adds): the
+    point's id and each disk's result, from the cycle's completed tasks."""
+    snapshots = next((t.result.get("source_snapshots", {}) for t in tasks
+                      if t.kind == "snapshot"), {})
+    disks = [nodes_pb2.FinalizeDisk(
+        disk=t.disk, root_hash=t.result.get("root_hash", ""),
+        size_bytes=t.result["size_bytes"], full_sync=t.full_sync,
+        bitmap=t.result.get("bitmap", ""),
+        full_sync_reason=t.result.get("full_sync_reason", ""),
+        snapshot_id=t.result.get("snapshot_id", ""),
+        source_snapshot_id=snapshots.get(t.disk, ""))
+        for t in sorted(tasks, key=lambda t: t.disk) if t.kind == "replicate"]
+    return nodes_pb2.FinalizeSpec(
+        plan=names.plan_name(plan.id), cycle=names.cycle_name(plan.id, cycle.seq),
+        recovery_point_id=point_id(cycle, now), disks=disks)
 
 
 # --- queueing -----------------------------------------------------------------------------
@@ -163,13 +138,13 @@ async def start_cycle(ctx: ServiceContext, s, plan: Plan, *,
         return None
     source = await s.get(Site, plan.source_site)
     previous = _disks_of(newest) if known is not None else None
-    if _source(source.kind).snapshot_task:
+    if sources.kind(source.kind).snapshots:
         previous = previous if previous is not None else await _previous_disks(s, plan)
         disks = [await s.get(Disk, disk_name) for disk_name in plan.disks]
         target = await s.get(Site, plan.target_site)
         s.add(Task(kind="snapshot", cycle_id=cycle.id, plan_id=plan.id,
-                   site=bound_site(plan, target, "snapshot"),
-                   spec=snapshot_spec(plan, cycle, source, disks, previous)))
+                   site=bound_site(plan, target, "snapshot"), source_site=source.id,
+                   spec=taskspecs.store(snapshot_spec(plan, cycle, source, disks, previous))))
     else:
         await _queue_replicas(ctx, s, plan, cycle, {}, previous=previous, rows=task_rows)
     plan.run_requested = False
@@ -205,10 +180,12 @@ async def _queue_replicas(ctx: ServiceContext, s, plan: Plan, cycle: Cycle,
         spec = replicate_spec(
             plan, cycle, source, target, disk, previous=previous.get(disk_name, {}),
             source_snapshot_id=source_snapshots.get(disk_name, ""),
-            checkpoint_interval_bytes=ctx.config.scheduler.checkpoint_interval_bytes,
-            paired=bool(site))
+            checkpoint_interval_bytes=ctx.config.scheduler.checkpoint_interval_bytes)
+        # A bound (paired) task streams to a node of the target site, chosen at lease.
         rows.append(dict(kind="replicate", cycle_id=cycle.id, plan_id=plan.id,
-                         disk=disk_name, spec=spec, bytes_total=disk.size, site=site))
+                         disk=disk_name, spec=taskspecs.store(spec), bytes_total=disk.size,
+                         site=site, source_site=source.id, target_site=target.id,
+                         pair_site=target.id if site else ""))
     # One multi-row INSERT (column defaults apply as for s.add), not a unit-of-work
     # object per disk: the scheduler queues thousands of these in one pass.
     if own_rows:
@@ -248,9 +225,11 @@ async def _after_finalize(ctx: ServiceContext, s, cycle: Cycle, task: Task) -> N
     for t in tasks:
         for k, v in t.stats.items():
             stats[k] = stats.get(k, 0) + int(v)
-    point_id = task.spec["recovery_point_id"]
+    spec = taskspecs.load(task)
+    point_id = spec.recovery_point_id
     s.add(RecoveryPoint(plan_id=cycle.plan_id, id=point_id, cycle_id=cycle.id,
-                        cycle_seq=cycle.seq, disks=task.spec["disks"], stats=stats))
+                        cycle_seq=cycle.seq, stats=stats,
+                        disks=[taskspecs.point_disk(d) for d in spec.disks]))
     cycle.state, cycle.end_time, cycle.recovery_point_id = "completed", utcnow(), point_id
     metrics.CYCLES.labels(state="completed").inc()
     log.info("recovery point recorded", plan=cycle.plan_id, cycle=cycle.seq, point=point_id)

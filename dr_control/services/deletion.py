@@ -17,10 +17,12 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import select
 
-from dr_common import names
+from dr_common import names, targets
 from dr_common.errors import FailedPrecondition, InvalidArgument
+from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.targets import REPOSITORY_KINDS
 from dr_control.db.models import Plan, RecoveryPoint, Site, Task, utcnow
+from dr_control.services import taskspecs
 from dr_control.services.context import ServiceContext
 from dr_control.services.retention import RetentionRules, select_expired
 from dr_control.services.routing import locator, target_task
@@ -39,7 +41,7 @@ def rules(plan: Plan) -> RetentionRules:
                           keep_daily=plan.keep_daily or 0, keep_weekly=plan.keep_weekly or 0)
 
 
-async def _locator(s, plan: Plan) -> dict:
+async def _locator(s, plan: Plan) -> nodes_pb2.TargetLocator:
     return locator(plan, await s.get(Site, plan.target_site))
 
 
@@ -54,9 +56,9 @@ async def queue_delete(ctx: ServiceContext, s, plan: Plan, point: RecoveryPoint)
     point.state = DELETING
     task = await target_task(
         s, plan, "delete", target=names.point_name(plan.id, point.id),
-        spec={"recovery_point": names.point_name(plan.id, point.id),
-              "recovery_point_id": point.id,
-              "snapshot_ids": [d["snapshot_id"] for d in point.disks if d.get("snapshot_id")]})
+        spec=nodes_pb2.DeleteSpec(
+            recovery_point=names.point_name(plan.id, point.id), recovery_point_id=point.id,
+            snapshot_ids=[d["snapshot_id"] for d in point.disks if d.get("snapshot_id")]))
     s.add(task)
     ctx.tasks_queued.notify()
     return task
@@ -103,7 +105,7 @@ async def check_deletable(s, point: RecoveryPoint, name: str) -> None:
 
 async def after_delete(s, task: Task) -> None:
     """The target no longer holds the point: forget it, and note the garbage."""
-    point = await s.get(RecoveryPoint, (task.plan_id, task.spec["recovery_point_id"]))
+    point = await s.get(RecoveryPoint, (task.plan_id, taskspecs.load(task).recovery_point_id))
     if point is not None:
         await s.delete(point)
     plan = await s.get(Plan, task.plan_id)
@@ -115,7 +117,7 @@ async def after_delete(s, task: Task) -> None:
 async def after_delete_failed(s, task: Task) -> None:
     """The point is still at the target: show it as ready again (retention will try
     again at a later pass)."""
-    point = await s.get(RecoveryPoint, (task.plan_id, task.spec["recovery_point_id"]))
+    point = await s.get(RecoveryPoint, (task.plan_id, taskspecs.load(task).recovery_point_id))
     if point is not None and point.state == DELETING:
         point.state = READY
 
@@ -123,23 +125,22 @@ async def after_delete_failed(s, task: Task) -> None:
 async def queue_gc(ctx: ServiceContext, s, plan: Plan, grace_seconds: int | None) -> Task:
     """Queues a collection of the plan's repository, or returns the one already queued
     or running for that repository (two would only do the same work twice)."""
-    if plan.target_kind not in REPOSITORY_KINDS:
+    kind = targets.kind(plan.target_kind)
+    if not kind.repository:
         raise InvalidArgument(
-            f"plan {names.plan_name(plan.id)} writes EBS snapshots, which hold no "
-            "repository garbage: EBS frees a deleted snapshot's blocks itself",
-            field="parent")
+            f"plan {names.plan_name(plan.id)} writes to a {kind.name} target, which holds "
+            f"no repository garbage: {kind.no_gc}", field="parent")
     repository = await _locator(s, plan)
     active = (await s.scalars(select(Task).where(
         Task.kind == "gc", Task.state.in_(ACTIVE_TASK_STATES)))).all()
     for task in active:
-        if {task.spec["repository"][k] for k in ("kind", "path")} == {
-                repository[k] for k in ("kind", "path")}:
+        if taskspecs.load(task).target == repository:
             return task
     grace = ctx.config.scheduler.gc_grace_seconds if grace_seconds is None else grace_seconds
     if grace < 0:
         raise InvalidArgument("grace_seconds must not be negative", field="grace_seconds")
     task = await target_task(s, plan, "gc", target=names.plan_name(plan.id),
-                             spec={"grace_seconds": grace})
+                             spec=nodes_pb2.GcSpec(grace_seconds=grace))
     s.add(task)
     plan.gc_requested = False
     ctx.tasks_queued.notify()

@@ -14,15 +14,14 @@ from sqlalchemy.orm import selectinload
 from dr_common import names
 from dr_common.aws import AwsSettings
 from dr_common.errors import AlreadyExists, InvalidArgument, NotFound
+from dr_common.paths import check_within_roots
+from dr_common.proto.dr.v1 import common_pb2
 from dr_common.sources import aws as aws_source
 from dr_common.sources import file as file_source
 from dr_common.sources import kvm as kvm_source
 from dr_control.db.models import Disk, Site, Workload
 from dr_control.services.context import ServiceContext
 
-# How each directory site kind finds its workloads (blocking: run in a thread).
-DISCOVER = {"file": file_source.discover, "kvm": kvm_source.discover}
-SITE_KINDS = (*DISCOVER, "aws")
 S3_SCHEME = "s3://"
 # Site.settings holds the kind's own settings (aws: region, endpoint...) and these,
 # which every kind has: "paired" (the site's storage is reachable only from nodes
@@ -47,13 +46,61 @@ def site_settings(ctx: ServiceContext, site: Site) -> dict:
     return {**kind_settings(site), **secret}
 
 
-def aws_settings(ctx: ServiceContext, site: Site) -> AwsSettings:
-    """An aws site's settings with its secrets unsealed (for a task or a call, never
-    for an API answer or a log)."""
-    if site.kind != "aws":
-        raise InvalidArgument(f"site {names.site_name(site.id)} is a {site.kind} site, "
-                              f"not an aws one", field="site.kind")
-    return AwsSettings(**site_settings(ctx, site))
+class _DirectorySite:
+    """`file` and `kvm` sites: a directory inside the file roots, its images found by
+    the source kind's `discover` (blocking: run in a thread). No settings, no secret."""
+
+    def __init__(self, kind: str, discover):
+        self.kind = kind
+        self._discover = discover
+
+    async def create(self, ctx: ServiceContext, site_id: str, path: str, aws: dict | None):
+        if not path:
+            raise InvalidArgument(f"a {self.kind} site needs a path", field="site.path")
+        resolved = check_within_roots(path, ctx.config.file_roots, field="site.path")
+        return str(resolved), {}, "", await asyncio.to_thread(self._discover, resolved)
+
+    async def discover(self, ctx: ServiceContext, site: Site):
+        return await asyncio.to_thread(self._discover, site.path)
+
+    def task_settings(self, ctx: ServiceContext, site: Site) -> common_pb2.SiteSettings:
+        return common_pb2.SiteSettings()
+
+
+class _AwsSite:
+    """`aws` sites: a region and credentials (the secret sealed); inventory is EC2; the
+    path, if any, is the S3 repository of plans that target the site."""
+
+    async def create(self, ctx: ServiceContext, site_id: str, path: str, aws: dict | None):
+        # The region check loads botocore's endpoint data: not on the event loop.
+        cfg = await asyncio.to_thread(
+            AwsSettings.from_dict, {k: v for k, v in (aws or {}).items() if v},
+            field_prefix="site.aws")
+        if path and not (path.startswith(S3_SCHEME) and len(path) > len(S3_SCHEME)):
+            raise InvalidArgument(f"an aws site's path is the S3 repository of plans "
+                                  f"that target it, s3://bucket/prefix; got {path!r}",
+                                  field="site.path")
+        found = await aws_source.discover(cfg)
+        secret = ctx.secrets.seal(cfg.secrets(), bound_to=names.site_name(site_id))
+        return path, cfg.public().as_dict(), secret, found
+
+    async def discover(self, ctx: ServiceContext, site: Site):
+        return await aws_source.discover(AwsSettings(**site_settings(ctx, site)))
+
+    def task_settings(self, ctx: ServiceContext, site: Site) -> common_pb2.SiteSettings:
+        return common_pb2.SiteSettings(aws=common_pb2.AwsSettings(**site_settings(ctx, site)))
+
+
+# The site kinds (the source kinds of dr_common.sources, which sites are), one line each.
+SITE_KINDS = {"file": _DirectorySite("file", file_source.discover),
+              "kvm": _DirectorySite("kvm", kvm_source.discover),
+              "aws": _AwsSite()}
+
+
+def task_settings(ctx: ServiceContext, site: Site) -> common_pb2.SiteSettings:
+    """A site's settings, secrets unsealed, as a node's task carries them (empty for
+    kinds without settings)."""
+    return SITE_KINDS[site.kind].task_settings(ctx, site)
 
 
 class InventoryService:
@@ -68,32 +115,14 @@ class InventoryService:
             raise InvalidArgument(
                 f"site kind {kind!r} is not supported; supported kinds: {', '.join(SITE_KINDS)}",
                 field="site.kind")
-        settings, secret = {}, ""
-        if kind == "aws":
-            # The region check loads botocore's endpoint data: not on the event loop.
-            cfg = await asyncio.to_thread(
-                AwsSettings.from_dict, {k: v for k, v in (aws or {}).items() if v},
-                field_prefix="site.aws")
-            if path and not (path.startswith(S3_SCHEME) and len(path) > len(S3_SCHEME)):
-                raise InvalidArgument(f"an aws site's path is the S3 repository of plans "
-                                      f"that target it, s3://bucket/prefix; got {path!r}",
-                                      field="site.path")
-            resolved = path
-            found = await aws_source.discover(cfg)
-            settings = cfg.public().as_dict()
-            secret = self.ctx.secrets.seal(cfg.secrets(), bound_to=names.site_name(site_id))
-        else:
-            if not path:
-                raise InvalidArgument(f"a {kind} site needs a path", field="site.path")
-            resolved = file_source.check_within_roots(path, self.ctx.config.file_roots,
-                                                      field="site.path")
-            found = await asyncio.to_thread(DISCOVER[kind], resolved)
+        resolved, settings, secret, found = await SITE_KINDS[kind].create(
+            self.ctx, site_id, path, aws)
         if paired:
             settings = {**settings, "paired": True}
         async with self.ctx.db() as s, s.begin():
             if await s.get(Site, site_id) is not None:
                 raise AlreadyExists(f"site {names.site_name(site_id)} already exists")
-            site = Site(id=site_id, kind=kind, path=str(resolved), description=description,
+            site = Site(id=site_id, kind=kind, path=resolved, description=description,
                         credential_ref=credential_ref, settings=settings, secret=secret)
             s.add(site)
             await s.flush()
@@ -102,10 +131,7 @@ class InventoryService:
 
     async def refresh_site(self, name: str) -> Site:
         site = await self.get_site(name)
-        if site.kind == "aws":
-            found = await aws_source.discover(aws_settings(self.ctx, site))
-        else:
-            found = await asyncio.to_thread(DISCOVER[site.kind], site.path)
+        found = await SITE_KINDS[site.kind].discover(self.ctx, site)
         async with self.ctx.db() as s, s.begin():
             site = await s.get(Site, site.id)
             existing = {d.name: d for d in

@@ -22,15 +22,13 @@ import structlog
 from sqlalchemy import func, select, update
 
 from dr_common import names
-from dr_common.aws import AwsSettings
+from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 from dr_common.errors import FailedPrecondition, NotFound
 from dr_control.db.models import Cycle, Node, Plan, Site, Task, utcnow
-from dr_control.services import cycles, deletion
+from dr_control.services import cycles, deletion, inventory, taskspecs
 from dr_control.services.context import ServiceContext
-from dr_control.services.inventory import aws_settings
 from dr_control.services.nodes import (NodeLoad, leased_counts, lease_duration, node_load,
                                        node_online, should_defer)
-from dr_control.services.routing import PAIR_SITE
 
 log = structlog.get_logger()
 
@@ -100,7 +98,7 @@ class Leases:
             for task in sorted(queued, key=lambda t: (_KIND_PRIORITY[t.kind], t.id)):
                 now = utcnow()
                 values = {}
-                if pair_site := task.spec.get(PAIR_SITE):
+                if pair_site := task.pair_site:
                     if pair_site not in pairs:
                         pairs[pair_site] = await _target_node(self.ctx, s, pair_site)
                     if pairs[pair_site] is None:
@@ -242,22 +240,24 @@ async def _leased(s, task_name: str, token: int) -> Task:
     return task
 
 
-async def credentials(ctx: ServiceContext, task: Task) -> dict[str, AwsSettings]:
-    """The AWS settings, secrets unsealed, a task needs: "source" and/or "target".
-    Looked up when the task is handed to a node, so specs in the database never
-    hold a secret."""
-    out: dict[str, AwsSettings] = {}
-    refs = {"source": task.spec.get("source_site", ""),
-            "target": task.spec.get("repository", {}).get("site", "")}
+async def site_settings(ctx: ServiceContext, task: Task
+                        ) -> dict[str, common_pb2.SiteSettings]:
+    """The settings, secrets unsealed, of the sites a task works with: "source" and/or
+    "target" (sites whose kind has settings only). Looked up when the task is handed to
+    a node, so specs in the database never hold a secret."""
+    refs = {"source": task.source_site, "target": task.target_site}
     ids = {i for i in refs.values() if i}
     if not ids:
-        return out
-    async with ctx.db() as s:  # one query for both sites, aws ones only
-        aws = {site.id: site for site in (await s.scalars(select(Site).where(
-            Site.id.in_(ids), Site.kind == "aws"))).all()}
+        return {}
+    async with ctx.db() as s:  # one query for both sites
+        found = {site.id: site for site in (await s.scalars(select(Site).where(
+            Site.id.in_(ids)))).all()}
+    out = {}
     for role, site_id in refs.items():
-        if site_id in aws:
-            out[role] = aws_settings(ctx, aws[site_id])
+        if site_id in found:
+            settings = inventory.task_settings(ctx, found[site_id])
+            if settings.WhichOneof("kind"):
+                out[role] = settings
     return out
 
 
@@ -283,9 +283,9 @@ async def _paired_streams(s) -> dict[str, int]:
     replicate tasks can have a pair, so unbound work is not read)."""
     counts: dict[str, int] = {}
     for spec in (await s.scalars(select(Task.spec).where(
-            Task.state == "leased", Task.kind == "replicate", Task.site != ""))).all():
-        if spec.get("pair_node"):
-            node_id = names.parse_node(spec["pair_node"])
+            Task.state == "leased", Task.kind == "replicate", Task.pair_site != ""))).all():
+        if node := spec.get("pair", {}).get("node"):
+            node_id = names.parse_node(node)
             counts[node_id] = counts.get(node_id, 0) + 1
     return counts
 
@@ -293,9 +293,11 @@ async def _paired_streams(s) -> dict[str, int]:
 def _paired(task: Task, target: Node) -> dict:
     """The lease's column values that give `task` its pair (kept in the spec, so
     the task row shows which target node writes the disk)."""
-    spec = {**task.spec, "pair_node": names.node_name(target.id),
-            "pair_address": target.transfer_address, "pair_cert_name": target.cert_name}
-    values: dict = {"spec": spec}
+    spec = taskspecs.load(task)
+    spec.pair.CopyFrom(nodes_pb2.Pair(node=names.node_name(target.id),
+                                      address=target.transfer_address,
+                                      cert_name=target.cert_name))
+    values: dict = {"spec": taskspecs.store(spec)}
     if task.error_reason == NO_TARGET_NODE:
         values.update(error_reason="", error_message="")
     return values

@@ -11,11 +11,12 @@ import os
 
 from sqlalchemy import select
 
-from dr_common import names
+from dr_common import names, targets
 from dr_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from dr_common.paths import check_within_roots
+from dr_common.proto.dr.v1 import nodes_pb2
 from dr_control.db.models import Plan, RecoveryPoint, Task, utcnow
-from dr_control.services import deletion
+from dr_control.services import deletion, taskspecs
 from dr_control.services.context import ServiceContext
 from dr_control.services.routing import target_task
 
@@ -79,26 +80,29 @@ class PointService:
             return await deletion.queue_gc(self.ctx, s, plan, grace_seconds)
 
     @staticmethod
-    async def _task(s, plan_id: str, kind: str, *, spec: dict, **fields) -> Task:
+    async def _task(s, plan_id: str, kind: str, *, spec, **fields) -> Task:
         """Adds a task on the plan's repository (bound to the site that reaches it)."""
         task = await target_task(s, await s.get(Plan, plan_id), kind, spec=spec, **fields)
         s.add(task)
         return task
 
-    async def _target_kind(self, plan_id: str) -> str:
+    async def _target_kind(self, plan_id: str) -> targets.TargetKind:
         async with self.ctx.db() as s:
-            return (await s.get(Plan, plan_id)).target_kind
+            return targets.kind((await s.get(Plan, plan_id)).target_kind)
 
     async def verify(self, name: str) -> Task:
         point = await self.get_point(name)
-        if await self._target_kind(point.plan_id) == "ebs":
-            raise FailedPrecondition(
-                f"recovery point {name} is a set of EBS snapshots, which EBS checks itself "
-                f"(every block was put with its SHA256); verify reads repository points only")
+        kind = await self._target_kind(point.plan_id)
+        if not kind.repository:
+            raise FailedPrecondition(f"recovery point {name} is at a {kind.name} target: "
+                                     f"{kind.no_verify}")
         async with self.ctx.db() as s, s.begin():
             task = await self._task(s, point.plan_id, "verify", target=name,
                                     bytes_total=sum(d["size_bytes"] for d in point.disks),
-                                    spec={"recovery_point": name, "disks": point.disks})
+                                    spec=nodes_pb2.VerifySpec(
+                                        recovery_point=name,
+                                        disks=[taskspecs.finalize_disk(d)
+                                               for d in point.disks]))
         self.ctx.tasks_queued.notify()
         return task
 
@@ -114,7 +118,9 @@ class PointService:
         entry = next((d for d in point.disks if d["disk"] == disk), None)
         if entry is None:
             raise NotFound(f"disk {disk} is not in recovery point {point_name}")
-        if await self._target_kind(point.plan_id) == "ebs":
+        if not (await self._target_kind(point.plan_id)).repository:
+            # Repository points restore as image files; the others as the target's own
+            # objects (EBS: a new volume).
             return await self._restore_volume(point, entry, fmt, availability_zone)
         fmt = fmt or "raw"
         if fmt not in RESTORE_FORMATS:
@@ -132,10 +138,11 @@ class PointService:
         async with self.ctx.db() as s, s.begin():
             task = await self._task(s, point.plan_id, "restore", target=point_name, disk=disk,
                                     bytes_total=entry["size_bytes"],
-                                    spec={"recovery_point": point_name, "disk": disk,
-                                          "root_hash": entry["root_hash"],
-                                          "destination_path": os.fspath(dest), "format": fmt,
-                                          "overwrite": overwrite})
+                                    spec=nodes_pb2.RestoreSpec(
+                                        recovery_point=point_name, disk=disk,
+                                        root_hash=entry["root_hash"],
+                                        destination_path=os.fspath(dest), format=fmt,
+                                        overwrite=overwrite))
         self.ctx.tasks_queued.notify()
         return task
 
@@ -152,10 +159,10 @@ class PointService:
         async with self.ctx.db() as s, s.begin():
             task = await self._task(s, point.plan_id, "restore", target=name,
                                     disk=entry["disk"], bytes_total=entry["size_bytes"],
-                                    spec={"recovery_point": name, "disk": entry["disk"],
-                                          "format": EBS_FORMAT,
-                                          "snapshot_id": entry["snapshot_id"],
-                                          "availability_zone": availability_zone})
+                                    spec=nodes_pb2.RestoreSpec(
+                                        recovery_point=name, disk=entry["disk"],
+                                        format=EBS_FORMAT, snapshot_id=entry["snapshot_id"],
+                                        availability_zone=availability_zone))
         self.ctx.tasks_queued.notify()
         return task
 

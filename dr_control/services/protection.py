@@ -7,10 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
-from dr_common import names
+from dr_common import names, targets
 from dr_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from dr_common.targets import REPOSITORY_KINDS
-from dr_common.targets.ebs import BLOCK_SIZE as EBS_BLOCK_SIZE
 from dr_control.db.models import Cycle, Disk, Plan, RecoveryPoint, Site, Task, Workload, utcnow
 from dr_control.services import cycles, planfacts
 from dr_control.services.context import ServiceContext
@@ -22,9 +20,7 @@ DEFAULT_CHUNK_SIZE = 1 << 20
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 64 << 10, 16 << 20
 
 
-TARGET_KINDS = (*REPOSITORY_KINDS, "ebs")
-# Which site kinds can hold each target kind.
-TARGET_SITE_KINDS = {"fs": ("file", "kvm"), "s3": ("aws",), "ebs": ("aws",)}
+TARGET_KINDS = tuple(targets.KINDS)
 
 RETENTION = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly")
 UPDATABLE = frozenset({"rpo_seconds", "bandwidth", *RETENTION})
@@ -50,13 +46,14 @@ def _check_settings(rpo_seconds: int, keep_last: int, bandwidth: int) -> None:
 
 
 def _check_target(site: Site, target_kind: str) -> None:
-    kinds = TARGET_SITE_KINDS[target_kind]
+    kinds = targets.kind(target_kind, field="plan.target_kind").site_kinds
     if site.kind not in kinds:
         raise InvalidArgument(f"a {target_kind} target needs a site of kind "
                               f"{' or '.join(kinds)}; {names.site_name(site.id)} is {site.kind}",
                               field="plan.target_site")
-    if target_kind == "s3" and not site.path:
-        raise InvalidArgument(f"an s3 target needs its site's path, s3://bucket/prefix; "
+    if targets.kind(target_kind).path_required and not site.path:
+        raise InvalidArgument(f"an {target_kind} target needs its site's path"
+                              f"{', s3://bucket/prefix' if 'aws' in kinds else ''}; "
                               f"{names.site_name(site.id)} has none", field="plan.target_site")
 
 
@@ -112,16 +109,17 @@ class ProtectionService:
         _check_settings(rpo_seconds, keep_last, bandwidth)
         _check_retention({"keep_hourly": keep_hourly, "keep_daily": keep_daily,
                           "keep_weekly": keep_weekly})
-        if target_kind == "ebs":
-            # EBS snapshots are made of 512 KiB blocks: the chunk grid is theirs.
-            if chunk_size not in (0, EBS_BLOCK_SIZE):
-                raise InvalidArgument(f"an ebs target writes {EBS_BLOCK_SIZE}-byte blocks; "
-                                      f"leave chunk_size_bytes unset or give {EBS_BLOCK_SIZE}",
-                                      field="plan.chunk_size_bytes")
-            if compression not in ("", "none"):
-                raise InvalidArgument("an ebs target stores blocks as they are: compression "
-                                      "must be none", field="plan.compression")
-            chunk_size = EBS_BLOCK_SIZE
+        kind = targets.KINDS.get(target_kind)
+        if kind is not None and kind.chunk_size:
+            # E.g. EBS snapshots are made of 512 KiB blocks: the chunk grid is theirs.
+            if chunk_size not in (0, kind.chunk_size):
+                raise InvalidArgument(f"an {target_kind} target writes {kind.chunk_size}-byte "
+                                      f"blocks; leave chunk_size_bytes unset or give "
+                                      f"{kind.chunk_size}", field="plan.chunk_size_bytes")
+            chunk_size = kind.chunk_size
+        if kind is not None and not kind.compression and compression not in ("", "none"):
+            raise InvalidArgument(f"an {target_kind} target stores blocks as they are: "
+                                  f"compression must be none", field="plan.compression")
         chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
         if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE) or chunk_size & (chunk_size - 1):
             raise InvalidArgument(

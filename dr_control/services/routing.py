@@ -13,20 +13,22 @@ The target node of a replicate task is chosen when it is leased (leasing.py).
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
+
+from dr_common import targets
+from dr_common.proto.dr.v1 import nodes_pb2
 from dr_control.db.models import Plan, Site, Task
+from dr_control.services import taskspecs
 from dr_control.services.inventory import is_paired
 
 # Task kinds that read the source and so run at the source site.
 SOURCE_KINDS = ("snapshot", "replicate")
-# Spec key of a replicate task streamed to a target node: the target site whose nodes
-# may be its pair (not a wire field: the node gets pair_node, pair_address, pair_cert_name).
-PAIR_SITE = "pair_site"
 
 
-def locator(plan: Plan, target: Site) -> dict:
-    """Where a plan's points go; "site" names the site whose credentials a node gets
-    with the task (never stored in the spec itself)."""
-    return {"kind": plan.target_kind, "path": target.path, "site": target.id}
+def locator(plan: Plan, target: Site) -> nodes_pb2.TargetLocator:
+    """Where a plan's points go (the target site's settings are added when a task is
+    leased, from Task.target_site: never stored in the spec)."""
+    return targets.locator(plan.target_kind, target.path)
 
 
 def bound_site(plan: Plan, target: Site, kind: str) -> str:
@@ -36,9 +38,10 @@ def bound_site(plan: Plan, target: Site, kind: str) -> str:
     return plan.source_site if kind in SOURCE_KINDS else target.id
 
 
-async def target_task(s, plan: Plan, kind: str, *, spec: dict, **fields) -> Task:
-    """A new task (not yet added) that opens the plan's repository: its spec gets the
-    repository's locator, and it is bound to the site that can reach it."""
+async def target_task(s, plan: Plan, kind: str, *, spec: Message, **fields) -> Task:
+    """A new task (not yet added) that opens the plan's target: its spec gets the
+    target's locator, and it is bound to the site that can reach it."""
     target = await s.get(Site, plan.target_site)
+    spec.target.CopyFrom(locator(plan, target))
     return Task(kind=kind, plan_id=plan.id, site=bound_site(plan, target, kind),
-                spec={**spec, "repository": locator(plan, target)}, **fields)
+                target_site=target.id, spec=taskspecs.store(spec), **fields)
