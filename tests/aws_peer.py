@@ -217,6 +217,9 @@ class PeerState:
     def reset_stats(self) -> None:
         self.counts: dict[str, Counter[str]] = defaultdict(Counter)
         self.injected: Counter[str] = Counter({"throttled": 0, "reset": 0})
+        # Attempts per request target ("s3 PutObject /bucket/key"), faulted ones included:
+        # how often a client sent the same request.
+        self.attempts: Counter[str] = Counter()
 
     def draw(self) -> float:
         with self.lock:
@@ -225,6 +228,10 @@ class PeerState:
     def count(self, service: str, operation: str) -> None:
         with self.lock:
             self.counts[service][operation] += 1
+
+    def count_attempt(self, service: str, operation: str, path: str) -> None:
+        with self.lock:
+            self.attempts[f"{service} {operation} {path}"] += 1
 
     def count_fault(self, kind: str) -> None:
         with self.lock:
@@ -236,6 +243,11 @@ class PeerState:
             for svc in ("ebs", "s3", "ec2"):
                 out.setdefault(svc, {})
             out["faults"] = dict(self.injected)
+            most: dict[str, int] = {}
+            for key, n in self.attempts.items():
+                op = key.rsplit(" ", 1)[0]
+                most[op] = max(most.get(op, 0), n)
+            out["max_attempts"] = most  # "s3 PutObject" -> the most tries of one request
             return out
 
 
@@ -840,6 +852,7 @@ class PeerApp:
             return self.moto_app(environ, start_response)
         access_key, region, service = sigv4_scope(environ, query)
         operation = operation_of(service, environ, query)
+        STATE.count_attempt(service or "other", operation, path)
         fault = self.inject(service, operation, environ)
         if fault == "reset":
             return self.drop_connection(environ, start_response)

@@ -60,8 +60,9 @@ def kind_of(loc: nodes_pb2.SourceLocator) -> str:
 def locator(kind_name: str, disk: DiskToRead) -> nodes_pb2.SourceLocator:
     """Where a cycle reads `disk` from a site of `kind_name` (control plane). The site's
     settings are added when the task is leased, never stored."""
+    module = _module(kind_name, "source.kind")
     loc = nodes_pb2.SourceLocator()
-    getattr(loc, kind_name).CopyFrom(_module(kind_name, "source.kind").locate(disk))
+    getattr(loc, kind_name).CopyFrom(module.locate(disk))
     return loc
 
 

@@ -83,8 +83,9 @@ def _module(name: str, field: str) -> ModuleType:
 def locator(kind_name: str, path: str) -> nodes_pb2.TargetLocator:
     """The locator of a target of `kind_name` at a site's `path` (control plane). The
     site's settings are added when a task is leased, never stored."""
+    module = _module(kind_name, "target.kind")
     loc = nodes_pb2.TargetLocator()
-    getattr(loc, kind_name).CopyFrom(_module(kind_name, "target.kind").locate(path))
+    getattr(loc, kind_name).CopyFrom(module.locate(path))
     return loc
 
 

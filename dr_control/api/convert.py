@@ -12,7 +12,7 @@ from dr_common.proto.dr.v1 import (common_pb2, inventory_pb2, nodes_pb2, protect
                                    recovery_points_pb2)
 from dr_control.db import models
 from dr_control.services import taskspecs
-from dr_control.services.inventory import is_paired, kind_settings
+from dr_control.services.inventory import is_paired, public_settings
 from dr_control.services.leasing import NO_TARGET_NODE
 from dr_control.services.nodes import node_load
 
@@ -57,8 +57,7 @@ def site(s: models.Site) -> inventory_pb2.Site:
                               create_time=ts(s.create_time),
                               workload_count=getattr(s, "workload_count", 0),
                               # Public settings only: the secret stays sealed.
-                              aws=common_pb2.AwsSettings(**kind_settings(s))
-                              if s.kind == "aws" else None,
+                              **public_settings(s),
                               paired=is_paired(s))
 
 

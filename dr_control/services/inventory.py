@@ -66,6 +66,9 @@ class _DirectorySite:
     def task_settings(self, ctx: ServiceContext, site: Site) -> common_pb2.SiteSettings:
         return common_pb2.SiteSettings()
 
+    def public(self, site: Site) -> dict:
+        return {}
+
 
 class _AwsSite:
     """`aws` sites: a region and credentials (the secret sealed); inventory is EC2; the
@@ -90,11 +93,20 @@ class _AwsSite:
     def task_settings(self, ctx: ServiceContext, site: Site) -> common_pb2.SiteSettings:
         return common_pb2.SiteSettings(aws=common_pb2.AwsSettings(**site_settings(ctx, site)))
 
+    def public(self, site: Site) -> dict:
+        return {"aws": common_pb2.AwsSettings(**kind_settings(site))}
+
 
 # The site kinds (the source kinds of dr_common.sources, which sites are), one line each.
 SITE_KINDS = {"file": _DirectorySite("file", file_source.discover),
               "kvm": _DirectorySite("kvm", kvm_source.discover),
               "aws": _AwsSite()}
+
+
+def public_settings(site: Site) -> dict:
+    """The fields of the API's Site message for the site's own settings (secrets stay
+    sealed): aws sites show their region, endpoint and key id."""
+    return SITE_KINDS[site.kind].public(site)
 
 
 def task_settings(ctx: ServiceContext, site: Site) -> common_pb2.SiteSettings:
