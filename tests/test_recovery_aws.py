@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from dr_common import remote
+
 from dr_common.aws import AwsSettings
 from dr_common.errors import InvalidArgument
 from dr_control.recovery import aws as recovery
@@ -110,14 +112,15 @@ def tagged(site: Site, execution: str) -> dict[str, list[str]]:
     }
 
 
-def counter_total(counter: Any) -> float:
-    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
-
-
 def launches_ok() -> float:
     from prometheus_client import REGISTRY
-    return REGISTRY.get_sample_value("dr_control_recovery_api_calls_total", {
-        "provider": "aws", "op": "run_instances", "outcome": "ok"}) or 0.0
+    return REGISTRY.get_sample_value("dr_target_requests_total", {
+        "target": "aws-recovery", "op": "run_instances", "outcome": "ok"}) or 0.0
+
+
+def recovery_throttles() -> float:
+    return sum(s.value for m in remote.THROTTLES.collect() for s in m.samples
+               if s.name.endswith("_total") and s.labels["target"] == "aws-recovery")
 
 
 # --- tests --------------------------------------------------------------------------------
@@ -239,7 +242,7 @@ async def test_a_wrong_plan_creates_nothing(peer, site, change, field):
 
 async def test_throttled_ec2_is_retried_and_counted(peer, site):
     plan = two_group_plan(peer, site)
-    throttles_before = counter_total(recovery.THROTTLES)
+    throttles_before = recovery_throttles()
     launches_before = launches_ok()
     peer.faults(throttle_rate=0.2, services=["ec2"], seed=7)
     try:
@@ -250,7 +253,7 @@ async def test_throttled_ec2_is_retried_and_counted(peer, site):
         peer.clear_faults()
     assert len(recovered) == 3 and all(r.state == "running" for r in recovered)
     assert sorted(deleted["instances"]) == sorted(r.instance_id for r in recovered)
-    assert counter_total(recovery.THROTTLES) > throttles_before
+    assert recovery_throttles() > throttles_before
     assert launches_ok() == launches_before + 3
     assert tagged(site, "exec-5")["instances"] == []
 

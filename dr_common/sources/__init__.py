@@ -12,11 +12,11 @@ The facts the control plane needs without opening anything are in `KINDS`.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
 from dr_common.errors import InvalidArgument
+from dr_common.registry import Registry
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.sources.base import DiskToRead, SourceDisk, SourceEnv
 
@@ -40,17 +40,15 @@ KINDS: dict[str, SourceKind] = {k.name: k for k in (
 )}
 
 
-def kind(name: str, *, field: str = "source.kind") -> SourceKind:
-    found = KINDS.get(name)
-    if found is None:
-        raise InvalidArgument(f"source kind {name!r} is not supported; supported: "
-                              f"{', '.join(KINDS)}", field=field)
-    return found
+REGISTRY = Registry("source", KINDS.values())
+
+
+def kind(name: str, *, field: str = "source.kind"):
+    return REGISTRY.get(name, field=field)
 
 
 def _module(name: str, field: str) -> ModuleType:
-    # Imported on first use: the aws module loads botocore, kvm needs libnbd.
-    return importlib.import_module(kind(name, field=field).module)
+    return REGISTRY.module(name, field=field)
 
 
 def kind_of(loc: nodes_pb2.SourceLocator) -> str:

@@ -16,12 +16,12 @@ The facts the control plane needs without opening anything are in `KINDS`.
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import ModuleType
 
 from dr_common.errors import InvalidArgument
+from dr_common.registry import Registry
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.targets.base import Target, TargetEnv
 
@@ -67,17 +67,15 @@ KINDS: dict[str, TargetKind] = {k.name: k for k in (
 REPOSITORY_KINDS = tuple(k for k, v in KINDS.items() if v.repository)
 
 
-def kind(name: str, *, field: str = "target.kind") -> TargetKind:
-    found = KINDS.get(name)
-    if found is None:
-        raise InvalidArgument(f"target kind {name!r} is not supported; supported: "
-                              f"{', '.join(KINDS)}", field=field)
-    return found
+REGISTRY = Registry("target", KINDS.values())
+
+
+def kind(name: str, *, field: str = "target.kind"):
+    return REGISTRY.get(name, field=field)
 
 
 def _module(name: str, field: str) -> ModuleType:
-    # Imported on first use: the s3 and ebs modules load botocore.
-    return importlib.import_module(kind(name, field=field).module)
+    return REGISTRY.module(name, field=field)
 
 
 def locator(kind_name: str, path: str) -> nodes_pb2.TargetLocator:

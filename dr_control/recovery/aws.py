@@ -34,11 +34,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
 
-from dr_common.aws import AwsSettings, calling, client, error_code
-from dr_common.errors import DRError, InvalidArgument, NotFound, Throttled
-from dr_common.retry import retry
+from dr_common.aws import AwsSettings, aws_error, client, error_code
+from dr_common.errors import DRError, InvalidArgument, NotFound
+from dr_common.remote import Remote, RetryPolicy
 # The values are base.py's, every provider's; RecoveredDisk is imported for the callers
 # of recover() that name them through this module.
 from dr_control.recovery.base import (BootGroup, EventSink, InstanceSpec,
@@ -59,7 +58,7 @@ GiB = 1 << 30
 # inside them and leaves room for the customer's own automation.
 EC2_CONCURRENCY = 4
 # One call may be throttled for this long before we give up on it; throttling does not
-# use up the retry attempts (see dr_common.retry), real errors do.
+# use up the retry attempts (see dr_common.remote), real errors do.
 CALL_DEADLINE = 120.0
 CALL_ATTEMPTS = 4
 # Polling for instance state: start fast (moto and small instances are running within a
@@ -70,47 +69,25 @@ TERMINATE_TIMEOUT = 600.0
 # States from which an instance will never become `running` without our help.
 _DEAD_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 
-API_CALLS = Counter("dr_control_recovery_api_calls_total",
-                    "Cloud API calls made by recovery orchestration, by outcome",
-                    ["provider", "op", "outcome"])
-THROTTLES = Counter("dr_control_recovery_throttles_total",
-                    "Cloud API calls of recovery orchestration the provider throttled",
-                    ["provider", "op"])
-
-
 # --- the per-provider limiter ---------------------------------------------------------
 
 class ApiLimiter:
-    """Bounds and meters one provider's API calls: at most `concurrency` in flight,
-    throttling retried with jittered backoff (and counted), every call counted by
-    outcome. Share one between concurrent executions against the same account."""
+    """One provider's API calls against one account: at most `concurrency` in flight,
+    through the remote-call layer (dr_common.remote: retried there and only there,
+    throttling included, and counted as `dr_target_requests_total{target="aws-recovery"}`).
+    Share one between concurrent executions against the same account."""
 
     def __init__(self, provider: str = PROVIDER, concurrency: int = EC2_CONCURRENCY) -> None:
         self.provider = provider
-        self._slots = asyncio.Semaphore(concurrency)
+        self.remote = Remote(f"{provider}-recovery", concurrency=concurrency,
+                             policy=RetryPolicy(attempts=CALL_ATTEMPTS,
+                                                deadline=CALL_DEADLINE),
+                             errors=aws_error)
 
     async def call(self, fn: Callable[..., Awaitable[dict[str, Any]]], what: str,
                    **params: Any) -> dict[str, Any]:
-        op = getattr(fn, "__name__", "call")
-
-        async def once() -> dict[str, Any]:
-            # The slot is held for the call only, not during backoff, so a throttled call
-            # does not block its siblings' retries.
-            async with self._slots:
-                try:
-                    async with calling(what):
-                        response = await fn(**params)
-                except Throttled:
-                    API_CALLS.labels(self.provider, op, "throttled").inc()
-                    THROTTLES.labels(self.provider, op).inc()
-                    raise
-                except DRError:
-                    API_CALLS.labels(self.provider, op, "error").inc()
-                    raise
-            API_CALLS.labels(self.provider, op, "ok").inc()
-            return response
-
-        return await retry(once, attempts=CALL_ATTEMPTS, deadline=CALL_DEADLINE)
+        return await self.remote.call(getattr(fn, "__name__", "call"),
+                                      lambda: fn(**params), what=what)
 
 
 class _Ec2:
