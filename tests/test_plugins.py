@@ -181,3 +181,44 @@ async def test_slowdown_cuts_the_limiter_and_puts_are_retried_at_one_layer(
     # layers used to allow 5 x 5, plus throttling until a deadline).
     most = stats["max_attempts"]["s3 PutObject"]
     assert 2 <= most <= RetryPolicy().max_tries, stats["max_attempts"]
+
+
+def test_old_task_rows_migrate_to_typed_specs():
+    """Migration 0012 turns the untyped specs of queued and leased tasks into typed ones
+    that read back strictly, with the control-only keys as columns."""
+    import importlib.util
+    path = ROOT / "dr_control/migrations/versions/0012_typed_task_specs.py"
+    spec = importlib.util.spec_from_file_location("m0012", path)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    old = {"plan": "plans/p", "cycle": "plans/p/cycles/3", "disk": "d1", "source_kind": "kvm",
+           "source_site": "src", "source_locator": "/img/a.qcow2", "size_bytes": 1 << 30,
+           "repository": {"kind": "fs", "path": "/repo", "site": "dst"},
+           "chunk_size_bytes": MiB, "compression": "zstd", "previous_root_hash": "ab",
+           "previous_bitmap": "hdr-p-2", "bitmap": "hdr-p-3", "source_snapshot_id": "",
+           "previous_source_snapshot_id": "", "previous_snapshot_id": "",
+           "checkpoint_interval_bytes": 500_000_000, "bandwidth_bytes_per_second": 0,
+           "pair_site": "dst", "pair_node": "nodes/t1", "pair_address": "10.0.0.1:7443",
+           "pair_cert_name": ""}
+    new, cols = m.convert("replicate", old)
+    assert cols == {"source_site": "src", "target_site": "dst", "pair_site": "dst"}
+    msg = taskspecs.load(Task(id=1, kind="replicate", spec=new))
+    assert msg.source.kvm.path == "/img/a.qcow2" and msg.source.kvm.bitmap == "hdr-p-3"
+    assert msg.source.kvm.previous_bitmap == "hdr-p-2"
+    assert msg.target.fs.path == "/repo" and msg.pair.node == "nodes/t1"
+    assert (msg.size_bytes, msg.chunk_size_bytes, msg.compression) == (1 << 30, MiB, "zstd")
+
+    snap, cols = m.convert("snapshot", {
+        "plan": "plans/p", "cycle": "plans/p/cycles/3", "source_site": "aws1",
+        "volumes": [{"disk": "d1", "instance_id": "i-1", "volume_id": "vol-1"}],
+        "keep_snapshot_ids": ["snap-0"]})
+    msg = taskspecs.load(Task(id=2, kind="snapshot", spec=snap))
+    assert cols["source_site"] == "aws1" and msg.source.WhichOneof("kind") == "aws"
+    assert (msg.disks[0].workload, msg.disks[0].locator) == ("i-1", "vol-1")
+
+    gc, cols = m.convert("gc", {"repository": {"kind": "s3", "path": "s3://b/p", "site": "a"},
+                                "grace_seconds": 60})
+    msg = taskspecs.load(Task(id=3, kind="gc", spec=gc))
+    assert msg.target.s3.location == "s3://b/p" and cols["target_site"] == "a"
+    with pytest.raises(ValueError):
+        m.convert("replicate", {**old, "source_kind": "hyper-v"})
