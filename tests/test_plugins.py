@@ -222,3 +222,10 @@ def test_old_task_rows_migrate_to_typed_specs():
     assert msg.target.s3.location == "s3://b/p" and cols["target_site"] == "a"
     with pytest.raises(ValueError):
         m.convert("replicate", {**old, "source_kind": "hyper-v"})
+    # ... and a downgrade gives the old form back.
+    new, cols = m.convert("replicate", old)
+    back = m.revert("replicate", new, cols)
+    for key in ("plan", "disk", "source_kind", "source_site", "source_locator", "bitmap",
+                "previous_bitmap", "repository", "pair_site", "pair_node", "pair_address",
+                "size_bytes", "chunk_size_bytes"):
+        assert back[key] == old[key], key

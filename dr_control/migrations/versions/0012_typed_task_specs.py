@@ -9,7 +9,8 @@ columns source_site, target_site and pair_site.
 
 A row whose spec cannot be understood (a kind or key this migration does not know) is
 left as it is and fails with a clear error when it is next read, instead of being
-guessed at. Downgrade drops the columns but cannot restore old specs: it refuses.
+guessed at. Downgrade turns the specs back into the untyped form (`revert`) and drops
+the columns.
 
 Revision ID: 0012
 Revises: 0011
@@ -96,6 +97,49 @@ def upgrade() -> None:
         conn.execute(tasks.update().where(tasks.c.id == row.id).values(spec=spec, **cols))
 
 
+def _repository(target: dict, site: str) -> dict:
+    (kind, loc), = target.items() if target else (("fs", {}),)
+    return {"kind": kind, "path": loc.get("path", loc.get("location", "")), "site": site}
+
+
+def revert(kind: str, spec: dict, cols: dict) -> dict:
+    """The untyped spec of a typed one (downgrade)."""
+    spec = dict(spec)
+    if "target" in spec:
+        spec["repository"] = _repository(spec.pop("target"), cols["target_site"])
+    if cols["pair_site"]:
+        spec["pair_site"] = cols["pair_site"]
+    if kind == "replicate":
+        (src_kind, src), = spec.pop("source", {"file": {}}).items()
+        spec.update(source_kind=src_kind, source_site=cols["source_site"],
+                    source_locator=src.get("path", src.get("volume_id", "")),
+                    previous_bitmap=src.get("previous_bitmap", ""),
+                    bitmap=src.get("bitmap", ""),
+                    source_snapshot_id=src.get("snapshot_id", ""),
+                    previous_source_snapshot_id=src.get("previous_snapshot_id", ""))
+        pair = spec.pop("pair", {})
+        spec.update({old: pair[new] for old, new in _PAIR_KEYS.items() if new in pair})
+    elif kind == "snapshot":
+        spec.pop("source", None)
+        spec["source_site"] = cols["source_site"]
+        spec["volumes"] = [{"disk": d["disk"], "instance_id": d["workload"],
+                            "volume_id": d["locator"]} for d in spec.pop("disks", [])]
+    return spec
+
+
 def downgrade() -> None:
-    raise NotImplementedError("task specs cannot be turned back into the untyped form; "
-                              "restore the database from before the upgrade instead")
+    conn = op.get_bind()
+    tasks = sa.table("tasks", sa.column("id", sa.Integer), sa.column("kind", sa.String),
+                     sa.column("spec", sa.JSON), sa.column("source_site", sa.String),
+                     sa.column("target_site", sa.String), sa.column("pair_site", sa.String))
+    for row in conn.execute(sa.select(tasks)).all():
+        try:
+            spec = revert(row.kind, row.spec or {}, {"source_site": row.source_site,
+                                                     "target_site": row.target_site,
+                                                     "pair_site": row.pair_site})
+        except (ValueError, KeyError, TypeError):
+            continue
+        conn.execute(tasks.update().where(tasks.c.id == row.id).values(spec=spec))
+    with op.batch_alter_table("tasks") as batch:
+        for name in ("source_site", "target_site", "pair_site"):
+            batch.drop_column(name)
