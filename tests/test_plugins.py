@@ -180,6 +180,9 @@ async def test_slowdown_cuts_the_limiter_and_puts_are_retried_at_one_layer(
     # One retry layer: no put was sent more often than that layer's maximum (two
     # layers used to allow 5 x 5, plus throttling until a deadline).
     most = stats["max_attempts"]["s3 PutObject"]
+    print(f"SlowDown answers {thrown}; limiter signals {limiter.throttles}, limit "
+          f"{start_limit} -> min {min(lim for _, lim in limiter.history):.2f}; most tries of "
+          f"one put {most} (one layer's maximum {RetryPolicy().max_tries})")
     assert 2 <= most <= RetryPolicy().max_tries, stats["max_attempts"]
 
 
