@@ -381,6 +381,7 @@ def test_moto_reset_clears_contents_faults_and_counters(aws):
     aws.peer.faults(throttle_rate=1.0, services=["s3"])
     aws.peer.reset()
     no_faults = {"throttled": 0, "reset": 0}
-    assert aws.peer.stats() == {"ebs": {}, "s3": {}, "ec2": {}, "faults": no_faults}
+    assert aws.peer.stats() == {"ebs": {}, "s3": {}, "ec2": {}, "faults": no_faults,
+                                "max_attempts": {}}
     aws.s3.create_bucket(Bucket="after-reset")
     assert aws.ec2.describe_volumes()["Volumes"] == []
