@@ -8,7 +8,7 @@ import pytest
 
 from dr_common.errors import InvalidArgument, SourceError
 from dr_common.sources.file import FileDisk, check_within_roots, discover, resource_id
-from tests.conftest import MiB, make_disk
+from tests.helpers.disks import MiB, make_disk
 
 
 def test_extents_report_holes_and_data(tmp_path):

@@ -14,8 +14,8 @@ import pytest
 
 from dr_common.sources.kvm import bitmap_name
 from dr_common.sources.qemu import bitmaps, image_info
-from tests.conftest import MiB
-from tests.peers import require_tool
+from tests.helpers.disks import MiB
+from tests.peers.tools import require_tool
 from tools.localcluster import Cluster, sha256, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,8 @@ from dr_control.services.coordinator import (LOAD_MARGIN, Coordinator, NodeLoad,
                                              should_defer)
 from dr_control.services.inventory import InventoryService
 from dr_control.services.protection import ProtectionService
-from tests.conftest import MiB, make_disk, service_context
+from tests.helpers.disks import MiB, make_disk
+from tests.helpers.services import service_context
 
 
 def test_load_is_the_larger_of_slots_in_use_and_backpressure():
@@ -58,7 +59,9 @@ def test_a_deep_queue_fills_every_node_at_once():
 
 
 @pytest.fixture
-async def env(tmp_path):
+async def six_disk_plan(tmp_path):
+    """(context, coordinator, protection service) on SQLite: plan p of six 1 MiB disks
+    from file site src to dst; no node registered."""
     async with service_context(f"sqlite+aiosqlite:///{tmp_path}/c.db", tmp_path) as ctx:
         yield await _plan_of_six_disks(ctx, tmp_path)
 
@@ -87,8 +90,8 @@ async def _register(coord, *ids, max_tasks=4):
                                   budget_bytes=1)
 
 
-async def test_capacity_and_spreading_over_asking_nodes(env):
-    ctx, coord, prot = env
+async def test_capacity_and_spreading_over_asking_nodes(six_disk_plan):
+    ctx, coord, prot = six_disk_plan
     await _register(coord, "n1", max_tasks=1)
     await prot.run_plan("plans/p")  # 6 replicate tasks
     assert await coord.acquire_task("nodes/n1") is not None
@@ -104,8 +107,8 @@ async def test_capacity_and_spreading_over_asking_nodes(env):
     assert await coord.acquire_task("nodes/n2") is not None
 
 
-async def test_draining_node_gets_nothing_and_releases_running_tasks(env):
-    ctx, coord, prot = env
+async def test_draining_node_gets_nothing_and_releases_running_tasks(six_disk_plan):
+    ctx, coord, prot = six_disk_plan
     await _register(coord, "n1", "n2")
     await prot.run_plan("plans/p")
     t = await coord.acquire_task("nodes/n1")
@@ -131,7 +134,7 @@ async def test_draining_node_gets_nothing_and_releases_running_tasks(env):
     assert not (await coord.get_node("nodes/n1")).draining
 
 
-async def test_rpo_report_lists_every_plan(env):
-    ctx, coord, prot = env
+async def test_rpo_report_lists_every_plan(six_disk_plan):
+    ctx, coord, prot = six_disk_plan
     [status] = await prot.rpo_report()
     assert status.plan.id == "p" and not status.rpo_met and status.last_point is None

@@ -19,14 +19,15 @@ from dr_control.db.models import Node, Task, utcnow
 from dr_control.services.coordinator import NO_TARGET_NODE
 from dr_control.services.inventory import InventoryService
 from dr_control.services.points import PointService
-from tests.conftest import MiB, make_disk, service_context, two_disk_plan
+from tests.helpers.disks import MiB, make_disk
+from tests.helpers.services import service_context, two_disk_plan
 from tools.localcluster import Cluster, free_port, wait_for
 
 TRANSFER = "127.0.0.1:7443"
 
 
 @pytest.fixture
-async def env(metadata_url, tmp_path):
+async def paired_plan(metadata_url, tmp_path):
     """Sites src (file) and dst (paired, the repository), plan p from src to dst with
     two disks; nodes: s1 at src, t1 at dst serving transfers, u of no site."""
     async with service_context(metadata_url, tmp_path) as ctx:
@@ -70,8 +71,8 @@ async def _replicate_all(coord) -> None:
         await _complete(coord, t, {"root_hash": "ab" * 32, "size_bytes": MiB})
 
 
-async def test_replicate_goes_to_the_source_site_with_its_target_node(env):
-    ctx, coord, prot = env
+async def test_replicate_goes_to_the_source_site_with_its_target_node(paired_plan):
+    ctx, coord, prot = paired_plan
     await prot.run_plan("plans/p")
     # Nodes of no site, and the target site's, never get the source-side work.
     assert await coord.acquire_task("nodes/u") is None
@@ -86,10 +87,10 @@ async def test_replicate_goes_to_the_source_site_with_its_target_node(env):
     assert msg.replicate.pair_cert_name == ""
 
 
-async def test_the_pair_carries_the_target_nodes_certificate_name(env):
+async def test_the_pair_carries_the_target_nodes_certificate_name(paired_plan):
     """A target node that registered with a certificate shared by its pods (named by
     the prefix of their ids): the source is told that name, not the node id."""
-    ctx, coord, prot = env
+    ctx, coord, prot = paired_plan
     await coord.register_node("pool-a1", hostname="pool-a1", version="t", max_tasks=4,
                               budget_bytes=1, site="dst", transfer_address="127.0.0.1:7444",
                               cert_name="pool")
@@ -104,8 +105,8 @@ async def test_the_pair_carries_the_target_nodes_certificate_name(env):
     assert (await _task(ctx, t.id)).spec["pair_cert_name"] == "pool"
 
 
-async def test_repository_tasks_go_to_the_target_site_only(env, tmp_path):
-    ctx, coord, prot = env
+async def test_repository_tasks_go_to_the_target_site_only(paired_plan, tmp_path):
+    ctx, coord, prot = paired_plan
     await prot.run_plan("plans/p")
     await _replicate_all(coord)
     assert await coord.acquire_task("nodes/u") is None
@@ -130,8 +131,8 @@ async def test_repository_tasks_go_to_the_target_site_only(env, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["offline", "draining", "no-transfer-address"])
-async def test_no_target_node_leaves_the_replicate_task_queued(env, how):
-    ctx, coord, prot = env
+async def test_no_target_node_leaves_the_replicate_task_queued(paired_plan, how):
+    ctx, coord, prot = paired_plan
     if how == "offline":
         await _set_node(ctx, "t1", last_heartbeat_time=utcnow() - timedelta(minutes=5))
     elif how == "draining":
@@ -156,8 +157,8 @@ async def test_no_target_node_leaves_the_replicate_task_queued(env, how):
     assert t is not None and t.spec["pair_address"] == TRANSFER and t.error_reason == ""
 
 
-async def test_the_least_loaded_target_node_is_chosen(env):
-    ctx, coord, prot = env
+async def test_the_least_loaded_target_node_is_chosen(paired_plan):
+    ctx, coord, prot = paired_plan
     await coord.register_node("t2", hostname="t2", version="t", max_tasks=4, budget_bytes=1,
                               site="dst", transfer_address="127.0.0.1:7444")
     await coord.heartbeat("nodes/t1", running_tasks=0, inflight_bytes=0, backpressure=0.9)
@@ -170,8 +171,8 @@ async def test_the_least_loaded_target_node_is_chosen(env):
     assert second.spec["pair_node"] == "nodes/t1"
 
 
-async def test_unpaired_plans_stay_with_nodes_of_no_site(env):
-    ctx, coord, prot = env
+async def test_unpaired_plans_stay_with_nodes_of_no_site(paired_plan):
+    ctx, coord, prot = paired_plan
     await prot.create_plan("q", source_site="sites/src", target_site="sites/plain",
                            target_kind="fs", workloads=["sites/src/workloads/a"], disks=[],
                            rpo_seconds=60, keep_last=0, chunk_size=0, compression="")
@@ -183,8 +184,8 @@ async def test_unpaired_plans_stay_with_nodes_of_no_site(env):
     assert convert.task(t).replicate.pair_address == ""
 
 
-async def test_heartbeat_pairs_and_site_show_in_list_nodes(env):
-    ctx, coord, prot = env
+async def test_heartbeat_pairs_and_site_show_in_list_nodes(paired_plan):
+    ctx, coord, prot = paired_plan
     pair = {"node": "nodes/t1", "address": TRANSFER, "streams": 2, "rtt_seconds": 0.004,
             "throughput_bytes_per_second": 5e7, "credit_bytes": "33554432", "errors": "1"}
     await coord.heartbeat("nodes/s1", running_tasks=2, inflight_bytes=0, pairs=[pair])
@@ -197,8 +198,8 @@ async def test_heartbeat_pairs_and_site_show_in_list_nodes(env):
     assert list(nodes["t1"].pairs) == []
 
 
-async def test_a_site_is_a_resource_id(env):
-    ctx, coord, prot = env
+async def test_a_site_is_a_resource_id(paired_plan):
+    ctx, coord, prot = paired_plan
     from dr_common.errors import InvalidArgument
     with pytest.raises(InvalidArgument, match="site"):
         await coord.register_node("x", hostname="x", version="t", max_tasks=1, budget_bytes=1,

@@ -1,4 +1,4 @@
-"""Finding the real peers and tools tests need. Under CI=true a missing one is a
+"""Finding the programs tests need, and what a missing peer means: under CI=true a
 failure, not a skip (the test suite must have installed it)."""
 
 from __future__ import annotations
@@ -6,12 +6,18 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-# Services of proto/ that dr-node serves, not dr-control: target nodes' TransferService.
-NODE_SERVICES = frozenset({"dr.v1.TransferService"})
+from tests.helpers import ROOT
+
+
+def unavailable(message: str) -> NoReturn:
+    """Ends the test: a peer or tool it needs is missing (`message` says how to get it)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def require_tool(name: str, *, npm: bool = False) -> str:
@@ -19,6 +25,5 @@ def require_tool(name: str, *, npm: bool = False) -> str:
     if path and Path(path).exists():
         return str(path)
     how = "run `make test`, which installs it" + (" with npm ci" if npm else "")
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{name} is missing: {how}")
-    pytest.skip(f"{name} is missing: {how}")
+    unavailable(f"{name} is missing: {how}")
+

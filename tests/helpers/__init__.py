@@ -1,0 +1,16 @@
+"""Helpers that several test modules share: plain functions, classes and constants, no
+fixtures (those are in tests/conftest.py) and no tests. A test module imports from here,
+never from another test module.
+
+  disks.py       sparse disk images: MiB, make_disk, write_at
+  engines.py     ObjectStore wrappers that instrument the replication engine
+  services.py    the control plane's services in-process: service_context, two_disk_plan
+  cluster.py     driving a tools.localcluster.Cluster: setup_plan, wait_points, the REST
+                 API (rest_call, wait_rest), the services each daemon serves
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository's root
