@@ -3,6 +3,7 @@ fixtures (those are in tests/conftest.py) and no tests. A test module imports fr
 never from another test module.
 
   disks.py       sparse disk images: MiB, make_disk, write_at
+  repository.py  repository content as cycles write it: chunk_data, write_point
   engines.py     ObjectStore wrappers that instrument the replication engine
   services.py    the control plane's services in-process: service_context, two_disk_plan
   cluster.py     driving a tools.localcluster.Cluster: setup_plan, wait_points, the REST
