@@ -16,6 +16,7 @@ from dr_common.sources.aws import AwsDisk, delete_snapshots, discover, snapshot_
     stale_snapshots
 from dr_common.sources.base import Extent
 from dr_common.targets import metrics
+from tests.helpers.disks import block_content
 
 BLOCK = 524288
 MiB = 1 << 20
@@ -41,14 +42,7 @@ class Volume:
         self.blocks.pop(index, None)
 
     def expected(self, offset: int, length: int) -> bytes:
-        out = bytearray(length)
-        for index in range(offset // BLOCK, -(-(offset + length) // BLOCK)):
-            data = self.blocks.get(index)
-            if data is None:
-                continue
-            lo, hi = max(offset, index * BLOCK), min(offset + length, (index + 1) * BLOCK)
-            out[lo - offset:hi - offset] = data[lo - index * BLOCK:hi - index * BLOCK]
-        return bytes(out)
+        return block_content(self.blocks, BLOCK, offset, length)
 
 
 async def make_instance(aws_settings: AwsSettings, peer, *, name: str = "",

@@ -5,11 +5,13 @@ A contract module holds the tests, written against the kind's small interface on
 in one place near its top, one factory per adapter: a few lines that build the adapter
 on its peer and offer what the tests need to set it up and look behind it. A fixture
 parametrized over the factories' table runs every test once per adapter (test ids end
-in `[fs]`, `[s3]`, ...).
+in `[fs]`, `[s3]`, `[file]`, `[kvm]`, `[aws]`, ...).
 
   test_object_stores.py  ObjectStore (dr_common.repository.store), and the repository
                          format over it: `fs`, `s3`
-  (test_sources.py and test_targets.py are to come)
+  test_sources.py        SourceDisk (dr_common.sources.base) for one known disk: `file`,
+                         `kvm`, `aws`
+  (test_targets.py, for Target and Sink, is to come)
 
 A new adapter joins a suite with one factory and one entry in that module's table; it
 passes when it passes the suite unchanged. What only one adapter does (its client's

@@ -2,7 +2,8 @@
 fixtures (those are in tests/conftest.py) and no tests. A test module imports from here,
 never from another test module.
 
-  disks.py       sparse disk images: MiB, make_disk, write_at
+  disks.py       disk images and their content: MiB, make_disk, write_at, punch_hole,
+                 qemu_io, block_content
   repository.py  repository content as cycles write it: chunk_data, write_point
   engines.py     ObjectStore wrappers that instrument the replication engine
   services.py    the control plane's services in-process: service_context, two_disk_plan

@@ -3,6 +3,7 @@ failure, not a skip (the test suite must have installed it)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -27,3 +28,11 @@ def require_tool(name: str, *, npm: bool = False) -> str:
     how = "run `make test`, which installs it" + (" with npm ci" if npm else "")
     unavailable(f"{name} is missing: {how}")
 
+
+def require_qemu() -> None:
+    """What reading kvm disks needs: qemu-img, qemu-io, qemu-nbd and libnbd's binding."""
+    for tool in ("qemu-img", "qemu-io", "qemu-nbd"):
+        require_tool(tool)
+    if importlib.util.find_spec("nbd") is None:
+        unavailable("python3-libnbd (the nbd module) is missing: run `make test`, which "
+                    "installs it")
