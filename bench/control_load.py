@@ -16,7 +16,7 @@ own queueing: read the numbers as an upper bound.
 
 Prints a table; --json PATH also writes the numbers as JSON. --postgres measures twice
 in one command, on SQLite and then on a PostgreSQL server started for the run
-(tests/pg_peer.py), and the JSON then holds {"sqlite": ..., "postgresql": ...}.
+(tests/peers/pg.py), and the JSON then holds {"sqlite": ..., "postgresql": ...}.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="an empty PostgreSQL database (default $DR_BENCH_DATABASE_URL; "
                          "unset: SQLite in the work directory)")
     ap.add_argument("--postgres", action="store_true",
-                    help="also run on a local PostgreSQL started for the run (tests/pg_peer.py; "
+                    help="also run on a local PostgreSQL started for the run (tests/peers/pg.py; "
                          "needs the postgresql server binaries): SQLite first, then it")
     ap.add_argument("--work", type=Path, default=None,
                     help="directory for images and state (default: a temporary one, removed)")
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
         return 0
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.pg_peer import PgServer
+    from tests.peers.pg import PgServer
     server = PgServer().start()
     try:
         both = {"sqlite": run(argparse.Namespace(**{**vars(args), "database_url": ""})),

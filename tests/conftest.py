@@ -1,77 +1,68 @@
-"""Shared fixtures: a running cluster of real daemons, and disk images with holes."""
+"""The suite's fixtures, and only fixtures: helpers live in tests/helpers/, the real
+peers' code in tests/peers/. Each fixture name means one thing in every test module."""
 
 from __future__ import annotations
 
-import contextlib
-import os
+import uuid
 from pathlib import Path
 
 import pytest
 
 from tools.localcluster import Cluster
 
-MiB = 1 << 20
-
 
 @pytest.fixture
 def cluster(tmp_path: Path):
+    """dr-control and one dr-node as processes, in tmp_path (tools.localcluster)."""
     with Cluster(tmp_path) as c:
         yield c
 
 
-def write_at(path: Path, offset: int, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, offset)
-    finally:
-        os.close(fd)
-
-
-def make_disk(path: Path, size: int, data_extents: list[tuple[int, int]], seed: int = 1) -> None:
-    """A sparse image of `size` bytes with random data in `data_extents` (offset, length)."""
-    import random
-    rnd = random.Random(seed)
-    with open(path, "wb") as f:
-        f.truncate(size)
-    for off, length in data_extents:
-        for pos in range(off, off + length, MiB):  # randbytes is limited to < 256 MiB
-            write_at(path, pos, rnd.randbytes(min(MiB, off + length - pos)))
-
-
-# The AWS test peer (tests/aws_peer.py): one moto server per test session, reset before
+# The AWS test peer (tests/peers/aws/): one moto server per test session, reset before
 # each test so tests never see each other's snapshots, volumes, faults or counters.
 @pytest.fixture(scope="session")
 def _aws_peer_session(tmp_path_factory):
-    from tests.aws_peer import PeerProcess, PeerStartError
+    from tests.peers.aws.client import PeerProcess, PeerStartError
+    from tests.peers.tools import unavailable
     process = PeerProcess(tmp_path_factory.mktemp("aws_peer") / "server.log")
     try:
         client = process.start()
     except PeerStartError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{e}: run `make test`, which installs moto[server]")
-        pytest.skip(str(e))
+        unavailable(f"{e}: run `make test`, which installs moto[server]")
     yield client
     process.stop()
 
 
 @pytest.fixture
 def aws_peer(_aws_peer_session):
+    """The AWS peer's client (tests.peers.aws.client.AwsPeerClient), the peer just reset."""
     _aws_peer_session.reset()
     yield _aws_peer_session
 
 
 @pytest.fixture
-def aws(aws_peer, monkeypatch):
-    """boto3 clients on the AWS peer: `aws("ec2")`, or with other keys
-    `aws("s3", key=..., secret=...)`; `aws.peer` and `aws.key` for drctl. The secret key
-    is in the environment, where drctl reads it for `site add --access-key-id`."""
+def aws_settings(aws_peer):
+    """dr_common.aws.AwsSettings for the product's own clients on the AWS peer."""
+    from dr_common.aws import AwsSettings
+    env = aws_peer.env()
+    return AwsSettings(region=aws_peer.region, endpoint_url=aws_peer.endpoint,
+                       access_key_id=env["AWS_ACCESS_KEY_ID"],
+                       secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+@pytest.fixture
+def boto(aws_peer, monkeypatch):
+    """boto3 clients on the AWS peer, for a test's own setup and checks: `boto("ec2")`,
+    or with other keys `boto("s3", key=..., secret=...)`, or a botocore `config=`;
+    `boto.peer` and `boto.key` for drctl. The secret key is in the environment, where
+    drctl reads it for `site add --access-key-id`."""
     import boto3
     env = aws_peer.env()
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", env["AWS_SECRET_ACCESS_KEY"])
 
-    def make(service: str, **keys):
+    def make(service: str, *, config=None, **keys):
         return boto3.client(service, region_name=aws_peer.region,
-                            endpoint_url=aws_peer.endpoint,
+                            endpoint_url=aws_peer.endpoint, config=config,
                             aws_access_key_id=keys.get("key", env["AWS_ACCESS_KEY_ID"]),
                             aws_secret_access_key=keys.get("secret",
                                                            env["AWS_SECRET_ACCESS_KEY"]))
@@ -79,17 +70,24 @@ def aws(aws_peer, monkeypatch):
     return make
 
 
-# PostgreSQL (tests/pg_peer.py): one server per test session, stopped at the end.
+@pytest.fixture
+def bucket(boto) -> str:
+    """The name of a new, empty S3 bucket on the AWS peer."""
+    name = f"dr-test-{uuid.uuid4().hex[:12]}"
+    boto("s3").create_bucket(Bucket=name)
+    return name
+
+
+# PostgreSQL (tests/peers/pg.py): one server per test session, stopped at the end.
 @pytest.fixture(scope="session")
 def _pg_server():
-    from tests.pg_peer import PgServer, PgStartError
+    from tests.peers.pg import PgServer, PgStartError
+    from tests.peers.tools import unavailable
     try:
         server = PgServer()
         server.start()
     except PgStartError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{e}: run `make test`, which installs Debian's postgresql")
-        pytest.skip(str(e))
+        unavailable(f"{e}: run `make test`, which installs Debian's postgresql")
     yield server
     server.stop()
 
@@ -113,46 +111,3 @@ def metadata_url(request, tmp_path) -> str:
     if request.param == "postgres":
         return request.getfixturevalue("postgres_db")
     return f"sqlite+aiosqlite:///{tmp_path}/c.db"
-
-
-@contextlib.asynccontextmanager
-async def service_context(url: str, tmp_path: Path, **scheduler):
-    """The database at `url` migrated and a ServiceContext over it, whose file roots are
-    `tmp_path` (scheduler: SchedulerConfig settings; lease 30 s, 2 attempts unless
-    given). The engine is disposed on exit."""
-    from dr_control.config import ControlConfig, SchedulerConfig
-    from dr_control.db.engine import make_engine, migrate, sessionmaker
-    from dr_control.services.context import ServiceContext
-    await migrate(url)
-    engine = make_engine(url)
-    cfg = ControlConfig(state_dir=str(tmp_path), file_roots=[str(tmp_path)],
-                        scheduler=SchedulerConfig(**{"lease_seconds": 30, "max_attempts": 2,
-                                                     **scheduler}))
-    try:
-        yield ServiceContext(db=sessionmaker(engine), config=cfg)
-    finally:
-        await engine.dispose()
-
-
-async def two_disk_plan(ctx, tmp_path: Path, *, paired: bool = False):
-    """Sites src (disks a and b, 1 MiB each) and dst (a repository in tmp_path/repo,
-    `paired` or not), and plan p from one to the other; returns (leases, protection
-    service)."""
-    from dr_control.services.inventory import InventoryService
-    from dr_control.services.leasing import Leases
-    from dr_control.services.protection import ProtectionService
-    (tmp_path / "src").mkdir()
-    (tmp_path / "repo").mkdir()
-    make_disk(tmp_path / "src" / "a.img", MiB, [(0, MiB)])
-    make_disk(tmp_path / "src" / "b.img", MiB, [(0, MiB)])
-    inv = InventoryService(ctx)
-    await inv.create_site("src", kind="file", path=str(tmp_path / "src"))
-    await inv.create_site("dst", kind="file", path=str(tmp_path / "repo"), paired=paired)
-    leases = Leases(ctx)
-    prot = ProtectionService(ctx)
-    await prot.create_plan("p", source_site="sites/src", target_site="sites/dst",
-                           target_kind="fs", workloads=["sites/src/workloads/a",
-                                                        "sites/src/workloads/b"],
-                           disks=[], rpo_seconds=60, keep_last=0, chunk_size=0,
-                           compression="")
-    return leases, prot

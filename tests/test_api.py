@@ -14,8 +14,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from grpc_status import rpc_status
 
 from dr_common.proto.dr.v1 import inventory_pb2, inventory_pb2_grpc, protection_pb2
-from tests.conftest import MiB, make_disk
-from tests.peers import NODE_SERVICES
+from tests.helpers.cluster import NODE_SERVICES
+from tests.helpers.disks import MiB, make_disk
 from tools.localcluster import Cluster
 
 PROTO_DIR = Path(__file__).resolve().parent.parent / "proto"

@@ -1,5 +1,5 @@
 """AWS end to end, with real daemons and the AWS test peer (moto corrected to the EBS
-direct APIs' semantics, tests/aws_peer.py): an EC2 instance's volumes protected from
+direct APIs' semantics, tests/peers/aws/): an EC2 instance's volumes protected from
 the `aws` source into the `ebs` target and into an `s3` repository; three cycles with
 writes between them; every recovery point restored and compared with the source as it
 was; incrementals counted block by block; the same under throttling and resets; and
@@ -26,9 +26,9 @@ AZ = "us-east-1a"
 class Workload:
     """An instance with a root volume and a 1 GiB data volume whose blocks we write."""
 
-    def __init__(self, aws):
-        self.peer = aws.peer
-        ec2 = aws("ec2")
+    def __init__(self, boto):
+        self.peer = boto.peer
+        ec2 = boto("ec2")
         image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         # A 1 GiB root (the AMI's default is 8 GiB): restores and hashes stay quick.
         inst = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
@@ -48,9 +48,9 @@ class Workload:
         return {v: self.peer.volume_sha256(v) for v in (self.root, self.data)}
 
 
-def _sites(c: Cluster, aws, *, target_path: str = "") -> None:
-    common = ["--kind", "aws", "--region", aws.peer.region, "--endpoint-url", aws.peer.endpoint,
-              "--access-key-id", aws.key]
+def _sites(c: Cluster, boto, *, target_path: str = "") -> None:
+    common = ["--kind", "aws", "--region", boto.peer.region, "--endpoint-url", boto.peer.endpoint,
+              "--access-key-id", boto.key]
     c.drctl("site", "add", "ec2", *common)
     c.drctl("site", "add", "cloud", *common, *(["--path", target_path] if target_path else []))
 
@@ -68,32 +68,32 @@ def _disk_of(point: dict, volume: str) -> dict:
     return next(d for d in point["disks"] if d["disk"].endswith(f"/disks/{volume}"))
 
 
-def _restored_sha(c: Cluster, aws, point: dict, volume: str, kind: str) -> str:
+def _restored_sha(c: Cluster, boto, point: dict, volume: str, kind: str) -> str:
     disk = _disk_of(point, volume)["disk"]
     if kind == "ebs":
         out = c.drctl_json("restore", point["name"], "--disk", disk,
                            "--availability-zone", AZ)
         new_volume = out["restore_result"]["volume_id"]
-        assert aws("ec2").describe_volumes(VolumeIds=[new_volume])["Volumes"][0][
+        assert boto("ec2").describe_volumes(VolumeIds=[new_volume])["Volumes"][0][
             "SnapshotId"] == _disk_of(point, volume)["snapshot_id"]
-        return aws.peer.volume_sha256(new_volume)
+        return boto.peer.volume_sha256(new_volume)
     dest = c.out / f"{uuid.uuid4().hex}.raw"
     c.drctl("restore", point["name"], "--disk", disk, "--to", str(dest))
     return sha256(dest)
 
 
-def _protect_three_cycles(c: Cluster, aws, kind: str, *, faults: dict | None = None):
-    w = Workload(aws)
+def _protect_three_cycles(c: Cluster, boto, kind: str, *, faults: dict | None = None):
+    w = Workload(boto)
     w.write_blocks([0, 1, 5, 100, 1000, 2047])
     target_path = ""
     if kind == "s3":
-        aws("s3").create_bucket(Bucket="dr-target")
+        boto("s3").create_bucket(Bucket="dr-target")
         target_path = "s3://dr-target/plans"
-    _sites(c, aws, target_path=target_path)
+    _sites(c, boto, target_path=target_path)
     if faults:
-        aws.peer.faults(**faults)
+        boto.peer.faults(**faults)
     expected, stats, peer_stats = [w.state()], [], []
-    aws.peer.reset_stats()
+    boto.peer.reset_stats()
     # The scheduler starts the first cycle as soon as the plan exists (its RPO is due).
     c.drctl("plan", "create", "p1", "--source", "ec2", "--target", "cloud",
             "--target-kind", kind, "--workload", f"ec2/{w.instance}", "--rpo", "1h",
@@ -103,23 +103,23 @@ def _protect_three_cycles(c: Cluster, aws, kind: str, *, faults: dict | None = N
         if n > 1:
             w.write_blocks(blocks)
             expected.append(w.state())
-            aws.peer.reset_stats()
+            boto.peer.reset_stats()
         stats.append(_cycle(c, "p1", n))
-        peer_stats.append(aws.peer.stats())
-    aws.peer.clear_faults()
+        peer_stats.append(boto.peer.stats())
+    boto.peer.clear_faults()
     points = c.points("p1")
     assert len(points) == 3
     for point, state in zip(points, expected):
         for volume, digest in state.items():
-            assert _restored_sha(c, aws, point, volume, kind) == digest, \
+            assert _restored_sha(c, boto, point, volume, kind) == digest, \
                 f"{point['name']} {volume} differs from the source at that point"
     return w, points, stats, peer_stats, changes
 
 
 @pytest.mark.parametrize("kind", ["ebs", "s3"])
 def test_three_cycles_restore_equal_and_incrementals_move_only_changed_blocks(
-        cluster: Cluster, aws, kind: str):
-    w, points, stats, peer_stats, changes = _protect_three_cycles(cluster, aws, kind)
+        cluster: Cluster, boto, kind: str):
+    w, points, stats, peer_stats, changes = _protect_three_cycles(cluster, boto, kind)
     assert [d.get("full_sync_reason", "") for d in points[0]["disks"]] == ["first-cycle"] * 2
     for n in (1, 2):
         assert all(not d.get("full_sync") for d in points[n]["disks"]), points[n]
@@ -132,7 +132,7 @@ def test_three_cycles_restore_equal_and_incrementals_move_only_changed_blocks(
     # The first cycle reads what was written, never the unwritten rest of the volumes.
     assert stats[0]["chunks_read"] == 6 and peer_stats[0]["ebs"]["GetSnapshotBlock"] == 6
     if kind == "ebs":
-        ec2 = aws("ec2")
+        ec2 = boto("ec2")
         for point in points:
             for d in point["disks"]:
                 snap = ec2.describe_snapshots(SnapshotIds=[d["snapshot_id"]])["Snapshots"][0]
@@ -161,10 +161,10 @@ def _metric(c: Cluster, name: str) -> float:
 
 
 @pytest.mark.parametrize("kind", ["ebs", "s3"])
-def test_throttling_and_resets_slow_it_down_but_lose_nothing(metered: Cluster, aws, kind: str):
+def test_throttling_and_resets_slow_it_down_but_lose_nothing(metered: Cluster, boto, kind: str):
     faults = {"throttle_rate": 0.2, "reset_rate": 0.02, "services": ["ebs", "s3", "ec2"],
               "seed": 5}
-    _protect_three_cycles(metered, aws, kind, faults=faults)
+    _protect_three_cycles(metered, boto, kind, faults=faults)
     throttles = _metric(metered, "dr_target_throttles_total") + \
         _metric(metered, "dr_node_throttles_total")
     retries = _metric(metered, "dr_target_retries_total") + \
@@ -172,7 +172,7 @@ def test_throttling_and_resets_slow_it_down_but_lose_nothing(metered: Cluster, a
     assert throttles > 0 and retries > 0, (throttles, retries)
 
 
-def test_bad_input_gives_clear_errors_and_nothing_half_visible(cluster: Cluster, aws):
+def test_bad_input_gives_clear_errors_and_nothing_half_visible(cluster: Cluster, boto):
     c = cluster
     code, _, err = c.drctl("site", "add", "mars", "--kind", "aws", "--region", "mars-east-1",
                            check=False)
@@ -180,15 +180,15 @@ def test_bad_input_gives_clear_errors_and_nothing_half_visible(cluster: Cluster,
     assert all(s["name"] != "sites/mars" for s in c.drctl_json("site", "list"))
 
     # A vanished snapshot: the point that named it cannot be restored, and says why.
-    w = Workload(aws)
+    w = Workload(boto)
     w.write_blocks([0, 9])
-    _sites(c, aws)
+    _sites(c, boto)
     c.drctl("plan", "create", "p1", "--source", "ec2", "--target", "cloud",
             "--target-kind", "ebs", "--workload", f"ec2/{w.instance}", "--rpo", "1h")
     _cycle(c, "p1", 1)
     point = c.points("p1")[0]
     gone = _disk_of(point, w.data)["snapshot_id"]
-    ec2 = aws("ec2")
+    ec2 = boto("ec2")
     volumes_before = len(ec2.describe_volumes()["Volumes"])
     ec2.delete_snapshot(SnapshotId=gone)
     code, _, err = c.drctl("restore", point["name"], "--disk", _disk_of(point, w.data)["disk"],
@@ -200,19 +200,11 @@ def test_bad_input_gives_clear_errors_and_nothing_half_visible(cluster: Cluster,
     _cycle(c, "p1", 2)
     second = c.points("p1")[1]
     assert _disk_of(second, w.data)["full_sync_reason"] == "parent-snapshot-missing"
-    assert _restored_sha(c, aws, second, w.data, "ebs") == aws.peer.volume_sha256(w.data)
+    assert _restored_sha(c, boto, second, w.data, "ebs") == boto.peer.volume_sha256(w.data)
 
 
-def _moto_auth(aws, count: str) -> None:
-    """moto's IAM enforcement on ("0") or off ("inf")."""
-    req = urllib.request.Request(f"{aws.peer.endpoint}/moto-api/reset-auth",
-                                 data=count.encode(), method="POST",
-                                 headers={"Content-Type": "text/plain"})
-    urllib.request.urlopen(req, timeout=10).close()
-
-
-def _user(aws, name: str, statements: list[dict]) -> tuple[str, str]:
-    iam = aws("iam")
+def _user(boto, name: str, statements: list[dict]) -> tuple[str, str]:
+    iam = boto("iam")
     iam.create_user(UserName=name)
     iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(
         {"Version": "2012-10-17", "Statement": statements}))
@@ -220,16 +212,16 @@ def _user(aws, name: str, statements: list[dict]) -> tuple[str, str]:
     return key["AccessKeyId"], key["SecretAccessKey"]
 
 
-def test_a_bucket_we_may_not_write_fails_the_cycle_clearly(cluster: Cluster, aws, monkeypatch):
+def test_a_bucket_we_may_not_write_fails_the_cycle_clearly(cluster: Cluster, boto, monkeypatch):
     c = cluster
-    w = Workload(aws)
+    w = Workload(boto)
     w.write_blocks([0])
-    aws("s3").create_bucket(Bucket="locked")
-    aws("s3").put_object(Bucket="locked", Key="other", Body=b"x")
-    admin = _user(aws, "dr-admin", [{"Effect": "Allow", "Action": "*", "Resource": "*"}])
-    reader = _user(aws, "dr-reader", [{"Effect": "Allow", "Resource": "*", "Action": [
+    boto("s3").create_bucket(Bucket="locked")
+    boto("s3").put_object(Bucket="locked", Key="other", Body=b"x")
+    admin = _user(boto, "dr-admin", [{"Effect": "Allow", "Action": "*", "Resource": "*"}])
+    reader = _user(boto, "dr-reader", [{"Effect": "Allow", "Resource": "*", "Action": [
         "s3:ListBucket", "s3:HeadBucket", "s3:GetObject"]}])
-    common = ["--kind", "aws", "--region", aws.peer.region, "--endpoint-url", aws.peer.endpoint]
+    common = ["--kind", "aws", "--region", boto.peer.region, "--endpoint-url", boto.peer.endpoint]
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", admin[1])
     c.drctl("site", "add", "ec2", *common, "--access-key-id", admin[0])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", reader[1])
@@ -237,17 +229,14 @@ def test_a_bucket_we_may_not_write_fails_the_cycle_clearly(cluster: Cluster, aws
             "--path", "s3://locked/dr")
     c.drctl("plan", "create", "p1", "--source", "ec2", "--target", "cloud",
             "--target-kind", "s3", "--workload", f"ec2/{w.instance}", "--rpo", "1h")
-    _moto_auth(aws, "0")
-    try:
+    with boto.peer.iam_enforced():
         code, _, err = c.drctl("plan", "run", "p1", "--wait", check=False)
         cycle = wait_for(lambda: (lambda cy: cy[0] if cy and cy[0]["state"] == "failed"
                                   else None)(c.cycles("p1")), timeout=120, what="failed cycle")
-    finally:
-        _moto_auth(aws, "inf")
     assert cycle["error"]["reason"] == "access-denied", cycle["error"]
     assert "locked" in cycle["error"]["message"] and "s3:PutObject" in cycle["error"]["message"]
     assert c.points("p1") == []
-    assert aws("s3").list_objects_v2(Bucket="locked")["KeyCount"] == 1  # only "other"
+    assert boto("s3").list_objects_v2(Bucket="locked")["KeyCount"] == 1  # only "other"
     # No secret in any log of the run, in the API's answers, or in the database file.
     logs = "".join(p.read_text() for p in c.root.glob("*.log"))
     sites = json.dumps(c.drctl_json("site", "list"))
@@ -258,37 +247,37 @@ def test_a_bucket_we_may_not_write_fails_the_cycle_clearly(cluster: Cluster, aws
     assert admin[0] in sites  # the key id is not a secret: operators need to see it
 
 
-def test_sites_without_keys_use_each_daemons_credential_chain(tmp_path, aws, monkeypatch):
+def test_sites_without_keys_use_each_daemons_credential_chain(tmp_path, boto, monkeypatch):
     """No keys on the site: dr-control and dr-node find credentials the standard way
     (here the environment; an instance role or a profile in production)."""
-    env = aws.peer.env()
+    env = boto.peer.env()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", env["AWS_ACCESS_KEY_ID"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", env["AWS_SECRET_ACCESS_KEY"])
-    w = Workload(aws)
+    w = Workload(boto)
     w.write_blocks([2, 3])
     with Cluster(tmp_path) as c:
         for site in ("ec2", "cloud"):
-            c.drctl("site", "add", site, "--kind", "aws", "--region", aws.peer.region,
-                    "--endpoint-url", aws.peer.endpoint)
+            c.drctl("site", "add", site, "--kind", "aws", "--region", boto.peer.region,
+                    "--endpoint-url", boto.peer.endpoint)
         c.drctl("plan", "create", "p1", "--source", "ec2", "--target", "cloud",
                 "--target-kind", "ebs", "--workload", f"ec2/{w.instance}", "--rpo", "1h")
         _cycle(c, "p1", 1)
         point = c.points("p1")[0]
-        assert _restored_sha(c, aws, point, w.data, "ebs") == aws.peer.volume_sha256(w.data)
+        assert _restored_sha(c, boto, point, w.data, "ebs") == boto.peer.volume_sha256(w.data)
 
 
-def test_node_killed_mid_snapshot_resumes_the_same_snapshot(tmp_path, aws):
+def test_node_killed_mid_snapshot_resumes_the_same_snapshot(tmp_path, boto):
     """A node dies while putting blocks: the next holder continues the pending EBS
     snapshot from the checkpoint (no second snapshot), and the point restores equal."""
-    w = Workload(aws)
+    w = Workload(boto)
     w.write_blocks(list(range(0, 256, 2)))  # 128 blocks, 64 MiB
-    expected = aws.peer.volume_sha256(w.data)
+    expected = boto.peer.volume_sha256(w.data)
     with Cluster(tmp_path, lease_seconds=2, checkpoint_interval=8 << 20,
                  node_env={"DR_NODE_ENGINE__WINDOW_CHUNKS": "4",
                            "DR_NODE_ENGINE__WORKERS": "1"}) as c:
-        _sites(c, aws)
-        aws.peer.faults(latency_ms=40, services=["ebs"], operations=["PutSnapshotBlock"])
-        aws.peer.reset_stats()
+        _sites(c, boto)
+        boto.peer.faults(latency_ms=40, services=["ebs"], operations=["PutSnapshotBlock"])
+        boto.peer.reset_stats()
         c.drctl("plan", "create", "p1", "--source", "ec2", "--target", "cloud",
                 "--target-kind", "ebs", "--disk", f"ec2/{w.instance}/{w.data}", "--rpo", "1h")
 
@@ -301,9 +290,9 @@ def test_node_killed_mid_snapshot_resumes_the_same_snapshot(tmp_path, aws):
         assert c.points("p1") == []
         c.start_node("n2")
         wait_for(lambda: c.points("p1"), timeout=120, what="the recovery point")
-        aws.peer.clear_faults()
+        boto.peer.clear_faults()
         point = c.points("p1")[0]
-        stats = aws.peer.stats()["ebs"]
+        stats = boto.peer.stats()["ebs"]
         assert stats["StartSnapshot"] == 1, "the resumed task must continue the same snapshot"
         assert 128 <= stats["PutSnapshotBlock"] < 2 * 128
-        assert _restored_sha(c, aws, point, w.data, "ebs") == expected
+        assert _restored_sha(c, boto, point, w.data, "ebs") == expected

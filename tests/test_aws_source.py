@@ -1,5 +1,5 @@
 """The `aws` source against the AWS test peer (moto corrected to the EBS direct APIs'
-semantics, tests/aws_peer.py): inventory, consistency-group snapshots, and reading
+semantics, tests/peers/aws/): inventory, consistency-group snapshots, and reading
 changed blocks, with throttling, connection resets and expiring block tokens."""
 
 from __future__ import annotations
@@ -16,19 +16,12 @@ from dr_common.sources.aws import AwsDisk, delete_snapshots, discover, snapshot_
     stale_snapshots
 from dr_common.sources.base import Extent
 from dr_common import remote as metrics
+from tests.helpers.disks import block_content
 
 BLOCK = 524288
 MiB = 1 << 20
 GiB = 1 << 30
 TAGS = {"hybrid-dr:plan": "plan-1"}
-
-
-@pytest.fixture
-def settings(aws_peer) -> AwsSettings:
-    env = aws_peer.env()
-    return AwsSettings(region=aws_peer.region, endpoint_url=aws_peer.endpoint,
-                       access_key_id=env["AWS_ACCESS_KEY_ID"],
-                       secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
 
 
 class Volume:
@@ -49,21 +42,14 @@ class Volume:
         self.blocks.pop(index, None)
 
     def expected(self, offset: int, length: int) -> bytes:
-        out = bytearray(length)
-        for index in range(offset // BLOCK, -(-(offset + length) // BLOCK)):
-            data = self.blocks.get(index)
-            if data is None:
-                continue
-            lo, hi = max(offset, index * BLOCK), min(offset + length, (index + 1) * BLOCK)
-            out[lo - offset:hi - offset] = data[lo - index * BLOCK:hi - index * BLOCK]
-        return bytes(out)
+        return block_content(self.blocks, BLOCK, offset, length)
 
 
-async def make_instance(settings: AwsSettings, peer, *, name: str = "",
+async def make_instance(aws_settings: AwsSettings, peer, *, name: str = "",
                         data_gib: int = 1) -> tuple[str, str, Volume]:
     """An instance with its root volume and one attached data volume:
     (instance id, root volume id, data volume)."""
-    async with client(settings, "ec2") as ec2:
+    async with client(aws_settings, "ec2") as ec2:
         image = (await ec2.describe_images(Owners=["amazon"]))["Images"][0]["ImageId"]
         tags = [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}] \
             if name else []
@@ -72,7 +58,7 @@ async def make_instance(settings: AwsSettings, peer, *, name: str = "",
                                         TagSpecifications=tags))["Instances"][0]
         iid = inst["InstanceId"]
         root = inst["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
-        vol = await ec2.create_volume(Size=data_gib, AvailabilityZone=f"{settings.region}a")
+        vol = await ec2.create_volume(Size=data_gib, AvailabilityZone=f"{aws_settings.region}a")
         await ec2.attach_volume(VolumeId=vol["VolumeId"], InstanceId=iid, Device="/dev/sdf")
     return iid, root, Volume(peer, vol["VolumeId"], data_gib * GiB)
 
@@ -111,20 +97,20 @@ def throttles() -> float:
                and m.name.endswith("_total"))
 
 
-async def snapshot(settings: AwsSettings, iid: str, volume: Volume) -> str:
-    snaps = await snapshot_group(settings, {iid: [volume.id]}, tags=TAGS, timeout=30)
+async def snapshot(aws_settings: AwsSettings, iid: str, volume: Volume) -> str:
+    snaps = await snapshot_group(aws_settings, {iid: [volume.id]}, tags=TAGS, timeout=30)
     assert set(snaps) == {volume.id}
     return snaps[volume.id]
 
 
-async def test_discover_lists_instances_with_volumes_root_first(settings, aws_peer):
-    iid, root, data = await make_instance(settings, aws_peer, name="web-1", data_gib=2)
-    other, _, _ = await make_instance(settings, aws_peer)
-    async with client(settings, "ec2") as ec2:
-        gone, _, _ = await make_instance(settings, aws_peer)
+async def test_discover_lists_instances_with_volumes_root_first(aws_settings, aws_peer):
+    iid, root, data = await make_instance(aws_settings, aws_peer, name="web-1", data_gib=2)
+    other, _, _ = await make_instance(aws_settings, aws_peer)
+    async with client(aws_settings, "ec2") as ec2:
+        gone, _, _ = await make_instance(aws_settings, aws_peer)
         await ec2.terminate_instances(InstanceIds=[gone])
 
-    found = {w.id: w for w in await discover(settings)}
+    found = {w.id: w for w in await discover(aws_settings)}
 
     assert set(found) == {iid, other}
     web = found[iid]
@@ -135,28 +121,28 @@ async def test_discover_lists_instances_with_volumes_root_first(settings, aws_pe
     assert {d.cbt for d in web.disks} == {"ebs-direct"}
 
 
-async def test_snapshot_group_takes_listed_volumes_and_cleans_up(settings, aws_peer):
-    iid, root, data = await make_instance(settings, aws_peer)
-    snaps = await snapshot_group(settings, {iid: [root, data.id]}, tags=TAGS, timeout=30)
+async def test_snapshot_group_takes_listed_volumes_and_cleans_up(aws_settings, aws_peer):
+    iid, root, data = await make_instance(aws_settings, aws_peer)
+    snaps = await snapshot_group(aws_settings, {iid: [root, data.id]}, tags=TAGS, timeout=30)
     assert set(snaps) == {root, data.id}
-    only_data = await snapshot_group(settings, {iid: [data.id]}, tags=TAGS, timeout=30)
+    only_data = await snapshot_group(aws_settings, {iid: [data.id]}, tags=TAGS, timeout=30)
     assert set(only_data) == {data.id}  # the boot volume was excluded
 
-    stale = await stale_snapshots(settings, TAGS)
+    stale = await stale_snapshots(aws_settings, TAGS)
     assert sorted(stale) == sorted([*snaps.values(), *only_data.values()])
-    await delete_snapshots(settings, [*stale, "snap-0123456789abcdef0"])  # one unknown
-    assert await stale_snapshots(settings, TAGS) == []
+    await delete_snapshots(aws_settings, [*stale, "snap-0123456789abcdef0"])  # one unknown
+    assert await stale_snapshots(aws_settings, TAGS) == []
 
 
-async def test_full_sync_reads_written_blocks_only(settings, aws_peer):
-    iid, _, vol = await make_instance(settings, aws_peer)
+async def test_full_sync_reads_written_blocks_only(aws_settings, aws_peer):
+    iid, _, vol = await make_instance(aws_settings, aws_peer)
     written = [0, 1, 2, 10, 700, 2047]
     for index in written:
         vol.write_block(index)
-    snap = await snapshot(settings, iid, vol)
+    snap = await snapshot(aws_settings, iid, vol)
     aws_peer.reset_stats()
 
-    disk = await AwsDisk.open(settings, snapshot_id=snap, size=vol.size, volume_id=vol.id)
+    disk = await AwsDisk.open(aws_settings, snapshot_id=snap, size=vol.size, volume_id=vol.id)
     try:
         assert disk.full_sync_reason == "first-cycle" and disk.tracking == "changed-blocks"
         assert runs(disk.extents()) == [(0, 3, "data"), (3, 10, "zero"), (10, 11, "data"),
@@ -178,18 +164,18 @@ async def test_full_sync_reads_written_blocks_only(settings, aws_peer):
     assert disk.bytes_read == (len(written) + 3) * BLOCK
 
 
-async def test_incremental_reads_only_changed_blocks(settings, aws_peer):
-    iid, _, vol = await make_instance(settings, aws_peer)
+async def test_incremental_reads_only_changed_blocks(aws_settings, aws_peer):
+    iid, _, vol = await make_instance(aws_settings, aws_peer)
     for index in (0, 1, 2, 10, 700):
         vol.write_block(index)
-    first = await snapshot(settings, iid, vol)
+    first = await snapshot(aws_settings, iid, vol)
     for index in (1, 11, 1500):  # one overwritten, two new
         vol.write_block(index)
     vol.discard_block(700)  # now reads as zeros: a changed block, but not data
-    second = await snapshot(settings, iid, vol)
+    second = await snapshot(aws_settings, iid, vol)
     aws_peer.reset_stats()
 
-    disk = await AwsDisk.open(settings, snapshot_id=second, previous_snapshot_id=first,
+    disk = await AwsDisk.open(aws_settings, snapshot_id=second, previous_snapshot_id=first,
                               size=vol.size, volume_id=vol.id)
     try:
         assert disk.full_sync_reason == ""
@@ -210,15 +196,15 @@ async def test_incremental_reads_only_changed_blocks(settings, aws_peer):
     assert ebs["GetSnapshotBlock"] == 5  # 3 changed, then blocks 0 and 1 again
 
 
-async def test_previous_snapshot_missing_means_full_sync(settings, aws_peer):
-    iid, _, vol = await make_instance(settings, aws_peer)
+async def test_previous_snapshot_missing_means_full_sync(aws_settings, aws_peer):
+    iid, _, vol = await make_instance(aws_settings, aws_peer)
     vol.write_block(3)
-    first = await snapshot(settings, iid, vol)
+    first = await snapshot(aws_settings, iid, vol)
     vol.write_block(4)
-    second = await snapshot(settings, iid, vol)
-    await delete_snapshots(settings, [first])
+    second = await snapshot(aws_settings, iid, vol)
+    await delete_snapshots(aws_settings, [first])
 
-    disk = await AwsDisk.open(settings, snapshot_id=second, previous_snapshot_id=first,
+    disk = await AwsDisk.open(aws_settings, snapshot_id=second, previous_snapshot_id=first,
                               size=vol.size, volume_id=vol.id)
     try:
         assert disk.full_sync_reason == "previous-snapshot-missing"
@@ -229,29 +215,29 @@ async def test_previous_snapshot_missing_means_full_sync(settings, aws_peer):
 
 
 @pytest.mark.parametrize("incremental", [False, True])
-async def test_new_snapshot_missing_is_an_error(settings, aws_peer, incremental):
-    iid, _, vol = await make_instance(settings, aws_peer)
+async def test_new_snapshot_missing_is_an_error(aws_settings, aws_peer, incremental):
+    iid, _, vol = await make_instance(aws_settings, aws_peer)
     vol.write_block(0)
-    first = await snapshot(settings, iid, vol)
-    second = await snapshot(settings, iid, vol)
-    await delete_snapshots(settings, [second])
+    first = await snapshot(aws_settings, iid, vol)
+    second = await snapshot(aws_settings, iid, vol)
+    await delete_snapshots(aws_settings, [second])
 
     with pytest.raises(SourceError) as err:
-        await AwsDisk.open(settings, snapshot_id=second, size=vol.size, volume_id=vol.id,
+        await AwsDisk.open(aws_settings, snapshot_id=second, size=vol.size, volume_id=vol.id,
                            previous_snapshot_id=first if incremental else "")
     assert err.value.reason == "snapshot-missing" and not err.value.retryable
     assert second in err.value.message and vol.id in err.value.message
 
 
-async def test_reads_are_exact_despite_throttling_and_resets(settings, aws_peer):
-    iid, _, vol = await make_instance(settings, aws_peer)
+async def test_reads_are_exact_despite_throttling_and_resets(aws_settings, aws_peer):
+    iid, _, vol = await make_instance(aws_settings, aws_peer)
     for index in range(0, 80, 2):  # 40 blocks, 20 MiB
         vol.write_block(index)
-    snap = await snapshot(settings, iid, vol)
+    snap = await snapshot(aws_settings, iid, vol)
     before = throttles()
     aws_peer.faults(throttle_rate=0.2, reset_rate=0.02, services=["ebs"], seed=7)
     try:
-        disk = await AwsDisk.open(settings, snapshot_id=snap, size=vol.size)
+        disk = await AwsDisk.open(aws_settings, snapshot_id=snap, size=vol.size)
         try:
             assert_bytes(vol, await read_data(disk))
         finally:
@@ -263,13 +249,13 @@ async def test_reads_are_exact_despite_throttling_and_resets(settings, aws_peer)
     assert aws_peer.stats()["faults"]["throttled"] > 0
 
 
-async def test_expired_tokens_are_listed_again(settings, aws_peer):
-    iid, _, vol = await make_instance(settings, aws_peer)
+async def test_expired_tokens_are_listed_again(aws_settings, aws_peer):
+    iid, _, vol = await make_instance(aws_settings, aws_peer)
     for index in (5, 6, 900):
         vol.write_block(index)
-    snap = await snapshot(settings, iid, vol)
+    snap = await snapshot(aws_settings, iid, vol)
     aws_peer.faults(token_lifetime_seconds=1)
-    disk = await AwsDisk.open(settings, snapshot_id=snap, size=vol.size)
+    disk = await AwsDisk.open(aws_settings, snapshot_id=snap, size=vol.size)
     try:
         await asyncio.sleep(1.1)  # token expiry is time itself: wait it out
         aws_peer.reset_stats()
@@ -281,16 +267,16 @@ async def test_expired_tokens_are_listed_again(settings, aws_peer):
     assert ebs["GetSnapshotBlock"] == 3  # none refused
 
 
-async def test_tokens_refused_by_the_service_are_refreshed(settings, aws_peer, monkeypatch):
+async def test_tokens_refused_by_the_service_are_refreshed(aws_settings, aws_peer, monkeypatch):
     """A token the service finds expired before we think it is (our clock runs behind):
     the refusal (ValidationException INVALID_BLOCK_TOKEN) makes us list again and retry."""
     monkeypatch.setattr(source, "refresh_at", lambda expiry, listed_at: float("inf"))
-    iid, _, vol = await make_instance(settings, aws_peer)
+    iid, _, vol = await make_instance(aws_settings, aws_peer)
     for index in (5, 6, 900):
         vol.write_block(index)
-    snap = await snapshot(settings, iid, vol)
+    snap = await snapshot(aws_settings, iid, vol)
     aws_peer.faults(token_lifetime_seconds=1)
-    disk = await AwsDisk.open(settings, snapshot_id=snap, size=vol.size)
+    disk = await AwsDisk.open(aws_settings, snapshot_id=snap, size=vol.size)
     try:
         await asyncio.sleep(1.1)
         aws_peer.reset_stats()
@@ -302,17 +288,17 @@ async def test_tokens_refused_by_the_service_are_refreshed(settings, aws_peer, m
     assert disk.blocks_read == 3
 
 
-async def test_checksum_mismatch_is_fetched_again_then_fails(settings, aws_peer, monkeypatch):
+async def test_checksum_mismatch_is_fetched_again_then_fails(aws_settings, aws_peer, monkeypatch):
     """A block whose bytes do not match the service's checksum (a bad transfer) is
     fetched again; one that never matches fails the read as a retryable corrupt-block."""
-    iid, _, vol = await make_instance(settings, aws_peer)
+    iid, _, vol = await make_instance(aws_settings, aws_peer)
     vol.write_block(7)
-    snap = await snapshot(settings, iid, vol)
+    snap = await snapshot(aws_settings, iid, vol)
     real = source._sha256_b64
     bad = iter([True])  # the first check sees corrupt bytes, later ones the real ones
     monkeypatch.setattr(source, "_sha256_b64", lambda data: "bad" if next(bad, False)
                         else real(data))
-    disk = await AwsDisk.open(settings, snapshot_id=snap, size=vol.size)
+    disk = await AwsDisk.open(aws_settings, snapshot_id=snap, size=vol.size)
     try:
         assert await read(disk, 7 * BLOCK, BLOCK) == vol.blocks[7]
         assert disk.blocks_read == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import require_tool
+from tests.peers.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 IDS = ["P1", "P2", "P3", "P4", "P5", "P6"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.peers import NODE_SERVICES, ROOT, require_tool
+from tests.helpers import ROOT
+from tests.helpers.cluster import NODE_SERVICES
+from tests.peers.tools import require_tool
 from tools.localcluster import Cluster
 
 

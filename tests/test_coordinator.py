@@ -1,5 +1,5 @@
 """The cycle and lease services in-process over each metadata backend (SQLite, and
-PostgreSQL from tests/pg_peer.py): lease fencing, expiry, cycle completion, one active
+PostgreSQL from tests/peers/pg.py): lease fencing, expiry, cycle completion, one active
 cycle per plan."""
 
 from __future__ import annotations
@@ -8,17 +8,20 @@ from datetime import timedelta
 
 import pytest
 
-from dr_common.errors import FailedPrecondition
+from dr_common.errors import FailedPrecondition, InvalidArgument
 from dr_control.db.models import Plan, Task, utcnow
 from dr_control.services.taskspecs import load
 from dr_control.services.cycles import active_cycle, start_cycle
 from dr_control.services.nodes import register_node
 from dr_control.services.points import PointService
-from tests.conftest import MiB, service_context, two_disk_plan
+from tests.helpers.disks import MiB
+from tests.helpers.services import service_context, two_disk_plan
 
 
 @pytest.fixture
-async def env(metadata_url, tmp_path):
+async def plan_on_two_nodes(metadata_url, tmp_path):
+    """(context, leases, protection service): plan p of two disks (two_disk_plan),
+    nodes n1 and n2 registered."""
     async with service_context(metadata_url, tmp_path) as ctx:
         yield await _plan_of_two_disks(ctx, tmp_path)
 
@@ -35,8 +38,8 @@ async def _expire(ctx, task_id: int) -> None:
         (await s.get(Task, task_id)).lease_expire_time = utcnow() - timedelta(seconds=1)
 
 
-async def test_stale_holder_is_fenced_and_next_holder_resumes(env):
-    ctx, leases, prot = env
+async def test_stale_holder_is_fenced_and_next_holder_resumes(plan_on_two_nodes):
+    ctx, leases, prot = plan_on_two_nodes
     await prot.run_plan("plans/p")
     t1 = await leases.acquire_task("nodes/n1")
     cp = {"watermark_chunk": 7, "segments": [], "tail": ""}
@@ -56,8 +59,8 @@ async def test_stale_holder_is_fenced_and_next_holder_resumes(env):
                                    result={"root_hash": "x", "size_bytes": 1}, full_sync=True)
 
 
-async def test_point_recorded_only_after_finalize(env):
-    ctx, leases, prot = env
+async def test_point_recorded_only_after_finalize(plan_on_two_nodes, tmp_path):
+    ctx, leases, prot = plan_on_two_nodes
     await prot.run_plan("plans/p")
     points = PointService(ctx)
     for _ in range(2):
@@ -75,10 +78,19 @@ async def test_point_recorded_only_after_finalize(env):
     [point] = await points.list_points("plans/p")
     assert point.id == load(fin).recovery_point_id
     assert (await prot.status("plans/p")).state == "running"
+    # The point restores in the formats its target kind lists: raw unless told.
+    name, disk = f"plans/p/recoveryPoints/{point.id}", point.disks[0]["disk"]
+    with pytest.raises(InvalidArgument) as e:
+        await points.restore(name, disk=disk, destination=str(tmp_path / "a.vmdk"),
+                             fmt="vmdk", overwrite=False)
+    assert e.value.field == "format" and "'raw' or 'qcow2'" in str(e.value)
+    task = await points.restore(name, disk=disk, destination=str(tmp_path / "a.raw"), fmt="",
+                                overwrite=False)
+    assert load(task).format == "raw"
 
 
-async def test_exhausted_retries_fail_the_cycle_without_a_point(env):
-    ctx, leases, prot = env
+async def test_exhausted_retries_fail_the_cycle_without_a_point(plan_on_two_nodes):
+    ctx, leases, prot = plan_on_two_nodes
     await prot.run_plan("plans/p")
     err = {"reason": "source-unavailable", "message": "gone", "retryable": True}
     for attempt in range(2):  # max_attempts = 2
@@ -95,8 +107,8 @@ async def test_exhausted_retries_fail_the_cycle_without_a_point(env):
     assert await leases.acquire_task("nodes/n2") is None
 
 
-async def test_released_task_costs_no_attempt(env):
-    ctx, leases, prot = env
+async def test_released_task_costs_no_attempt(plan_on_two_nodes):
+    ctx, leases, prot = plan_on_two_nodes
     await prot.run_plan("plans/p")
     for _ in range(5):  # more than max_attempts
         t = await leases.acquire_task("nodes/n1")
@@ -107,8 +119,8 @@ async def test_released_task_costs_no_attempt(env):
     assert cycle.state in ("queued", "running")
 
 
-async def test_running_task_learns_a_new_bandwidth_cap(env):
-    ctx, leases, prot = env
+async def test_running_task_learns_a_new_bandwidth_cap(plan_on_two_nodes):
+    ctx, leases, prot = plan_on_two_nodes
     await prot.run_plan("plans/p")
     t = await leases.acquire_task("nodes/n1")
     assert load(t).bandwidth_bytes_per_second == 0
@@ -118,10 +130,10 @@ async def test_running_task_learns_a_new_bandwidth_cap(env):
     assert (cancel, bandwidth) == (False, 5_000_000)
 
 
-async def test_a_second_active_cycle_is_refused(env):
+async def test_a_second_active_cycle_is_refused(plan_on_two_nodes):
     """Two replicas may both find a plan due during a scheduler hand-over: the database
     keeps one cycle (migration 0007), and the loser's start_cycle says None."""
-    ctx, leases, prot = env
+    ctx, leases, prot = plan_on_two_nodes
     first = await prot.run_plan("plans/p")
     async with ctx.db() as s, s.begin():  # as if it had not seen `first` yet
         assert await start_cycle(ctx, s, await s.get(Plan, "p")) is None
@@ -132,11 +144,11 @@ async def test_a_second_active_cycle_is_refused(env):
     assert cycle.id == first.id and len(tasks) == 2
 
 
-async def test_a_failed_delete_waits_before_retention_tries_again(env):
+async def test_a_failed_delete_waits_before_retention_tries_again(plan_on_two_nodes):
     """Retention runs every pass: a target that refuses a delete must not get one per pass."""
     from dr_control.db.models import Cycle, RecoveryPoint
     from dr_control.services import deletion
-    ctx, leases, prot = env
+    ctx, leases, prot = plan_on_two_nodes
     now = utcnow()
     async with ctx.db() as s, s.begin():
         plan = await s.get(Plan, "p")

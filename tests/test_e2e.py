@@ -10,23 +10,11 @@ import pytest
 
 from dr_common.proto.dr.v1 import protection_pb2
 from dr_common.repository import FsStore, Repository, chunk_key
-from tests.conftest import MiB, make_disk, write_at
+from tests.helpers.cluster import setup_plan, wait_points
+from tests.helpers.disks import MiB, make_disk, write_at
 from tools.localcluster import Cluster, sha256, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def _setup_plan(c: Cluster, disk: str = "vm1", rpo: str = "1h", *extra: str) -> str:
-    c.drctl("site", "add", "src", "--kind", "file", "--path", str(c.src))
-    c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
-    c.drctl("plan", "create", "p1", "--source", "src", "--target", "dst",
-            "--workload", f"src/{disk}", "--rpo", rpo, *extra)
-    return "p1"
-
-
-def _wait_points(c: Cluster, plan: str, n: int, timeout: float = 60) -> list[dict]:
-    return wait_for(lambda: (lambda p: p if len(p) >= n else None)(c.points(plan)),
-                    timeout=timeout, what=f"{n} recovery points of {plan}")
 
 
 def _restore(c: Cluster, point: str, name: str) -> os.PathLike:
@@ -43,9 +31,9 @@ def test_three_cycles_restore_each_point_and_send_only_changes(cluster: Cluster)
     c = cluster
     disk = c.src / "vm1.img"
     make_disk(disk, 64 * MiB, [(0, 4 * MiB), (10 * MiB, 3 * MiB), (40 * MiB, 2 * MiB)])
-    plan = _setup_plan(c)
+    plan = setup_plan(c)
     expected = [sha256(disk)]
-    _wait_points(c, plan, 1)
+    wait_points(c, plan, 1)
 
     # Change 1: four chunks, one of them in a former hole.
     for off in (1 * MiB + 100, 11 * MiB, 20 * MiB + 5, 41 * MiB + 4096):
@@ -63,7 +51,7 @@ def test_three_cycles_restore_each_point_and_send_only_changes(cluster: Cluster)
     expected.append(sha256(disk))
     c.drctl("plan", "run", plan, "--wait")
 
-    points = _wait_points(c, plan, 3)
+    points = wait_points(c, plan, 3)
     cycles = c.cycles(plan)
     assert [cy["state"] for cy in cycles] == ["completed"] * 3
     s1, s2, s3 = (_stats(cy) for cy in cycles)
@@ -89,8 +77,8 @@ def test_verify_names_corrupt_chunk_and_restore_refuses(cluster: Cluster):
     c = cluster
     disk = c.src / "vm1.img"
     make_disk(disk, 16 * MiB, [(0, 8 * MiB)])
-    plan = _setup_plan(c)
-    point = _wait_points(c, plan, 1)[0]
+    plan = setup_plan(c)
+    point = wait_points(c, plan, 1)[0]
     code, out, _ = c.drctl("point", "verify", point["name"], "-o", "json")
     assert code == 0
 
@@ -144,7 +132,7 @@ def _cycle_past_first_checkpoint(c: Cluster):
     """A 512 MiB disk whose first cycle has just persisted a checkpoint."""
     disk = c.src / "vm1.img"
     make_disk(disk, 512 * MiB, [(0, 512 * MiB)])
-    plan = _setup_plan(c)
+    plan = setup_plan(c)
     _wait_watermark(c, plan, 16 * MiB)
     return disk, plan
 
@@ -159,7 +147,7 @@ def test_node_killed_before_finalization_leaves_no_point(slow_cluster: Cluster):
 
     # Another node takes the task once the lease expires and resumes at the watermark.
     c.start_node("n2")
-    point = _wait_points(c, plan, 1, timeout=120)[0]
+    point = wait_points(c, plan, 1, timeout=120)[0]
     assert sha256(_restore(c, point["name"], "rp1.raw")) == sha256(disk)
     resumed = _stats(c.cycles(plan)[0])
     assert resumed["chunks_read"] < 512, "the second node must resume, not start over"
@@ -167,7 +155,7 @@ def test_node_killed_before_finalization_leaves_no_point(slow_cluster: Cluster):
     # The next cycle after the failure completes and restores correctly too.
     write_at(disk, 100 * MiB, os.urandom(MiB))
     c.drctl("plan", "run", plan, "--wait")
-    point2 = _wait_points(c, plan, 2)[1]
+    point2 = wait_points(c, plan, 2)[1]
     assert sha256(_restore(c, point2["name"], "rp2.raw")) == sha256(disk)
     assert _stats(c.cycles(plan)[1])["chunks_sent"] == 1
 
@@ -179,15 +167,15 @@ def test_sigterm_hands_task_back_without_a_point(slow_cluster: Cluster):
     assert c.points(plan) == []
     assert "node-stopping" in c.log("control.log")
     c.start_node("n1")
-    point = _wait_points(c, plan, 1, timeout=120)[0]
+    point = wait_points(c, plan, 1, timeout=120)[0]
     assert sha256(_restore(c, point["name"], "rp1.raw")) == sha256(disk)
 
 
 def test_scheduler_meets_rpo_one_cycle_at_a_time(cluster: Cluster):
     c = cluster
     make_disk(c.src / "vm1.img", 4 * MiB, [(0, MiB)])
-    plan = _setup_plan(c, rpo="1s")
-    _wait_points(c, plan, 3, timeout=60)
+    plan = setup_plan(c, rpo="1s")
+    wait_points(c, plan, 3, timeout=60)
     cycles = c.cycles(plan)
     done = [cy for cy in cycles if cy["state"] == "completed"]
     assert len(done) >= 3
@@ -204,7 +192,7 @@ def test_control_plane_restart_mid_cycle_loses_nothing(slow_cluster: Cluster):
     c = slow_cluster
     disk, plan = _cycle_past_first_checkpoint(c)
     c.restart_control()
-    point = _wait_points(c, plan, 1, timeout=120)[0]
+    point = wait_points(c, plan, 1, timeout=120)[0]
     assert sha256(_restore(c, point["name"], "rp1.raw")) == sha256(disk)
     # One cycle, one point: the restart neither duplicated nor dropped work.
     assert [cy["state"] for cy in c.cycles(plan)] == ["completed"]
@@ -216,8 +204,8 @@ def test_both_daemons_serve_prometheus_metrics(tmp_path):
     with Cluster(tmp_path, metrics=True) as c:
         node = c.nodes["n1"]
         make_disk(c.src / "vm1.img", 8 * MiB, [(0, 3 * MiB)])
-        plan = _setup_plan(c)
-        _wait_points(c, plan, 1)
+        plan = setup_plan(c)
+        wait_points(c, plan, 1)
 
         def scrape(port: int) -> dict[str, float]:
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
@@ -265,8 +253,8 @@ def test_retention_locks_deletion_and_gc_during_a_cycle(tmp_path):
         make_disk(disk, 64 * MiB, [(0, 8 * MiB)])
         with open(disk, "rb") as f:
             first_chunk = f.read(MiB)
-        plan = _setup_plan(c, "vm1", "1h", "--keep-last", "2")
-        names = [_wait_points(c, plan, 1)[0]["name"]]
+        plan = setup_plan(c, "vm1", "1h", "--keep-last", "2")
+        names = [wait_points(c, plan, 1)[0]["name"]]
         c.drctl("point", "lock", names[0])
         for _ in range(3):  # chunk 0 differs in every point
             write_at(disk, 10, os.urandom(4096))

@@ -10,7 +10,7 @@ from dr_common.errors import InvalidArgument, SourceError
 from dr_common.names import resource_id
 from dr_common.paths import check_within_roots
 from dr_common.sources.file import FileDisk, discover
-from tests.conftest import MiB, make_disk
+from tests.helpers.disks import MiB, make_disk
 
 
 def test_extents_report_holes_and_data(tmp_path):

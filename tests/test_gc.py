@@ -8,45 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dr_common.repository import (FsStore, ManifestWriter, PointDisk, RecoveryPointRecord,
-                                  Repository, ZERO_ID, chunk_key, encode_chunk, manifest_key,
-                                  segment_key)
-from dr_common.repository import gc
+from dr_common.repository import FsStore, Repository, chunk_key, encode_chunk, gc
+from tests.helpers.repository import numbered_chunk, write_point
 
-CHUNK = 4096
 HOUR = 3600.0
-
-
-def data(n: int) -> bytes:
-    """Chunk number n: distinct content for each n; n == 0 is a zero chunk."""
-    return bytes(CHUNK) if n == 0 else (n.to_bytes(4, "little") * (CHUNK // 4))
-
-
-async def write_point(repo: Repository, point_id: str, disks: dict[str, list[int]]) -> set[str]:
-    """Writes a point as a cycle does (chunks, segments, manifest, point) and returns
-    the keys of every object it references, computed from what was written."""
-    keys: set[str] = set()
-    entries = []
-    for disk, chunks in disks.items():
-        ids = []
-        for n in chunks:
-            if n == 0:
-                ids.append(ZERO_ID)
-                continue
-            cid = repo.chunk_id(data(n))
-            await repo.put_chunk(cid, encode_chunk(data(n), "none"))
-            ids.append(cid)
-            keys.add(chunk_key(cid))
-        w = ManifestWriter(repo, disk, len(chunks) * CHUNK, CHUNK)
-        await w.add(ids)
-        m = await w.finish()
-        keys.add(manifest_key(m.root_hash))
-        keys.update(segment_key(s) for s in m.segments)
-        entries.append(PointDisk(disk=disk, size=m.size, root_hash=m.root_hash, full_sync=True))
-    await repo.put_recovery_point(RecoveryPointRecord(
-        id=point_id, plan="p", cycle="c", create_time="2025-01-01T00:00:00Z",
-        disks=tuple(entries)))
-    return keys
 
 
 def objects(root: Path) -> set[str]:
@@ -89,7 +54,7 @@ async def test_gc_removes_exactly_what_only_the_deleted_point_referenced(three_p
     repo, root, a, live = three_points
     expected = a - live
     # The design of the case: A alone had chunks 4 and 10, its two manifests and segments.
-    only_a_chunks = {chunk_key(repo.chunk_id(data(n))) for n in (4, 10)}
+    only_a_chunks = {chunk_key(repo.chunk_id(numbered_chunk(n))) for n in (4, 10)}
     assert {k for k in expected if k.startswith("chunks/")} == only_a_chunks
     assert len(expected) == 6
     before = objects(root)
@@ -110,12 +75,13 @@ async def test_gc_removes_exactly_what_only_the_deleted_point_referenced(three_p
 
 async def test_object_written_after_the_mark_survives_the_grace_period(three_points, monkeypatch):
     repo, root, a, live = three_points
-    fresh = repo.chunk_id(data(77))
+    fresh = repo.chunk_id(numbered_chunk(77))
     real_mark = gc.mark
 
     async def mark_then_a_cycle_writes(r):
         result = await real_mark(r)
-        await r.put_chunk(fresh, encode_chunk(data(77), "none"))  # a running cycle's chunk
+        # a running cycle's chunk
+        await r.put_chunk(fresh, encode_chunk(numbered_chunk(77), "none"))
         return result
 
     monkeypatch.setattr(gc, "mark", mark_then_a_cycle_writes)
@@ -129,18 +95,18 @@ async def test_dedup_against_old_garbage_during_gc_keeps_the_object(three_points
     """A running cycle deduplicates against chunk 10, which only deleted point A had:
     its conditional put finds it and writes nothing. The touch keeps it alive."""
     repo, root, a, live = three_points
-    reused = repo.chunk_id(data(10))
+    reused = repo.chunk_id(numbered_chunk(10))
     real_mark = gc.mark
 
     async def mark_then_dedup(r):
         result = await real_mark(r)
-        assert not await r.put_chunk(reused, encode_chunk(data(10), "none"))  # dedup
+        assert not await r.put_chunk(reused, encode_chunk(numbered_chunk(10), "none"))  # dedup
         return result
 
     monkeypatch.setattr(gc, "mark", mark_then_dedup)
     report = await gc.collect_garbage(repo, grace_seconds=60)
     assert chunk_key(reused) not in report.removed_keys
-    assert await repo.get_chunk(reused) == data(10)
+    assert await repo.get_chunk(reused) == numbered_chunk(10)
     assert set(report.removed_keys) == a - live - {chunk_key(reused)}
 
 
@@ -156,11 +122,11 @@ async def test_dedup_that_loses_the_race_to_gc_writes_the_chunk_again(tmp_path: 
             return stored
 
     repo = await Repository.open_or_create(GcInBetween(tmp_path))
-    cid = repo.chunk_id(data(5))
-    blob = encode_chunk(data(5), "none")
+    cid = repo.chunk_id(numbered_chunk(5))
+    blob = encode_chunk(numbered_chunk(5), "none")
     assert await repo.put_chunk(cid, blob)
     assert await repo.put_chunk(cid, blob)  # stored again, not deduplicated
-    assert await repo.get_chunk(cid) == data(5)
+    assert await repo.get_chunk(cid) == numbered_chunk(5)
 
 
 async def test_delete_if_older_keeps_an_object_touched_after_listing(tmp_path: Path):

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from dr_control.leader import LeaderElection
-from tests.conftest import MiB, make_disk, write_at
+from tests.helpers.disks import MiB, make_disk, write_at
 from tools.localcluster import Cluster, sha256, wait_for
 
 LEASE_SECONDS = 10
@@ -37,14 +37,7 @@ def _fetch(url: str, sql: str, *args) -> list[asyncpg.Record]:
 
 # --- one schema on both backends ---------------------------------------------------------
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request, tmp_path) -> str:
-    if request.param == "postgres":
-        return request.getfixturevalue("postgres_db")
-    return f"sqlite+aiosqlite:///{tmp_path}/c.db"
-
-
-async def test_migrations_build_the_models_schema_and_go_down_again(db_url):
+async def test_migrations_build_the_models_schema_and_go_down_again(metadata_url):
     """The same Alembic revisions on SQLite and PostgreSQL give exactly the tables,
     columns, types and indexes of dr_control/db/models.py, and downgrade cleanly."""
     from alembic import command
@@ -55,7 +48,7 @@ async def test_migrations_build_the_models_schema_and_go_down_again(db_url):
     from dr_control.db.models import Base
 
     async def diff() -> list:
-        engine = make_engine(db_url)
+        engine = make_engine(metadata_url)
         try:
             async with engine.connect() as conn:
                 return await conn.run_sync(lambda c: compare_metadata(
@@ -63,10 +56,10 @@ async def test_migrations_build_the_models_schema_and_go_down_again(db_url):
         finally:
             await engine.dispose()
 
-    await migrate(db_url)
+    await migrate(metadata_url)
     assert await diff() == []
-    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "base")
-    await migrate(db_url)
+    await asyncio.to_thread(command.downgrade, alembic_config(metadata_url), "base")
+    await migrate(metadata_url)
     assert await diff() == []
 
 

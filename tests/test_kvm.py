@@ -4,7 +4,6 @@ it was."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import signal
@@ -14,8 +13,8 @@ import pytest
 
 from dr_common.sources.kvm import bitmap_name
 from dr_common.sources.qemu import bitmaps, image_info
-from tests.conftest import MiB
-from tests.peers import require_tool
+from tests.helpers.disks import MiB, qemu_io
+from tests.peers.tools import require_qemu
 from tools.localcluster import Cluster, sha256, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -25,18 +24,7 @@ CHUNK = 64 * KiB  # the bitmap granularity: a dirty granule is exactly one chunk
 
 @pytest.fixture(autouse=True)
 def _tools():
-    for tool in ("qemu-img", "qemu-io", "qemu-nbd"):
-        require_tool(tool)
-    if importlib.util.find_spec("nbd") is None:
-        require_tool("python3-libnbd (nbd module)")
-
-
-def qemu_io(image, *commands: str) -> None:
-    args = ["qemu-io", "-f", "qcow2"]
-    for c in commands:
-        args += ["-c", c]
-    done = subprocess.run([*args, str(image)], capture_output=True, text=True)
-    assert done.returncode == 0 and "error" not in done.stdout.lower(), done.stdout + done.stderr
+    require_qemu()
 
 
 def raw_sha(image, tmp_path) -> str:

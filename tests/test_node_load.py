@@ -10,7 +10,8 @@ from dr_control.services.leasing import Leases
 from dr_control.services.nodes import (LOAD_MARGIN, NodeLoad, get_node, node_load,
                                        register_node, set_draining, should_defer)
 from dr_control.services.protection import ProtectionService
-from tests.conftest import MiB, make_disk, service_context
+from tests.helpers.disks import MiB, make_disk
+from tests.helpers.services import service_context
 
 
 def test_load_is_the_larger_of_slots_in_use_and_backpressure():
@@ -59,7 +60,9 @@ def test_a_deep_queue_fills_every_node_at_once():
 
 
 @pytest.fixture
-async def env(tmp_path):
+async def six_disk_plan(tmp_path):
+    """(context, leases, protection service) on SQLite: plan p of six 1 MiB disks
+    from file site src to dst; no node registered."""
     async with service_context(f"sqlite+aiosqlite:///{tmp_path}/c.db", tmp_path) as ctx:
         yield await _plan_of_six_disks(ctx, tmp_path)
 
@@ -88,8 +91,8 @@ async def _register(ctx, *ids, max_tasks=4):
                             budget_bytes=1)
 
 
-async def test_capacity_and_spreading_over_asking_nodes(env):
-    ctx, leases, prot = env
+async def test_capacity_and_spreading_over_asking_nodes(six_disk_plan):
+    ctx, leases, prot = six_disk_plan
     await _register(ctx, "n1", max_tasks=1)
     await prot.run_plan("plans/p")  # 6 replicate tasks
     assert await leases.acquire_task("nodes/n1") is not None
@@ -105,8 +108,8 @@ async def test_capacity_and_spreading_over_asking_nodes(env):
     assert await leases.acquire_task("nodes/n2") is not None
 
 
-async def test_draining_node_gets_nothing_and_releases_running_tasks(env):
-    ctx, leases, prot = env
+async def test_draining_node_gets_nothing_and_releases_running_tasks(six_disk_plan):
+    ctx, leases, prot = six_disk_plan
     await _register(ctx, "n1", "n2")
     await prot.run_plan("plans/p")
     t = await leases.acquire_task("nodes/n1")
@@ -132,7 +135,7 @@ async def test_draining_node_gets_nothing_and_releases_running_tasks(env):
     assert not (await get_node(ctx, "nodes/n1")).draining
 
 
-async def test_rpo_report_lists_every_plan(env):
-    ctx, leases, prot = env
+async def test_rpo_report_lists_every_plan(six_disk_plan):
+    ctx, leases, prot = six_disk_plan
     [status] = await prot.rpo_report()
     assert status.plan.id == "p" and not status.rpo_met and status.last_point is None

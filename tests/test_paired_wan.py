@@ -16,7 +16,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.wanproxy import WanProxy
-from tests.conftest import MiB, make_disk, write_at
+from tests.helpers.disks import MiB, make_disk, write_at
 from tools.localcluster import Cluster, free_port, sha256, wait_for
 
 # The target node's credit window in these tests (min = max: not adapted), so that

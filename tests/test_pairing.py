@@ -23,14 +23,15 @@ from dr_control.services.leasing import NO_TARGET_NODE
 from dr_control.services.nodes import (heartbeat, list_nodes, node_online, register_node,
                                        set_draining)
 from dr_control.services.points import PointService
-from tests.conftest import MiB, make_disk, service_context, two_disk_plan
+from tests.helpers.disks import MiB, make_disk
+from tests.helpers.services import service_context, two_disk_plan
 from tools.localcluster import Cluster, free_port, wait_for
 
 TRANSFER = "127.0.0.1:7443"
 
 
 @pytest.fixture
-async def env(metadata_url, tmp_path):
+async def paired_plan(metadata_url, tmp_path):
     """Sites src (file) and dst (paired, the repository), plan p from src to dst with
     two disks; nodes: s1 at src, t1 at dst serving transfers, u of no site."""
     async with service_context(metadata_url, tmp_path) as ctx:
@@ -74,8 +75,8 @@ async def _replicate_all(leases) -> None:
         await _complete(leases, t, {"root_hash": "ab" * 32, "size_bytes": MiB})
 
 
-async def test_replicate_goes_to_the_source_site_with_its_target_node(env):
-    ctx, leases, prot = env
+async def test_replicate_goes_to_the_source_site_with_its_target_node(paired_plan):
+    ctx, leases, prot = paired_plan
     await prot.run_plan("plans/p")
     # Nodes of no site, and the target site's, never get the source-side work.
     assert await leases.acquire_task("nodes/u") is None
@@ -90,10 +91,10 @@ async def test_replicate_goes_to_the_source_site_with_its_target_node(env):
     assert msg.replicate.pair.cert_name == ""
 
 
-async def test_the_pair_carries_the_target_nodes_certificate_name(env):
+async def test_the_pair_carries_the_target_nodes_certificate_name(paired_plan):
     """A target node that registered with a certificate shared by its pods (named by
     the prefix of their ids): the source is told that name, not the node id."""
-    ctx, leases, prot = env
+    ctx, leases, prot = paired_plan
     await register_node(ctx, "pool-a1", hostname="pool-a1", version="t", max_tasks=4,
                         budget_bytes=1, site="dst", transfer_address="127.0.0.1:7444",
                         cert_name="pool")
@@ -108,8 +109,8 @@ async def test_the_pair_carries_the_target_nodes_certificate_name(env):
     assert load(await _task(ctx, t.id)).pair.cert_name == "pool"
 
 
-async def test_repository_tasks_go_to_the_target_site_only(env, tmp_path):
-    ctx, leases, prot = env
+async def test_repository_tasks_go_to_the_target_site_only(paired_plan, tmp_path):
+    ctx, leases, prot = paired_plan
     await prot.run_plan("plans/p")
     await _replicate_all(leases)
     assert await leases.acquire_task("nodes/u") is None
@@ -134,8 +135,8 @@ async def test_repository_tasks_go_to_the_target_site_only(env, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["offline", "draining", "no-transfer-address"])
-async def test_no_target_node_leaves_the_replicate_task_queued(env, how):
-    ctx, leases, prot = env
+async def test_no_target_node_leaves_the_replicate_task_queued(paired_plan, how):
+    ctx, leases, prot = paired_plan
     if how == "offline":
         await _set_node(ctx, "t1", last_heartbeat_time=utcnow() - timedelta(minutes=5))
     elif how == "draining":
@@ -160,8 +161,8 @@ async def test_no_target_node_leaves_the_replicate_task_queued(env, how):
     assert t is not None and load(t).pair.address == TRANSFER and t.error_reason == ""
 
 
-async def test_the_least_loaded_target_node_is_chosen(env):
-    ctx, leases, prot = env
+async def test_the_least_loaded_target_node_is_chosen(paired_plan):
+    ctx, leases, prot = paired_plan
     await register_node(ctx, "t2", hostname="t2", version="t", max_tasks=4, budget_bytes=1,
                         site="dst", transfer_address="127.0.0.1:7444")
     await heartbeat(ctx, "nodes/t1", running_tasks=0, inflight_bytes=0, backpressure=0.9)
@@ -174,8 +175,8 @@ async def test_the_least_loaded_target_node_is_chosen(env):
     assert load(second).pair.node == "nodes/t1"
 
 
-async def test_unpaired_plans_stay_with_nodes_of_no_site(env):
-    ctx, leases, prot = env
+async def test_unpaired_plans_stay_with_nodes_of_no_site(paired_plan):
+    ctx, leases, prot = paired_plan
     await prot.create_plan("q", source_site="sites/src", target_site="sites/plain",
                            target_kind="fs", workloads=["sites/src/workloads/a"], disks=[],
                            rpo_seconds=60, keep_last=0, chunk_size=0, compression="")
@@ -187,8 +188,8 @@ async def test_unpaired_plans_stay_with_nodes_of_no_site(env):
     assert convert.task(t).replicate.pair.address == ""
 
 
-async def test_heartbeat_pairs_and_site_show_in_list_nodes(env):
-    ctx, leases, prot = env
+async def test_heartbeat_pairs_and_site_show_in_list_nodes(paired_plan):
+    ctx, leases, prot = paired_plan
     pair = {"node": "nodes/t1", "address": TRANSFER, "streams": 2, "rtt_seconds": 0.004,
             "throughput_bytes_per_second": 5e7, "credit_bytes": "33554432", "errors": "1"}
     await heartbeat(ctx, "nodes/s1", running_tasks=2, inflight_bytes=0, pairs=[pair])
@@ -201,8 +202,8 @@ async def test_heartbeat_pairs_and_site_show_in_list_nodes(env):
     assert list(nodes["t1"].pairs) == []
 
 
-async def test_a_site_is_a_resource_id(env):
-    ctx, leases, prot = env
+async def test_a_site_is_a_resource_id(paired_plan):
+    ctx, leases, prot = paired_plan
     from dr_common.errors import InvalidArgument
     with pytest.raises(InvalidArgument, match="site"):
         await register_node(ctx, "x", hostname="x", version="t", max_tasks=1, budget_bytes=1,

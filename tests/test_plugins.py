@@ -12,13 +12,11 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
-import uuid
 from pathlib import Path
 
 import pytest
 
 from dr_common import sources, targets
-from dr_common.aws import AwsSettings
 from dr_common.errors import InvalidArgument
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 from dr_common.remote import RetryPolicy
@@ -31,9 +29,9 @@ from dr_node import tasks
 from dr_node.config import EngineConfig
 from dr_node.engine import Engine
 from dr_node.tasks.base import check_known
-from tests.conftest import MiB, make_disk
+from tests.helpers import ROOT
+from tests.helpers.disks import MiB, make_disk
 
-ROOT = Path(__file__).resolve().parent.parent
 KIND_NAMES = "|".join(sorted({*sources.KINDS, *targets.KINDS}))
 # `kind == "aws"`, `source.kind != 'ebs'`, `kind in ("fs", ...)`: a branch on a platform.
 _DISPATCH = re.compile(rf"""(==|!=)\s*["']({KIND_NAMES})["']|["']({KIND_NAMES})["']\s*(==|!=)"""
@@ -129,19 +127,13 @@ def test_locators_come_from_the_registries():
 
 
 async def test_slowdown_cuts_the_limiter_and_puts_are_retried_at_one_layer(
-        tmp_path, aws_peer, aws):
-    bucket = f"dr-plug-{uuid.uuid4().hex[:10]}"
-    aws("s3").create_bucket(Bucket=bucket)
-    env = aws_peer.env()
-    settings = AwsSettings(region=aws_peer.region, endpoint_url=aws_peer.endpoint,
-                           access_key_id=env["AWS_ACCESS_KEY_ID"],
-                           secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+        tmp_path, aws_peer, aws_settings, bucket):
     disk = tmp_path / "d.img"
     make_disk(disk, 24 * MiB, [(0, 24 * MiB)])
     chunk = 256 << 10
     engine = Engine(EngineConfig(window_chunks=16, workers=2, max_concurrency=16))
     loc = targets.locator("s3", f"s3://{bucket}/repo")
-    loc.site.aws.CopyFrom(common_pb2.AwsSettings(**settings.as_dict()))
+    loc.site.aws.CopyFrom(common_pb2.AwsSettings(**aws_settings.as_dict()))
     try:
         async with targets.opened(loc, engine.target_env([str(tmp_path)])) as target:
             with FileDisk(disk) as src:

@@ -1,4 +1,4 @@
-"""EC2 recovery against the AWS peer (moto behind tests/aws_peer.py): boot groups start in
+"""EC2 recovery against the AWS peer (moto behind tests/peers/aws/): boot groups start in
 order, instances land on the planned subnet, security groups and IP with our tags, their
 volumes are made from the recovery point's snapshots (same content), cleanup removes
 everything but the snapshots, a wrong plan creates nothing, and throttling is survived."""
@@ -6,7 +6,6 @@ everything but the snapshots, a wrong plan creates nothing, and throttling is su
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +30,6 @@ GiB = 1 << 30
 MiB = 1 << 20
 
 
-
-@pytest.fixture
-def peer(aws_peer) -> Iterator[Any]:
-    yield aws_peer
-
-
 # --- a target site with a recovery point --------------------------------------------------
 
 @dataclass
@@ -51,49 +44,45 @@ class Site:
 
 
 @pytest.fixture
-def site(peer) -> Site:
-    import boto3
-    settings = AwsSettings(region=peer.region, endpoint_url=peer.endpoint,
-                           access_key_id="testing", secret_access_key="testing-secret")
-    ec2 = boto3.client("ec2", region_name=peer.region, endpoint_url=peer.endpoint,
-                       aws_access_key_id="testing", aws_secret_access_key="testing-secret")
+def site(aws_settings, boto) -> Site:
+    ec2 = boto("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.8.1.0/24",
                                AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
     web_sg, db_sg = (ec2.create_security_group(GroupName=n, Description=n, VpcId=vpc)["GroupId"]
                      for n in ("web", "db"))
-    return Site(settings, ec2, vpc, subnet, web_sg, db_sg, {})
+    return Site(aws_settings, ec2, vpc, subnet, web_sg, db_sg, {})
 
 
-def snapshot_disk(peer: Any, site: Site, device: str, seed: int) -> RecoveredDisk:
+def snapshot_disk(aws_peer: Any, site: Site, device: str, seed: int) -> RecoveredDisk:
     """A 1 GiB source volume with data at its start and end, snapshotted."""
     volume = site.ec2.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"]
     rnd = random.Random(seed)
-    peer.write_volume(volume, 0, rnd.randbytes(MiB))
-    peer.write_volume(volume, GiB - MiB, rnd.randbytes(MiB))
+    aws_peer.write_volume(volume, 0, rnd.randbytes(MiB))
+    aws_peer.write_volume(volume, GiB - MiB, rnd.randbytes(MiB))
     snapshot = site.ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
     site.sources[snapshot] = volume
     return RecoveredDisk(device, snapshot, GiB)
 
 
-def spec(peer: Any, site: Site, workload: str, *, disks: int = 1, **kw: Any) -> InstanceSpec:
+def spec(aws_peer: Any, site: Site, workload: str, *, disks: int = 1, **kw: Any) -> InstanceSpec:
     seed = sum(map(ord, workload))
     return InstanceSpec(
         workload=workload,
-        disks=tuple(snapshot_disk(peer, site, f"/dev/xvd{chr(ord('a') + i)}", seed + i)
+        disks=tuple(snapshot_disk(aws_peer, site, f"/dev/xvd{chr(ord('a') + i)}", seed + i)
                     for i in range(disks)),
         instance_type=kw.pop("instance_type", "t3.medium"),
         subnet_id=kw.pop("subnet_id", site.subnet),
         security_group_ids=kw.pop("security_group_ids", (site.db_sg,)), **kw)
 
 
-def two_group_plan(peer: Any, site: Site) -> list[BootGroup]:
+def two_group_plan(aws_peer: Any, site: Site) -> list[BootGroup]:
     return [
         BootGroup("databases", (
-            spec(peer, site, "db-1", disks=2, private_ip="10.8.1.10"),
-            spec(peer, site, "db-2"))),
+            spec(aws_peer, site, "db-1", disks=2, private_ip="10.8.1.10"),
+            spec(aws_peer, site, "db-2"))),
         BootGroup("web", (
-            spec(peer, site, "web-1", security_group_ids=(site.web_sg, site.db_sg),
+            spec(aws_peer, site, "web-1", security_group_ids=(site.web_sg, site.db_sg),
                  tags={"team": "storefront"}),)),
     ]
 
@@ -125,8 +114,8 @@ def recovery_throttles() -> float:
 
 # --- tests --------------------------------------------------------------------------------
 
-async def test_groups_boot_in_order_on_the_planned_network(peer, site):
-    plan = two_group_plan(peer, site)
+async def test_groups_boot_in_order_on_the_planned_network(aws_peer, site):
+    plan = two_group_plan(aws_peer, site)
     events: list[RecoveryEvent] = []
     recovered = await recover(site.settings, "exec-1", plan, test_mode=True,
                               on_event=events.append, running_timeout=30)
@@ -158,7 +147,7 @@ async def test_groups_boot_in_order_on_the_planned_network(peer, site):
             assert tags == {**s.tags, "hybrid-dr:execution": "exec-1",
                             "hybrid-dr:workload": s.workload, "hybrid-dr:test": "true"}
             assert desc["RootDeviceName"] == s.disks[0].device_name
-            check_volumes(peer, site, s, got.volume_ids)
+            check_volumes(aws_peer, site, s, got.volume_ids)
 
     # Everything recovery made can be found by its tag: that is what cleanup relies on.
     found = tagged(site, "exec-1")
@@ -169,7 +158,7 @@ async def test_groups_boot_in_order_on_the_planned_network(peer, site):
     assert sorted(found["images"]) == sorted(r.image_id for r in recovered)
 
 
-def check_volumes(peer: Any, site: Site, s: InstanceSpec, volume_ids: tuple[str, ...]) -> None:
+def check_volumes(aws_peer: Any, site: Site, s: InstanceSpec, volume_ids: tuple[str, ...]) -> None:
     """Each disk became a volume at its device, from its snapshot, with the source's bytes."""
     volumes = site.ec2.describe_volumes(VolumeIds=list(volume_ids))["Volumes"]
     by_device = {v["Attachments"][0]["Device"]: v for v in volumes}
@@ -179,15 +168,16 @@ def check_volumes(peer: Any, site: Site, s: InstanceSpec, volume_ids: tuple[str,
         assert volume["SnapshotId"] == d.snapshot_id
         assert volume["Size"] * GiB == d.size_bytes
         assert volume["VolumeType"] == "gp3"
-        assert peer.volume_sha256(volume["VolumeId"]) == \
-            peer.volume_sha256(site.sources[d.snapshot_id])
+        assert aws_peer.volume_sha256(volume["VolumeId"]) == \
+            aws_peer.volume_sha256(site.sources[d.snapshot_id])
 
 
-async def test_cleanup_removes_everything_but_the_snapshots(peer, site):
-    plan = two_group_plan(peer, site)
+async def test_cleanup_removes_everything_but_the_snapshots(aws_peer, site):
+    plan = two_group_plan(aws_peer, site)
     recovered = await recover(site.settings, "exec-2", plan, test_mode=True, running_timeout=30)
     # Another execution's instance must survive our cleanup.
-    other = await recover(site.settings, "exec-other", [BootGroup("g", (spec(peer, site, "x"),))],
+    other = await recover(site.settings, "exec-other",
+                          [BootGroup("g", (spec(aws_peer, site, "x"),))],
                           test_mode=True, running_timeout=30)
 
     events: list[RecoveryEvent] = []
@@ -207,8 +197,8 @@ async def test_cleanup_removes_everything_but_the_snapshots(peer, site):
     assert again == {"instances": [], "volumes": [], "network_interfaces": [], "images": []}
 
 
-async def test_resumed_execution_does_not_launch_twice(peer, site):
-    plan = [BootGroup("g", (spec(peer, site, "app", private_ip="10.8.1.20"),))]
+async def test_resumed_execution_does_not_launch_twice(aws_peer, site):
+    plan = [BootGroup("g", (spec(aws_peer, site, "app", private_ip="10.8.1.20"),))]
     first = await recover(site.settings, "exec-3", plan, test_mode=False, running_timeout=30)
     again = await recover(site.settings, "exec-3", plan, test_mode=False, running_timeout=30)
     assert again == first
@@ -227,9 +217,9 @@ async def test_resumed_execution_does_not_launch_twice(peer, site):
     ({"disks": ()}, "disks"),
     ({"instance_type": " "}, "instance_type"),
 ])
-async def test_a_wrong_plan_creates_nothing(peer, site, change, field):
-    good = spec(peer, site, "good", private_ip="10.8.1.10")
-    bad = InstanceSpec(**{**spec(peer, site, "bad").__dict__, **change})
+async def test_a_wrong_plan_creates_nothing(aws_peer, site, change, field):
+    good = spec(aws_peer, site, "good", private_ip="10.8.1.10")
+    bad = InstanceSpec(**{**spec(aws_peer, site, "bad").__dict__, **change})
     plan = [BootGroup("first", (good,)), BootGroup("second", (bad,))]
     with pytest.raises(InvalidArgument) as caught:
         await recover(site.settings, "exec-4", plan, test_mode=True, running_timeout=30)
@@ -240,17 +230,17 @@ async def test_a_wrong_plan_creates_nothing(peer, site, change, field):
     assert site.ec2.describe_images(Owners=["self"])["Images"] == []
 
 
-async def test_throttled_ec2_is_retried_and_counted(peer, site):
-    plan = two_group_plan(peer, site)
+async def test_throttled_ec2_is_retried_and_counted(aws_peer, site):
+    plan = two_group_plan(aws_peer, site)
     throttles_before = recovery_throttles()
     launches_before = launches_ok()
-    peer.faults(throttle_rate=0.2, services=["ec2"], seed=7)
+    aws_peer.faults(throttle_rate=0.2, services=["ec2"], seed=7)
     try:
         recovered = await recover(site.settings, "exec-5", plan, test_mode=True,
                                   running_timeout=30)
         deleted = await cleanup(site.settings, "exec-5")
     finally:
-        peer.clear_faults()
+        aws_peer.clear_faults()
     assert len(recovered) == 3 and all(r.state == "running" for r in recovered)
     assert sorted(deleted["instances"]) == sorted(r.instance_id for r in recovered)
     assert recovery_throttles() > throttles_before
@@ -258,14 +248,14 @@ async def test_throttled_ec2_is_retried_and_counted(peer, site):
     assert tagged(site, "exec-5")["instances"] == []
 
 
-async def test_a_failed_launch_says_what_failed_and_leaves_it_for_cleanup(peer, site):
+async def test_a_failed_launch_says_what_failed_and_leaves_it_for_cleanup(aws_peer, site):
     # The address is taken by something outside the plan: only the launch can find out.
     image = site.ec2.register_image(Name="someone else's")["ImageId"]
     site.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=site.subnet,
                            PrivateIpAddress="10.8.1.30")
-    plan = [BootGroup("databases", (spec(peer, site, "db-1"),)),
-            BootGroup("web", (spec(peer, site, "web-1", private_ip="10.8.1.30"),
-                              spec(peer, site, "web-2")))]
+    plan = [BootGroup("databases", (spec(aws_peer, site, "db-1"),)),
+            BootGroup("web", (spec(aws_peer, site, "web-1", private_ip="10.8.1.30"),
+                              spec(aws_peer, site, "web-2")))]
     events: list[RecoveryEvent] = []
     with pytest.raises(recovery.RecoveryFailed) as caught:
         await recover(site.settings, "exec-6", plan, test_mode=True, on_event=events.append,

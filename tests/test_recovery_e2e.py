@@ -29,9 +29,9 @@ TAG_EXECUTION = "hybrid-dr:execution"
 class Source:
     """An EC2 instance with content on its root volume and, optionally, a data volume."""
 
-    def __init__(self, aws, seed: int, *, data_volume: bool):
-        self.peer = aws.peer
-        ec2 = aws("ec2")
+    def __init__(self, boto, seed: int, *, data_volume: bool):
+        self.peer = boto.peer
+        ec2 = boto("ec2")
         image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         inst = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
                                  InstanceType="t3.micro")["Instances"][0]
@@ -55,8 +55,8 @@ class Source:
 class Target:
     """The recovery site's network: a VPC, a subnet and two security groups."""
 
-    def __init__(self, aws):
-        ec2 = aws("ec2")
+    def __init__(self, boto):
+        ec2 = boto("ec2")
         self.vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
         self.subnet = ec2.create_subnet(VpcId=self.vpc, CidrBlock="10.8.1.0/24",
                                         AvailabilityZone=AZ)["Subnet"]["SubnetId"]
@@ -65,15 +65,15 @@ class Target:
             for n in ("db", "web"))
 
 
-def _protect(c: Cluster, aws) -> tuple[Source, Source, dict[str, str], dict]:
+def _protect(c: Cluster, boto) -> tuple[Source, Source, dict[str, str], dict]:
     """Two instances protected into ebs by one real cycle; returns their state at the point."""
-    db = Source(aws, 1, data_volume=True)
-    web = Source(aws, 2, data_volume=False)
+    db = Source(boto, 1, data_volume=True)
+    web = Source(boto, 2, data_volume=False)
     db.write(db.root, [0, 1, 40])
     db.write(db.data, [0, 7, 2047])
     web.write(web.root, [0, 3])
-    common = ["--kind", "aws", "--region", aws.peer.region, "--endpoint-url", aws.peer.endpoint,
-              "--access-key-id", aws.key]
+    common = ["--kind", "aws", "--region", boto.peer.region, "--endpoint-url", boto.peer.endpoint,
+              "--access-key-id", boto.key]
     c.drctl("site", "add", "ec2", *common)
     c.drctl("site", "add", "cloud", *common)
     c.drctl("plan", "create", "p1", "--source", "ec2", "--target", "cloud", "--target-kind",
@@ -91,8 +91,8 @@ def _protect(c: Cluster, aws) -> tuple[Source, Source, dict[str, str], dict]:
     return db, web, at_point, point
 
 
-def _tagged(aws, execution: str) -> dict[str, list[str]]:
-    ec2 = aws("ec2")
+def _tagged(boto, execution: str) -> dict[str, list[str]]:
+    ec2 = boto("ec2")
     f = [{"Name": f"tag:{TAG_EXECUTION}", "Values": [execution]}]
     return {
         "instances": [i["InstanceId"] for r in ec2.describe_instances(Filters=f)["Reservations"]
@@ -105,8 +105,8 @@ def _tagged(aws, execution: str) -> dict[str, list[str]]:
     }
 
 
-def _live_instances(aws) -> list[str]:
-    return [i["InstanceId"] for r in aws("ec2").describe_instances()["Reservations"]
+def _live_instances(boto) -> list[str]:
+    return [i["InstanceId"] for r in boto("ec2").describe_instances()["Reservations"]
             for i in r["Instances"] if i["State"]["Name"] != "terminated"]
 
 
@@ -120,10 +120,10 @@ def _create_two_groups(c: Cluster, db: Source, web: Source, net: Target,
 
 
 @pytest.mark.e2e
-def test_two_group_drill_boots_in_order_from_the_point_and_cleans_up(cluster: Cluster, aws):
+def test_two_group_drill_boots_in_order_from_the_point_and_cleans_up(cluster: Cluster, boto):
     c = cluster
-    db, web, at_point, point = _protect(c, aws)
-    net = Target(aws)
+    db, web, at_point, point = _protect(c, boto)
+    net = Target(boto)
     _create_two_groups(c, db, web, net)
     plan = c.drctl_json("recovery-plan", "get", "rp1")
     assert [g["name"] for g in plan["boot_groups"]] == ["databases", "web"]
@@ -148,7 +148,7 @@ def test_two_group_drill_boots_in_order_from_the_point_and_cleans_up(cluster: Cl
     assert steps.index(("web", web.instance, "instance-launched")) > group1_up
     assert steps[-1] == ("web", "", "group-running")
 
-    ec2 = aws("ec2")
+    ec2 = boto("ec2")
     recovered = {i["workload"].rsplit("/", 1)[-1]: i for i in execution["instances"]}
     assert set(recovered) == {db.instance, web.instance}
     for source, instance_type in ((db, "t3.medium"), (web, "t3.small")):
@@ -168,10 +168,10 @@ def test_two_group_drill_boots_in_order_from_the_point_and_cleans_up(cluster: Cl
             expected["/dev/xvdf"] = source.data
         assert sorted(by_device) == sorted(expected)
         for device, source_volume in expected.items():
-            assert aws.peer.volume_sha256(by_device[device]) == at_point[source_volume], \
+            assert boto.peer.volume_sha256(by_device[device]) == at_point[source_volume], \
                 f"{device} of {source.instance} differs from the source at the point"
-            assert aws.peer.volume_sha256(by_device[device]) != \
-                aws.peer.volume_sha256(source_volume)  # the later write is not there
+            assert boto.peer.volume_sha256(by_device[device]) != \
+                boto.peer.volume_sha256(source_volume)  # the later write is not there
     assert recovered[db.instance]["private_ip"] == "10.8.1.10"
     web_tags = {t["Key"]: t["Value"] for t in ec2.describe_instances(
         InstanceIds=[recovered[web.instance]["instance_id"]])["Reservations"][0][
@@ -191,22 +191,22 @@ def test_two_group_drill_boots_in_order_from_the_point_and_cleans_up(cluster: Cl
     assert cleaned["state"] == "cleaned-up" and cleaned["done"]
     assert [e["step"] for e in cleaned["events"]][-4:] == [
         "cleanup-instances", "cleanup-volumes", "cleanup-network-interfaces", "cleanup-images"]
-    assert _tagged(aws, name) == {"instances": [], "volumes": [], "network_interfaces": [],
+    assert _tagged(boto, name) == {"instances": [], "volumes": [], "network_interfaces": [],
                                   "images": []}
     # The recovery point's snapshots are kept, and so are the sources.
     snapshots = [d["snapshot_id"] for d in point["disks"]]
     assert len(ec2.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]) == len(snapshots)
-    assert sorted(_live_instances(aws)) == sorted([db.instance, web.instance])
+    assert sorted(_live_instances(boto)) == sorted([db.instance, web.instance])
     c.drctl("recovery-plan", "delete", "rp1")
     assert c.drctl_json("recovery-plan", "list") == []
 
 
 @pytest.mark.e2e
-def test_a_wrong_plan_fails_with_the_field_and_creates_nothing(cluster: Cluster, aws):
+def test_a_wrong_plan_fails_with_the_field_and_creates_nothing(cluster: Cluster, boto):
     c = cluster
-    db, web, _, _ = _protect(c, aws)
-    net = Target(aws)
-    before = sorted(_live_instances(aws))
+    db, web, _, _ = _protect(c, boto)
+    net = Target(boto)
+    before = sorted(_live_instances(boto))
 
     # An unknown subnet: only EC2 knows, so the run is refused before anything is made.
     c.drctl("recovery-plan", "create", "rp2", "--plan", "p1",
@@ -218,8 +218,8 @@ def test_a_wrong_plan_fails_with_the_field_and_creates_nothing(cluster: Cluster,
     assert "INVALID_ARGUMENT" in err and "subnet-0123456789abcdef0" in err
     assert "field network_mapping.subnet_id" in err and "Traceback" not in err
     assert c.drctl_json("recovery", "list", "rp2") == []
-    assert sorted(_live_instances(aws)) == before
-    assert aws("ec2").describe_images(Owners=["self"])["Images"] == []
+    assert sorted(_live_instances(boto)) == before
+    assert boto("ec2").describe_images(Owners=["self"])["Images"] == []
 
     # What the control plane knows is checked at create time, naming the field.
     for group, field in (
@@ -240,13 +240,13 @@ def test_a_wrong_plan_fails_with_the_field_and_creates_nothing(cluster: Cluster,
 
 @pytest.mark.e2e
 def test_an_execution_interrupted_by_a_restart_resumes_without_launching_twice(
-        cluster: Cluster, aws):
+        cluster: Cluster, boto):
     c = cluster
-    db, web, at_point, _ = _protect(c, aws)
-    net = Target(aws)
+    db, web, at_point, _ = _protect(c, boto)
+    net = Target(boto)
     _create_two_groups(c, db, web, net)
     # Slow instance polling down so the restart lands in the middle of the run.
-    aws.peer.faults(latency_ms=1500, services=["ec2"], operations=["DescribeInstances"])
+    boto.peer.faults(latency_ms=1500, services=["ec2"], operations=["DescribeInstances"])
     started = c.drctl_json("recovery", "run", "rp1", "--test")
     name = started["name"]
     short = name.split("/", 1)[1].replace("executions/", "")
@@ -254,18 +254,18 @@ def test_an_execution_interrupted_by_a_restart_resumes_without_launching_twice(
                          c.drctl_json("recovery", "get", short)["events"]),
              timeout=60, what="a first launch")
     c.restart_control()
-    aws.peer.clear_faults()
+    boto.peer.clear_faults()
     code, out, err = c.drctl("recovery", "get", short, "--wait", "--output", "json")
     assert code == 0, err
     execution = json.loads(out)
     assert execution["state"] == "completed", execution
     assert "resumed" in [e["step"] for e in execution["events"]]
-    tagged = _tagged(aws, name)
+    tagged = _tagged(boto, name)
     assert len(tagged["instances"]) == 2 and len(tagged["images"]) == 2, tagged
     assert sorted(tagged["instances"]) == sorted(i["instance_id"]
                                                  for i in execution["instances"])
     c.drctl("recovery", "cleanup", short, "--wait")
-    assert _tagged(aws, name)["instances"] == []
+    assert _tagged(boto, name)["instances"] == []
 
 
 # --- without daemons: the checks of a recovery plan, and the --group syntax -------------

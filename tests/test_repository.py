@@ -1,8 +1,9 @@
-"""Repository format v1 against a real directory: objects, dedup, manifests, verify."""
+"""Repository format v1 against a real directory: encodings, dedup, manifests, verify,
+recovery points. (What every object store must do, FsStore included, is the contract
+suite's: tests/contracts/test_object_stores.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -32,25 +33,17 @@ from dr_common.repository import (
     point_key,
     segment_key,
 )
+from tests.helpers.repository import CHUNK, chunk_data
 
-CHUNK = 4096
 CHUNKS = 2500  # three segments: 1024 + 1024 + 452
 SIZE = CHUNK * CHUNKS - 100  # a short last chunk
-
-
-def chunk_data(index: int, size: int = SIZE) -> bytes:
-    """Unique, compressible content for chunk `index`; every 7th chunk is zeros."""
-    length = min(CHUNK, size - index * CHUNK)
-    if index % 7 == 3:
-        return bytes(length)
-    return ((index + 1).to_bytes(8, "little") * (CHUNK // 8))[:length]
 
 
 async def store_disk(repo: Repository, compression: str = "zstd") -> list[bytes]:
     """Store the test disk's chunks the way a cycle does; return its chunk ids."""
     ids = []
     for i in range(CHUNKS):
-        data = chunk_data(i)
+        data = chunk_data(i, SIZE)
         if not any(data):
             ids.append(ZERO_ID)
             continue
@@ -68,13 +61,15 @@ async def write_manifest(repo: Repository, ids: list[bytes], disk: str = "disk-a
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FsStore:
+def fs_store(tmp_path: Path) -> FsStore:
+    """An FsStore in tmp_path/repo, without fsyncs (as the engine opens it)."""
     return FsStore(tmp_path / "repo", durable=False)
 
 
 @pytest.fixture
-async def repo(store: FsStore) -> Repository:
-    return await Repository.open_or_create(store)
+async def repo(fs_store: FsStore) -> Repository:
+    """A new repository on `fs_store`."""
+    return await Repository.open_or_create(fs_store)
 
 
 def object_path(store: FsStore, key: str) -> Path:
@@ -85,67 +80,6 @@ def flip_byte(path: Path, at: int) -> None:
     data = bytearray(path.read_bytes())
     data[at] ^= 0x01
     path.write_bytes(bytes(data))
-
-
-# -- FsStore -----------------------------------------------------------------------
-
-
-async def test_fsstore_put_get_exists_delete(tmp_path: Path) -> None:
-    store = FsStore(tmp_path / "r", durable=True)
-    assert await store.put("a/b/c", b"hello") is True
-    assert await store.get("a/b/c") == b"hello"
-    assert await store.exists("a/b/c")
-    assert not await store.exists("a/b")  # a directory is not an object
-    assert await store.put("a/b/c", memoryview(b"world")) is True  # plain put overwrites
-    assert await store.get("a/b/c") == b"world"
-    await store.delete("a/b/c")
-    await store.delete("a/b/c")  # missing is fine
-    assert not await store.exists("a/b/c")
-    with pytest.raises(ObjectNotFound):
-        await store.get("a/b/c")
-    with pytest.raises(ObjectNotFound):
-        await store.get("a/b")
-
-
-async def test_fsstore_conditional_put_never_overwrites(store: FsStore) -> None:
-    assert await store.put("config", b"first", if_absent=True) is True
-    assert await store.put("config", b"second", if_absent=True) is False
-    assert await store.get("config") == b"first"
-    leftovers = [n for _, _, files in os.walk(store.root) for n in files if n.startswith(".tmp-")]
-    assert leftovers == []
-
-
-async def test_fsstore_concurrent_conditional_puts_have_one_winner(store: FsStore) -> None:
-    results = await asyncio.gather(
-        *(store.put("x/key", f"writer {i}".encode(), if_absent=True) for i in range(16))
-    )
-    assert results.count(True) == 1
-    assert await store.get("x/key") == f"writer {results.index(True)}".encode()
-
-
-async def test_fsstore_list_is_sorted_filtered_and_skips_temp_files(store: FsStore) -> None:
-    keys = ["a.b", "a/x", "a-c", "a0", "points/p1.json", "points/p2.json", "chunks/ab/1",
-            "chunks/ac/2", "chunks/b0/3"]
-    for k in keys:
-        await store.put(k, b"v")
-    (store.root / "points" / ".tmp-deadbeef").write_bytes(b"partial")
-    assert [k async for k in store.list("")] == sorted(keys)
-    assert [k async for k in store.list("points/")] == ["points/p1.json", "points/p2.json"]
-    assert [k async for k in store.list("chunks/a")] == ["chunks/ab/1", "chunks/ac/2"]
-    assert [k async for k in store.list("nothing/")] == []
-
-
-@pytest.mark.parametrize("key", ["", "/abs", "../x", "a/../b", "a//b", "a/", "./a", ".tmp-x"])
-async def test_fsstore_rejects_keys_that_escape_or_collide(store: FsStore, key: str) -> None:
-    with pytest.raises(RepositoryError):
-        await store.put(key, b"x")
-    with pytest.raises(RepositoryError):
-        await store.get(key)
-    with pytest.raises(RepositoryError):
-        await store.exists(key)
-    with pytest.raises(RepositoryError):
-        await store.delete(key)
-    assert not (store.root.parent / "x").exists()
 
 
 # -- encodings -----------------------------------------------------------------------
@@ -249,32 +183,20 @@ def test_point_key_rejects_bad_ids(point_id: str) -> None:
 # -- opening -----------------------------------------------------------------------
 
 
-async def test_concurrent_open_or_create_agree_on_the_key(store: FsStore) -> None:
-    repos = await asyncio.gather(*(Repository.open_or_create(store) for _ in range(8)))
-    assert len({r.id for r in repos}) == 1
-    assert len({r.chunk_id(b"same data") for r in repos}) == 1
-    reopened = await Repository.open(store)
-    assert reopened.id == repos[0].id
-    assert reopened.chunk_id(b"same data") == repos[0].chunk_id(b"same data")
-    config = json.loads(await store.get("config"))
-    assert config["format"] == "hybrid-dr-repository" and config["version"] == 1
-    assert len(bytes.fromhex(config["chunk_key"])) == 32
-
-
-async def test_open_without_config_says_so(store: FsStore) -> None:
+async def test_open_without_config_says_so(fs_store: FsStore) -> None:
     with pytest.raises(RepositoryError, match="no repository at"):
-        await Repository.open(store)
+        await Repository.open(fs_store)
 
 
 @pytest.mark.parametrize("change", [{"version": 2}, {"format": "restic"}])
-async def test_open_refuses_other_format_or_version(store: FsStore, change: dict) -> None:
-    await Repository.open_or_create(store)
-    config = json.loads(await store.get("config")) | change
-    await store.put("config", json.dumps(config).encode())
+async def test_open_refuses_other_format_or_version(fs_store: FsStore, change: dict) -> None:
+    await Repository.open_or_create(fs_store)
+    config = json.loads(await fs_store.get("config")) | change
+    await fs_store.put("config", json.dumps(config).encode())
     with pytest.raises(RepositoryError):
-        await Repository.open(store)
+        await Repository.open(fs_store)
     with pytest.raises(RepositoryError):
-        await Repository.open_or_create(store)
+        await Repository.open_or_create(fs_store)
 
 
 async def test_repositories_name_the_same_data_differently(tmp_path: Path) -> None:
@@ -288,7 +210,7 @@ async def test_repositories_name_the_same_data_differently(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("compression", ["none", "zstd"])
 async def test_chunk_round_trip_and_dedup(
-    repo: Repository, store: FsStore, compression: str
+    repo: Repository, fs_store: FsStore, compression: str
 ) -> None:
     data = b"0123456789abcdef" * 65536  # 1 MiB: decoded off the event loop
     cid = repo.chunk_id(data)
@@ -299,15 +221,15 @@ async def test_chunk_round_trip_and_dedup(
     # The same data, e.g. from another disk, dedups to the same object.
     assert repo.chunk_id(bytes(data)) == cid
     assert await repo.put_chunk(cid, encode_chunk(data, compression)) is False
-    assert [k async for k in store.list("chunks/")] == [chunk_key(cid)]
-    stored = (store.root / chunk_key(cid)).read_bytes()
+    assert [k async for k in fs_store.list("chunks/")] == [chunk_key(cid)]
+    stored = (fs_store.root / chunk_key(cid)).read_bytes()
     assert stored[0] == (1 if compression == "zstd" else 0)
 
 
-async def test_zero_id_is_never_stored(repo: Repository, store: FsStore) -> None:
+async def test_zero_id_is_never_stored(repo: Repository, fs_store: FsStore) -> None:
     assert await repo.has_chunk(ZERO_ID)
     assert await repo.put_chunk(ZERO_ID, encode_chunk(bytes(4096), "none")) is False
-    assert [k async for k in store.list("chunks/")] == []
+    assert [k async for k in fs_store.list("chunks/")] == []
     with pytest.raises(RepositoryError):
         await repo.get_chunk(ZERO_ID)
 
@@ -316,7 +238,7 @@ async def test_zero_id_is_never_stored(repo: Repository, store: FsStore) -> None
 
 
 async def test_manifest_writer_builds_a_verifiable_manifest(
-    repo: Repository, store: FsStore
+    repo: Repository, fs_store: FsStore
 ) -> None:
     ids = await store_disk(repo)
     m = await write_manifest(repo, ids)
@@ -330,15 +252,15 @@ async def test_manifest_writer_builds_a_verifiable_manifest(
     assert got == ids
     assert [len(await repo.segment_ids(m, s)) for s in range(3)] == [1024, 1024, 452]
     # Zero chunks took no storage: one object per distinct non-zero chunk.
-    stored = [k async for k in store.list("chunks/")]
+    stored = [k async for k in fs_store.list("chunks/")]
     assert len(stored) == len({c for c in ids if c != ZERO_ID}) == CHUNKS - len(range(3, CHUNKS, 7))
     # Each chunk reads back as the disk's data.
     for i in (0, 1023, 1024, CHUNKS - 1):
-        assert await repo.get_chunk(ids[i], disk="disk-a", offset=i * CHUNK) == chunk_data(i)
+        assert await repo.get_chunk(ids[i], disk="disk-a", offset=i * CHUNK) == chunk_data(i, SIZE)
 
 
 @pytest.mark.parametrize("stop", [0, 1, 1023, 1024, 1500, 2048, CHUNKS])
-async def test_resume_from_checkpoint_gives_the_same_root(repo: Repository, store: FsStore,
+async def test_resume_from_checkpoint_gives_the_same_root(repo: Repository, fs_store: FsStore,
                                                           stop: int) -> None:
     ids = await store_disk(repo)
     uninterrupted = await write_manifest(repo, ids)
@@ -351,7 +273,7 @@ async def test_resume_from_checkpoint_gives_the_same_root(repo: Repository, stor
     assert len(segments) == stop // SEGMENT_CHUNKS and len(tail) == 32 * (stop % SEGMENT_CHUNKS)
     # A restarted node: a fresh Repository and writer from the persisted state only.
     state = json.loads(json.dumps({"segments": segments, "tail": tail.hex()}))
-    reopened = await Repository.open(store)
+    reopened = await Repository.open(fs_store)
     resumed = ManifestWriter(reopened, "disk-a", SIZE, CHUNK,
                              segments=state["segments"], tail=bytes.fromhex(state["tail"]))
     assert resumed.next_chunk == stop
@@ -411,12 +333,13 @@ async def test_verify_clean_disk(repo: Repository) -> None:
     assert progress == sorted(progress) and progress[-1] == CHUNKS and len(progress) == CHUNKS
 
 
-async def test_flipped_byte_is_reported_with_its_offset(repo: Repository, store: FsStore) -> None:
+async def test_flipped_byte_is_reported_with_its_offset(repo: Repository,
+                                                        fs_store: FsStore) -> None:
     ids = await store_disk(repo, compression="none")
     m = await write_manifest(repo, ids)
     index = 1500
     offset = index * CHUNK
-    flip_byte(object_path(store, chunk_key(ids[index])), 100)
+    flip_byte(object_path(fs_store, chunk_key(ids[index])), 100)
 
     with pytest.raises(CorruptData) as e:
         await repo.get_chunk(ids[index], disk="disk-a", offset=offset)
@@ -429,12 +352,12 @@ async def test_flipped_byte_is_reported_with_its_offset(repo: Repository, store:
     assert report.chunks_checked == sum(1 for c in ids if c != ZERO_ID)
 
 
-async def test_all_bad_chunks_are_collected(repo: Repository, store: FsStore) -> None:
+async def test_all_bad_chunks_are_collected(repo: Repository, fs_store: FsStore) -> None:
     ids = await store_disk(repo)
     m = await write_manifest(repo, ids)
-    await store.delete(chunk_key(ids[5]))
-    await store.put(chunk_key(ids[2000]), b"\x09garbage")  # unknown header
-    await store.put(chunk_key(ids[CHUNKS - 1]), encode_chunk(b"other data", "none"))
+    await fs_store.delete(chunk_key(ids[5]))
+    await fs_store.put(chunk_key(ids[2000]), b"\x09garbage")  # unknown header
+    await fs_store.put(chunk_key(ids[CHUNKS - 1]), encode_chunk(b"other data", "none"))
 
     with pytest.raises(CorruptData, match="missing") as e:
         await repo.get_chunk(ids[5], disk="disk-a", offset=5 * CHUNK)
@@ -448,11 +371,11 @@ async def test_all_bad_chunks_are_collected(repo: Repository, store: FsStore) ->
     )
 
 
-async def test_tampered_or_missing_segment_is_detected(repo: Repository, store: FsStore) -> None:
+async def test_tampered_or_missing_segment_is_detected(repo: Repository, fs_store: FsStore) -> None:
     ids = await store_disk(repo)
     m = await write_manifest(repo, ids)
-    flip_byte(object_path(store, segment_key(m.segments[1])), 200)
-    await store.delete(segment_key(m.segments[2]))
+    flip_byte(object_path(fs_store, segment_key(m.segments[1])), 200)
+    await fs_store.delete(segment_key(m.segments[2]))
 
     with pytest.raises(CorruptData, match="hash mismatch"):
         await repo.get_segment(m.segments[1])
@@ -469,10 +392,10 @@ async def test_tampered_or_missing_segment_is_detected(repo: Repository, store: 
     assert report.chunks_checked == sum(1 for c in ids[:1024] if c != ZERO_ID)
 
 
-async def test_tampered_manifest_is_detected(repo: Repository, store: FsStore) -> None:
+async def test_tampered_manifest_is_detected(repo: Repository, fs_store: FsStore) -> None:
     ids = await store_disk(repo)
     m = await write_manifest(repo, ids)
-    path = object_path(store, manifest_key(m.root_hash))
+    path = object_path(fs_store, manifest_key(m.root_hash))
     original = json.loads(path.read_bytes())
 
     tampered = [

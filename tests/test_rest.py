@@ -3,130 +3,101 @@ and errors as gRPC, token roles enforced, and a valid OpenAPI document."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import MiB, make_disk
-from tests.test_e2e import _setup_plan, _wait_points
+from tests.helpers.cluster import rest_call, setup_plan, wait_points, wait_rest
+from tests.helpers.disks import MiB, make_disk
 from tools.localcluster import Cluster, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def call(c: Cluster, path: str, method: str = "GET", body: dict | None = None,
-         token_file: Path | None = None) -> tuple[int, dict]:
-    headers = {"Accept": "application/json"}
-    if token_file is not None:
-        headers["Authorization"] = "Bearer " + token_file.read_text().strip()
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(c.rest_url + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def wait_rest(c: Cluster, token_file: Path | None = None) -> None:
-    """The REST port opens just after gRPC reports SERVING."""
-    def up():
-        try:
-            return call(c, "/v1/me", token_file=token_file)[0] == 200
-        except OSError:
-            return False
-    wait_for(up, what="the REST API to answer")
-
-
 def test_rest_reads_run_and_errors(cluster: Cluster):
     c = cluster
     make_disk(c.src / "vm1.img", 8 * MiB, [(0, 2 * MiB)])
-    plan = _setup_plan(c)
-    _wait_points(c, plan, 1)
+    plan = setup_plan(c)
+    wait_points(c, plan, 1)
     wait_rest(c)
 
-    assert call(c, "/v1/me") == (200, {"role": "admin", "auth": False})
-    status, sites = call(c, "/v1/sites")
+    assert rest_call(c, "/v1/me") == (200, {"role": "admin", "auth": False})
+    status, sites = rest_call(c, "/v1/sites")
     assert status == 200
     assert sorted(s["name"] for s in sites["sites"]) == ["sites/dst", "sites/src"]
-    status, plans = call(c, "/v1/plans")
+    status, plans = rest_call(c, "/v1/plans")
     assert status == 200 and [p["name"] for p in plans["plans"]] == ["plans/p1"]
-    status, got = call(c, "/v1/plans/p1")
+    status, got = rest_call(c, "/v1/plans/p1")
     # The same message, field for field, as drctl (gRPC) shows.
     assert status == 200 and got["name"] == "plans/p1"
     assert got["source_site"] == "sites/src" and int(got["rpo_seconds"]) == 3600
-    status, st = call(c, "/v1/plans/p1/status")
+    status, st = rest_call(c, "/v1/plans/p1/status")
     assert status == 200 and st["rpo_met"] is True and "rpo_lag_seconds" in st
     assert st["last_recovery_point"].startswith("plans/p1/recoveryPoints/")
-    status, points = call(c, "/v1/plans/p1/recoveryPoints")
+    status, points = rest_call(c, "/v1/plans/p1/recoveryPoints")
     assert status == 200 and len(points["recovery_points"]) == 1
     assert points["recovery_points"][0]["name"] == c.points(plan)[0]["name"]
-    status, nodes = call(c, "/v1/nodes")
+    status, nodes = rest_call(c, "/v1/nodes")
     assert status == 200 and nodes["nodes"][0]["name"] == "nodes/n1"
 
-    status, cycle = call(c, "/v1/plans/p1:run", "POST")
+    status, cycle = rest_call(c, "/v1/plans/p1:run", "POST")
     assert status == 200 and cycle["name"].startswith("plans/p1/cycles/")
-    _wait_points(c, plan, 2)
-    status, cycles = call(c, "/v1/plans/p1/cycles")
+    wait_points(c, plan, 2)
+    status, cycles = rest_call(c, "/v1/plans/p1/cycles")
     assert status == 200 and cycle["name"] in [cy["name"] for cy in cycles["cycles"]]
-    status, paused = call(c, "/v1/plans/p1:pause", "POST")
+    status, paused = rest_call(c, "/v1/plans/p1:pause", "POST")
     assert status == 200 and paused["paused"] is True
-    status, resumed = call(c, "/v1/plans/p1:resume", "POST")
+    status, resumed = rest_call(c, "/v1/plans/p1:resume", "POST")
     assert status == 200 and resumed["paused"] is False
 
     # Restore through REST, then follow the operation.
     point = points["recovery_points"][0]["name"]
     dest = c.out / "rest.raw"
-    status, op = call(c, f"/v1/{point}:restore", "POST", {"destination_path": str(dest)})
+    status, op = rest_call(c, f"/v1/{point}:restore", "POST", {"destination_path": str(dest)})
     assert status == 200 and op["name"].startswith("operations/"), op
     done = wait_for(lambda: (lambda r: r[1] if r[1].get("done") else None)(
-        call(c, "/v1/" + op["name"])), what="the restore operation")
+        rest_call(c, "/v1/" + op["name"])), what="the restore operation")
     assert done["state"] == "completed", done
     assert dest.stat().st_size == 8 * MiB
 
     # Errors: the service layer's, with the canonical code, HTTP status and field.
-    status, err = call(c, "/v1/plans/p1/recoveryPoints?page_size=-1")
+    status, err = rest_call(c, "/v1/plans/p1/recoveryPoints?page_size=-1")
     assert status == 400
     assert err["error"]["code"] == "INVALID_ARGUMENT" and err["error"]["field"] == "page_size"
-    status, err = call(c, f"/v1/{point}:restore", "POST", {"destination_path": "/etc/x"})
+    status, err = rest_call(c, f"/v1/{point}:restore", "POST", {"destination_path": "/etc/x"})
     assert status == 400 and err["error"]["code"] == "INVALID_ARGUMENT"
     assert err["error"]["field"], err
-    status, err = call(c, f"/v1/{point}:restore", "POST", {"no_such_field": 1})
+    status, err = rest_call(c, f"/v1/{point}:restore", "POST", {"no_such_field": 1})
     assert status == 400 and err["error"]["field"] == "body"
-    status, err = call(c, "/v1/plans/nope")
+    status, err = rest_call(c, "/v1/plans/nope")
     assert status == 404 and err["error"]["code"] == "NOT_FOUND"
     assert "nope" in err["error"]["message"]
-    status, err = call(c, "/v1/no/such/route")
+    status, err = rest_call(c, "/v1/no/such/route")
     assert status == 404 and err["error"]["code"] == "NOT_FOUND"
 
 
 def test_rest_tokens_and_roles(tmp_path: Path):
     with Cluster(tmp_path, auth=True) as c:
         make_disk(c.src / "vm1.img", 4 * MiB, [(0, MiB)])
-        _setup_plan(c)
+        setup_plan(c)
         viewer = c.create_token("watcher", "viewer")
         operator = c.create_token("oncall", "operator")
         wait_rest(c, c.admin_token_file)
 
-        status, err = call(c, "/v1/plans")
+        status, err = rest_call(c, "/v1/plans")
         assert status == 401 and err["error"]["code"] == "UNAUTHENTICATED"
         bad = tmp_path / "bad.token"
         bad.write_text("hdr_not-a-token\n")
-        assert call(c, "/v1/plans", token_file=bad)[0] == 401
-        assert call(c, "/v1/me", token_file=viewer) == (
+        assert rest_call(c, "/v1/plans", token_file=bad)[0] == 401
+        assert rest_call(c, "/v1/me", token_file=viewer) == (
             200, {"role": "viewer", "name": "watcher", "auth": True})
-        status, plans = call(c, "/v1/plans", token_file=viewer)
+        status, plans = rest_call(c, "/v1/plans", token_file=viewer)
         assert status == 200 and plans["plans"][0]["name"] == "plans/p1"
-        status, err = call(c, "/v1/plans/p1:pause", "POST", token_file=viewer)
+        status, err = rest_call(c, "/v1/plans/p1:pause", "POST", token_file=viewer)
         assert status == 403 and err["error"]["code"] == "PERMISSION_DENIED"
         assert "operator" in err["error"]["message"]
-        status, paused = call(c, "/v1/plans/p1:pause", "POST", token_file=operator)
+        status, paused = rest_call(c, "/v1/plans/p1:pause", "POST", token_file=operator)
         assert status == 200 and paused["paused"] is True
         # The UI is public; the data behind it is not.
         with urllib.request.urlopen(c.rest_url + "/", timeout=10) as resp:
@@ -138,7 +109,7 @@ def test_openapi_document_is_valid_and_matches_the_router(cluster: Cluster):
 
     from dr_control import rest
     wait_rest(cluster)
-    status, doc = call(cluster, "/v1/openapi.json")
+    status, doc = rest_call(cluster, "/v1/openapi.json")
     assert status == 200
     validate(doc)
     assert doc == rest.openapi_document()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MiB, make_disk
+from tests.helpers.disks import MiB, make_disk
 from tools.localcluster import Cluster, sha256, wait_for
 
 pytestmark = pytest.mark.e2e

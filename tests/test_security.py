@@ -24,7 +24,7 @@ from dr_common.errors import InvalidArgument
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_control.api.auth import rule_for
 from dr_control.cli.main import main as drctl_main
-from tests.conftest import MiB, make_disk
+from tests.helpers.disks import MiB, make_disk
 from tools.localcluster import Cluster, sha256, wait_for
 
 # -- certificates (no daemons) --------------------------------------------------------------

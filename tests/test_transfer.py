@@ -25,8 +25,8 @@ from dr_node.config import EngineConfig, NodeConfig, TransferConfig
 from dr_node.engine import Engine
 from dr_node.transfer.client import Pairs, RemoteSink
 from dr_node.transfer.server import TransferServicer, start_server
-from tests.conftest import MiB, make_disk
-from tests.test_engine import Instrumented
+from tests.helpers.disks import MiB, make_disk
+from tests.helpers.engines import Instrumented
 
 
 def _config(root, budget_bytes=EngineConfig.budget_bytes, **transfer) -> NodeConfig:

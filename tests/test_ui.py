@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MiB, make_disk, write_at
-from tests.peers import require_tool
-from tests.test_e2e import _setup_plan, _wait_points
-from tests.test_rest import wait_rest
+from tests.helpers.cluster import setup_plan, wait_points, wait_rest
+from tests.helpers.disks import MiB, make_disk, write_at
+from tests.peers.tools import require_tool
 from tools.localcluster import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -64,8 +63,8 @@ def test_dashboard_shows_rpo_and_run_now_shows_progress(cluster: Cluster, browse
     c = cluster
     disk = c.src / "vm1.img"
     make_disk(disk, 16 * MiB, [(0, 2 * MiB)])
-    plan = _setup_plan(c)
-    _wait_points(c, plan, 1)
+    plan = setup_plan(c)
+    wait_points(c, plan, 1)
     wait_rest(c)
     # Slow the next cycle down so that its progress is visible while it runs.
     c.drctl("plan", "update", plan, "--bandwidth", "1MiB/s")
@@ -99,8 +98,8 @@ def test_dashboard_shows_rpo_and_run_now_shows_progress(cluster: Cluster, browse
 def test_viewer_token_sees_no_actions(tmp_path: Path, browser):
     with Cluster(tmp_path, auth=True) as c:
         make_disk(c.src / "vm1.img", 4 * MiB, [(0, MiB)])
-        plan = _setup_plan(c)
-        _wait_points(c, plan, 1)
+        plan = setup_plan(c)
+        wait_points(c, plan, 1)
         viewer = c.create_token("watcher", "viewer").read_text().strip()
         operator = c.create_token("oncall", "operator").read_text().strip()
         wait_rest(c, c.admin_token_file)

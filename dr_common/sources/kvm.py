@@ -76,6 +76,7 @@ class KvmDisk:
     def __init__(self, image: str | os.PathLike, *, previous_bitmap: str, new_bitmap: str,
                  connections: int = 4):
         self.image = os.fspath(image)
+        self._closed = False
         info = qemu.image_info(self.image)
         self.format = info.get("format", "raw")
         self.size = int(info["virtual-size"])
@@ -133,11 +134,16 @@ class KvmDisk:
         return _merge(zero, dirty)
 
     def readinto(self, offset: int, buf: memoryview) -> int:
+        if self._closed:
+            raise SourceError(f"{self.image} was closed", reason="source-closed",
+                              retryable=False)
         if not self._export.alive():
             raise SourceError(f"qemu-nbd exporting {self.image} exited: {self._export.log()}")
         return self._nbd.readinto(offset, buf)
 
     def close(self) -> None:
+        # Twice is fine (the engine closes from a worker thread, a `with` closes again).
+        self._closed = True
         self._nbd.close()
         self._export.close()
 

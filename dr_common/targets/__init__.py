@@ -23,7 +23,7 @@ from types import ModuleType
 from dr_common.errors import InvalidArgument
 from dr_common.registry import Registry
 from dr_common.proto.dr.v1 import nodes_pb2
-from dr_common.targets.base import Target, TargetEnv
+from dr_common.targets.base import IMAGE_FORMATS, Target, TargetEnv
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,9 @@ class TargetKind:
 # The registry. The kind is the name of its field in TargetLocator's `kind` oneof.
 KINDS: dict[str, TargetKind] = {k.name: k for k in (
     TargetKind("fs", "dr_common.targets.fs", ("file", "kvm"), path_required=True,
-               repository=True, restore_formats=("raw", "qcow2")),
+               repository=True, restore_formats=IMAGE_FORMATS),
     TargetKind("s3", "dr_common.targets.s3", ("aws",), path_required=True,
-               repository=True, restore_formats=("raw", "qcow2")),
+               repository=True, restore_formats=IMAGE_FORMATS),
     TargetKind("ebs", "dr_common.targets.ebs", ("aws",), path_required=False,
                repository=False, restore_formats=("ebs-volume",), chunk_size=512 * 1024,
                compression=False,

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from dr_common.repository import DiskManifest, Repository
 
 
+# What a restore of a repository point makes: an image file at a path of the node.
+IMAGE_FORMATS = ("raw", "qcow2")
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """Resume state of a disk: everything below `watermark_chunk` is durable.

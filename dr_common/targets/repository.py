@@ -21,13 +21,12 @@ from dr_common.paths import check_within_roots
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 from dr_common.repository import (CHUNK_OVERHEAD, DiskManifest, ManifestWriter, PointDisk,
                                   RecoveryPointRecord, Repository, encode_chunk_in_place, gc)
-from dr_common.targets.base import (Checkpoint, Progress, SinkRequest, SinkResult,
+from dr_common.targets.base import (IMAGE_FORMATS, Checkpoint, Progress, SinkRequest, SinkResult,
                                     TargetEnv)
 from dr_common.targets.image import convert_to_qcow2, restore_raw
 
 log = structlog.get_logger()
 
-RESTORE_FORMATS = ("raw", "qcow2")
 
 
 def comparable(previous: DiskManifest | None, size: int, chunk_size: int
@@ -159,9 +158,9 @@ class RepositoryTarget:
     async def restore(self, spec: nodes_pb2.RestoreSpec, progress: Progress
                       ) -> common_pb2.RestoreResult:
         fmt = spec.format or "raw"
-        if fmt not in RESTORE_FORMATS:
+        if fmt not in IMAGE_FORMATS:
             raise InvalidArgument(f"restore format {spec.format!r} is not supported; "
-                                  f"supported: {', '.join(RESTORE_FORMATS)}", field="format")
+                                  f"supported: {', '.join(IMAGE_FORMATS)}", field="format")
         env = self.env
         dest = check_within_roots(spec.destination_path, env.roots, field="destination_path")
         if dest.exists() and not spec.overwrite:

@@ -21,9 +21,6 @@ from dr_control.services.context import ServiceContext
 from dr_control.services.routing import target_task
 
 OPERATION_KINDS = ("restore", "verify", "gc")
-RESTORE_FORMATS = ("raw", "qcow2")
-# Points of an ebs target are EBS snapshots: they restore as new volumes.
-EBS_FORMAT = "ebs-volume"
 
 
 class PointService:
@@ -118,14 +115,16 @@ class PointService:
         entry = next((d for d in point.disks if d["disk"] == disk), None)
         if entry is None:
             raise NotFound(f"disk {disk} is not in recovery point {point_name}")
-        if not (await self._target_kind(point.plan_id)).repository:
+        kind = await self._target_kind(point.plan_id)
+        fmt = fmt or kind.restore_formats[0]
+        if fmt not in kind.restore_formats:
+            raise InvalidArgument(f"recovery points of a {kind.name} target restore as "
+                                  f"{' or '.join(map(repr, kind.restore_formats))}, "
+                                  f"not {fmt!r}", field="format")
+        if not kind.repository:
             # Repository points restore as image files; the others as the target's own
             # objects (EBS: a new volume).
             return await self._restore_volume(point, entry, fmt, availability_zone)
-        fmt = fmt or "raw"
-        if fmt not in RESTORE_FORMATS:
-            raise InvalidArgument(f"format must be one of {', '.join(RESTORE_FORMATS)}",
-                                  field="format")
         if not destination:
             raise InvalidArgument("destination_path is required", field="destination_path")
         dest = check_within_roots(destination, self.ctx.config.file_roots,
@@ -148,9 +147,6 @@ class PointService:
 
     async def _restore_volume(self, point: RecoveryPoint, entry: dict, fmt: str,
                               availability_zone: str) -> Task:
-        if fmt not in ("", EBS_FORMAT):
-            raise InvalidArgument(f"recovery points of an ebs target restore as "
-                                  f"{EBS_FORMAT!r} (a new volume), not {fmt!r}", field="format")
         if not availability_zone:
             raise InvalidArgument("an ebs recovery point restores as a new volume: give its "
                                   "availability_zone (e.g. us-east-1a)",
@@ -161,7 +157,7 @@ class PointService:
                                     disk=entry["disk"], bytes_total=entry["size_bytes"],
                                     spec=nodes_pb2.RestoreSpec(
                                         recovery_point=name, disk=entry["disk"],
-                                        format=EBS_FORMAT, snapshot_id=entry["snapshot_id"],
+                                        format=fmt, snapshot_id=entry["snapshot_id"],
                                         availability_zone=availability_zone))
         self.ctx.tasks_queued.notify()
         return task

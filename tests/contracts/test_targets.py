@@ -30,7 +30,7 @@ from dr_node.config import EngineConfig, NodeConfig, TransferConfig
 from dr_node.engine import Engine
 from dr_node.transfer.client import Pairs, RemoteSink
 from dr_node.transfer.server import start_server
-from tests.conftest import MiB, make_disk, write_at
+from tests.helpers.disks import MiB, make_disk, write_at
 
 SIZE = 1 << 30  # EBS sizes are whole GiB; sparse, so only the data below is written
 DATA = [(0, 4 * MiB), (300 * MiB, 2 * MiB), (SIZE - MiB, MiB)]
@@ -96,11 +96,7 @@ class Case:
 
 
 def _aws(request) -> tuple[AwsSettings, common_pb2.SiteSettings]:
-    peer = request.getfixturevalue("aws_peer")
-    env = peer.env()
-    settings = AwsSettings(region=peer.region, endpoint_url=peer.endpoint,
-                           access_key_id=env["AWS_ACCESS_KEY_ID"],
-                           secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    settings = request.getfixturevalue("aws_settings")
     return settings, common_pb2.SiteSettings(aws=common_pb2.AwsSettings(**settings.as_dict()))
 
 
@@ -121,7 +117,7 @@ async def _case(kind: str, request, tmp_path) -> Case:
     settings, site = _aws(request)
     if kind == "s3":
         bucket = f"dr-contract-{uuid.uuid4().hex[:10]}"
-        request.getfixturevalue("aws")("s3").create_bucket(Bucket=bucket)
+        request.getfixturevalue("boto")("s3").create_bucket(Bucket=bucket)
         loc = targets.locator("s3", f"s3://{bucket}/repo")
     else:
         loc = targets.locator(kind, "")

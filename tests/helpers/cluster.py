@@ -1,0 +1,57 @@
+"""Driving a `tools.localcluster.Cluster` (real dr-control and dr-node processes): a
+file-to-file plan, waiting for its recovery points, and the REST API."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tools.localcluster import Cluster, wait_for
+
+# Services of proto/ that dr-node serves, not dr-control: target nodes' TransferService.
+NODE_SERVICES = frozenset({"dr.v1.TransferService"})
+
+
+def setup_plan(c: Cluster, disk: str = "vm1", rpo: str = "1h", *extra: str) -> str:
+    """Sites src (the cluster's source directory) and dst (its repository) and plan p1
+    protecting workload `disk` of src; returns the plan's id."""
+    c.drctl("site", "add", "src", "--kind", "file", "--path", str(c.src))
+    c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
+    c.drctl("plan", "create", "p1", "--source", "src", "--target", "dst",
+            "--workload", f"src/{disk}", "--rpo", rpo, *extra)
+    return "p1"
+
+
+def wait_points(c: Cluster, plan: str, n: int, timeout: float = 60) -> list[dict]:
+    return wait_for(lambda: (lambda p: p if len(p) >= n else None)(c.points(plan)),
+                    timeout=timeout, what=f"{n} recovery points of {plan}")
+
+
+def rest_call(c: Cluster, path: str, method: str = "GET", body: dict | None = None,
+              token_file: Path | None = None) -> tuple[int, dict]:
+    """One REST request: (HTTP status, the JSON answer), errors included."""
+    headers = {"Accept": "application/json"}
+    if token_file is not None:
+        headers["Authorization"] = "Bearer " + token_file.read_text().strip()
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(c.rest_url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def wait_rest(c: Cluster, token_file: Path | None = None) -> None:
+    """The REST port opens just after gRPC reports SERVING."""
+    def up():
+        try:
+            return rest_call(c, "/v1/me", token_file=token_file)[0] == 200
+        except OSError:
+            return False
+    wait_for(up, what="the REST API to answer")
