@@ -10,7 +10,10 @@ VENV=${1:-.venv}
 # /usr/lib/postgresql/15/bin, run as a non-root user; tests/conftest.py `postgres`).
 # chromium, chromium-driver: the browser tests/test_ui.py drives headless (Selenium with
 # explicit paths /usr/bin/chromium and /usr/bin/chromedriver; nothing is downloaded).
-PACKAGES=(qemu-utils libnbd-bin python3-libnbd postgresql chromium chromium-driver)
+# golang-go, golang-github-vmware-govmomi-dev: the vSphere peer (tests/peers/vsphere) builds
+# vcsim, govmomi's simulator, from Debian's source of it (offline, GO111MODULE=off).
+PACKAGES=(qemu-utils libnbd-bin python3-libnbd postgresql chromium chromium-driver
+          golang-go golang-github-vmware-govmomi-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
