@@ -28,6 +28,13 @@ from dr_control.services.protection import ProtectionService
 MAX_WAIT_SECONDS = 30
 
 
+# The fields of Site that hold one kind's own settings (aws, vsphere): each site kind
+# reads its own.
+SITE_SETTINGS_FIELDS = tuple(f.name for f in inventory_pb2.Site.DESCRIPTOR.fields
+                             if f.message_type is not None
+                             and f.message_type.name.endswith("Settings"))
+
+
 def _dict(msg) -> dict:
     return json_format.MessageToDict(msg, preserving_proto_field_name=True)
 
@@ -49,7 +56,9 @@ class Inventory(inventory_pb2_grpc.InventoryServiceServicer):
         site = await self.svc.create_site(request.site_id, kind=s.kind, path=s.path,
                                           description=s.description,
                                           credential_ref=s.credential_ref,
-                                          aws=_dict(s.aws) if s.HasField("aws") else None,
+                                          settings={k: _dict(getattr(s, k))
+                                                    for k in SITE_SETTINGS_FIELDS
+                                                    if s.HasField(k)},
                                           paired=s.paired)
         return convert.site(site)
 

@@ -2,7 +2,9 @@
 
 `file` and `kvm` sites are directories on the control plane's host (and its nodes');
 `aws` sites are a region and credentials: their instances and volumes are found with
-EC2 calls, and a secret key given for them is kept sealed (dr_common.secretbox)."""
+EC2 calls; `vsphere` sites a vCenter's URL, account and trust: their VMs and virtual
+disks are found through the vSphere API. Secrets given for a site (an AWS secret key, a
+vSphere password) are kept sealed (dr_common.secretbox)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from dr_common.proto.dr.v1 import common_pb2
 from dr_common.sources import aws as aws_source
 from dr_common.sources import file as file_source
 from dr_common.sources import kvm as kvm_source
+from dr_common.sources import vsphere as vsphere_source
+from dr_common.vsphere import VsphereSettings
 from dr_control.db.models import Disk, Site, Workload
 from dr_control.services.context import ServiceContext
 
@@ -54,7 +58,7 @@ class _DirectorySite:
         self.kind = kind
         self._discover = discover
 
-    async def create(self, ctx: ServiceContext, site_id: str, path: str, aws: dict | None):
+    async def create(self, ctx: ServiceContext, site_id: str, path: str, given: dict):
         if not path:
             raise InvalidArgument(f"a {self.kind} site needs a path", field="site.path")
         resolved = check_within_roots(path, ctx.config.file_roots, field="site.path")
@@ -74,10 +78,10 @@ class _AwsSite:
     """`aws` sites: a region and credentials (the secret sealed); inventory is EC2; the
     path, if any, is the S3 repository of plans that target the site."""
 
-    async def create(self, ctx: ServiceContext, site_id: str, path: str, aws: dict | None):
+    async def create(self, ctx: ServiceContext, site_id: str, path: str, given: dict):
         # The region check loads botocore's endpoint data: not on the event loop.
         cfg = await asyncio.to_thread(
-            AwsSettings.from_dict, {k: v for k, v in (aws or {}).items() if v},
+            AwsSettings.from_dict, {k: v for k, v in given.get("aws", {}).items() if v},
             field_prefix="site.aws")
         if path and not (path.startswith(S3_SCHEME) and len(path) > len(S3_SCHEME)):
             raise InvalidArgument(f"an aws site's path is the S3 repository of plans "
@@ -97,10 +101,36 @@ class _AwsSite:
         return {"aws": common_pb2.AwsSettings(**kind_settings(site))}
 
 
+class _VsphereSite:
+    """`vsphere` sites: a vCenter's SDK URL, an account (the password sealed) and how its
+    certificate is trusted; inventory is the vSphere API. No path."""
+
+    async def create(self, ctx: ServiceContext, site_id: str, path: str, given: dict):
+        cfg = VsphereSettings.from_dict({k: v for k, v in given.get("vsphere", {}).items() if v},
+                                        field_prefix="site.vsphere")
+        if path:
+            raise InvalidArgument("a vsphere site has no path: its disks are on its "
+                                  "datastores", field="site.path")
+        found = await vsphere_source.discover(cfg)
+        secret = ctx.secrets.seal(cfg.secrets(), bound_to=names.site_name(site_id))
+        return "", cfg.public().as_dict(), secret, found
+
+    async def discover(self, ctx: ServiceContext, site: Site):
+        return await vsphere_source.discover(VsphereSettings(**site_settings(ctx, site)))
+
+    def task_settings(self, ctx: ServiceContext, site: Site) -> common_pb2.SiteSettings:
+        return common_pb2.SiteSettings(
+            vsphere=common_pb2.VsphereSettings(**site_settings(ctx, site)))
+
+    def public(self, site: Site) -> dict:
+        return {"vsphere": common_pb2.VsphereSettings(**kind_settings(site))}
+
+
 # The site kinds (the source kinds of dr_common.sources, which sites are), one line each.
 SITE_KINDS = {"file": _DirectorySite("file", file_source.discover),
               "kvm": _DirectorySite("kvm", kvm_source.discover),
-              "aws": _AwsSite()}
+              "aws": _AwsSite(),
+              "vsphere": _VsphereSite()}
 
 
 def public_settings(site: Site) -> dict:
@@ -120,22 +150,24 @@ class InventoryService:
         self.ctx = ctx
 
     async def create_site(self, site_id: str, *, kind: str, path: str, description: str = "",
-                          credential_ref: str = "", aws: dict | None = None,
+                          credential_ref: str = "", settings: dict[str, dict] | None = None,
                           paired: bool = False) -> Site:
+        """`settings`: the kind's own settings by kind ({"aws": {...}}), as the API's Site
+        message carries them; each site kind reads its own."""
         names.check_id(site_id, field="site_id", what="site")
         if kind not in SITE_KINDS:
             raise InvalidArgument(
                 f"site kind {kind!r} is not supported; supported kinds: {', '.join(SITE_KINDS)}",
                 field="site.kind")
-        resolved, settings, secret, found = await SITE_KINDS[kind].create(
-            self.ctx, site_id, path, aws)
+        resolved, stored, secret, found = await SITE_KINDS[kind].create(
+            self.ctx, site_id, path, settings or {})
         if paired:
-            settings = {**settings, "paired": True}
+            stored = {**stored, "paired": True}
         async with self.ctx.db() as s, s.begin():
             if await s.get(Site, site_id) is not None:
                 raise AlreadyExists(f"site {names.site_name(site_id)} already exists")
             site = Site(id=site_id, kind=kind, path=resolved, description=description,
-                        credential_ref=credential_ref, settings=settings, secret=secret)
+                        credential_ref=credential_ref, settings=stored, secret=secret)
             s.add(site)
             await s.flush()
             self._merge(s, site, found, existing={})

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
 
     p = site_sub.add_parser("add", parents=parents, help="add a site and discover its workloads")
     p.add_argument("id", metavar="ID", type=argtypes.resource_id(names.SITE))
-    p.add_argument("--kind", required=True, help='site kind: "file", "kvm" or "aws"')
+    p.add_argument("--kind", required=True,
+                   help='site kind: "file", "kvm", "aws" or "vsphere"')
     p.add_argument(
         "--path", default="",
         help="file and kvm sites: the directory of disk images or the repository; aws sites "
@@ -35,6 +36,18 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     aws.add_argument("--endpoint-url", default="", help="another endpoint than AWS's")
     aws.add_argument("--profile", default="", help="a profile of the control plane's AWS config")
     aws.add_argument("--access-key-id", default="")
+    vsphere = p.add_argument_group(
+        "vsphere sites", "The password is read from the VSPHERE_PASSWORD environment "
+        "variable (never from the command line) and stored encrypted. The server's "
+        "certificate is verified: against the system's CAs, or --ca-file, or a pinned "
+        "--thumbprint.")
+    vsphere.add_argument("--url", default="", help="the SDK URL, https://vcenter/sdk")
+    vsphere.add_argument("--user", default="", help="e.g. dr@vsphere.local")
+    vsphere.add_argument("--ca-file", default="", help="the CA bundle that signed vCenter's "
+                         "certificate (a path on the control plane's host)")
+    vsphere.add_argument("--thumbprint", default="",
+                         help="the certificate's SHA-256 fingerprint, instead of a CA")
+    vsphere.add_argument("--datacenter", default="", help="only this datacenter's VMs")
     p.add_argument(
         "--paired", action="store_true",
         help="the site's storage is reachable only from nodes inside it: plans targeting "
@@ -67,6 +80,13 @@ def site_add(ctx: Context, args: argparse.Namespace) -> int:
                                "AWS_SECRET_ACCESS_KEY environment variable")
             site.aws.secret_access_key = secret
             site.aws.session_token = os.environ.get("AWS_SESSION_TOKEN", "")
+    if args.kind == "vsphere":
+        site.vsphere.CopyFrom(common_pb2.VsphereSettings(
+            url=args.url, user=args.user, ca_file=args.ca_file, thumbprint=args.thumbprint,
+            datacenter=args.datacenter, password=os.environ.get("VSPHERE_PASSWORD", "")))
+        if not site.vsphere.password:
+            raise CliError("a vsphere site needs the account's password in the "
+                           "VSPHERE_PASSWORD environment variable")
     request = inventory_pb2.CreateSiteRequest(site_id=args.id, site=site)
     site = ctx.client.call(ctx.client.inventory.CreateSite, request)
     ctx.out.resource(site, render_site)
@@ -100,6 +120,9 @@ def render_site(site: inventory_pb2.Site) -> str:
             ("paired", "yes" if site.paired else "no"),
             *([("region", site.aws.region), ("endpoint", site.aws.endpoint_url),
                ("access key id", site.aws.access_key_id)] if site.kind == "aws" else []),
+            *([("url", site.vsphere.url), ("user", site.vsphere.user),
+               ("datacenter", site.vsphere.datacenter or "all")]
+              if site.kind == "vsphere" else []),
             ("description", site.description),
             ("workloads", site.workload_count),
             ("created", format_time(site.create_time)),

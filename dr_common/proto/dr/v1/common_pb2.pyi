@@ -143,11 +143,29 @@ class AwsSettings(_message.Message):
     session_token: str
     def __init__(self, region: _Optional[str] = ..., endpoint_url: _Optional[str] = ..., profile: _Optional[str] = ..., access_key_id: _Optional[str] = ..., secret_access_key: _Optional[str] = ..., session_token: _Optional[str] = ...) -> None: ...
 
+class VsphereSettings(_message.Message):
+    __slots__ = ("url", "user", "password", "ca_file", "thumbprint", "datacenter")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    CA_FILE_FIELD_NUMBER: _ClassVar[int]
+    THUMBPRINT_FIELD_NUMBER: _ClassVar[int]
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    user: str
+    password: str
+    ca_file: str
+    thumbprint: str
+    datacenter: str
+    def __init__(self, url: _Optional[str] = ..., user: _Optional[str] = ..., password: _Optional[str] = ..., ca_file: _Optional[str] = ..., thumbprint: _Optional[str] = ..., datacenter: _Optional[str] = ...) -> None: ...
+
 class SiteSettings(_message.Message):
-    __slots__ = ("aws",)
+    __slots__ = ("aws", "vsphere")
     AWS_FIELD_NUMBER: _ClassVar[int]
+    VSPHERE_FIELD_NUMBER: _ClassVar[int]
     aws: AwsSettings
-    def __init__(self, aws: _Optional[_Union[AwsSettings, _Mapping]] = ...) -> None: ...
+    vsphere: VsphereSettings
+    def __init__(self, aws: _Optional[_Union[AwsSettings, _Mapping]] = ..., vsphere: _Optional[_Union[VsphereSettings, _Mapping]] = ...) -> None: ...
 
 class VerifyResult(_message.Message):
     __slots__ = ("ok", "chunks_checked", "bad_chunks")

@@ -93,16 +93,18 @@ class Task(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotSpec, _Mapping]] = ..., delete: _Optional[_Union[DeleteSpec, _Mapping]] = ..., gc: _Optional[_Union[GcSpec, _Mapping]] = ...) -> None: ...
 
 class SourceLocator(_message.Message):
-    __slots__ = ("file", "kvm", "aws", "site")
+    __slots__ = ("file", "kvm", "aws", "vsphere", "site")
     FILE_FIELD_NUMBER: _ClassVar[int]
     KVM_FIELD_NUMBER: _ClassVar[int]
     AWS_FIELD_NUMBER: _ClassVar[int]
+    VSPHERE_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     file: FileSource
     kvm: KvmSource
     aws: AwsSource
+    vsphere: VsphereSource
     site: _common_pb2.SiteSettings
-    def __init__(self, file: _Optional[_Union[FileSource, _Mapping]] = ..., kvm: _Optional[_Union[KvmSource, _Mapping]] = ..., aws: _Optional[_Union[AwsSource, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
+    def __init__(self, file: _Optional[_Union[FileSource, _Mapping]] = ..., kvm: _Optional[_Union[KvmSource, _Mapping]] = ..., aws: _Optional[_Union[AwsSource, _Mapping]] = ..., vsphere: _Optional[_Union[VsphereSource, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
 
 class FileSource(_message.Message):
     __slots__ = ("path",)
@@ -119,6 +121,20 @@ class KvmSource(_message.Message):
     previous_bitmap: str
     bitmap: str
     def __init__(self, path: _Optional[str] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ...) -> None: ...
+
+class VsphereSource(_message.Message):
+    __slots__ = ("vm_uuid", "device_key", "snapshot", "previous_change_id", "previous_size_bytes")
+    VM_UUID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_KEY_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    vm_uuid: str
+    device_key: int
+    snapshot: str
+    previous_change_id: str
+    previous_size_bytes: int
+    def __init__(self, vm_uuid: _Optional[str] = ..., device_key: _Optional[int] = ..., snapshot: _Optional[str] = ..., previous_change_id: _Optional[str] = ..., previous_size_bytes: _Optional[int] = ...) -> None: ...
 
 class AwsSource(_message.Message):
     __slots__ = ("volume_id", "snapshot_id", "previous_snapshot_id", "size_bytes")
