@@ -54,7 +54,8 @@ def snapshot_spec(plan: Plan, cycle: Cycle, source: Site, disks: list[Disk],
         plan=names.plan_name(plan.id), cycle=names.cycle_name(plan.id, cycle.seq),
         disks=_group(disks),
         keep_snapshot_ids=[d["source_snapshot_id"] for d in previous.values()
-                           if d.get("source_snapshot_id")])
+                           if d.get("source_snapshot_id")],
+        quiesce=bool(plan.quiesce))
     getattr(spec.source, sources.kind(source.kind).name).SetInParent()
     return spec
 
