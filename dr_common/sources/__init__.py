@@ -7,8 +7,8 @@ A source module offers:
 - `locate(disk) -> message` (control plane): the kind's locator for one disk of a cycle;
 - if the kind `snapshots`: `take_snapshots(spec, env) -> {disk: snapshot id}`, the
   cycle's consistency group, taken by a snapshot task before the disks are read;
-- if the kind `releases`: `release(spec, env)`, run by a release task when the cycle
-  ends, completed or failed, to let go of what the snapshot task took.
+- if the kind `drops_snapshots`: `drop_snapshots(spec, env)`, run by a drop_snapshots
+  task when the cycle ends, completed or failed, to remove what the snapshot task took.
 The facts the control plane needs without opening anything are in `KINDS`.
 """
 
@@ -34,7 +34,7 @@ class SourceKind:
     snapshots: bool = False
     # The cycle's snapshots are let go when it ends (vsphere: VM snapshots slow the VM
     # down and must not pile up); otherwise they are kept as the next cycle's base (aws).
-    releases: bool = False
+    drops_snapshots: bool = False
 
 
 # The registry. The kind is the name of its field in SourceLocator's `kind` oneof.
@@ -42,7 +42,7 @@ KINDS: dict[str, SourceKind] = {k.name: k for k in (
     SourceKind("file", "dr_common.sources.file"),
     SourceKind("kvm", "dr_common.sources.kvm"),
     SourceKind("aws", "dr_common.sources.aws", snapshots=True),
-    SourceKind("vsphere", "dr_common.sources.vsphere", snapshots=True, releases=True),
+    SourceKind("vsphere", "dr_common.sources.vsphere", snapshots=True, drops_snapshots=True),
 )}
 
 
@@ -90,10 +90,10 @@ async def take_snapshots(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> dict[s
     return await _module(name, "source").take_snapshots(spec, env)
 
 
-async def release(spec: nodes_pb2.ReleaseSpec, env: SourceEnv) -> None:
-    """Lets go of what the cycle's snapshot task took, at a source kind that releases."""
+async def drop_snapshots(spec: nodes_pb2.DropSnapshotsSpec, env: SourceEnv) -> None:
+    """Removes what the cycle's snapshot task took, at a kind that drops snapshots."""
     name = kind_of(spec.source)
-    if not kind(name, field="source").releases:
-        raise InvalidArgument(f"{name} sources keep their snapshots: nothing to release",
+    if not kind(name, field="source").drops_snapshots:
+        raise InvalidArgument(f"{name} sources keep their snapshots: nothing to drop",
                               field="source")
-    await _module(name, "source").release(spec, env)
+    await _module(name, "source").drop_snapshots(spec, env)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from dr_common.errors import InvalidArgument
 from dr_common.proto.dr.v1 import nodes_pb2
-from dr_node.tasks import (delete, finalize, gc, release, replicate, restore, snapshot,
+from dr_node.tasks import (delete, finalize, gc, drop_snapshots, replicate, restore, snapshot,
                            verify)
 from dr_node.tasks.base import TaskContext
 
@@ -23,7 +23,7 @@ HANDLERS: dict[str, Handler] = {
     "replicate": replicate.run,
     "snapshot": snapshot.run,
     "finalize": finalize.run,
-    "release": release.run,
+    "drop_snapshots": drop_snapshots.run,
     "delete": delete.run,
     "gc": gc.run,
     "restore": restore.run,

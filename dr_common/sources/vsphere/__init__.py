@@ -28,7 +28,7 @@ from dr_common.sources.vsphere.inventory import discover, parse_locator
 from dr_common.sources.vsphere.snapshots import SnapshotRef
 from dr_common.vsphere import Session, VsphereSettings
 
-__all__ = ["SnapshotRef", "VsphereDisk", "discover", "locate", "open_source", "release",
+__all__ = ["SnapshotRef", "VsphereDisk", "discover", "locate", "open_source", "drop_snapshots",
            "take_snapshots"]
 
 
@@ -64,11 +64,11 @@ async def take_snapshots(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> dict[s
     return await asyncio.to_thread(run)
 
 
-async def release(spec: nodes_pb2.ReleaseSpec, env: SourceEnv) -> None:
+async def drop_snapshots(spec: nodes_pb2.DropSnapshotsSpec, env: SourceEnv) -> None:
     """Removes the plan's snapshots from the group's VMs."""
     settings = VsphereSettings.from_site(spec.source.site, field="source.site")
 
     def run() -> None:
         with Session(settings) as session:
-            snapshots.release(session, list(spec.disks), plan=spec.plan)
+            snapshots.drop_snapshots(session, list(spec.disks), plan=spec.plan)
     await asyncio.to_thread(run)

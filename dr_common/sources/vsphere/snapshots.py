@@ -196,9 +196,9 @@ def take(session: Session, disks: list[Any], *, plan: str, cycle: str, quiesce: 
     return out
 
 
-def release(session: Session, disks: list[Any], *, plan: str) -> int:
+def drop_snapshots(session: Session, disks: list[Any], *, plan: str) -> int:
     """Removes the plan's snapshots from the group's VMs; how many it removed. A VM that
-    is gone has nothing left to release."""
+    is gone has nothing left to drop."""
     removed = 0
     for uuid in {parse_locator(d.locator)[0] for d in disks}:
         try:

@@ -65,7 +65,7 @@ class PairHealth(_message.Message):
     def __init__(self, node: _Optional[str] = ..., address: _Optional[str] = ..., streams: _Optional[int] = ..., rtt_seconds: _Optional[float] = ..., throughput_bytes_per_second: _Optional[float] = ..., credit_bytes: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("name", "kind", "lease_token", "lease_expire_time", "lease_seconds", "replicate", "finalize", "restore", "verify", "snapshot", "delete", "gc", "release")
+    __slots__ = ("name", "kind", "lease_token", "lease_expire_time", "lease_seconds", "replicate", "finalize", "restore", "verify", "snapshot", "delete", "gc", "drop_snapshots")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -78,7 +78,7 @@ class Task(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     GC_FIELD_NUMBER: _ClassVar[int]
-    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    DROP_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     lease_token: int
@@ -91,8 +91,8 @@ class Task(_message.Message):
     snapshot: SnapshotSpec
     delete: DeleteSpec
     gc: GcSpec
-    release: ReleaseSpec
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotSpec, _Mapping]] = ..., delete: _Optional[_Union[DeleteSpec, _Mapping]] = ..., gc: _Optional[_Union[GcSpec, _Mapping]] = ..., release: _Optional[_Union[ReleaseSpec, _Mapping]] = ...) -> None: ...
+    drop_snapshots: DropSnapshotsSpec
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotSpec, _Mapping]] = ..., delete: _Optional[_Union[DeleteSpec, _Mapping]] = ..., gc: _Optional[_Union[GcSpec, _Mapping]] = ..., drop_snapshots: _Optional[_Union[DropSnapshotsSpec, _Mapping]] = ...) -> None: ...
 
 class SourceLocator(_message.Message):
     __slots__ = ("file", "kvm", "aws", "vsphere", "site")
@@ -246,7 +246,7 @@ class SnapshotDisk(_message.Message):
     locator: str
     def __init__(self, disk: _Optional[str] = ..., workload: _Optional[str] = ..., locator: _Optional[str] = ...) -> None: ...
 
-class ReleaseSpec(_message.Message):
+class DropSnapshotsSpec(_message.Message):
     __slots__ = ("plan", "cycle", "source", "disks")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
