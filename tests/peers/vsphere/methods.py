@@ -70,8 +70,10 @@ def handle(peer: Any, call: soap.Call | None, path: str, headers: Any, body: byt
     return reply
 
 
-def slow(peer: Any, call: soap.Call, reply: Reply, seconds: float) -> Reply:
-    """The same outcome as the real task, in a task that stays running `seconds`."""
+def slow(peer: Any, call: soap.Call, reply: Reply, seconds: float,
+         entity: tuple[str, str] | None = None) -> Reply:
+    """The same outcome as the real task, in a task that stays running `seconds` (on
+    `entity`, default the call's target)."""
     task = task_of(reply)
     if task is None:
         return reply
@@ -81,8 +83,9 @@ def slow(peer: Any, call: soap.Call, reply: Reply, seconds: float) -> Reply:
         kind = "VirtualMachineSnapshot" if call.method.startswith("CreateSnapshot") else (
             "VirtualMachine")
         result = (kind, info["result"])
-    ref = peer.vcsim.task(call.this_type, call.this, task_name(call.method),
-                          fault=info.get("error", ""), delay=seconds, result=result)
+    kind, this = entity or (call.this_type, call.this)
+    ref = peer.vcsim.task(kind, this, task_name(call.method), fault=info.get("error", ""),
+                          delay=seconds, result=result)
     return xml_reply(200, soap.moref_response(call.method, "Task", ref))
 
 
@@ -122,7 +125,9 @@ def remove_snapshot(peer: Any, call: soap.Call, path: str, headers: Any, body: b
     reply = peer.forward("POST", path, headers, body)
     if succeeded(peer, reply):
         peer.inventory.snapshots_removed(vm["ref"], removed)
-    return reply
+    # vcsim's task names the snapshot as its entity (pyvmomi 9 rejects that: a snapshot is
+    # not a ManagedEntity); vSphere's names the VM
+    return slow(peer, call, reply, 0, entity=("VirtualMachine", vm["ref"]))
 
 
 def remove_all_snapshots(peer: Any, call: soap.Call, path: str, headers: Any,
