@@ -206,9 +206,10 @@ def test_query_changed_disk_areas_all_and_between_snapshots(si, vsphere_peer):
     vsphere_peer.write(VM, key, 10 * MiB, b"b" * BLOCK)
     vsphere_peer.write(VM, key, 40 * MiB, b"c" * (3 * BLOCK))
     vsphere_peer.discard(VM, key, 3 * BLOCK, BLOCK)
+    id1 = change_id(s1, key)
     WaitForTask(s1.RemoveSnapshot_Task(removeChildren=False))
     s2 = snapshot(vm, "s2")
-    areas, _ = changed_areas(vm, s2, key, change_id(s1, key), cap)
+    areas, _ = changed_areas(vm, s2, key, id1, cap)
     assert areas == [(3 * BLOCK, BLOCK), (10 * MiB, BLOCK), (40 * MiB, 3 * BLOCK)]
     areas, _ = changed_areas(vm, s2, key, change_id(s2, key), cap)
     assert areas == []
@@ -227,7 +228,7 @@ def test_query_changed_disk_areas_pages_a_large_disk(si, vsphere_peer):
     assert areas == [(off, BLOCK) for off in offsets]
     assert calls >= 8  # 8 MiB per answer at most, and 2 extents
     first = vm.QueryChangedDiskAreas(snapshot=snap, deviceKey=key, startOffset=0, changeId="*")
-    assert len(first.changedArea) == 2 and first.length == 6 * MiB + BLOCK
+    assert len(first.changedArea) == 2 and first.length == 5 * MiB + BLOCK
 
 
 def test_query_changed_disk_areas_faults(si, vsphere_peer):
@@ -323,7 +324,7 @@ def test_put_then_create_vm_serves_and_tracks_the_content(si, vsphere_peer):
         for i in range(0, len(content), 100_000):
             yield content[i:i + 100_000]
     resp, _ = folder(vsphere_peer, "PUT", "restored/r-flat.vmdk", session=session,
-                     body=chunks(), headers={"Transfer-Encoding": "chunked"})
+                     body=chunks())  # http.client sends a generator chunked
     assert resp.status in (200, 201)
     resp, data = folder(vsphere_peer, "GET", "restored/r-flat.vmdk", session=session)
     assert data == content
@@ -376,7 +377,7 @@ def test_injected_soap_faults_and_failing_tasks(si, vsphere_peer):
         snapshot(vm, "s")
     vsphere_peer.faults("RemoveSnapshot_Task", fault="HostCommunication", count=1)
     snap = snapshot(vm, "s")
-    with pytest.raises(vim.fault.HostCommunication):
+    with pytest.raises(vmodl_fault("HostCommunication")):  # a busy or unreachable host
         snap.RemoveSnapshot_Task(removeChildren=False)
     WaitForTask(snap.RemoveSnapshot_Task(removeChildren=False))
     stats = vsphere_peer.stats()

@@ -173,6 +173,7 @@ class PeerProcess:
             raise PeerStartError(str(e)) from None
         port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "tls" / "vcenter.pem").unlink(missing_ok=True)  # a stale one
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.peers.vsphere", "--port", str(port),
@@ -195,7 +196,7 @@ class PeerProcess:
                     self.client.stats()
                     return
             except (urllib.error.URLError, OSError, ValueError, ssl.SSLError):
-                self.client = None if not cert.exists() else self.client
+                self.client = None  # the certificate may have been half written
             time.sleep(0.05)  # between polls; readiness is the answer, not the delay
         self.stop()
         raise PeerStartError(f"the vSphere peer did not start; see {self.log_path}")

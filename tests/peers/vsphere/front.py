@@ -41,7 +41,7 @@ class Peer:
         self.vcsim.restart()
         self.state.reset()
         self.inventory.reset()
-        self.inventory.sync()
+        self.inventory.sync(model=True)
 
     # -- forwarding
 

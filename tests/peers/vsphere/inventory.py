@@ -76,18 +76,20 @@ class Inventory:
 
     # -- keeping vcsim's objects as vSphere would show them
 
-    def sync(self) -> None:
+    def sync(self, model: bool = False) -> None:
+        """`model`: vcsim's fresh inventory, whose 1 MiB disks get DEFAULT_CAPACITY."""
         with self.lock:
             for vm in self.vms():
-                self.sync_vm(vm)
+                self.sync_vm(vm, model)
 
-    def sync_vm(self, vm: dict[str, Any]) -> dict[str, Any]:
+    def sync_vm(self, vm: dict[str, Any], model: bool = False) -> dict[str, Any]:
         with self.lock:
             for n, d in enumerate(vm["disks"], 1):
                 key = (vm["ref"], d["key"])
                 disk = self.devices.get(key) or self.by_file.get(d["file"])
                 if disk is None:
-                    disk = Disk(d["file"], d["capacity"] or DEFAULT_CAPACITY)
+                    disk = Disk(d["file"], DEFAULT_CAPACITY if model or not d["capacity"]
+                                else d["capacity"])
                     self.by_file[d["file"]] = disk
                 self.devices[key] = disk
                 if vm["cbt"] and not (disk.tracking or disk.pending):

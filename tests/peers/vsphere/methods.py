@@ -23,12 +23,6 @@ def fault(kind: str, message: str, fields: str = "") -> Reply:
     return xml_reply(500, soap.fault(kind, message, fields))
 
 
-def task_name(method: str) -> str:
-    """vSphere's task name for a method: CreateSnapshot_Task -> createSnapshot."""
-    name = method[:-5] if method.endswith("_Task") else method
-    return name[0].lower() + name[1:]
-
-
 def task_of(reply: Reply) -> str | None:
     """The Task a forwarded call answered, when it answered one."""
     if reply[0] != 200:
@@ -56,7 +50,7 @@ def handle(peer: Any, call: soap.Call | None, path: str, headers: Any, body: byt
         if rule.fault and not rule.in_task:
             return fault(rule.fault, rule.message or f"injected {rule.fault}")
         if rule.in_task:  # the call is accepted, its task fails
-            ref = peer.vcsim.task(call.this_type, call.this, task_name(method), fault=rule.fault,
+            ref = peer.vcsim.task(call.this_type, call.this, method, fault=rule.fault,
                                   delay=rule.task_seconds)
             return xml_reply(200, soap.moref_response(method, "Task", ref))
     handler = HANDLERS.get(method)
@@ -84,7 +78,7 @@ def slow(peer: Any, call: soap.Call, reply: Reply, seconds: float,
             "VirtualMachine")
         result = (kind, info["result"])
     kind, this = entity or (call.this_type, call.this)
-    ref = peer.vcsim.task(kind, this, task_name(call.method), fault=info.get("error", ""),
+    ref = peer.vcsim.task(kind, this, call.method, fault=info.get("error", ""),
                           delay=seconds, result=result)
     return xml_reply(200, soap.moref_response(call.method, "Task", ref))
 
@@ -109,7 +103,7 @@ def create_snapshot(peer: Any, call: soap.Call, path: str, headers: Any, body: b
     if call.flag("quiesce") and vm["tools"] != "guestToolsRunning":
         # vSphere: "Cannot quiesce this virtual machine because VMware Tools is not
         # currently available." - the task fails with ToolsUnavailable
-        ref = peer.vcsim.task(call.this_type, call.this, "createSnapshot",
+        ref = peer.vcsim.task(call.this_type, call.this, call.method,
                               fault="ToolsUnavailable")
         return xml_reply(200, soap.moref_response(call.method, "Task", ref))
     reply = peer.forward("POST", path, headers, body)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     vcsim = Vcsim(args.vcsim, args.workdir / "vcsim.log")
     vcsim.start()
     peer = Peer(vcsim)
-    peer.inventory.sync()
+    peer.inventory.sync(model=True)
     server = FrontServer((args.host, args.port), peer, context)
 
     def stop(*_: object) -> None:

@@ -91,9 +91,13 @@ class Vcsim:
     def task_info(self, ref: str) -> dict[str, str]:
         return self.api(f"/_vcsim/taskinfo?ref={ref}")
 
-    def task(self, kind: str, ref: str, name: str, fault: str = "", delay: float = 0,
+    def task(self, kind: str, ref: str, method: str, fault: str = "", delay: float = 0,
              result: tuple[str, str] | None = None) -> str:
+        """A task for `method` ("CreateSnapshot_Task") on an entity, running `delay` seconds
+        and then failing with `fault` or succeeding with `result` (a moref)."""
+        name = method[:-5] if method.endswith("_Task") else method
         return self.api("/_vcsim/task", {
-            "Type": kind, "Ref": ref, "Name": name, "Fault": fault,
+            "Type": kind, "Ref": ref, "Name": name[0].lower() + name[1:], "Method": method,
+            "Fault": fault,
             "DelayMs": int(delay * 1000), "ResultType": result[0] if result else "",
             "Result": result[1] if result else ""})["ref"]

@@ -51,6 +51,9 @@ func disks(devices []types.BaseVirtualDevice) []disk {
 	for _, d := range devices {
 		if vd, ok := d.(*types.VirtualDisk); ok {
 			x := disk{Key: vd.Key, Capacity: vd.CapacityInBytes}
+			if x.Capacity == 0 {
+				x.Capacity = vd.CapacityInKB * 1024
+			}
 			if vd.DeviceInfo != nil {
 				x.Label = vd.DeviceInfo.GetDescription().Label
 			}
@@ -213,8 +216,8 @@ func setDatastore(w http.ResponseWriter, r *http.Request) {
 // answers instead of the real task when a test asks for a slow or failing task.
 func task(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Type, Ref, Name, Fault, Message, ResultType, Result string
-		DelayMs                                             int
+		Type, Ref, Name, Method, Fault, ResultType, Result string
+		DelayMs                                            int
 	}
 	if !decode(w, r, &req) {
 		return
@@ -244,9 +247,9 @@ func task(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil, nil
 	})
-	if req.Message != "" {
-		t.Info.Description = &types.LocalizableMessage{Key: "peer", Message: req.Message}
-	}
+	// info.name is the WSDL method name, which pyvmomi resolves (it reads it while running)
+	t.Info.Name = req.Method
+	t.Info.DescriptionId = req.Type + "." + req.Name
 	go t.Run()
 	reply(w, map[string]string{"ref": t.Self.Value})
 }
