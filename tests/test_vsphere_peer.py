@@ -171,7 +171,7 @@ def test_snapshot_freezes_the_base_until_removed(si, vsphere_peer):
 def test_a_users_snapshot_keeps_the_base_frozen_at_it(si, vsphere_peer):
     vm = find_vm(si)
     user = snapshot(vm, "user")
-    vsphere_peer.write(VM, 1 if False else "Hard disk 1", 0, b"x" * BLOCK)
+    vsphere_peer.write(VM, "Hard disk 1", 0, b"x" * BLOCK)
     ours = snapshot(vm, "ours")
     WaitForTask(ours.RemoveSnapshot_Task(removeChildren=False))
     assert vsphere_peer.read(VM, "Hard disk 1", 0, BLOCK, base=True) == bytes(BLOCK)

@@ -231,11 +231,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        with peer_lock(self):
-            chunks = list(disk.iter_read(start, end - start, disk.layers[0]))
-        for chunk in chunks:
+        state = self.server.peer.state
+        pos = start
+        while pos < end:  # 1 MiB under the lock at a time: writes may go on meanwhile
+            n = min(1 << 20, end - pos)
+            with peer_lock(self):
+                chunk = b"".join(disk.iter_read(pos, n, disk.layers[0]))
             self.wfile.write(chunk)
-            self.server.peer.state.count_bytes(self.server.peer.state.served, ds_path, len(chunk))
+            state.count_bytes(state.served, ds_path, len(chunk))
+            pos += n
 
     def put_file(self, ds: str, ds_path: str) -> None:
         peer = self.server.peer
