@@ -13,10 +13,12 @@ import urllib.parse
 
 import pytest
 
-pyVmomi = pytest.importorskip("pyVmomi")
-from pyVim.connect import Disconnect, SmartConnect  # noqa: E402
-from pyVim.task import WaitForTask  # noqa: E402
-from pyVmomi import vim  # noqa: E402
+from pyVim.connect import Disconnect, SmartConnect
+from pyVim.task import WaitForTask
+from pyVmomi import vim
+
+from tests.helpers.vsphere import connect, disks, snapshot
+from tests.helpers.vsphere import find_vm as _find_vm
 
 MiB = 1 << 20
 BLOCK = 64 << 10
@@ -24,12 +26,6 @@ VM = "DC0_H0_VM0"
 
 
 # -- helpers
-
-
-def connect(peer, password=None):
-    ctx = ssl.create_default_context(cafile=str(peer.ca_file))
-    return SmartConnect(host=peer.host, port=peer.port, user=peer.user,
-                        pwd=password or peer.password, sslContext=ctx)
 
 
 @pytest.fixture
@@ -43,28 +39,13 @@ def si(vsphere_peer):
 
 
 def find_vm(si, name=VM):
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        return next(vm for vm in view.view if vm.name == name)
-    finally:
-        view.Destroy()
-
-
-def disks(config):
-    return [d for d in config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
+    return _find_vm(si, name)
 
 
 def enable_cbt(vm):
     WaitForTask(vm.ReconfigVM_Task(vim.vm.ConfigSpec(changeTrackingEnabled=True)))
     # the stun that makes CBT take effect on a running VM
     WaitForTask(snapshot(vm, "stun").RemoveSnapshot_Task(removeChildren=False))
-
-
-def snapshot(vm, name, quiesce=False):
-    task = vm.CreateSnapshot_Task(name=name, description="", memory=False, quiesce=quiesce)
-    WaitForTask(task)
-    return task.info.result
 
 
 def change_id(snap, key):

@@ -29,7 +29,6 @@ from dr_common.vsphere import Session, fault_name
 log = structlog.get_logger()
 
 PREFIX = "hybrid-dr "
-_CBT_STUN = "hybrid-dr enabling changed-block tracking"
 
 
 @dataclass(frozen=True)
@@ -95,16 +94,18 @@ def remove_ours(session: Session, vm: Any, plan: str) -> list[str]:
     return removed
 
 
-def ensure_cbt(session: Session, vm: Any, name: str) -> bool:
+def ensure_cbt(session: Session, vm: Any, name: str, plan: str) -> bool:
     """Switches CBT on if it is off; True if it did. vSphere applies it at the next
-    stun/unstun of the VM: a snapshot taken and removed at once."""
+    stun/unstun of the VM: a snapshot taken and removed at once (named as the plan's
+    others are, so that one a dead node left is removed with them)."""
     from pyVmomi import vim
     if session.get(vm, ["config.changeTrackingEnabled"]).get("config.changeTrackingEnabled"):
         return False
     session.call(f"enable changed-block tracking on {name}", vm.ReconfigVM_Task,
                  spec=vim.vm.ConfigSpec(changeTrackingEnabled=True))
     snap = session.call(f"stun {name} for changed-block tracking", vm.CreateSnapshot_Task,
-                        name=_CBT_STUN, description="", memory=False, quiesce=False)
+                        name=snapshot_name(plan, "enabling-cbt"), description="",
+                        memory=False, quiesce=False)
     session.call(f"unstun {name}", snap.RemoveSnapshot_Task, removeChildren=False,
                  consolidate=True)
     log.info("changed-block tracking enabled", vm=name)
@@ -185,7 +186,7 @@ def take(session: Session, disks: list[Any], *, plan: str, cycle: str, quiesce: 
         stale = remove_ours(session, vm, plan)
         if stale:
             log.warning("removed snapshots an earlier cycle left", vm=uuid, snapshots=stale)
-        ensure_cbt(session, vm, uuid)
+        ensure_cbt(session, vm, uuid, plan)
     taken = snapshot_group(session, vms, name=snapshot_name(plan, cycle), quiesce=quiesce,
                            timeout=timeout)
     out: dict[str, SnapshotRef] = {}
