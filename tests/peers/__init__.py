@@ -5,5 +5,7 @@ tests/conftest.py.
   tools.py  programs a test needs (qemu-img, chromium, buf, ...), and the rule for a
             missing peer: a skip, or a failure under CI=true
   aws/      the AWS peer: moto's server corrected to AWS's EBS semantics, with faults
+  vsphere/  the vSphere peer: govmomi's vcsim behind a front that adds disk contents,
+            snapshot and CBT semantics, /folder sessions, and faults
   pg.py     a throw-away PostgreSQL server
 """
