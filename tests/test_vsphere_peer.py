@@ -17,7 +17,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from tests.helpers.vsphere import connect, disks, snapshot
+from tests.helpers.vsphere import connect, disks, enable_cbt, snapshot
 from tests.helpers.vsphere import find_vm as _find_vm
 
 MiB = 1 << 20
@@ -40,12 +40,6 @@ def si(vsphere_peer):
 
 def find_vm(si, name=VM):
     return _find_vm(si, name)
-
-
-def enable_cbt(vm):
-    WaitForTask(vm.ReconfigVM_Task(vim.vm.ConfigSpec(changeTrackingEnabled=True)))
-    # the stun that makes CBT take effect on a running VM
-    WaitForTask(snapshot(vm, "stun").RemoveSnapshot_Task(removeChildren=False))
 
 
 def change_id(snap, key):

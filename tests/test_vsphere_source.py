@@ -12,23 +12,26 @@ MiB = 1 << 20
 
 
 def test_first_cycle_areas_are_data_and_the_rest_zero():
-    ext = to_extents([(4 * MiB, MiB), (0, MiB), (MiB, MiB)], 8 * MiB, gaps_clean=False)
+    ext = to_extents([(4 * MiB, MiB), (0, MiB), (MiB, MiB)], 8 * MiB)
     assert ext == [Extent(0, 2 * MiB, zero=False), Extent(2 * MiB, 2 * MiB, zero=True),
                    Extent(4 * MiB, MiB, zero=False), Extent(5 * MiB, 3 * MiB, zero=True)]
 
 
-def test_incremental_gaps_are_clean_and_areas_are_clipped_to_the_disk():
-    ext = to_extents([(7 * MiB, 4 * MiB), (MiB, MiB), (MiB + 10, 10)], 8 * MiB,
-                     gaps_clean=True)
+def test_incremental_gaps_are_clean_and_discarded_changes_zero():
+    changed = [(7 * MiB, 4 * MiB), (MiB, MiB), (MiB + 10, 10), (4 * MiB, MiB)]
+    allocated = [(0, 4 * MiB), (7 * MiB, MiB)]  # 4-5 MiB was discarded
+    ext = to_extents(changed, 8 * MiB, allocated=allocated)
     assert ext == [Extent(0, MiB, zero=False, clean=True), Extent(MiB, MiB, zero=False),
-                   Extent(2 * MiB, 5 * MiB, zero=False, clean=True),
+                   Extent(2 * MiB, 2 * MiB, zero=False, clean=True),
+                   Extent(4 * MiB, MiB, zero=True),
+                   Extent(5 * MiB, 2 * MiB, zero=False, clean=True),
                    Extent(7 * MiB, MiB, zero=False)]
     assert sum(e.length for e in ext) == 8 * MiB
 
 
 def test_no_change_is_one_clean_extent():
-    assert to_extents([], 3 * MiB, gaps_clean=True) == [Extent(0, 3 * MiB, zero=False,
-                                                               clean=True)]
+    assert to_extents([], 3 * MiB, allocated=[(0, MiB)]) == [
+        Extent(0, 3 * MiB, zero=False, clean=True)]
 
 
 def test_snapshot_ref_round_trips_and_other_kinds_ids_read_as_none():

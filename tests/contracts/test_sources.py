@@ -1,7 +1,9 @@
 """The SourceDisk contract (dr_common.sources.base): what every source must report and
 read for one known disk, run against each source kind on its real peer: `file`
 (FileDisk on a sparse image), `kvm` (KvmDisk: a qcow2 image over qemu-nbd, with dirty
-bitmaps) and `aws` (AwsDisk: EBS snapshots through the EBS direct APIs of the AWS peer).
+bitmaps), `aws` (AwsDisk: EBS snapshots through the EBS direct APIs of the AWS peer) and
+`vsphere` (VsphereDisk: a VM disk at a VM snapshot, CBT and datastore reads on the
+vSphere peer).
 
 Every kind holds the same content: a 1 GiB disk (the smallest EBS volume) written in
 512 KiB blocks (EBS's block, a multiple of qcow2 clusters, bitmap granules and filesystem
@@ -127,11 +129,54 @@ class AwsSource:
         return disk
 
 
+class VsphereSource:
+    """A 1 GiB disk added to a VM of the vSphere peer, CBT on; each point is a VM
+    snapshot (the one before is removed first: the base is frozen at the only one)."""
+
+    VM = "DC0_H0_VM1"
+
+    def __init__(self, vsphere_peer: Any):
+        from dr_common.vsphere import VsphereSettings
+        from tests.helpers.vsphere import add_disk, connect, enable_cbt, find_vm
+        self.peer = vsphere_peer
+        self.vm = find_vm(connect(vsphere_peer), self.VM)
+        self.key = add_disk(self.vm, SIZE)
+        enable_cbt(self.vm)
+        self.settings = VsphereSettings(url=vsphere_peer.url, user=vsphere_peer.user,
+                                        password=vsphere_peer.password,
+                                        ca_file=str(vsphere_peer.ca_file))
+        self.snapshot, self.change_id = None, ""
+
+    def write(self, blocks: dict[int, bytes]) -> None:
+        for index, data in blocks.items():
+            self.peer.write(self.VM, self.key, index * BLOCK, data)
+
+    def zero(self, indices: tuple[int, ...]) -> None:
+        for index in indices:
+            self.peer.discard(self.VM, self.key, index * BLOCK, BLOCK)
+
+    async def open(self) -> SourceDisk:
+        from pyVim.task import WaitForTask
+        from dr_common.sources.vsphere import VsphereDisk
+        from tests.helpers.vsphere import snapshot
+        if self.snapshot is not None:
+            await asyncio.to_thread(WaitForTask, self.snapshot.RemoveSnapshot_Task(
+                removeChildren=False))
+        self.snapshot = await asyncio.to_thread(snapshot, self.vm, "contract")
+        disk = await VsphereDisk.open(
+            self.settings, vm_uuid=self.vm.config.instanceUuid, device_key=self.key,
+            snapshot=self.snapshot._moId, previous_change_id=self.change_id,
+            previous_size=SIZE if self.change_id else 0)
+        self.change_id = disk.change_id
+        return disk
+
+
 SOURCES = {
     "file": lambda request, tmp_path: FileSource(tmp_path),
     "kvm": lambda request, tmp_path: KvmSource(tmp_path),
     "aws": lambda request, tmp_path: AwsSource(
         *(request.getfixturevalue(f) for f in ("aws_peer", "boto", "aws_settings"))),
+    "vsphere": lambda request, tmp_path: VsphereSource(request.getfixturevalue("vsphere_peer")),
 }
 
 

@@ -8,8 +8,10 @@ not there. A VM with other snapshots has a base frozen at the *oldest* one, not 
 reading it would give wrong data, so that is an error naming the snapshots.
 
 Extents come from `QueryChangedDiskAreas` against the change id the previous point
-recorded: changed areas are data, the rest is clean (unchanged since that point). A
-first cycle asks with `"*"`: the allocated areas are data, the rest zero (never read).
+recorded: changed areas are data, the rest is clean (unchanged since that point); a
+changed area that is no longer allocated (the guest discarded it: `"*"` says what is
+allocated) is zero, written without a read. A first cycle asks with `"*"` only: the
+allocated areas are data, the rest zero (never read).
 Lost tracking — the change id unknown to vSphere (CBT reset, a VM restored from backup)
 or the disk resized — is a full sync of this disk's allocated areas only, labelled.
 """
@@ -17,6 +19,7 @@ or the disk resized — is a full sync of this disk's allocated areas only, labe
 from __future__ import annotations
 
 import asyncio
+import bisect
 import threading
 from typing import Any
 
@@ -58,24 +61,45 @@ def changed_areas(session: Session, vm: Any, snapshot: Any, key: int, size: int,
     return areas
 
 
-def to_extents(areas: list[tuple[int, int]], size: int, *, gaps_clean: bool) -> list[Extent]:
-    """Extents covering the disk: the areas as data, the gaps clean (incremental) or
-    zero (a first or full sync: unallocated)."""
-    out: list[Extent] = []
-    pos = 0
+def _merged(areas: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """(start, length) areas as sorted, merged (start, end) ranges within the disk."""
+    out: list[tuple[int, int]] = []
     for start, length in sorted(areas):
-        start, end = max(start, pos), min(start + length, size)
+        start, end = max(start, 0), min(start + length, size)
         if end <= start:
             continue
-        if start > pos:
-            out.append(Extent(pos, start - pos, zero=not gaps_clean, clean=gaps_clean))
-        if out and not out[-1].zero and not out[-1].clean and out[-1].end == start:
-            out[-1] = Extent(out[-1].start, end - out[-1].start, zero=False)
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
         else:
-            out.append(Extent(start, end - start, zero=False))
-        pos = end
-    if pos < size:
-        out.append(Extent(pos, size - pos, zero=not gaps_clean, clean=gaps_clean))
+            out.append((start, end))
+    return out
+
+
+def _inside(ranges: list[tuple[int, int]], pos: int) -> bool:
+    i = bisect.bisect_right(ranges, (pos, float("inf"))) - 1
+    return i >= 0 and ranges[i][0] <= pos < ranges[i][1]
+
+
+def to_extents(changed: list[tuple[int, int]], size: int, *,
+               allocated: list[tuple[int, int]] | None = None) -> list[Extent]:
+    """Extents covering the disk. A full sync (`allocated` None: `changed` are the
+    allocated areas): those are data, the rest zero. An incremental: changed areas that
+    are allocated are data, changed areas no longer allocated are zero (a discard: the
+    chunk becomes zeros without a read), everything else clean."""
+    ch = _merged(changed, size)
+    al = _merged(allocated, size) if allocated is not None else None
+    cuts = sorted({0, size, *(p for r in ch + (al or []) for p in r)})
+    out: list[Extent] = []
+    for a, b in zip(cuts, cuts[1:]):
+        if not _inside(ch, a):
+            ext = Extent(a, b - a, zero=al is None, clean=al is not None)
+        else:
+            ext = Extent(a, b - a, zero=al is not None and not _inside(al, a))
+        last = out[-1] if out else None
+        if last and (last.zero, last.clean) == (ext.zero, ext.clean):
+            out[-1] = Extent(last.start, ext.end - last.start, zero=ext.zero, clean=ext.clean)
+        else:
+            out.append(ext)
     return out
 
 
@@ -128,9 +152,13 @@ class VsphereDisk:
                     if isinstance(exc, DRError) or not is_tracking_lost(exc):
                         raise
                     self.full_sync_reason = "change-id-unknown"
+            # The allocated areas ("*"): all a full sync reads; for an incremental, what
+            # tells a changed area that was discarded (zeros now) from one to read.
+            allocated = changed_areas(self._session, vm, snap, device_key, self.size, "*")
             if self.full_sync_reason:
-                areas = changed_areas(self._session, vm, snap, device_key, self.size, "*")
-            self._extents = to_extents(areas, self.size, gaps_clean=not self.full_sync_reason)
+                self._extents = to_extents(allocated, self.size)
+            else:
+                self._extents = to_extents(areas, self.size, allocated=allocated)
         except Exception as exc:
             self._session.close()
             if isinstance(exc, DRError):
