@@ -8,7 +8,7 @@ NPM_STAMP := node_modules/.installed
 # Debian packages (qemu-utils, libnbd) and libnbd's module linked into the venv.
 SYS_STAMP := $(VENV)/.system-deps
 
-.PHONY: all demo test bench bench-control proto clean check-python
+.PHONY: all demo test bench bench-control bench-vsphere proto clean check-python
 
 all: test
 
@@ -51,6 +51,11 @@ bench: $(STAMP) $(SYS_STAMP)
 CONTROL_BENCH_ARGS ?= --postgres
 bench-control: $(STAMP) $(SYS_STAMP)
 	$(PY) -m bench.control_load $(CONTROL_BENCH_ARGS)
+
+# The vsphere source against the vSphere peer: bytes read per cycle against what was
+# allocated or changed, cycle times, read throughput against the peer's own ceiling.
+bench-vsphere: $(STAMP) $(SYS_STAMP)
+	$(PY) -m bench.vsphere $(VSPHERE_BENCH_ARGS)
 
 # Regenerate dr_common/proto from proto/ (commit the result; a test checks it is fresh).
 proto: $(STAMP)
