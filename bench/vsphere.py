@@ -42,7 +42,7 @@ async def cycle(peer, site, disk_msg, previous: dict, repo: Path, n: int) -> dic
     spec.source.site.CopyFrom(site)
     peer.reset_stats()
     start = time.perf_counter()
-    ref = (await sources.take_snapshots(spec, SourceEnv()))[disk_msg.disk]
+    ref = (await sources.take_snapshots(spec, SourceEnv()))[0].snapshot_id
     loc = nodes_pb2.SourceLocator(site=site)
     loc.vsphere.CopyFrom(sources.vsphere.locate(DiskToRead(
         plan=spec.plan, cycle=spec.cycle, locator=disk_msg.locator, snapshot_id=ref,

@@ -152,6 +152,27 @@ def test_cbt_reset_on_one_disk_is_a_full_sync_of_that_disk_only(
     assert {k: _restored(c, point, k) for k in g.keys} == state
 
 
+def test_quiesced_where_tools_run_and_crash_consistent_where_they_do_not(
+        cluster: Cluster, vsphere_peer, monkeypatch):
+    c, peer = cluster, vsphere_peer
+    g = Guest(peer)
+    g.write(g.keys[0], [0])
+    _vsphere_site(c, peer, monkeypatch)
+    c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
+    c.drctl("plan", "create", "p1", "--source", "vc", "--target", "dst", "--workload",
+            WORKLOAD, "--rpo", "1h", "--quiesce")
+    peer.set_tools(VM, True)
+    _cycle(c, "p1", 1)
+    peer.set_tools(VM, False)  # the tools stopped: the next point is crash-consistent
+    _cycle(c, "p1", 2)
+    peer.set_tools(VM, True)  # running, but the guest's quiescing fails: taken again
+    peer.faults("CreateSnapshot_Task", fault="ApplicationQuiesceFault", in_task=True, count=1)
+    _cycle(c, "p1", 3)
+    assert [{d["consistency"] for d in p["disks"]} for p in c.points("p1")] == [
+        {"app-consistent"}, {"crash-consistent"}, {"crash-consistent"}]
+    assert peer.stats()["faults"], "the quiesce fault was not injected"
+
+
 def test_a_users_snapshot_fails_the_cycle_clearly_and_reads_no_old_data(
         cluster: Cluster, vsphere_peer, monkeypatch):
     c, peer = cluster, vsphere_peer

@@ -5,7 +5,8 @@ A source module offers:
 - `open_source(locator, site, env) -> SourceDisk` (nodes): `locator` is the kind's own
   message of `SourceLocator` (proto/dr/v1/nodes.proto), `site` the site's settings;
 - `locate(disk) -> message` (control plane): the kind's locator for one disk of a cycle;
-- if the kind `snapshots`: `take_snapshots(spec, env) -> {disk: snapshot id}`, the
+- if the kind `snapshots`: `take_snapshots(spec, env) -> [SourceSnapshot]` (the disk,
+  its snapshot id and the consistency it got), the
   cycle's consistency group, taken by a snapshot task before the disks are read;
 - if the kind `drops_snapshots`: `drop_snapshots(spec, env)`, run by a drop_snapshots
   task when the cycle ends, completed or failed, to remove what the snapshot task took.
@@ -80,9 +81,10 @@ async def open_source(loc: nodes_pb2.SourceLocator, env: SourceEnv) -> SourceDis
     return await _module(name, "source").open_source(getattr(loc, name), loc.site, env)
 
 
-async def take_snapshots(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> dict[str, str]:
-    """Takes the cycle's consistency group at a source kind that snapshots; returns
-    disk -> snapshot id."""
+async def take_snapshots(spec: nodes_pb2.SnapshotSpec,
+                         env: SourceEnv) -> list[nodes_pb2.SourceSnapshot]:
+    """Takes the cycle's consistency group at a source kind that snapshots: one
+    SourceSnapshot per disk."""
     name = kind_of(spec.source)
     if not kind(name, field="source").snapshots:
         raise InvalidArgument(f"{name} sources take no snapshots: their disks are read as "

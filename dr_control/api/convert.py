@@ -127,7 +127,8 @@ def point(p: models.RecoveryPoint) -> recovery_points_pb2.RecoveryPoint:
             disk=d["disk"], size_bytes=d["size_bytes"], root_hash=d["root_hash"],
             full_sync=d.get("full_sync", False),
             full_sync_reason=d.get("full_sync_reason", ""),
-            snapshot_id=d.get("snapshot_id", "")) for d in p.disks],
+            snapshot_id=d.get("snapshot_id", ""),
+            consistency=d.get("consistency", "")) for d in p.disks],
         stats=stats(p.stats), locked=p.locked, state=p.state)
 
 

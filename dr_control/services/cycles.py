@@ -102,15 +102,16 @@ def finalize_spec(plan: Plan, cycle: Cycle, tasks: list[Task], now: datetime
                   ) -> nodes_pb2.FinalizeSpec:
     """The finalize task's spec (without the target, which target_task adds): the
     point's id and each disk's result, from the cycle's completed tasks."""
-    snapshots = next((t.result.get("source_snapshots", {}) for t in tasks
-                      if t.kind == "snapshot"), {})
+    taken = next((t.result for t in tasks if t.kind == "snapshot"), {})
+    snapshots, consistency = taken.get("source_snapshots", {}), taken.get("consistency", {})
     disks = [nodes_pb2.FinalizeDisk(
         disk=t.disk, root_hash=t.result.get("root_hash", ""),
         size_bytes=t.result["size_bytes"], full_sync=t.full_sync,
         bitmap=t.result.get("bitmap", ""),
         full_sync_reason=t.result.get("full_sync_reason", ""),
         snapshot_id=t.result.get("snapshot_id", ""),
-        source_snapshot_id=snapshots.get(t.disk, ""))
+        source_snapshot_id=snapshots.get(t.disk, ""),
+        consistency=consistency.get(t.disk, ""))
         for t in sorted(tasks, key=lambda t: t.disk) if t.kind == "replicate"]
     return nodes_pb2.FinalizeSpec(
         plan=names.plan_name(plan.id), cycle=names.cycle_name(plan.id, cycle.seq),

@@ -8,6 +8,4 @@ from dr_node.tasks.base import TaskContext
 
 
 async def run(ctx: TaskContext) -> None:
-    snaps = await sources.take_snapshots(ctx.spec, ctx.source_env)
-    for d in ctx.spec.disks:
-        ctx.result.source_snapshots.add(disk=d.disk, snapshot_id=snaps[d.disk])
+    ctx.result.source_snapshots.extend(await sources.take_snapshots(ctx.spec, ctx.source_env))

@@ -71,10 +71,11 @@ async def open_source(locator: nodes_pb2.AwsSource, site: common_pb2.SiteSetting
                               volume_id=locator.volume_id, size=locator.size_bytes)
 
 
-async def take_snapshots(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> dict[str, str]:
+async def take_snapshots(spec: nodes_pb2.SnapshotSpec,
+                         env: SourceEnv) -> list[nodes_pb2.SourceSnapshot]:
     """The cycle's consistency group: one crash-consistent snapshot per instance. First
     deletes the snapshots of earlier cycles no point needs (failed cycles, superseded
-    points). Returns disk -> snapshot id."""
+    points). EBS snapshots are crash-consistent."""
     settings = AwsSettings.from_site(spec.source.site, field="source.site")
     marker = {TAG_PLAN: spec.plan, TAG_ROLE: "change-marker"}
     by_instance: dict[str, list[str]] = {}
@@ -88,4 +89,5 @@ async def take_snapshots(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> dict[s
     snaps = await snapshot_group(settings, by_instance, tags={**marker, TAG_CYCLE: spec.cycle},
                                  timeout=env.snapshot_timeout)
     log.info("consistency group snapshotted", volumes=len(snaps))
-    return {d.disk: snaps[d.locator] for d in spec.disks}
+    return [nodes_pb2.SourceSnapshot(disk=d.disk, snapshot_id=snaps[d.locator],
+                                     consistency="crash-consistent") for d in spec.disks]

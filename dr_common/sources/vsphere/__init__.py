@@ -51,16 +51,20 @@ async def open_source(locator: nodes_pb2.VsphereSource, site: common_pb2.SiteSet
         previous_size=locator.previous_size_bytes)
 
 
-async def take_snapshots(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> dict[str, str]:
+async def take_snapshots(spec: nodes_pb2.SnapshotSpec,
+                         env: SourceEnv) -> list[nodes_pb2.SourceSnapshot]:
     """The cycle's group: one snapshot per VM, CBT switched on first where it is off,
-    snapshots an earlier cycle left removed. Returns disk -> SnapshotRef (JSON)."""
+    snapshots an earlier cycle left removed. A disk's snapshot id is its SnapshotRef
+    (JSON)."""
     settings = VsphereSettings.from_site(spec.source.site, field="source.site")
 
-    def run() -> dict[str, str]:
+    def run() -> list[nodes_pb2.SourceSnapshot]:
         with Session(settings) as session:
             taken = snapshots.take(session, list(spec.disks), plan=spec.plan, cycle=spec.cycle,
                                    quiesce=spec.quiesce, timeout=env.snapshot_timeout)
-        return {disk: ref.dumps() for disk, ref in taken.items()}
+        return [nodes_pb2.SourceSnapshot(disk=disk, snapshot_id=ref.dumps(),
+                                         consistency=ref.consistency)
+                for disk, ref in taken.items()]
     return await asyncio.to_thread(run)
 
 

@@ -259,12 +259,14 @@ class DropSnapshotsSpec(_message.Message):
     def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., source: _Optional[_Union[SourceLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[SnapshotDisk, _Mapping]]] = ...) -> None: ...
 
 class SourceSnapshot(_message.Message):
-    __slots__ = ("disk", "snapshot_id")
+    __slots__ = ("disk", "snapshot_id", "consistency")
     DISK_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     disk: str
     snapshot_id: str
-    def __init__(self, disk: _Optional[str] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
+    consistency: str
+    def __init__(self, disk: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., consistency: _Optional[str] = ...) -> None: ...
 
 class FinalizeSpec(_message.Message):
     __slots__ = ("plan", "cycle", "recovery_point_id", "target", "disks")
@@ -281,7 +283,7 @@ class FinalizeSpec(_message.Message):
     def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., recovery_point_id: _Optional[str] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[FinalizeDisk, _Mapping]]] = ...) -> None: ...
 
 class FinalizeDisk(_message.Message):
-    __slots__ = ("disk", "root_hash", "size_bytes", "full_sync", "bitmap", "full_sync_reason", "snapshot_id", "source_snapshot_id")
+    __slots__ = ("disk", "root_hash", "size_bytes", "full_sync", "bitmap", "full_sync_reason", "snapshot_id", "source_snapshot_id", "consistency")
     DISK_FIELD_NUMBER: _ClassVar[int]
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -290,6 +292,7 @@ class FinalizeDisk(_message.Message):
     FULL_SYNC_REASON_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     disk: str
     root_hash: str
     size_bytes: int
@@ -298,7 +301,8 @@ class FinalizeDisk(_message.Message):
     full_sync_reason: str
     snapshot_id: str
     source_snapshot_id: str
-    def __init__(self, disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., source_snapshot_id: _Optional[str] = ...) -> None: ...
+    consistency: str
+    def __init__(self, disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., source_snapshot_id: _Optional[str] = ..., consistency: _Optional[str] = ...) -> None: ...
 
 class RestoreSpec(_message.Message):
     __slots__ = ("recovery_point", "disk", "root_hash", "target", "destination_path", "format", "overwrite", "snapshot_id", "availability_zone")
