@@ -39,12 +39,13 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     vsphere = p.add_argument_group(
         "vsphere sites", "The password is read from the VSPHERE_PASSWORD environment "
         "variable (never from the command line) and stored encrypted. The server's "
-        "certificate is verified: against the system's CAs, or --ca-file, or a pinned "
-        "--thumbprint.")
+        "certificate is verified: against the system's CAs, or --vsphere-ca-file, or a "
+        "pinned --thumbprint.")
     vsphere.add_argument("--url", default="", help="the SDK URL, https://vcenter/sdk")
     vsphere.add_argument("--user", default="", help="e.g. dr@vsphere.local")
-    vsphere.add_argument("--ca-file", default="", help="the CA bundle that signed vCenter's "
-                         "certificate (a path on the control plane's host)")
+    # Not --ca-file: that is drctl's own (the CA of dr-control's certificate).
+    vsphere.add_argument("--vsphere-ca-file", default="", help="the CA bundle that signed "
+                         "vCenter's certificate (a path on the control plane's host)")
     vsphere.add_argument("--thumbprint", default="",
                          help="the certificate's SHA-256 fingerprint, instead of a CA")
     vsphere.add_argument("--datacenter", default="", help="only this datacenter's VMs")
@@ -82,7 +83,7 @@ def site_add(ctx: Context, args: argparse.Namespace) -> int:
             site.aws.session_token = os.environ.get("AWS_SESSION_TOKEN", "")
     if args.kind == "vsphere":
         site.vsphere.CopyFrom(common_pb2.VsphereSettings(
-            url=args.url, user=args.user, ca_file=args.ca_file, thumbprint=args.thumbprint,
+            url=args.url, user=args.user, ca_file=args.vsphere_ca_file, thumbprint=args.thumbprint,
             datacenter=args.datacenter, password=os.environ.get("VSPHERE_PASSWORD", "")))
         if not site.vsphere.password:
             raise CliError("a vsphere site needs the account's password in the "
