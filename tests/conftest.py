@@ -78,6 +78,29 @@ def bucket(boto) -> str:
     return name
 
 
+# The vSphere test peer (tests/peers/vsphere/): vcsim behind a TLS front that corrects it to
+# vSphere's CBT and snapshot semantics; one per test session, reset before each test (a
+# fresh inventory, no disk content, faults, counters or sessions).
+@pytest.fixture(scope="session")
+def _vsphere_peer_session(tmp_path_factory):
+    from tests.peers.tools import unavailable
+    from tests.peers.vsphere.client import PeerProcess, PeerStartError
+    process = PeerProcess(tmp_path_factory.mktemp("vsphere_peer"))
+    try:
+        client = process.start()
+    except PeerStartError as e:
+        unavailable(f"the vSphere peer is unavailable: {e}")
+    yield client
+    process.stop()
+
+
+@pytest.fixture
+def vsphere_peer(_vsphere_peer_session):
+    """The vSphere peer's client (tests.peers.vsphere.client.VspherePeerClient), just reset."""
+    _vsphere_peer_session.reset()
+    yield _vsphere_peer_session
+
+
 # PostgreSQL (tests/peers/pg.py): one server per test session, stopped at the end.
 @pytest.fixture(scope="session")
 def _pg_server():
