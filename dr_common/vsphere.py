@@ -123,6 +123,24 @@ def fingerprint(host: str, port: int) -> str:
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
+def check_pinned(sock: Any, settings: VsphereSettings) -> None:
+    """With a pinned thumbprint the TLS context verifies nothing (ssl_context): this is
+    the check, on each connection that is not pyvmomi's (pyvmomi checks its own)."""
+    pinned = _hex(settings.thumbprint)
+    if not pinned:
+        return
+    der = sock.getpeercert(binary_form=True) or b""
+    seen = (hashlib.sha256(der) if len(pinned) == 64 else hashlib.sha1(der)).hexdigest()
+    if seen != pinned:
+        shown = hashlib.sha256(der).hexdigest().upper()
+        raise FailedPrecondition(
+            f"vSphere at {settings.address[0]}:{settings.address[1]} presented a "
+            f"certificate that the pinned thumbprint {settings.thumbprint} does not match "
+            f"(its SHA-256 fingerprint is "
+            f"{':'.join(shown[i:i + 2] for i in range(0, len(shown), 2))})",
+            reason="certificate-untrusted")
+
+
 def ssl_context(settings: VsphereSettings) -> ssl.SSLContext:
     if settings.thumbprint:
         # Pinned: the fingerprint is the trust (checked by pyvmomi on connect and by
@@ -367,6 +385,8 @@ class DatastoreFiles:
             host, port = self._session.settings.address
             conn = http.client.HTTPSConnection(host, port, context=self._session.context,
                                                timeout=_TIMEOUT)
+            conn.connect()
+            check_pinned(conn.sock, self._session.settings)
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
