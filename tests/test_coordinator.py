@@ -170,3 +170,73 @@ async def test_a_failed_delete_waits_before_retention_tries_again(plan_on_two_no
     async with ctx.db() as s, s.begin():
         assert await deletion.apply_retention(ctx, s, await s.get(Plan, "p")) == 1
         assert (await s.get(RecoveryPoint, ("p", "rp1"))).state == deletion.DELETING
+
+
+async def _vsphere_plan(ctx, tmp_path):
+    """Plan v from a vsphere site (rows written directly: no vCenter is asked) with one
+    VM of two disks, to a file repository."""
+    from dr_control.db.models import Disk, Site, Workload
+    from dr_control.services.inventory import InventoryService
+    from dr_control.services.leasing import Leases
+    from dr_control.services.protection import ProtectionService
+    (tmp_path / "repo").mkdir()
+    async with ctx.db() as s, s.begin():
+        s.add(Site(id="vc", kind="vsphere", settings={"url": "https://vc.invalid/sdk",
+                                                     "user": "u"}))
+        s.add(Workload(site_id="vc", id="web-1", display_name="web-1"))
+        for key in (2000, 2001):
+            s.add(Disk(name=f"sites/vc/workloads/web-1/disks/disk-{key}", site_id="vc",
+                       workload_id="web-1", id=f"disk-{key}", locator=f"uuid-1/{key}",
+                       size=MiB))
+    await InventoryService(ctx).create_site("dst", kind="file", path=str(tmp_path / "repo"))
+    prot = ProtectionService(ctx)
+    await prot.create_plan("v", source_site="sites/vc", target_site="sites/dst",
+                           target_kind="fs", workloads=["sites/vc/workloads/web-1"], disks=[],
+                           rpo_seconds=60, keep_last=0, chunk_size=0, compression="",
+                           quiesce=True)
+    await register_node(ctx, "n1", hostname="n1", version="t", max_tasks=4, budget_bytes=1)
+    return Leases(ctx), prot
+
+
+@pytest.mark.parametrize("outcome", ["completed", "failed"])
+async def test_a_vsphere_cycle_drops_its_snapshots_when_it_ends(
+        metadata_url, tmp_path, outcome):
+    async with service_context(metadata_url, tmp_path) as ctx:
+        leases, prot = await _vsphere_plan(ctx, tmp_path)
+        await prot.run_plan("plans/v")
+        snap = await leases.acquire_task("nodes/n1")
+        assert snap.kind == "snapshot" and load(snap).quiesce
+        assert await leases.acquire_task("nodes/n1") is None  # nothing to drop yet
+        if outcome == "failed":
+            await leases.complete_task(f"tasks/{snap.id}", snap.lease_token, stats={},
+                                       result={}, full_sync=False, error={
+                                           "reason": "vsphere-fault", "retryable": False,
+                                           "message": "CreateSnapshot_Task: InvalidState"})
+        else:
+            refs = {f"sites/vc/workloads/web-1/disks/disk-{k}": f"ref-{k}"
+                    for k in (2000, 2001)}
+            await leases.complete_task(f"tasks/{snap.id}", snap.lease_token, error=None,
+                                       stats={}, result={"source_snapshots": refs},
+                                       full_sync=False)
+            for _ in range(2):
+                t = await leases.acquire_task("nodes/n1")
+                assert t.kind == "replicate" and load(t).source.vsphere.vm_uuid == "uuid-1"
+                await leases.complete_task(f"tasks/{t.id}", t.lease_token, error=None,
+                                           stats={}, full_sync=True,
+                                           result={"root_hash": "ab" * 32, "size_bytes": MiB})
+            fin = await leases.acquire_task("nodes/n1")
+            assert fin.kind == "finalize"
+            await leases.complete_task(f"tasks/{fin.id}", fin.lease_token, error=None,
+                                       stats={}, result={}, full_sync=False)
+        [(cycle, _)] = await prot.list_cycles("plans/v")
+        assert cycle.state == outcome
+        drop = await leases.acquire_task("nodes/n1")
+        assert drop is not None and drop.kind == "drop_snapshots"
+        spec = load(drop)
+        assert spec.plan == "plans/v" and spec.source.WhichOneof("kind") == "vsphere"
+        assert sorted(d.locator for d in spec.disks) == ["uuid-1/2000", "uuid-1/2001"]
+        assert drop.source_site == "vc"
+        await leases.complete_task(f"tasks/{drop.id}", drop.lease_token, error=None,
+                                   stats={}, result={}, full_sync=False)
+        [(cycle, _)] = await prot.list_cycles("plans/v")
+        assert cycle.state == outcome  # dropping changes nothing of the ended cycle

@@ -6,7 +6,9 @@ A source module offers:
   message of `SourceLocator` (proto/dr/v1/nodes.proto), `site` the site's settings;
 - `locate(disk) -> message` (control plane): the kind's locator for one disk of a cycle;
 - if the kind `snapshots`: `take_snapshots(spec, env) -> {disk: snapshot id}`, the
-  cycle's consistency group, taken by a snapshot task before the disks are read.
+  cycle's consistency group, taken by a snapshot task before the disks are read;
+- if the kind `drops_snapshots`: `drop_snapshots(spec, env)`, run by a drop_snapshots
+  task when the cycle ends, completed or failed, to remove what the snapshot task took.
 The facts the control plane needs without opening anything are in `KINDS`.
 """
 
@@ -30,6 +32,9 @@ class SourceKind:
     # A cycle starts with a snapshot task taking the plan's consistency group; each disk
     # is then read from its snapshot.
     snapshots: bool = False
+    # The cycle's snapshots are let go when it ends (vsphere: VM snapshots slow the VM
+    # down and must not pile up); otherwise they are kept as the next cycle's base (aws).
+    drops_snapshots: bool = False
 
 
 # The registry. The kind is the name of its field in SourceLocator's `kind` oneof.
@@ -37,6 +42,7 @@ KINDS: dict[str, SourceKind] = {k.name: k for k in (
     SourceKind("file", "dr_common.sources.file"),
     SourceKind("kvm", "dr_common.sources.kvm"),
     SourceKind("aws", "dr_common.sources.aws", snapshots=True),
+    SourceKind("vsphere", "dr_common.sources.vsphere", snapshots=True, drops_snapshots=True),
 )}
 
 
@@ -82,3 +88,12 @@ async def take_snapshots(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> dict[s
         raise InvalidArgument(f"{name} sources take no snapshots: their disks are read as "
                               f"they are", field="source")
     return await _module(name, "source").take_snapshots(spec, env)
+
+
+async def drop_snapshots(spec: nodes_pb2.DropSnapshotsSpec, env: SourceEnv) -> None:
+    """Removes what the cycle's snapshot task took, at a kind that drops snapshots."""
+    name = kind_of(spec.source)
+    if not kind(name, field="source").drops_snapshots:
+        raise InvalidArgument(f"{name} sources keep their snapshots: nothing to drop",
+                              field="source")
+    await _module(name, "source").drop_snapshots(spec, env)

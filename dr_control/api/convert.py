@@ -79,6 +79,7 @@ def plan(p: models.Plan, state: str) -> protection_pb2.Plan:
         workloads=p.workloads, disks=p.disks, rpo_seconds=p.rpo_seconds, keep_last=p.keep_last,
         chunk_size_bytes=p.chunk_size, compression=p.compression, state=state, paused=p.paused,
         create_time=ts(p.create_time), bandwidth_bytes_per_second=p.bandwidth,
+        quiesce=bool(p.quiesce),
         retention=protection_pb2.Retention(keep_last=p.keep_last, keep_hourly=p.keep_hourly,
                                            keep_daily=p.keep_daily, keep_weekly=p.keep_weekly))
 

@@ -105,7 +105,8 @@ class Protection(protection_pb2_grpc.ProtectionServiceServicer):
             rpo_seconds=p.rpo_seconds, keep_last=p.retention.keep_last or p.keep_last,
             chunk_size=p.chunk_size_bytes, compression=p.compression,
             bandwidth=p.bandwidth_bytes_per_second, keep_hourly=p.retention.keep_hourly,
-            keep_daily=p.retention.keep_daily, keep_weekly=p.retention.keep_weekly)
+            keep_daily=p.retention.keep_daily, keep_weekly=p.retention.keep_weekly,
+            quiesce=p.quiesce)
         return await self._plan(plan)
 
     @rpc

@@ -102,6 +102,7 @@ class Plan(Base):
     chunk_size: Mapped[int] = mapped_column(BigInteger)
     compression: Mapped[str] = mapped_column(String(16), default="none")
     bandwidth: Mapped[int] = mapped_column(BigInteger, default=0)
+    quiesce: Mapped[bool] = mapped_column(Boolean, default=False)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     # Set by RunPlan: the scheduler starts a cycle at its next tick.

@@ -52,12 +52,27 @@ def snapshot_spec(plan: Plan, cycle: Cycle, source: Site, disks: list[Disk],
     the plan took)."""
     spec = nodes_pb2.SnapshotSpec(
         plan=names.plan_name(plan.id), cycle=names.cycle_name(plan.id, cycle.seq),
-        disks=[nodes_pb2.SnapshotDisk(disk=d.name, workload=d.workload_id, locator=d.locator)
-               for d in disks],
+        disks=_group(disks),
         keep_snapshot_ids=[d["source_snapshot_id"] for d in previous.values()
-                           if d.get("source_snapshot_id")])
+                           if d.get("source_snapshot_id")],
+        quiesce=bool(plan.quiesce))
     getattr(spec.source, sources.kind(source.kind).name).SetInParent()
     return spec
+
+
+def drop_snapshots_spec(plan: Plan, cycle: Cycle, source: Site,
+                 disks: list[Disk]) -> nodes_pb2.DropSnapshotsSpec:
+    spec = nodes_pb2.DropSnapshotsSpec(plan=names.plan_name(plan.id),
+                                 cycle=names.cycle_name(plan.id, cycle.seq),
+                                 disks=_group(disks))
+    getattr(spec.source, sources.kind(source.kind).name).SetInParent()
+    return spec
+
+
+def _group(disks: list[Disk]) -> list[nodes_pb2.SnapshotDisk]:
+    """The consistency group's disks, as the snapshot and drop_snapshots tasks name them."""
+    return [nodes_pb2.SnapshotDisk(disk=d.name, workload=d.workload_id, locator=d.locator)
+            for d in disks]
 
 
 def replicate_spec(plan: Plan, cycle: Cycle, source: Site, target: Site, disk: Disk, *,
@@ -233,6 +248,8 @@ async def _after_finalize(ctx: ServiceContext, s, cycle: Cycle, task: Task) -> N
     cycle.state, cycle.end_time, cycle.recovery_point_id = "completed", utcnow(), point_id
     metrics.CYCLES.labels(state="completed").inc()
     log.info("recovery point recorded", plan=cycle.plan_id, cycle=cycle.seq, point=point_id)
+    await _queue_drop_snapshots(s, cycle)
+    ctx.tasks_queued.notify()
     # A new newest point: retention may now let older ones go.
     await deletion.apply_retention(ctx, s, await s.get(Plan, cycle.plan_id))
 
@@ -273,3 +290,19 @@ async def fail_cycle(s, cycle: Cycle, reason: str, message: str) -> None:
     metrics.CYCLES.labels(state="failed").inc()
     log.warning("cycle failed", plan=cycle.plan_id, cycle=cycle.seq, reason=reason,
                 message=message)
+    await _queue_drop_snapshots(s, cycle)
+
+
+async def _queue_drop_snapshots(s, cycle: Cycle) -> None:
+    """A cycle that ended, at a source kind that drops its snapshots (vsphere), gets a
+    drop_snapshots task. Queued whatever the snapshot task got to (it may have
+    snapshotted some VMs before failing): dropping what is not there is success."""
+    plan = await s.get(Plan, cycle.plan_id)
+    source = await s.get(Site, plan.source_site)
+    if source is None or not sources.kind(source.kind).drops_snapshots:
+        return
+    target = await s.get(Site, plan.target_site)
+    disks = [d for d in [await s.get(Disk, name) for name in plan.disks] if d is not None]
+    s.add(Task(kind="drop_snapshots", cycle_id=cycle.id, plan_id=plan.id,
+               site=bound_site(plan, target, "drop_snapshots"), source_site=source.id,
+               spec=taskspecs.store(drop_snapshots_spec(plan, cycle, source, disks))))

@@ -33,8 +33,8 @@ from dr_control.services.nodes import (NodeLoad, leased_counts, lease_duration, 
 log = structlog.get_logger()
 
 # Finalizing a cycle and user operations go before more replication work.
-_KIND_PRIORITY = {"finalize": 0, "snapshot": 0, "restore": 1, "verify": 1, "delete": 1,
-                  "replicate": 2, "gc": 3}
+_KIND_PRIORITY = {"finalize": 0, "snapshot": 0, "drop_snapshots": 0, "restore": 1,
+                  "verify": 1, "delete": 1, "replicate": 2, "gc": 3}
 # A graceful node stop hands its tasks back with this reason; it costs no attempt.
 RELEASED = "node-stopping"
 # A paired replicate task's reason to stay queued: no target node can take its stream.

@@ -104,7 +104,8 @@ class ProtectionService:
                           target_kind: str, workloads: list[str], disks: list[str],
                           rpo_seconds: int, keep_last: int, chunk_size: int,
                           compression: str, bandwidth: int = 0, keep_hourly: int = 0,
-                          keep_daily: int = 0, keep_weekly: int = 0) -> Plan:
+                          keep_daily: int = 0, keep_weekly: int = 0,
+                          quiesce: bool = False) -> Plan:
         names.check_id(plan_id, field="plan_id", what="plan")
         _check_settings(rpo_seconds, keep_last, bandwidth)
         _check_retention({"keep_hourly": keep_hourly, "keep_daily": keep_daily,
@@ -150,7 +151,8 @@ class ProtectionService:
                         target_kind=target_kind, workloads=list(workloads), disks=resolved,
                         rpo_seconds=rpo_seconds, keep_last=keep_last, chunk_size=chunk_size,
                         compression=compression, bandwidth=bandwidth,
-                        keep_hourly=keep_hourly, keep_daily=keep_daily, keep_weekly=keep_weekly)
+                        keep_hourly=keep_hourly, keep_daily=keep_daily, keep_weekly=keep_weekly,
+                        quiesce=quiesce)
             s.add(plan)
         self.ctx.tasks_queued.notify()
         return plan

@@ -22,7 +22,7 @@ from dr_control.services import taskspecs
 from dr_control.services.inventory import is_paired
 
 # Task kinds that read the source and so run at the source site.
-SOURCE_KINDS = ("snapshot", "replicate")
+SOURCE_KINDS = ("snapshot", "replicate", "drop_snapshots")
 
 
 def locator(plan: Plan, target: Site) -> nodes_pb2.TargetLocator:

@@ -23,6 +23,7 @@ SPEC_TYPES: dict[str, type[Message]] = {
     "replicate": nodes_pb2.ReplicateSpec,
     "snapshot": nodes_pb2.SnapshotSpec,
     "finalize": nodes_pb2.FinalizeSpec,
+    "drop_snapshots": nodes_pb2.DropSnapshotsSpec,
     "restore": nodes_pb2.RestoreSpec,
     "verify": nodes_pb2.VerifySpec,
     "delete": nodes_pb2.DeleteSpec,

@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 
 from dr_common.errors import InvalidArgument
 from dr_common.proto.dr.v1 import nodes_pb2
-from dr_node.tasks import delete, finalize, gc, replicate, restore, snapshot, verify
+from dr_node.tasks import (delete, finalize, gc, drop_snapshots, replicate, restore, snapshot,
+                           verify)
 from dr_node.tasks.base import TaskContext
 
 Handler = Callable[[TaskContext], Awaitable[None]]
@@ -22,6 +23,7 @@ HANDLERS: dict[str, Handler] = {
     "replicate": replicate.run,
     "snapshot": snapshot.run,
     "finalize": finalize.run,
+    "drop_snapshots": drop_snapshots.run,
     "delete": delete.run,
     "gc": gc.run,
     "restore": restore.run,

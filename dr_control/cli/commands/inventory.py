@@ -43,9 +43,8 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
         "pinned --thumbprint.")
     vsphere.add_argument("--url", default="", help="the SDK URL, https://vcenter/sdk")
     vsphere.add_argument("--user", default="", help="e.g. dr@vsphere.local")
-    # Not --ca-file: that is drctl's own (the CA of dr-control's certificate).
-    vsphere.add_argument("--vsphere-ca-file", default="", help="the CA bundle that signed "
-                         "vCenter's certificate (a path on the control plane's host)")
+    vsphere.add_argument("--vsphere-ca-file", default="", help="the CA bundle that signed vCenter's "
+                         "certificate (a path on the control plane's host)")
     vsphere.add_argument("--thumbprint", default="",
                          help="the certificate's SHA-256 fingerprint, instead of a CA")
     vsphere.add_argument("--datacenter", default="", help="only this datacenter's VMs")

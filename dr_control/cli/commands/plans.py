@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("--compression", choices=["none", "zstd"])
     p.add_argument("--bandwidth", type=argtypes.rate, metavar="RATE",
                    help="cap on data sent for this plan: 50MB/s, 100MiB/s (default: none)")
+    p.add_argument("--quiesce", action="store_true",
+                   help="flush guests' file systems before each snapshot (vsphere: VMware "
+                        "Tools); VMs that cannot are snapshotted crash-consistent")
     p.set_defaults(handler=plan_create)
 
     p = plan_sub.add_parser("update", parents=parents,
@@ -125,6 +128,7 @@ def plan_create(ctx: Context, args: argparse.Namespace) -> int:
         workloads=workloads,
         disks=disks,
         compression=args.compression or "",
+        quiesce=args.quiesce,
     )
     argtypes.set_field(plan, "rpo_seconds", args.rpo, "--rpo")
     # Options left out are sent as 0: the server applies its defaults.

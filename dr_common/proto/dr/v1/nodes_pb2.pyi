@@ -65,7 +65,7 @@ class PairHealth(_message.Message):
     def __init__(self, node: _Optional[str] = ..., address: _Optional[str] = ..., streams: _Optional[int] = ..., rtt_seconds: _Optional[float] = ..., throughput_bytes_per_second: _Optional[float] = ..., credit_bytes: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("name", "kind", "lease_token", "lease_expire_time", "lease_seconds", "replicate", "finalize", "restore", "verify", "snapshot", "delete", "gc")
+    __slots__ = ("name", "kind", "lease_token", "lease_expire_time", "lease_seconds", "replicate", "finalize", "restore", "verify", "snapshot", "delete", "gc", "drop_snapshots")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class Task(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     GC_FIELD_NUMBER: _ClassVar[int]
+    DROP_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     lease_token: int
@@ -90,7 +91,8 @@ class Task(_message.Message):
     snapshot: SnapshotSpec
     delete: DeleteSpec
     gc: GcSpec
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotSpec, _Mapping]] = ..., delete: _Optional[_Union[DeleteSpec, _Mapping]] = ..., gc: _Optional[_Union[GcSpec, _Mapping]] = ...) -> None: ...
+    drop_snapshots: DropSnapshotsSpec
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotSpec, _Mapping]] = ..., delete: _Optional[_Union[DeleteSpec, _Mapping]] = ..., gc: _Optional[_Union[GcSpec, _Mapping]] = ..., drop_snapshots: _Optional[_Union[DropSnapshotsSpec, _Mapping]] = ...) -> None: ...
 
 class SourceLocator(_message.Message):
     __slots__ = ("file", "kvm", "aws", "vsphere", "site")
@@ -219,18 +221,20 @@ class ReplicateSpec(_message.Message):
     def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source: _Optional[_Union[SourceLocator, _Mapping]] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., size_bytes: _Optional[int] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., pair: _Optional[_Union[Pair, _Mapping]] = ...) -> None: ...
 
 class SnapshotSpec(_message.Message):
-    __slots__ = ("plan", "cycle", "source", "disks", "keep_snapshot_ids")
+    __slots__ = ("plan", "cycle", "source", "disks", "keep_snapshot_ids", "quiesce")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     DISKS_FIELD_NUMBER: _ClassVar[int]
     KEEP_SNAPSHOT_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUIESCE_FIELD_NUMBER: _ClassVar[int]
     plan: str
     cycle: str
     source: SourceLocator
     disks: _containers.RepeatedCompositeFieldContainer[SnapshotDisk]
     keep_snapshot_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., source: _Optional[_Union[SourceLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[SnapshotDisk, _Mapping]]] = ..., keep_snapshot_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    quiesce: bool
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., source: _Optional[_Union[SourceLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[SnapshotDisk, _Mapping]]] = ..., keep_snapshot_ids: _Optional[_Iterable[str]] = ..., quiesce: _Optional[bool] = ...) -> None: ...
 
 class SnapshotDisk(_message.Message):
     __slots__ = ("disk", "workload", "locator")
@@ -241,6 +245,18 @@ class SnapshotDisk(_message.Message):
     workload: str
     locator: str
     def __init__(self, disk: _Optional[str] = ..., workload: _Optional[str] = ..., locator: _Optional[str] = ...) -> None: ...
+
+class DropSnapshotsSpec(_message.Message):
+    __slots__ = ("plan", "cycle", "source", "disks")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    cycle: str
+    source: SourceLocator
+    disks: _containers.RepeatedCompositeFieldContainer[SnapshotDisk]
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., source: _Optional[_Union[SourceLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[SnapshotDisk, _Mapping]]] = ...) -> None: ...
 
 class SourceSnapshot(_message.Message):
     __slots__ = ("disk", "snapshot_id")

@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Plan(_message.Message):
-    __slots__ = ("name", "source_site", "target_site", "target_kind", "workloads", "disks", "rpo_seconds", "keep_last", "chunk_size_bytes", "compression", "state", "paused", "create_time", "bandwidth_bytes_per_second", "retention")
+    __slots__ = ("name", "source_site", "target_site", "target_kind", "workloads", "disks", "rpo_seconds", "keep_last", "chunk_size_bytes", "compression", "state", "paused", "create_time", "bandwidth_bytes_per_second", "retention", "quiesce")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_SITE_FIELD_NUMBER: _ClassVar[int]
     TARGET_SITE_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class Plan(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     RETENTION_FIELD_NUMBER: _ClassVar[int]
+    QUIESCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     source_site: str
     target_site: str
@@ -44,7 +45,8 @@ class Plan(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     bandwidth_bytes_per_second: int
     retention: Retention
-    def __init__(self, name: _Optional[str] = ..., source_site: _Optional[str] = ..., target_site: _Optional[str] = ..., target_kind: _Optional[str] = ..., workloads: _Optional[_Iterable[str]] = ..., disks: _Optional[_Iterable[str]] = ..., rpo_seconds: _Optional[int] = ..., keep_last: _Optional[int] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., state: _Optional[str] = ..., paused: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., retention: _Optional[_Union[Retention, _Mapping]] = ...) -> None: ...
+    quiesce: bool
+    def __init__(self, name: _Optional[str] = ..., source_site: _Optional[str] = ..., target_site: _Optional[str] = ..., target_kind: _Optional[str] = ..., workloads: _Optional[_Iterable[str]] = ..., disks: _Optional[_Iterable[str]] = ..., rpo_seconds: _Optional[int] = ..., keep_last: _Optional[int] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., state: _Optional[str] = ..., paused: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., retention: _Optional[_Union[Retention, _Mapping]] = ..., quiesce: _Optional[bool] = ...) -> None: ...
 
 class Retention(_message.Message):
     __slots__ = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly")

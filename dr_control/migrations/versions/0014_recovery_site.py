@@ -8,14 +8,14 @@ their protection plan's target site, which is what they meant), and the restore 
 that upload the disks name the site they write to, whose settings the node gets with
 the task (`destination_site`, "" for every other task).
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
