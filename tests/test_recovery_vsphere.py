@@ -99,3 +99,102 @@ async def test_a_point_disk_is_uploaded_as_a_flat_vmdk_and_verified(vsphere_peer
     # Every byte was put, zeros included.
     received = vsphere_peer.stats()["received"]
     assert sum(v for k, v in received.items() if k.endswith("disk-0-flat.vmdk")) == len(expected)
+
+
+# --- a test drill through the real daemons ------------------------------------------------
+
+def _protect_file_source(c: Cluster, size: int = 3 * MiB) -> tuple[Path, bytes, dict]:
+    """A file source (data, a hole, data) protected into an fs repository by one cycle;
+    returns the image, its content at the point, and the point."""
+    disk = c.src / "vm1.img"
+    make_disk(disk, size, [(0, MiB), (2 * MiB, size - 2 * MiB)], seed=7)
+    setup_plan(c)
+    c.drctl("plan", "run", "p1", "--wait")
+    (point,) = c.points("p1")
+    content = disk.read_bytes()
+    with open(disk, "r+b") as f:  # written after the point: recovery must not see it
+        f.write(b"after the point" * 100)
+    return disk, content, point
+
+
+def _vsphere_site(c: Cluster, peer, monkeypatch, site: str = "vc") -> None:
+    monkeypatch.setenv("VSPHERE_PASSWORD", peer.password)
+    c.drctl("site", "add", site, "--kind", "vsphere", "--url", peer.url, "--user", peer.user,
+            "--thumbprint", peer.thumbprint_sha256, "--datacenter", peer.datacenter)
+
+
+def _plan_file(tmp_path: Path, **vsphere) -> Path:
+    plan = {"protection_plan": "plans/p1", "recovery_site": "sites/vc", "boot_groups": [{
+        "name": "apps", "workloads": [{
+            "workload": "sites/src/workloads/vm1", "tags": {"team": "storefront"},
+            "vsphere": {"cpus": 2, "memory_mib": 64, "datastore": "LocalDS_0",
+                        "networks": [{"source": "lan", "port_group": PRODUCTION}],
+                        "isolated_port_group": ISOLATED, "guest_id": "otherLinux64Guest",
+                        "wait_for": "powered-on", **vsphere}}]}]}
+    path = tmp_path / "rp.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+@pytest.mark.e2e
+def test_a_drill_recovers_a_file_point_into_vsphere_and_cleans_up(
+        cluster: Cluster, vsphere_peer, monkeypatch, tmp_path):
+    c = cluster
+    _, content, point = _protect_file_source(c)
+    _vsphere_site(c, vsphere_peer, monkeypatch)
+    before = vms(vsphere_peer)
+    c.drctl("recovery-plan", "create", "rp1", "--from-file", str(_plan_file(tmp_path)))
+    plan = c.drctl_json("recovery-plan", "get", "rp1")
+    assert plan["recovery_site"] == "sites/vc"
+    assert plan["boot_groups"][0]["workloads"][0]["vsphere"]["datastore"] == "LocalDS_0"
+
+    started = time.monotonic()
+    code, out, err = c.drctl("recovery", "run", "rp1", "--test", "--wait", "--output", "json")
+    elapsed = time.monotonic() - started
+    assert code == 0, err
+    execution = json.loads(out)
+    assert execution["state"] == "completed", execution
+    assert execution["recovery_point"] == point["name"]
+    name = execution["name"]
+    steps = [e["step"] for e in execution["events"]]
+    assert steps.index("disk-prepared") < steps.index("instance-launched") < \
+        steps.index("instance-running") < steps.index("group-running")
+    prepared = next(e for e in execution["events"] if e["step"] == "disk-prepared")
+    print(f"\nupload: {prepared['detail']}; whole drill {elapsed:.1f} s")
+
+    (recovered,) = execution["instances"]
+    vm = vm_name(name, "sites/src/workloads/vm1")
+    from pyVmomi import vim
+    with Session(settings_of(vsphere_peer)) as s:
+        found = {p["name"]: (ref, p) for ref, p in s.retrieve(
+            vim.VirtualMachine, ["name", "runtime.powerState", "config.hardware",
+                                 "config.annotation", "config.guestId", "customValue"])}
+        ref, p = found[vm]
+        assert ref._moId == recovered["instance_id"]
+        assert p["runtime.powerState"] == "poweredOn"
+        hw = p["config.hardware"]
+        assert (hw.numCPU, hw.memoryMB, p["config.guestId"]) == (2, 64, "otherLinux64Guest")
+        assert f"hybrid-dr:execution={name}" in p["config.annotation"]
+        disks = [d for d in hw.device if isinstance(d, vim.vm.device.VirtualDisk)]
+        assert [d.backing.fileName for d in disks] == recovered["volume_ids"] == [
+            f"[LocalDS_0] {upload_dir(name)}/{vm}/disk-0.vmdk"]
+        # Test mode: the NIC is on the isolated port group, not the mapped production one.
+        (nic,) = [d for d in hw.device if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+        pg = s.get(ref, ["network"])["network"]
+        assert [s.get(n, ["name"])["name"] for n in pg] == [ISOLATED]
+        assert isinstance(nic.backing,
+                          vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo)
+        fields = {f.key: f.name for f in s.content.customFieldsManager.field}
+        attributes = {fields[v.key]: v.value for v in p["customValue"]}
+        assert attributes["team"] == "storefront" and attributes["hybrid-dr:test"] == "true"
+    # The VM's disk holds what the source held at the point, byte for byte.
+    assert vsphere_peer.read(vm, disks[0].key, 0, len(content)) == content
+
+    short = name.split("/", 1)[1].replace("executions/", "")
+    code, out, err = c.drctl("recovery", "cleanup", short, "--wait", "--output", "json")
+    assert code == 0, err
+    cleaned = json.loads(out)
+    assert cleaned["state"] == "cleaned-up"
+    assert [e["step"] for e in cleaned["events"]][-2:] == ["cleanup-instances", "cleanup-files"]
+    assert vms(vsphere_peer).keys() == before.keys()
+    assert datastore_dirs(vsphere_peer) == []

@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
                    help=f"a boot group: {GROUP_SYNTAX}; repeatable, started in order")
     p.add_argument("--from-file", metavar="FILE",
                    help='the plan as JSON (API field names); "-" reads stdin')
-    p.add_argument("--site", metavar="SITE", type=argtypes.name(names.SITE), default="",
+    p.add_argument("--site", metavar="SITE", type=argtypes.name(names.SITE), default=None,
                    help="the site to recover to (its kind picks the provider); default: "
                         "the protection plan's target site")
     p.set_defaults(handler=recovery_plan_create)
