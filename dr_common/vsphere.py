@@ -213,6 +213,12 @@ class Session:
         path = urlsplit(settings.url).path or "/sdk"
         self.context = ssl_context(settings)
         try:
+            if settings.thumbprint:
+                # pyvmomi checks a pinned thumbprint only when the CA check fails, and
+                # the pinned context checks nothing: so the pin is checked here.
+                with socket.create_connection((host, port), timeout=_TIMEOUT) as raw, \
+                        self.context.wrap_socket(raw, server_hostname=host) as tls:
+                    check_pinned(tls, settings)
             self.si = connect.SmartConnect(
                 host=host, port=port, path=path, user=settings.user, pwd=settings.password,
                 sslContext=self.context, thumbprint=_hex(settings.thumbprint) or None,
@@ -224,6 +230,8 @@ class Session:
 
     def _login_error(self, exc: BaseException, host: str, port: int) -> DRError:
         where = f"{host}:{port}"
+        if getattr(exc, "reason", "") == "certificate-untrusted":
+            return exc
         if isinstance(exc, ssl.SSLCertVerificationError) or "thumbprint" in str(exc).lower():
             try:
                 seen = fingerprint(host, port)

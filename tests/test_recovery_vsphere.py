@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dr_common.errors import InvalidArgument, PermissionDenied
+from dr_common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 from dr_common.repository import Repository
 from dr_common.repository.store import FsStore
@@ -198,3 +198,98 @@ def test_a_drill_recovers_a_file_point_into_vsphere_and_cleans_up(
     assert [e["step"] for e in cleaned["events"]][-2:] == ["cleanup-instances", "cleanup-files"]
     assert vms(vsphere_peer).keys() == before.keys()
     assert datastore_dirs(vsphere_peer) == []
+
+
+# --- wrong input: the field to fix, and nothing created -----------------------------------
+
+def _groups(datastore: str = "LocalDS_0", size: int = 4 * MiB, **v) -> list[BootGroup]:
+    settings = {"vsphere": check_settings("w", {
+        "datastore": datastore, "memory_mib": 64,
+        "networks": [{"source": "lan", "port_group": PRODUCTION}],
+        "isolated_port_group": ISOLATED, **v})}
+    disk = RecoveredDisk("", "", size, disk="sites/src/workloads/vm1/disks/vm1",
+                         root_hash="ab" * 32)
+    return [BootGroup("apps", (WorkloadSpec("sites/src/workloads/vm1", (disk,), settings),))]
+
+
+def _nothing_made(peer, before: dict) -> None:
+    assert vms(peer).keys() == before.keys()
+    assert datastore_dirs(peer) == []
+    assert not any(k.startswith("PUT") for k in peer.stats().get("calls", {}))
+    assert "CreateVM_Task" not in peer.stats().get("calls", {})
+
+
+async def test_a_wrong_password_is_refused_naming_the_account(vsphere_peer):
+    before = vms(vsphere_peer)
+    provider = VsphereProvider(settings_of(vsphere_peer).as_dict() | {
+        "password": "Wr0ng-s3cret"}, VsphereProvider.new_limiter())
+    with pytest.raises(PermissionDenied) as e:
+        await provider.check("x", _groups(), test_mode=True)
+    assert e.value.reason == "invalid-credentials"
+    assert vsphere_peer.user in e.value.message and "Wr0ng-s3cret" not in e.value.message
+    assert "wrong user name or password" in e.value.message
+    _nothing_made(vsphere_peer, before)
+
+
+async def test_a_certificate_that_is_not_pinned_shows_its_fingerprint(vsphere_peer):
+    provider = VsphereProvider(settings_of(vsphere_peer, thumbprint="AB" * 32).as_dict() | {
+        "password": vsphere_peer.password}, VsphereProvider.new_limiter())
+    with pytest.raises(FailedPrecondition) as e:
+        await provider.check("x", _groups(), test_mode=True)
+    assert e.value.reason == "certificate-untrusted"
+    shown = e.value.message.replace(":", "").upper()
+    assert vsphere_peer.thumbprint_sha256.replace(":", "").upper() in shown, e.value.message
+    assert "AB" * 32 in shown  # and the pin it does not match
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"datacenter": "DC9"}, "recovery_site.vsphere.datacenter", "DC9"),
+    ({"datastore": "NoSuchDS"}, "vsphere.datastore", "NoSuchDS"),
+    ({"port_group": "no-such-net"}, "vsphere.networks[0].port_group", "no-such-net"),
+    ({"isolated": ""}, "vsphere.isolated_port_group", "isolated"),
+    ({"resource_pool": "DC0_C9"}, "vsphere.resource_pool", "DC0_C9"),
+])
+async def test_wrong_settings_name_the_field_and_create_nothing(vsphere_peer, change, field,
+                                                                 words):
+    before = vms(vsphere_peer)
+    site = settings_of(vsphere_peer, datacenter=change.get("datacenter", "DC0"))
+    provider = VsphereProvider(site.as_dict() | {"password": vsphere_peer.password},
+                               VsphereProvider.new_limiter())
+    v: dict = {}
+    if "datastore" in change:
+        v["datastore"] = change["datastore"]
+    if "port_group" in change:
+        v["networks"] = [{"port_group": change["port_group"]}]
+    if "isolated" in change:
+        v["isolated_port_group"] = change["isolated"]
+    if "resource_pool" in change:
+        v["resource_pool"] = change["resource_pool"]
+    with pytest.raises(InvalidArgument) as e:
+        await provider.check("x", _groups(**v), test_mode="port_group" not in change)
+    assert e.value.field == field and words in e.value.message, e.value.message
+    _nothing_made(vsphere_peer, before)
+
+
+@pytest.mark.e2e
+def test_a_datastore_without_space_fails_the_run_with_the_field_and_creates_nothing(
+        cluster: Cluster, vsphere_peer, monkeypatch, tmp_path):
+    c = cluster
+    _protect_file_source(c)
+    _vsphere_site(c, vsphere_peer, monkeypatch)
+    c.drctl("recovery-plan", "create", "rp1", "--from-file", str(_plan_file(tmp_path)))
+    vsphere_peer.set_datastore("LocalDS_0", capacity=1 << 30, free=2 * MiB)
+    before = vms(vsphere_peer)
+    vsphere_peer.reset_stats()
+    code, out, err = c.drctl("recovery", "run", "rp1", "--test", "--wait", check=False)
+    assert code == 1, (out, err)
+    assert "INVALID_ARGUMENT" in err and "field vsphere.datastore" in err, err
+    assert "LocalDS_0 has 2 MiB free" in err and "Traceback" not in err
+    assert c.drctl_json("recovery", "list", "rp1") == []
+    _nothing_made(vsphere_peer, before)
+    # A setting of another provider is refused when the plan is made, naming it.
+    plan = json.loads(_plan_file(tmp_path).read_text())
+    plan["boot_groups"][0]["workloads"][0]["instance_type"] = "t3.small"
+    (tmp_path / "bad.json").write_text(json.dumps(plan))
+    code, _, err = c.drctl("recovery-plan", "create", "rp2", "--from-file",
+                           str(tmp_path / "bad.json"), check=False)
+    assert code == 1 and "field recovery_plan.boot_groups[0].workloads[0].instance_type" in err
