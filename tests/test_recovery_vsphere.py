@@ -8,8 +8,8 @@ datacenter, a datastore without space) fails with the field to fix, creating not
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +28,7 @@ from dr_control.recovery.vsphere import VsphereProvider, check_settings, upload_
 from tests.helpers.cluster import setup_plan
 from tests.helpers.disks import MiB, make_disk
 from tests.helpers.repository import CHUNK, numbered_chunk, write_point
-from tools.localcluster import Cluster
+from tools.localcluster import Cluster, wait_for
 
 ISOLATED = "DC0_DVPG0"  # vcsim's distributed port group: the drill's isolated network
 PRODUCTION = "VM Network"
@@ -143,19 +143,28 @@ def test_a_drill_recovers_a_file_point_into_vsphere_and_cleans_up(
     _, content, point = _protect_file_source(c)
     _vsphere_site(c, vsphere_peer, monkeypatch)
     before = vms(vsphere_peer)
-    c.drctl("recovery-plan", "create", "rp1", "--from-file", str(_plan_file(tmp_path)))
+    c.drctl("recovery-plan", "create", "rp1", "--from-file",
+            str(_plan_file(tmp_path, wait_for="tools")))
     plan = c.drctl_json("recovery-plan", "get", "rp1")
     assert plan["recovery_site"] == "sites/vc"
     assert plan["boot_groups"][0]["workloads"][0]["vsphere"]["datastore"] == "LocalDS_0"
 
     started = time.monotonic()
-    code, out, err = c.drctl("recovery", "run", "rp1", "--test", "--wait", "--output", "json")
+    name = c.drctl_json("recovery", "run", "rp1", "--test")["name"]
+    short = name.split("/", 1)[1].replace("executions/", "")
+    vm = vm_name(name, "sites/src/workloads/vm1")
+    # The VM counts as up once VMware Tools runs in it (wait_for "tools"): the group
+    # waits for that, and the peer's guest starts its tools once the VM is powered on.
+    wait_for(lambda: any(v["name"] == vm and v["power"] == "poweredOn"
+                         for v in vsphere_peer.vms()), timeout=60, what="the VM powered on")
+    assert c.drctl_json("recovery", "get", short)["state"] == "running"
+    vsphere_peer.set_tools(vm, True)
+    code, out, err = c.drctl("recovery", "get", short, "--wait", "--output", "json")
     elapsed = time.monotonic() - started
     assert code == 0, err
     execution = json.loads(out)
     assert execution["state"] == "completed", execution
     assert execution["recovery_point"] == point["name"]
-    name = execution["name"]
     steps = [e["step"] for e in execution["events"]]
     assert steps.index("disk-prepared") < steps.index("instance-launched") < \
         steps.index("instance-running") < steps.index("group-running")
@@ -163,7 +172,8 @@ def test_a_drill_recovers_a_file_point_into_vsphere_and_cleans_up(
     print(f"\nupload: {prepared['detail']}; whole drill {elapsed:.1f} s")
 
     (recovered,) = execution["instances"]
-    vm = vm_name(name, "sites/src/workloads/vm1")
+    running = next(e for e in execution["events"] if e["step"] == "instance-running")
+    assert "tools running" in running["detail"]
     from pyVmomi import vim
     with Session(settings_of(vsphere_peer)) as s:
         found = {p["name"]: (ref, p) for ref, p in s.retrieve(
@@ -190,7 +200,6 @@ def test_a_drill_recovers_a_file_point_into_vsphere_and_cleans_up(
     # The VM's disk holds what the source held at the point, byte for byte.
     assert vsphere_peer.read(vm, disks[0].key, 0, len(content)) == content
 
-    short = name.split("/", 1)[1].replace("executions/", "")
     code, out, err = c.drctl("recovery", "cleanup", short, "--wait", "--output", "json")
     assert code == 0, err
     cleaned = json.loads(out)
@@ -198,6 +207,11 @@ def test_a_drill_recovers_a_file_point_into_vsphere_and_cleans_up(
     assert [e["step"] for e in cleaned["events"]][-2:] == ["cleanup-instances", "cleanup-files"]
     assert vms(vsphere_peer).keys() == before.keys()
     assert datastore_dirs(vsphere_peer) == []
+    # Cleanup is idempotent: again, it finds nothing left to delete.
+    provider = VsphereProvider(settings_of(vsphere_peer).as_dict() | {
+        "password": vsphere_peer.password}, VsphereProvider.new_limiter())
+    assert asyncio.run(provider.cleanup(name, on_event=lambda e: None)) == {"vms": [],
+                                                                            "files": []}
 
 
 # --- wrong input: the field to fix, and nothing created -----------------------------------
@@ -293,3 +307,18 @@ def test_a_datastore_without_space_fails_the_run_with_the_field_and_creates_noth
     code, _, err = c.drctl("recovery-plan", "create", "rp2", "--from-file",
                            str(tmp_path / "bad.json"), check=False)
     assert code == 1 and "field recovery_plan.boot_groups[0].workloads[0].instance_type" in err
+
+    # With room on the datastore, a failover puts the NIC on the mapped port group.
+    vsphere_peer.set_datastore("LocalDS_0", capacity=1 << 30, free=512 * MiB)
+    code, out, err = c.drctl("recovery", "run", "rp1", "--failover", "--wait", "--output",
+                             "json")
+    assert code == 0, err
+    execution = json.loads(out)
+    assert execution["state"] == "completed" and execution["mode"] == "failover"
+    from pyVmomi import vim
+    with Session(settings_of(vsphere_peer)) as s:
+        (ref,) = [r for r, p in s.retrieve(vim.VirtualMachine, ["name"]) if p["name"] == vm_name(
+            execution["name"], "sites/src/workloads/vm1")]
+        assert [s.get(n, ["name"])["name"] for n in s.get(ref, ["network"])["network"]] == [
+            PRODUCTION]
+        assert "hybrid-dr:test=false" in s.get(ref, ["config.annotation"])["config.annotation"]
