@@ -27,7 +27,7 @@ from dr_control.recovery.base import BootGroup, RecoveredDisk, WorkloadSpec
 from dr_control.recovery.vsphere import VsphereProvider, check_settings, upload_dir, vm_name
 from tests.helpers.cluster import setup_plan
 from tests.helpers.disks import MiB, make_disk
-from tests.helpers.repository import CHUNK, numbered_chunk, write_point
+from tests.helpers.repository import numbered_chunk, write_point
 from tools.localcluster import Cluster, wait_for
 
 ISOLATED = "DC0_DVPG0"  # vcsim's distributed port group: the drill's isolated network

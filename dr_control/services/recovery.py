@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, select
-
 from google.protobuf import json_format
+from sqlalchemy import delete, func, select
 
 from dr_common import names
 from dr_common.errors import (AlreadyExists, DRError, FailedPrecondition, InvalidArgument,
