@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from dr_common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from dr_common.errors import (DRError, FailedPrecondition, InvalidArgument, NotFound,
+                              PermissionDenied)
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 from dr_common.repository import Repository
 from dr_common.repository.store import FsStore
@@ -46,15 +47,21 @@ def vms(peer) -> dict[str, dict]:
             vim.VirtualMachine, ["name", "runtime.powerState", "config.annotation"])}
 
 
-def datastore_dirs(peer, pattern: str = "hybrid-dr-*") -> list[str]:
-    """What the datastore holds under our prefix, as vSphere's datastore browser lists it."""
+def datastore_dirs(peer, pattern: str = "hybrid-dr-*", under: str = "") -> list[str]:
+    """What the datastore holds matching `pattern` (in directory `under`), as vSphere's
+    datastore browser lists it."""
     from pyVmomi import vim
     with Session(settings_of(peer)) as s:
-        (ds, _), = [d for d in s.retrieve(vim.Datastore, ["name"]) if d[1]["name"] == peer.datastore]
+        (ds,) = [d for d, p in s.retrieve(vim.Datastore, ["name"])
+                 if p["name"] == peer.datastore]
         browser = s.get(ds, ["browser"])["browser"]
-        result = s.call("search", browser.SearchDatastore_Task,
-                        datastorePath=f"[{peer.datastore}]",
-                        searchSpec=vim.host.DatastoreBrowser.SearchSpec(matchPattern=[pattern]))
+        try:
+            result = s.call(
+                "search", browser.SearchDatastore_Task,
+                datastorePath=f"[{peer.datastore}] {under}".rstrip(),
+                searchSpec=vim.host.DatastoreBrowser.SearchSpec(matchPattern=[pattern]))
+        except NotFound:  # the directory itself is gone
+            return []
         return sorted(f.path for f in (result.file or []))
 
 
@@ -99,6 +106,36 @@ async def test_a_point_disk_is_uploaded_as_a_flat_vmdk_and_verified(vsphere_peer
     # Every byte was put, zeros included.
     received = vsphere_peer.stats()["received"]
     assert sum(v for k, v in received.items() if k.endswith("disk-0-flat.vmdk")) == len(expected)
+
+
+async def test_an_upload_that_fails_verification_leaves_no_files(vsphere_peer, tmp_path):
+    """The flat file and descriptor are written, then reading them back fails: the
+    restore fails (retryable) and deletes both, so no half-made disk is left."""
+    repo = await Repository.open_or_create(FsStore(tmp_path / "repo", durable=False))
+    await write_point(repo, "pt1", {"d": [1, 2, 3]})
+    disk = (await repo.get_recovery_point("pt1")).disks[0]
+    spec = nodes_pb2.RestoreSpec(disk="d", root_hash=disk.root_hash,
+                                 destination=nodes_pb2.RestoreDestination(
+                                     vsphere=nodes_pb2.VsphereDatastoreFile(
+                                         datacenter="DC0", datastore=vsphere_peer.datastore,
+                                         path="hybrid-dr-fail/w/disk-0.vmdk", overwrite=True)))
+    spec.destination.site.vsphere.CopyFrom(common_pb2.VsphereSettings(
+        url=vsphere_peer.url, user=vsphere_peer.user, password=vsphere_peer.password,
+        thumbprint=vsphere_peer.thumbprint_sha256))
+    vsphere_peer.faults("GET /folder", reset=True)
+
+    async def progress(done, total):
+        pass
+
+    with ThreadPoolExecutor(4) as pool:
+        target = RepositoryTarget(repo, name="fs:test", env=TargetEnv(executor=pool, window=4))
+        with pytest.raises(DRError) as e:
+            await target.restore(spec, progress)
+    vsphere_peer.clear_faults()
+    assert e.value.retryable, e.value.message
+    received = vsphere_peer.stats()["received"]
+    assert any(k.endswith("disk-0-flat.vmdk") for k in received)  # it was written...
+    assert datastore_dirs(vsphere_peer, "*.vmdk", "hybrid-dr-fail/w") == []  # ...and removed
 
 
 # --- a test drill through the real daemons ------------------------------------------------

@@ -231,8 +231,14 @@ class DatastoreWriter:
             return int(span.rsplit("/", 1)[1]) if span.rsplit("/", 1)[-1].isdigit() else 0
         raise _http_error(resp.status, "", f"read the size of {ds_path}")
 
+    def _finish_mapped(self) -> int:
+        try:
+            return self._finish()
+        except (OSError, http.client.HTTPException) as exc:  # a request after the stream
+            raise vsphere_error(exc, f"finish the upload of {self.name}") from None
+
     async def finish(self) -> int:
-        return await self._run(self._finish)
+        return await self._run(self._finish_mapped)
 
     def _read(self, offset: int, length: int) -> bytes:
         buf = bytearray(length)
