@@ -19,17 +19,18 @@ itself, so no VM exists untagged). A retried or resumed execution reuses the VMs
 finds; `cleanup()` powers them off, destroys them and deletes the directories.
 
 Calls are pyvmomi's, blocking, made in worker threads through one logged-in session per
-operation, at most VC_CONCURRENCY at a time per site (vCenter queues tasks per host and
+step (check, recover, cleanup), at most VC_CONCURRENCY at a time per site (vCenter queues tasks per host and
 throttles sessions; a recovery must not crowd out the customer's own automation).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -343,6 +344,16 @@ class VsphereProvider(RecoveryProvider):
                 site.close()
         return await self.limiter.run(run)
 
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[_Site]:
+        """One session for a whole step (its calls from worker threads: pyvmomi's stub
+        pools its connections under a lock), logged out when the step ends."""
+        site = await self.limiter.run(_Site, self.settings)
+        try:
+            yield site
+        finally:
+            await asyncio.to_thread(site.close)
+
     # -- check
 
     @staticmethod
@@ -456,10 +467,17 @@ class VsphereProvider(RecoveryProvider):
     async def recover(self, execution: str, groups: Sequence[BootGroup], *, test_mode: bool,
                       on_event: EventSink, running_timeout: float) -> list[RecoveredInstance]:
         self._check_plan(execution, groups, test_mode)
+        async with self._session() as site:
+            return await self._recover(site, execution, groups, test_mode, on_event,
+                                       running_timeout)
+
+    async def _recover(self, site: _Site, execution: str, groups: Sequence[BootGroup],
+                       test_mode: bool, on_event: EventSink,
+                       running_timeout: float) -> list[RecoveredInstance]:
         recovered: list[RecoveredInstance] = []
         for group in groups:
             results = await asyncio.gather(
-                *(self._start(execution, group.name, spec, test_mode, on_event)
+                *(self._start(site, execution, group.name, spec, test_mode, on_event)
                   for spec in group.instances), return_exceptions=True)
             failed = [(s.workload, e) for s, e in zip(group.instances, results)
                       if isinstance(e, BaseException)]
@@ -472,14 +490,14 @@ class VsphereProvider(RecoveryProvider):
                     f"boot group {group.name!r}: {len(failed)} of {len(group.instances)} "
                     f"VM(s) failed to start ({said}); what was created is annotated "
                     f"{TAG_EXECUTION}={execution}: run cleanup, or retry the execution")
-            recovered += await self._wait_up(execution, group, dict(zip(
+            recovered += await self._wait_up(site, execution, group, dict(zip(
                 (s.workload for s in group.instances), results)), running_timeout, on_event)
             on_event(RecoveryEvent(time.monotonic(), group.name, "", "group-running",
                                    f"{len(group.instances)} VM(s) up"))
         return recovered
 
-    async def _start(self, execution: str, group: str, spec: WorkloadSpec, test_mode: bool,
-                     on_event: EventSink) -> str:
+    async def _start(self, site: _Site, execution: str, group: str, spec: WorkloadSpec,
+                     test_mode: bool, on_event: EventSink) -> str:
         """Creates (or finds) the workload's VM and powers it on; returns its moref."""
         def create(site: _Site) -> Any:
             existing = [vm for vm, p in site.vms_of(execution)
@@ -500,22 +518,23 @@ class VsphereProvider(RecoveryProvider):
                 site.session.call(f"power on VM {vm_name(execution, spec.workload)}",
                                   vm.PowerOnVM_Task)
 
-        vm = await self._with_site(create)
+        vm = await self.limiter.run(create, site)
         # Events are emitted here, on the event loop, never from a worker thread.
         on_event(RecoveryEvent(time.monotonic(), group, spec.workload, "instance-launched",
                                vm._moId))
-        await self._with_site(power_on)
+        await self.limiter.run(power_on, site)
         return vm._moId
 
-    async def _wait_up(self, execution: str, group: BootGroup, vms: dict[str, str],
-                       timeout: float, on_event: EventSink) -> list[RecoveredInstance]:
+    async def _wait_up(self, site: _Site, execution: str, group: BootGroup,
+                       vms: dict[str, str], timeout: float,
+                       on_event: EventSink) -> list[RecoveredInstance]:
         specs = {s.workload: s for s in group.instances}
         up: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
         delay = POLL_FIRST
         while True:
             seen = {p["tags"].get(TAG_WORKLOAD): (vm, p) for vm, p in
-                    await self._with_site(lambda s: s.vms_of(execution))}
+                    await self.limiter.run(site.vms_of, execution)}
             for workload, moref in vms.items():
                 if workload in up or workload not in seen:
                     continue
@@ -583,10 +602,11 @@ class VsphereProvider(RecoveryProvider):
             return gone
 
         deleted: dict[str, list[str]] = {}
-        deleted["vms"] = await self._with_site(vms)
-        on_event(RecoveryEvent(time.monotonic(), "", "", "cleanup-instances",
-                               ", ".join(deleted["vms"])))
-        deleted["files"] = await self._with_site(files)
+        async with self._session() as site:
+            deleted["vms"] = await self.limiter.run(vms, site)
+            on_event(RecoveryEvent(time.monotonic(), "", "", "cleanup-instances",
+                                   ", ".join(deleted["vms"])))
+            deleted["files"] = await self.limiter.run(files, site)
         on_event(RecoveryEvent(time.monotonic(), "", "", "cleanup-files",
                                ", ".join(deleted["files"])))
         log.info("recovery cleaned up", execution=execution,
