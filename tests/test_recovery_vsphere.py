@@ -359,3 +359,27 @@ def test_a_datastore_without_space_fails_the_run_with_the_field_and_creates_noth
         assert [s.get(n, ["name"])["name"] for n in s.get(ref, ["network"])["network"]] == [
             PRODUCTION]
         assert "hybrid-dr:test=false" in s.get(ref, ["config.annotation"])["config.annotation"]
+
+
+async def test_a_failed_create_task_reports_vspheres_fault_and_leaves_nothing(vsphere_peer):
+    """CreateVM_Task fails in vSphere: the execution's error carries the fault's name and
+    message, and cleanup finds nothing to remove."""
+    from dr_control.recovery.base import RecoveryFailed
+    before = vms(vsphere_peer)
+    provider = VsphereProvider(settings_of(vsphere_peer).as_dict() | {
+        "password": vsphere_peer.password}, VsphereProvider.new_limiter())
+    vsphere_peer.faults("CreateVM_Task", fault="InsufficientResourcesFault", in_task=True,
+                        message="Insufficient resources to satisfy the configured CPU count")
+    events = []
+    with pytest.raises(RecoveryFailed) as e:
+        await provider.recover("exec-f", _groups(), test_mode=True, on_event=events.append,
+                               running_timeout=10)
+    vsphere_peer.clear_faults()
+    # (The peer's failed tasks carry the fault's name; its message only for faults the
+    # call itself answers, so only the name is asserted.)
+    assert "vSphere fault InsufficientResourcesFault" in e.value.message, e.value.message
+    assert "create VM vm1-dr-" in e.value.message
+    assert "sites/src/workloads/vm1" in e.value.message
+    assert [ev.step for ev in events] == []
+    assert await provider.cleanup("exec-f", on_event=events.append) == {"vms": [], "files": []}
+    assert vms(vsphere_peer).keys() == before.keys()
