@@ -123,6 +123,24 @@ def fingerprint(host: str, port: int) -> str:
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
+def check_pinned(sock: Any, settings: VsphereSettings) -> None:
+    """With a pinned thumbprint the TLS context verifies nothing (ssl_context): this is
+    the check, on each connection that is not pyvmomi's (pyvmomi checks its own)."""
+    pinned = _hex(settings.thumbprint)
+    if not pinned:
+        return
+    der = sock.getpeercert(binary_form=True) or b""
+    seen = (hashlib.sha256(der) if len(pinned) == 64 else hashlib.sha1(der)).hexdigest()
+    if seen != pinned:
+        shown = hashlib.sha256(der).hexdigest().upper()
+        raise FailedPrecondition(
+            f"vSphere at {settings.address[0]}:{settings.address[1]} presented a "
+            f"certificate that the pinned thumbprint {settings.thumbprint} does not match "
+            f"(its SHA-256 fingerprint is "
+            f"{':'.join(shown[i:i + 2] for i in range(0, len(shown), 2))})",
+            reason="certificate-untrusted")
+
+
 def ssl_context(settings: VsphereSettings) -> ssl.SSLContext:
     if settings.thumbprint:
         # Pinned: the fingerprint is the trust (checked by pyvmomi on connect and by
@@ -195,6 +213,12 @@ class Session:
         path = urlsplit(settings.url).path or "/sdk"
         self.context = ssl_context(settings)
         try:
+            if settings.thumbprint:
+                # pyvmomi checks a pinned thumbprint only when the CA check fails, and
+                # the pinned context checks nothing: so the pin is checked here.
+                with socket.create_connection((host, port), timeout=_TIMEOUT) as raw, \
+                        self.context.wrap_socket(raw, server_hostname=host) as tls:
+                    check_pinned(tls, settings)
             self.si = connect.SmartConnect(
                 host=host, port=port, path=path, user=settings.user, pwd=settings.password,
                 sslContext=self.context, thumbprint=_hex(settings.thumbprint) or None,
@@ -206,6 +230,8 @@ class Session:
 
     def _login_error(self, exc: BaseException, host: str, port: int) -> DRError:
         where = f"{host}:{port}"
+        if getattr(exc, "reason", "") == "certificate-untrusted":
+            return exc
         if isinstance(exc, ssl.SSLCertVerificationError) or "thumbprint" in str(exc).lower():
             try:
                 seen = fingerprint(host, port)
@@ -367,6 +393,8 @@ class DatastoreFiles:
             host, port = self._session.settings.address
             conn = http.client.HTTPSConnection(host, port, context=self._session.context,
                                                timeout=_TIMEOUT)
+            conn.connect()
+            check_pinned(conn.sock, self._session.settings)
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)

@@ -18,6 +18,7 @@ from dr_common.errors import InvalidArgument
 from dr_control.cli.commands.recovery import parse_group
 from dr_control.cli.errors import UsageError
 from dr_control.db.models import Plan
+from dr_control.recovery import provider_class
 from dr_control.services.recovery import check_boot_groups
 from tools.localcluster import Cluster, wait_for
 
@@ -304,7 +305,7 @@ def _w(workload: str = W1, **kw) -> dict:
 def test_recovery_plan_checks_name_the_wrong_field(groups, field):
     plan = Plan(id="p1", workloads=[W1], disks=[f"{W2}/disks/vol-1"])
     with pytest.raises(InvalidArgument) as caught:
-        check_boot_groups(plan, groups)
+        check_boot_groups(plan, groups, provider_class("aws"))
     assert caught.value.field == field, caught.value.message
 
 
@@ -312,7 +313,8 @@ def test_a_good_recovery_plan_is_normalized():
     plan = Plan(id="p1", workloads=[W1], disks=[f"{W2}/disks/vol-1"])
     groups = check_boot_groups(plan, [
         {"name": " db ", "workloads": [_w(instance_type=" t3.large ", private_ip="10.0.0.5")]},
-        {"name": "web", "workloads": [_w(W2, security_group_ids=[], tags={"a": "b"})]}])
+        {"name": "web", "workloads": [_w(W2, security_group_ids=[], tags={"a": "b"})]}],
+        provider_class("aws"))
     assert [g["name"] for g in groups] == ["db", "web"]
     assert groups[0]["workloads"][0]["instance_type"] == "t3.large"
     assert groups[1]["workloads"][0] == _w(W2, security_group_ids=[], tags={"a": "b"})

@@ -21,6 +21,7 @@ from dr_common.paths import check_within_roots
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 from dr_common.repository import (CHUNK_OVERHEAD, DiskManifest, ManifestWriter, PointDisk,
                                   RecoveryPointRecord, Repository, encode_chunk_in_place, gc)
+from dr_common.targets import restores
 from dr_common.targets.base import (IMAGE_FORMATS, Checkpoint, Progress, SinkRequest, SinkResult,
                                     TargetEnv)
 from dr_common.targets.image import convert_to_qcow2, restore_raw
@@ -157,6 +158,9 @@ class RepositoryTarget:
 
     async def restore(self, spec: nodes_pb2.RestoreSpec, progress: Progress
                       ) -> common_pb2.RestoreResult:
+        if spec.HasField("destination"):
+            # Written at another site (recovery's prepare step), by its kind's writer.
+            return await restores.restore_to(self.repository, spec, self.env, progress)
         fmt = spec.format or "raw"
         if fmt not in IMAGE_FORMATS:
             raise InvalidArgument(f"restore format {spec.format!r} is not supported; "

@@ -195,23 +195,36 @@ def _ts_text(text: str) -> timestamp_pb2.Timestamp | None:
 def recovery_plan(rp: models.RecoveryPlan) -> recovery_pb2.RecoveryPlan:
     return recovery_pb2.RecoveryPlan(
         name=recovery_plan_name(rp.id), protection_plan=names.plan_name(rp.plan_id),
+        recovery_site=names.site_name(rp.site_id) if rp.site_id else "",
         create_time=ts(rp.create_time),
         boot_groups=[recovery_pb2.BootGroup(name=g["name"], workloads=[
-            recovery_pb2.RecoveryWorkload(
-                workload=w["workload"], instance_type=w["instance_type"], tags=w["tags"],
-                network_mapping=recovery_pb2.NetworkMapping(
-                    subnet_id=w["subnet_id"], security_group_ids=w["security_group_ids"],
-                    private_ip=w["private_ip"]))
-            for w in g["workloads"]]) for g in rp.boot_groups])
+            _recovery_workload(w) for w in g["workloads"]]) for g in rp.boot_groups])
+
+
+def _recovery_workload(w: dict) -> recovery_pb2.RecoveryWorkload:
+    """A stored workload: its provider's settings are the fields of theirs (aws: the
+    instance type and network mapping; vsphere: the vsphere message)."""
+    out = recovery_pb2.RecoveryWorkload(
+        workload=w["workload"], instance_type=w.get("instance_type", ""), tags=w["tags"])
+    if w.get("subnet_id") or w.get("security_group_ids") or w.get("private_ip"):
+        out.network_mapping.CopyFrom(recovery_pb2.NetworkMapping(
+            subnet_id=w.get("subnet_id", ""), security_group_ids=w.get("security_group_ids", []),
+            private_ip=w.get("private_ip", "")))
+    if w.get("vsphere"):
+        json_format.ParseDict(w["vsphere"], out.vsphere)
+    return out
 
 
 def boot_groups(groups) -> list[dict]:
-    """The service layer's form of a request's boot groups (validated there)."""
+    """The service layer's form of a request's boot groups (validated there, each
+    workload's settings by the recovery site's provider, which refuses another
+    provider's that are given)."""
     return [{"name": g.name, "workloads": [
         {"workload": w.workload, "instance_type": w.instance_type,
          "subnet_id": w.network_mapping.subnet_id,
          "security_group_ids": list(w.network_mapping.security_group_ids),
-         "private_ip": w.network_mapping.private_ip, "tags": dict(w.tags)}
+         "private_ip": w.network_mapping.private_ip, "tags": dict(w.tags),
+         "vsphere": json_format.MessageToDict(w.vsphere, preserving_proto_field_name=True)}
         for w in g.workloads]} for g in groups]
 
 

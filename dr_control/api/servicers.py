@@ -398,7 +398,7 @@ class Recovery(recovery_pb2_grpc.RecoveryServiceServicer):
         rp = request.recovery_plan
         created = await self.svc.create_recovery_plan(
             request.recovery_plan_id, protection_plan=rp.protection_plan,
-            boot_groups=convert.boot_groups(rp.boot_groups))
+            boot_groups=convert.boot_groups(rp.boot_groups), recovery_site=rp.recovery_site)
         return convert.recovery_plan(created)
 
     @rpc

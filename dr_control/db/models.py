@@ -176,6 +176,9 @@ class Task(Base):
     # A paired replicate task: the target site whose nodes may be its pair (the pair
     # itself is chosen at lease and sent in the spec).
     pair_site: Mapped[str] = mapped_column(String(63), default="")
+    # A restore that writes to another site (recovery's prepare step: a disk uploaded
+    # to a vSphere datastore): that site, whose settings go in spec.destination.site.
+    destination_site: Mapped[str] = mapped_column(String(63), default="")
 
 
 class RecoveryPoint(Base):
@@ -228,8 +231,11 @@ class RecoveryPlan(Base):
     __tablename__ = "recovery_plans"
     id: Mapped[str] = mapped_column(String(63), primary_key=True)
     plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"), index=True)
-    # [{"name", "workloads": [{"workload", "instance_type", "subnet_id",
-    #   "security_group_ids", "private_ip", "tags"}]}]
+    # The site recovered to; its kind picks the provider (default: the plan's target).
+    site_id: Mapped[str] = mapped_column(String(63), default="")
+    # [{"name", "workloads": [{"workload", "tags", ...the provider's own settings}]}]
+    # (aws: "instance_type", "subnet_id", "security_group_ids", "private_ip";
+    # vsphere: "vsphere": {...})
     boot_groups: Mapped[list] = mapped_column(JSON, default=list)
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -1,7 +1,8 @@
 """Recovery orchestration: bringing workloads up from recovery points at a target site.
 
-One module per provider (`aws`: EC2 instances from `ebs` recovery points), each a
-RecoveryProvider (base.py) found here by the kind of the site it recovers to, never by
+One module per provider (`aws`: EC2 instances from `ebs` recovery points; `vsphere`: VMs
+on datastores from repository points), each a RecoveryProvider (base.py) found here by
+the kind of the recovery plan's recovery site, never by
 a test of that kind in the services. Each starts a recovery plan's boot groups in order,
 limits its own API traffic, tags everything it creates with the execution, and can clean
 an execution up (test drills, failed runs). A new provider is one module plus its line
@@ -19,6 +20,7 @@ from dr_control.recovery.base import RecoveryProvider
 # first use, so that a provider's SDK is loaded only where workloads are recovered to it.
 PROVIDERS: dict[str, tuple[str, str]] = {
     "aws": ("dr_control.recovery.aws", "AwsProvider"),
+    "vsphere": ("dr_control.recovery.vsphere", "VsphereProvider"),
 }
 
 

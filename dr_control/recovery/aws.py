@@ -31,19 +31,19 @@ import ipaddress
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from dr_common.aws import AwsSettings, aws_error, client, error_code
-from dr_common.errors import DRError, InvalidArgument, NotFound
+from dr_common.errors import DRError, FailedPrecondition, InvalidArgument, NotFound
 from dr_common.remote import Remote, RetryPolicy
 # The values are base.py's, every provider's; RecoveredDisk is imported for the callers
 # of recover() that name them through this module.
-from dr_control.recovery.base import (BootGroup, EventSink, InstanceSpec,
-                                      RecoveredDisk,  # noqa: F401
+from dr_control.recovery.base import (BootGroup, DiskMover, EventSink, RecoveredDisk,
                                       RecoveredInstance, RecoveryEvent, RecoveryFailed,
-                                      RecoveryProvider)
+                                      RecoveryProvider, WorkloadSpec, refuse_foreign)
 
 log = structlog.get_logger()
 
@@ -68,6 +68,55 @@ POLL_CAP = 5.0
 TERMINATE_TIMEOUT = 600.0
 # States from which an instance will never become `running` without our help.
 _DEAD_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+
+# The root disk becomes the image's root device; data disks follow from /dev/xvdf, the
+# first name EC2's documentation recommends for EBS data volumes of HVM instances.
+ROOT_DEVICE = "/dev/xvda"
+DATA_DEVICES = tuple(f"/dev/xvd{c}" for c in "fghijklmnopqrstuvwxyz")
+
+# A recovery plan's settings of an EC2 workload (RecoveryWorkload's instance_type and
+# network_mapping), as stored.
+SETTINGS = ("instance_type", "subnet_id", "security_group_ids", "private_ip")
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """A workload of a boot group with its EC2 settings (size, network mapping, IP)."""
+
+    workload: str
+    disks: tuple[RecoveredDisk, ...]
+    instance_type: str
+    subnet_id: str
+    security_group_ids: tuple[str, ...]
+    private_ip: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def instance_spec(spec: WorkloadSpec) -> InstanceSpec:
+    """The EC2 form of a workload the recovery service gives: its disks get their
+    devices (root first), and every disk must have an EBS snapshot."""
+    missing = [d.disk for d in spec.disks if not d.snapshot_id]
+    if missing:
+        raise FailedPrecondition(f"workload {spec.workload} has no EBS snapshot for "
+                                 f"{', '.join(missing)}: only points of an ebs target can be "
+                                 f"launched on EC2")
+    if len(spec.disks) > 1 + len(DATA_DEVICES):
+        raise FailedPrecondition(f"workload {spec.workload} has {len(spec.disks)} disks; at "
+                                 f"most {1 + len(DATA_DEVICES)} can be attached")
+    devices = (ROOT_DEVICE, *DATA_DEVICES)
+    s = spec.settings
+    return InstanceSpec(
+        workload=spec.workload,
+        disks=tuple(RecoveredDisk(device, d.snapshot_id, d.size_bytes, d.disk, d.root_hash)
+                    for device, d in zip(devices, spec.disks)),
+        instance_type=s.get("instance_type", ""), subnet_id=s.get("subnet_id", ""),
+        security_group_ids=tuple(s.get("security_group_ids", ())),
+        private_ip=s.get("private_ip", ""), tags=dict(spec.tags))
+
+
+def _instance_groups(groups: Sequence[BootGroup]) -> list[BootGroup]:
+    return [BootGroup(g.name, tuple(i if isinstance(i, InstanceSpec) else instance_spec(i)
+                                    for i in g.instances)) for g in groups]
 
 # --- the per-provider limiter ---------------------------------------------------------
 
@@ -614,6 +663,44 @@ class AwsProvider(RecoveryProvider):
     point_kinds = ("ebs",)
     summary = "EC2 recovery launches EBS snapshots"
 
+    @classmethod
+    def check_workload(cls, where: str, settings: dict[str, Any]) -> dict[str, Any]:
+        refuse_foreign(where, settings, SETTINGS, PROVIDER)
+        instance_type = str(settings.get("instance_type", "")).strip()
+        if not instance_type:
+            raise InvalidArgument(f"{where}: an instance type is needed (e.g. t3.medium)",
+                                  field=f"{where}.instance_type")
+        subnet = str(settings.get("subnet_id", "")).strip()
+        if not subnet:
+            raise InvalidArgument(f"{where}: a subnet is needed",
+                                  field=f"{where}.network_mapping.subnet_id")
+        groups = [str(g).strip() for g in settings.get("security_group_ids", ())]
+        if not all(groups):
+            raise InvalidArgument(f"{where}: a security group id is empty",
+                                  field=f"{where}.network_mapping.security_group_ids")
+        ip = str(settings.get("private_ip", "")).strip()
+        if ip:
+            try:
+                ipaddress.IPv4Address(ip)
+            except ValueError:
+                raise InvalidArgument(f"{where}: {ip!r} is not an IPv4 address",
+                                      field=f"{where}.network_mapping.private_ip") from None
+        return {"instance_type": instance_type, "subnet_id": subnet,
+                "security_group_ids": groups, "private_ip": ip}
+
+    @classmethod
+    def check_plan_settings(cls, workloads: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        addresses: dict[tuple[str, str], str] = {}
+        for where, settings in workloads:
+            if not settings["private_ip"]:
+                continue
+            key = (settings["subnet_id"], settings["private_ip"])
+            if key in addresses:
+                raise InvalidArgument(f"{settings['private_ip']} is planned for "
+                                      f"{addresses[key]} too",
+                                      field=f"{where}.network_mapping.private_ip")
+            addresses[key] = where
+
     def __init__(self, settings: dict[str, Any], limiter: ApiLimiter) -> None:
         self.settings = AwsSettings(**settings)
         self.limiter = limiter
@@ -622,17 +709,25 @@ class AwsProvider(RecoveryProvider):
     def new_limiter(cls) -> ApiLimiter:
         return ApiLimiter()
 
-    async def check(self, execution: str, groups: Sequence[BootGroup]) -> None:
+    async def check(self, execution: str, groups: Sequence[BootGroup], *,
+                    test_mode: bool = False) -> None:
         """What recover() checks before it creates anything."""
+        groups = _instance_groups(groups)
         _check_plan(execution, groups)
         async with client(self.settings, "ec2") as ec2:
             # On a limiter of its own, as StartRecovery's check always ran; whether it
             # should share the site's is for the shared remote-call layer to decide.
             await _check_targets(_Ec2(ec2, ApiLimiter()), groups)
 
+    async def prepare(self, execution: str, groups: Sequence[BootGroup], *,
+                      mover: DiskMover, on_event: EventSink) -> None:
+        """Nothing to move: the image registered in recover() makes EC2 create the
+        volumes from the point's snapshots itself."""
+
     async def recover(self, execution: str, groups: Sequence[BootGroup], *, test_mode: bool,
                       on_event: EventSink, running_timeout: float) -> list[RecoveredInstance]:
-        return await recover(self.settings, execution, groups, test_mode=test_mode,
+        return await recover(self.settings, execution, _instance_groups(groups),
+                             test_mode=test_mode,
                              on_event=on_event, running_timeout=running_timeout,
                              limiter=self.limiter)
 

@@ -7,15 +7,26 @@ one per call with the site's settings and the API limiter of that site, and know
 nothing else of the platform.
 
 The steps of a recovery and where each is today:
-- *check*: everything that can be checked before anything is created (the plan on its
-  own, then the target's networks, security groups and snapshots), so that a wrong plan
-  fails StartRecovery with the field to fix and creates nothing: `check`.
-- *prepare*, *start workload*, *network attach*: `recover` does the three for every
-  workload of a boot group (aws: an image registered from the point's snapshots, an
-  instance launched from it on its subnet, with its security groups and IP), group after
-  group, each starting only when every workload of the one before is running.
-- *cleanup*: `cleanup` deletes what `recover` created for an execution (a test drill, a
-  failed run); the recovery point itself is never touched.
+- *check*: everything that can be checked before anything is created. A recovery
+  plan's per-workload settings are each provider's own (aws: instance type, subnet,
+  security groups, IP; vsphere: CPUs, memory, datastore, placement, port groups):
+  `check_workload` checks and normalizes them when the plan is created, naming the
+  field, and refuses settings of another provider; `check` checks them against the
+  recovery site (its networks, datastores, free space, snapshots) when an execution
+  starts, so a wrong plan fails StartRecovery with the field to fix and creates
+  nothing.
+- *prepare*: moving the point's data where the site can boot it (DESIGN.md 6: "asks
+  nodes for disk reconstruction when the target needs data moved"): `prepare`, given a
+  `DiskMover` through which the recovery service queues node restore tasks and waits
+  for them (vsphere: each disk uploaded to a datastore). aws needs none: EC2 makes the
+  volumes from the point's snapshots itself.
+- *start workload*, *network attach*: `recover` does both for every workload of a boot
+  group (aws: an image registered from the point's snapshots, an instance launched from
+  it on its subnet; vsphere: a VM created on the uploaded disks with its NICs on the
+  mapped port groups, powered on), group after group, each starting only when every
+  workload of the one before is up.
+- *cleanup*: `cleanup` deletes what `prepare` and `recover` created for an execution (a
+  test drill, a failed run); the recovery point itself is never touched.
 Steps no provider has yet, and which are therefore not part of the interface: *validate*
 (per-workload checks, a TCP port, an HTTP status, a command, that decide `completed`
 against `partially-completed`; it arrives with the recovery-orchestration issue), and
@@ -23,50 +34,55 @@ against `partially-completed`; it arrives with the recovery-orchestration issue)
 end of a test; it arrives with those modes). The first provider that has one adds it
 here, for every provider.
 
-Both `recover` and `cleanup` are idempotent: everything a provider creates is tagged
-with the execution's name, so running them again after a failure or a control-plane
-restart reuses or finds what an earlier attempt made.
+`prepare`, `recover` and `cleanup` are idempotent: everything a provider creates is
+tagged with (or named after) the execution, so running them again after a failure or a
+control-plane restart reuses or finds what an earlier attempt made.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from dr_common.errors import DRError, InvalidArgument
+from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 
 # --- values -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class RecoveredDisk:
-    """One disk of a recovery point: the snapshot holding it (aws: an EBS snapshot),
-    and its size."""
+    """One disk of a recovery point, root disk first: the snapshot holding it (ebs
+    points) or its manifest in the repository (repository points), and its size."""
 
-    device_name: str  # e.g. /dev/xvda; the first disk of an instance is its root disk
-    snapshot_id: str
+    # aws: the device it gets (/dev/xvda first); "" until its provider names it.
+    device_name: str
+    snapshot_id: str  # native points (aws: an EBS snapshot); "" for repository points
     size_bytes: int
+    disk: str = ""  # the disk's resource name, "sites/s/workloads/w/disks/d"
+    root_hash: str = ""  # repository points: the disk's manifest root
 
 
 @dataclass(frozen=True)
-class InstanceSpec:
-    """A workload of a boot group with its target settings (size, network mapping, IP)."""
+class WorkloadSpec:
+    """A workload of a boot group: its disks in the point, and its target settings as
+    its provider's `check_workload` normalized them (the service does not read them)."""
 
     workload: str
     disks: tuple[RecoveredDisk, ...]
-    instance_type: str
-    subnet_id: str
-    security_group_ids: tuple[str, ...]
-    private_ip: str = ""
+    settings: Mapping[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class BootGroup:
+    """Workloads started together. The service passes WorkloadSpecs; a provider's
+    module-level functions may take its own typed specs (aws: InstanceSpec)."""
+
     name: str
-    instances: tuple[InstanceSpec, ...]
+    instances: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -87,12 +103,14 @@ class RecoveryEvent:
     time: float  # time.monotonic()
     group: str
     workload: str  # "" for group-wide and cleanup steps
-    step: str  # image-registered, instance-launched, instance-running, group-running, cleanup-*
+    # disk-prepared, image-registered, instance-launched, instance-running, group-running,
+    # cleanup-*
+    step: str
     detail: str = ""
 
 
 class RecoveryFailed(DRError):
-    """A launch failed or an instance did not reach `running`. What was created stays
+    """A disk could not be prepared, a launch failed or an instance did not come up. What was created stays
     tagged with the execution: `cleanup()` removes it, or a retry of the execution
     reuses it."""
 
@@ -100,6 +118,19 @@ class RecoveryFailed(DRError):
 
 
 EventSink = Callable[[RecoveryEvent], None]
+
+
+class DiskMover(Protocol):
+    """How a provider's `prepare` gets a point's disk written somewhere (the recovery
+    service's: a node restore task of the point's repository, bound to the nodes that
+    reach it, whose destination gets the recovery site's settings when it is leased)."""
+
+    async def restore(self, disk: RecoveredDisk, destination: nodes_pb2.RestoreDestination
+                      ) -> common_pb2.RestoreResult:
+        """Writes `disk` of the execution's point to `destination` (its `site` is
+        filled in by the service) and returns the restore's result once it is done;
+        RecoveryFailed with the task's error otherwise. Idempotent: a restore to the
+        same destination already done (or running) is reused."""
 
 
 # --- the interface --------------------------------------------------------------------
@@ -135,10 +166,30 @@ class RecoveryProvider(ABC):
                 f"use a plan with an {' or '.join(cls.point_kinds)} target",
                 field="recovery_plan.protection_plan")
 
+    @classmethod
     @abstractmethod
-    async def check(self, execution: str, groups: Sequence[BootGroup]) -> None:
+    def check_workload(cls, where: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """A workload's target settings as a recovery plan gives them (every key but
+        "workload" and "tags"), checked on their own and normalized for storing;
+        InvalidArgument naming the field (`where` + "." + its name) otherwise, also for
+        a setting of another provider that is given (not empty)."""
+
+    @classmethod
+    def check_plan_settings(cls, workloads: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Checks across a plan's workloads (aws: no IP planned twice); `workloads` are
+        (where, normalized settings) pairs, in plan order. Nothing by default."""
+
+    @abstractmethod
+    async def check(self, execution: str, groups: Sequence[BootGroup], *,
+                    test_mode: bool = False) -> None:
         """Raises InvalidArgument, naming the field, for whatever in `groups` the target
         would refuse; creates nothing."""
+
+    @abstractmethod
+    async def prepare(self, execution: str, groups: Sequence[BootGroup], *,
+                      mover: DiskMover, on_event: EventSink) -> None:
+        """Moves the point's disks where `recover` needs them, through `mover`
+        (node tasks); a no-op for providers that boot the point where it is."""
 
     @abstractmethod
     async def recover(self, execution: str, groups: Sequence[BootGroup], *, test_mode: bool,
@@ -150,5 +201,16 @@ class RecoveryProvider(ABC):
 
     @abstractmethod
     async def cleanup(self, execution: str, *, on_event: EventSink) -> dict[str, list[str]]:
-        """Deletes what `recover` created for `execution`; returns what it deleted, by
-        kind of resource."""
+        """Deletes what `prepare` and `recover` created for `execution`; returns what
+        it deleted, by kind of resource."""
+
+
+def refuse_foreign(where: str, settings: dict[str, Any], own: Sequence[str],
+                   site_kind: str) -> None:
+    """InvalidArgument for a given (non-empty) setting that is not one of `own`: it
+    belongs to another provider, and would silently do nothing here."""
+    for key in sorted(settings):
+        if key not in own and settings[key] not in ("", None, [], {}, 0, ()):
+            raise InvalidArgument(
+                f"{where}: {key} is not a setting of recovery to a {site_kind} site "
+                f"(its settings: {', '.join(own)})", field=f"{where}.{key}")

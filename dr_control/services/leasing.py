@@ -242,10 +242,12 @@ async def _leased(s, task_name: str, token: int) -> Task:
 
 async def site_settings(ctx: ServiceContext, task: Task
                         ) -> dict[str, common_pb2.SiteSettings]:
-    """The settings, secrets unsealed, of the sites a task works with: "source" and/or
-    "target" (sites whose kind has settings only). Looked up when the task is handed to
+    """The settings, secrets unsealed, of the sites a task works with: "source",
+    "target" and "destination" (a restore writing to another site), sites whose kind has
+    settings only. Looked up when the task is handed to
     a node, so specs in the database never hold a secret."""
-    refs = {"source": task.source_site, "target": task.target_site}
+    refs = {"source": task.source_site, "target": task.target_site,
+            "destination": task.destination_site}
     ids = {i for i in refs.values() if i}
     if not ids:
         return {}

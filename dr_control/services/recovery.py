@@ -1,44 +1,54 @@
-"""Recovery plans and their executions, run by the recovery provider of the target site.
+"""Recovery plans and their executions, run by the recovery provider of the recovery site.
 
-The provider is the one the registry (dr_control.recovery) has for the kind of the
-protection plan's target site (today `aws`: EC2 recovery from `ebs` recovery points);
-this module knows no platform. A recovery plan is checked when it is created against
-what the control plane knows (the provider launches the points of its protection plan,
-each workload is protected by it, no workload twice); what only the target cloud knows
-(subnets, security groups, snapshots) is checked by the provider when an execution
-starts, before anything is created, so a wrong plan makes StartRecovery fail with the
-field to fix and leaves no execution behind.
+A recovery plan names its recovery site (by default its protection plan's target site);
+the provider is the one the registry (dr_control.recovery) has for that site's kind (aws:
+EC2 recovery from `ebs` points; vsphere: VMs from repository points). This module knows
+no platform: a workload's target settings are its provider's to check
+(`check_workload`), and are passed through to it unread. A recovery plan is checked
+when it is created against what the control plane knows (the provider recovers the
+points of its protection plan, each workload is protected by it, no workload twice, the
+provider's settings well-formed); what only the recovery site knows (subnets, port
+groups, datastores and their free space, snapshots) is checked by the provider when an
+execution starts, before anything is created, so a wrong plan makes StartRecovery fail
+with the field to fix and leaves no execution behind.
 
-An execution runs the provider's `recover` as an asyncio task of this process.
-Every step it reports is written to the execution's row as it happens, so an operator
-can watch it and a restarted control plane can resume it: providers are idempotent
-(client tokens, and lookups of what is tagged with the execution), so running it again
-reuses what the interrupted attempt created. The execution's full name tags everything
-created in the cloud, which is why execution ids carry the time and never repeat.
+An execution runs the provider's `prepare` (moving the point's disks where the site
+needs them, as node restore tasks queued through `_Mover`) and then its `recover`, as
+an asyncio task of this process. Every step it reports is written to the execution's
+row as it happens, so an operator can watch it and a restarted control plane can
+resume it: providers are idempotent (client tokens, and lookups of what is tagged with
+the execution), and so is the mover (a restore already done for the same destination
+is reused), so running it again reuses what the interrupted attempt created. The
+execution's full name tags everything created at the site, which is why execution ids
+carry the time and never repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
+from google.protobuf import json_format
 from sqlalchemy import delete, func, select
 
 from dr_common import names
 from dr_common.errors import (AlreadyExists, DRError, FailedPrecondition, InvalidArgument,
                               NotFound)
-from dr_control.db.models import Disk, Execution, Plan, RecoveryPlan, RecoveryPoint, Site, utcnow
+from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
+from dr_control.db.models import (Disk, Execution, Plan, RecoveryPlan, RecoveryPoint, Site,
+                                  Task, utcnow)
 from dr_control.recovery import provider_class
-from dr_control.recovery.base import (BootGroup, InstanceSpec, RecoveredDisk, RecoveryEvent,
-                                      RecoveryProvider)
+from dr_control.recovery.base import (BootGroup, RecoveredDisk, RecoveryEvent, RecoveryFailed,
+                                      RecoveryProvider, WorkloadSpec)
+from dr_control.services import taskspecs
 from dr_control.services.context import ServiceContext
 from dr_control.services.inventory import site_settings
+from dr_control.services.routing import target_task
 
 log = structlog.get_logger()
 
@@ -52,10 +62,6 @@ MODES = ("test", "failover")
 ACTIVE_STATES = frozenset({"started", "running"})
 ENDED_STATES = frozenset({"completed", "partially-completed", "failed", "cleaned-up"})
 
-# The root disk becomes the image's root device; data disks follow from /dev/xvdf, the
-# first name EC2's documentation recommends for EBS data volumes of HVM instances.
-ROOT_DEVICE = "/dev/xvda"
-DATA_DEVICES = tuple(f"/dev/xvd{c}" for c in "fghijklmnopqrstuvwxyz")
 # Device names a source instance's root volume has (aws inventory lists the root first,
 # and records "DEVICE (VOLUME)" as the disk's display name; the database keeps no order).
 SOURCE_ROOT_DEVICES = ("/dev/xvda", "/dev/sda1", "/dev/sda", "/dev/nvme0n1")
@@ -63,6 +69,13 @@ SOURCE_ROOT_DEVICES = ("/dev/xvda", "/dev/sda1", "/dev/sda", "/dev/nvme0n1")
 # Longest a boot group may take to be running (the library's default: a slow Windows
 # boot still fits, a wrong AMI does not hang an execution for ever).
 RUNNING_TIMEOUT = 300.0
+# Polling a prepare step's restore task: fast at first (a small disk is uploaded in a
+# second), then at most once a second (each poll is a database read).
+TASK_POLL_FIRST = 0.05
+TASK_POLL_CAP = 1.0
+# The keys of a recovery plan's workload that are every provider's; the others are the
+# recovery site's provider's own settings.
+COMMON_KEYS = ("workload", "tags")
 
 
 @dataclass(frozen=True)
@@ -90,48 +103,30 @@ def _event(group: str, workload: str, step: str, detail: str = "") -> dict[str, 
 
 # --- validation of a recovery plan ------------------------------------------------------
 
-def _check_workload(where: str, w: dict[str, Any]) -> dict[str, Any]:
-    """One workload's target settings, normalized; raises InvalidArgument naming the field."""
-    instance_type = str(w.get("instance_type", "")).strip()
-    if not instance_type:
-        raise InvalidArgument(f"{where}: an instance type is needed (e.g. t3.medium)",
-                              field=f"{where}.instance_type")
-    subnet = str(w.get("subnet_id", "")).strip()
-    if not subnet:
-        raise InvalidArgument(f"{where}: a subnet is needed",
-                              field=f"{where}.network_mapping.subnet_id")
-    groups = [str(g).strip() for g in w.get("security_group_ids", ())]
-    if not all(groups):
-        raise InvalidArgument(f"{where}: a security group id is empty",
-                              field=f"{where}.network_mapping.security_group_ids")
-    ip = str(w.get("private_ip", "")).strip()
-    if ip:
-        try:
-            ipaddress.IPv4Address(ip)
-        except ValueError:
-            raise InvalidArgument(f"{where}: {ip!r} is not an IPv4 address",
-                                  field=f"{where}.network_mapping.private_ip") from None
-    tags = {str(k): str(v) for k, v in (w.get("tags") or {}).items()}
+def _check_tags(where: str, given: Any) -> dict[str, str]:
+    tags = {str(k): str(v) for k, v in (given or {}).items()}
     ours = sorted(k for k in tags if k.startswith("hybrid-dr:"))
     if ours:
         raise InvalidArgument(f"{where}: tags starting with hybrid-dr: are set by recovery "
                               f"itself ({', '.join(ours)})", field=f"{where}.tags")
-    return {"workload": w["workload"], "instance_type": instance_type, "subnet_id": subnet,
-            "security_group_ids": groups, "private_ip": ip, "tags": tags}
+    return tags
 
 
-def check_boot_groups(plan: Plan, boot_groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A recovery plan's boot groups, checked against its protection plan and normalized.
+def check_boot_groups(plan: Plan, boot_groups: list[dict[str, Any]],
+                      provider: type[RecoveryProvider]) -> list[dict[str, Any]]:
+    """A recovery plan's boot groups, checked against its protection plan and by the
+    recovery site's provider, and normalized.
 
-    Each group is {"name", "workloads": [{"workload", "instance_type", "subnet_id",
-    "security_group_ids", "private_ip", "tags"}]}."""
+    Each group is {"name", "workloads": [{"workload", "tags", ...the provider's own
+    settings}]}; each workload is stored with what the provider's check_workload made
+    of its settings."""
     if not boot_groups:
         raise InvalidArgument("a recovery plan needs at least one boot group",
                               field="recovery_plan.boot_groups")
     protected = set(plan.workloads) | {d.rsplit("/disks/", 1)[0] for d in plan.disks}
     seen: dict[str, str] = {}
     group_names: set[str] = set()
-    addresses: dict[tuple[str, str], str] = {}
+    checked_settings: list[tuple[str, dict[str, Any]]] = []
     out = []
     for i, group in enumerate(boot_groups):
         where = f"recovery_plan.boot_groups[{i}]"
@@ -158,15 +153,13 @@ def check_boot_groups(plan: Plan, boot_groups: list[dict[str, Any]]) -> list[dic
                 raise InvalidArgument(f"workload {workload} is in the plan twice (also in "
                                       f"{seen[workload]})", field=f"{at}.workload")
             seen[workload] = at
-            entry = _check_workload(at, w)
-            if entry["private_ip"]:
-                other = addresses.get((entry["subnet_id"], entry["private_ip"]))
-                if other:
-                    raise InvalidArgument(f"{entry['private_ip']} is planned for {other} too",
-                                          field=f"{at}.network_mapping.private_ip")
-                addresses[(entry["subnet_id"], entry["private_ip"])] = workload
-            checked.append(entry)
+            settings = provider.check_workload(
+                at, {k: v for k, v in w.items() if k not in COMMON_KEYS})
+            checked_settings.append((at, settings))
+            checked.append({"workload": workload, **settings,
+                            "tags": _check_tags(at, w.get("tags"))})
         out.append({"name": name, "workloads": checked})
+    provider.check_plan_settings(checked_settings)
     return out
 
 
@@ -180,38 +173,80 @@ def _device_of(disk: Disk | None) -> str:
 
 def _disks_for(workload: str, point: RecoveryPoint,
                inventory: dict[str, Disk]) -> tuple[RecoveredDisk, ...]:
-    """The workload's disks in the point, root first, with the devices they get."""
+    """The workload's disks in the point, root first (its provider names the devices)."""
     prefix = workload + "/disks/"
     entries = [d for d in point.disks if d["disk"].startswith(prefix)]
     point_name = names.point_name(point.plan_id, point.id)
     if not entries:
         raise FailedPrecondition(f"{point_name} holds no disk of workload {workload}")
-    missing = [d["disk"] for d in entries if not d.get("snapshot_id")]
-    if missing:
-        raise FailedPrecondition(f"{point_name} has no EBS snapshot for {', '.join(missing)}: "
-                                 f"only points of an ebs target can be launched on EC2")
 
     def order(entry: dict) -> tuple:
         device = _device_of(inventory.get(entry["disk"]))
         return (device not in SOURCE_ROOT_DEVICES, device == "", device, entry["disk"])
 
     entries.sort(key=order)
-    if len(entries) > 1 + len(DATA_DEVICES):
-        raise FailedPrecondition(f"workload {workload} has {len(entries)} disks; at most "
-                                 f"{1 + len(DATA_DEVICES)} can be attached")
-    devices = (ROOT_DEVICE, *DATA_DEVICES)
-    return tuple(RecoveredDisk(device, d["snapshot_id"], int(d["size_bytes"]))
-                 for device, d in zip(devices, entries))
+    return tuple(RecoveredDisk("", d.get("snapshot_id") or "", int(d["size_bytes"]),
+                               disk=d["disk"], root_hash=d.get("root_hash") or "")
+                 for d in entries)
 
 
 def _boot_groups(rp: RecoveryPlan, point: RecoveryPoint,
                  inventory: dict[str, Disk]) -> list[BootGroup]:
     return [BootGroup(g["name"], tuple(
-        InstanceSpec(workload=w["workload"], disks=_disks_for(w["workload"], point, inventory),
-                     instance_type=w["instance_type"], subnet_id=w["subnet_id"],
-                     security_group_ids=tuple(w["security_group_ids"]),
-                     private_ip=w["private_ip"], tags=dict(w["tags"]))
+        WorkloadSpec(workload=w["workload"], disks=_disks_for(w["workload"], point, inventory),
+                     settings={k: v for k, v in w.items() if k not in COMMON_KEYS},
+                     tags=dict(w.get("tags") or {}))
         for w in g["workloads"])) for g in rp.boot_groups]
+
+
+class _Mover:
+    """The DiskMover (recovery/base.py) of one execution: each disk of its point is
+    restored by a node task on the point's repository, bound to the nodes that reach
+    that repository, whose destination gets the recovery site's settings at lease."""
+
+    FINISHED = ("completed", "failed", "cancelled")
+
+    def __init__(self, ctx: ServiceContext, plan: Plan, point: str, site: Site):
+        self.ctx, self.plan, self.point, self.site = ctx, plan, point, site
+
+    async def restore(self, disk: RecoveredDisk, destination: nodes_pb2.RestoreDestination
+                      ) -> common_pb2.RestoreResult:
+        wanted = taskspecs.store(destination)
+        async with self.ctx.db() as s, s.begin():
+            # A restore to the same destination already done or under way (a retried
+            # or resumed execution) is reused, never run twice.
+            task = next((t for t in (await s.scalars(select(Task).where(
+                Task.kind == "restore", Task.target == self.point, Task.disk == disk.disk,
+                Task.destination_site == self.site.id,
+                Task.state.in_(("queued", "leased", "completed"))).order_by(
+                Task.id.desc()))).all() if t.spec.get("destination") == wanted), None)
+            if task is None:
+                spec = nodes_pb2.RestoreSpec(recovery_point=self.point, disk=disk.disk,
+                                             root_hash=disk.root_hash, destination=destination)
+                task = await target_task(s, self.plan, "restore", spec=spec,
+                                         target=self.point, disk=disk.disk,
+                                         bytes_total=disk.size_bytes,
+                                         destination_site=self.site.id)
+                s.add(task)
+                await s.flush()
+            task_id = task.id
+        self.ctx.tasks_queued.notify()
+        delay = TASK_POLL_FIRST
+        while True:
+            async with self.ctx.db() as s:
+                task = await s.get(Task, task_id)
+            if task.state in self.FINISHED:
+                break
+            await asyncio.sleep(delay)
+            delay = min(TASK_POLL_CAP, delay * 2)
+        if task.state != "completed":
+            raise RecoveryFailed(
+                f"disk {disk.disk} of {self.point} could not be written to the recovery "
+                f"site (operations/{task_id} {task.state}: "
+                f"{task.error_message or 'no reason given'})",
+                reason=task.error_reason or None)
+        return json_format.ParseDict(task.result or {}, common_pb2.RestoreResult(),
+                                     ignore_unknown_fields=True)
 
 
 # --- the service ------------------------------------------------------------------------
@@ -229,7 +264,10 @@ class RecoveryService:
     # --- recovery plans ---
 
     async def create_recovery_plan(self, recovery_plan_id: str, *, protection_plan: str,
-                                   boot_groups: list[dict[str, Any]]) -> RecoveryPlan:
+                                   boot_groups: list[dict[str, Any]],
+                                   recovery_site: str = "") -> RecoveryPlan:
+        """`recovery_site`: "sites/{site}" to recover to; empty: the protection plan's
+        target site (where EC2 recovery launches the plan's own snapshots)."""
         names.check_id(recovery_plan_id, field="recovery_plan_id", what="recovery plan")
         plan_id = names.parse_plan(protection_plan, field="recovery_plan.protection_plan")
         async with self.ctx.db() as s, s.begin():
@@ -240,14 +278,29 @@ class RecoveryService:
             if plan is None:
                 raise InvalidArgument(f"protection plan {protection_plan} does not exist",
                                       field="recovery_plan.protection_plan")
-            site = await s.get(Site, plan.target_site)
-            provider_class(site.kind, field="recovery_plan.protection_plan").check_points(
-                protection_plan, plan.target_kind)
-            groups = check_boot_groups(plan, boot_groups)
-            rp = RecoveryPlan(id=recovery_plan_id, plan_id=plan_id, boot_groups=groups,
-                              create_time=utcnow())
+            if recovery_site:
+                site_id = names.parse_site(recovery_site, field="recovery_plan.recovery_site")
+                site = await s.get(Site, site_id)
+                if site is None:
+                    raise InvalidArgument(f"site {recovery_site} does not exist",
+                                          field="recovery_plan.recovery_site")
+                field = "recovery_plan.recovery_site"
+            else:
+                site = await s.get(Site, plan.target_site)
+                field = "recovery_plan.protection_plan"
+            provider = provider_class(site.kind, field=field)
+            provider.check_points(protection_plan, plan.target_kind)
+            groups = check_boot_groups(plan, boot_groups, provider)
+            rp = RecoveryPlan(id=recovery_plan_id, plan_id=plan_id, site_id=site.id,
+                              boot_groups=groups, create_time=utcnow())
             s.add(rp)
         return rp
+
+    @staticmethod
+    async def _recovery_site(s, rp: RecoveryPlan, plan: Plan) -> Site:
+        """The site a recovery plan recovers to (plans from before recovery sites were
+        named recover to their protection plan's target, as they did then)."""
+        return await s.get(Site, rp.site_id or plan.target_site)
 
     async def get_recovery_plan(self, name: str) -> RecoveryPlan:
         rp_id = parse_recovery_plan(name)
@@ -289,12 +342,12 @@ class RecoveryService:
         async with self.ctx.db() as s:
             plan = await s.get(Plan, rp.plan_id)
             point = await self._point(s, plan, recovery_point)
-            site = await s.get(Site, plan.target_site)
+            site = await self._recovery_site(s, rp, plan)
             inventory = {d.name: d for d in (await s.scalars(select(Disk).where(
                 Disk.name.in_([d["disk"] for d in point.disks])))).all()}
         provider = self._provider(site)
         groups = _boot_groups(rp, point, inventory)
-        await provider.check("check", groups)
+        await provider.check("check", groups, test_mode=mode == "test")
         async with self.ctx.db() as s, s.begin():
             running = await s.scalar(select(Execution).where(
                 Execution.recovery_plan_id == rp.id, Execution.state.in_(ACTIVE_STATES)))
@@ -311,7 +364,8 @@ class RecoveryService:
             s.add(execution)
         log.info("recovery started", execution=_key(execution).name, mode=mode,
                  point=execution.recovery_point)
-        self._spawn(_key(execution), self._run(_key(execution), provider, groups, mode))
+        mover = _Mover(self.ctx, plan, execution.recovery_point, site)
+        self._spawn(_key(execution), self._run(_key(execution), provider, groups, mode, mover))
         return execution
 
     async def _point(self, s, plan: Plan, recovery_point: str) -> RecoveryPoint:
@@ -357,7 +411,7 @@ class RecoveryService:
         rp = await self.get_recovery_plan(recovery_plan_name(key.recovery_plan_id))
         async with self.ctx.db() as s, s.begin():
             plan = await s.get(Plan, rp.plan_id)
-            site = await s.get(Site, plan.target_site)
+            site = await self._recovery_site(s, rp, plan)
             row = await s.get(Execution, (key.recovery_plan_id, key.id))
             row.cleanup_requested = True
             row.events = [*row.events, _event("", "", "cleanup-started")]
@@ -425,7 +479,7 @@ class RecoveryService:
                         key, lambda row: setattr(row, "events", snapshot)))
 
     async def _run(self, key: ExecutionKey, provider: RecoveryProvider,
-                   groups: list[BootGroup], mode: str) -> None:
+                   groups: list[BootGroup], mode: str, mover: _Mover) -> None:
         instances: dict[str, dict[str, Any]] = {}
         images: dict[str, str] = {}
 
@@ -447,6 +501,7 @@ class RecoveryService:
         await self._update(key, set_running)
 
         async def work(emit):
+            await provider.prepare(key.name, groups, mover=mover, on_event=emit)
             return await provider.recover(key.name, groups, test_mode=mode == "test",
                                           on_event=emit, running_timeout=self.running_timeout)
 
@@ -532,7 +587,7 @@ class RecoveryService:
                 rp = await self.get_recovery_plan(recovery_plan_name(row.recovery_plan_id))
                 async with self.ctx.db() as s:
                     plan = await s.get(Plan, rp.plan_id)
-                    site = await s.get(Site, plan.target_site)
+                    site = await self._recovery_site(s, rp, plan)
                     point = await self._point(s, plan, row.recovery_point)
                     inventory = {d.name: d for d in (await s.scalars(select(Disk).where(
                         Disk.name.in_([d["disk"] for d in point.disks])))).all()}
@@ -556,7 +611,8 @@ class RecoveryService:
             await self._update(key, lambda r: setattr(
                 r, "events", [*r.events, _event("", "", "resumed", "after a restart")]))
             log.info("recovery resumed", execution=key.name)
-            self._spawn(key, self._run(key, provider, groups, row.mode))
+            mover = _Mover(self.ctx, plan, row.recovery_point, site)
+            self._spawn(key, self._run(key, provider, groups, row.mode, mover))
 
     async def stop(self) -> None:
         """Cancels this process's running executions; they resume at the next start."""

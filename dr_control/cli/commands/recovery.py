@@ -57,9 +57,12 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
 
     p = rp_sub.add_parser(
         "create", parents=parents, help="create a recovery plan",
-        description="Create a recovery plan for a protection plan with an ebs target. Boot "
-        f"groups: --group '{GROUP_SYNTAX}' (repeat; started in order), or --from-file "
-        "with a JSON RecoveryPlan (as `recovery-plan get -o json` prints).",
+        description="Create a recovery plan for a protection plan: to EC2 from an ebs "
+        "target's points, or to vSphere (--site) from a repository's. Boot groups: --group "
+        f"'{GROUP_SYNTAX}' (EC2; repeat, started in order), or --from-file with a JSON "
+        "RecoveryPlan (as `recovery-plan get -o json` prints; vSphere workloads set "
+        '"vsphere": {"cpus", "memory_mib", "datastore", "networks": [{"source", '
+        '"port_group"}], "isolated_port_group", ...}).',
     )
     p.add_argument("id", metavar="ID", type=argtypes.resource_id(RECOVERY_PLAN))
     p.add_argument("--plan", metavar="PLAN", type=argtypes.name(names.PLAN),
@@ -68,6 +71,9 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
                    help=f"a boot group: {GROUP_SYNTAX}; repeatable, started in order")
     p.add_argument("--from-file", metavar="FILE",
                    help='the plan as JSON (API field names); "-" reads stdin')
+    p.add_argument("--site", metavar="SITE", type=argtypes.name(names.SITE), default=None,
+                   help="the site to recover to (its kind picks the provider); default: "
+                        "the protection plan's target site")
     p.set_defaults(handler=recovery_plan_create)
 
     p = rp_sub.add_parser("list", parents=parents, help="list recovery plans")
@@ -168,6 +174,8 @@ def recovery_plan_create(ctx: Context, args: argparse.Namespace) -> int:
     plan = _read_file(args.from_file) if args.from_file else recovery_pb2.RecoveryPlan()
     if args.plan:
         plan.protection_plan = args.plan
+    if args.site:
+        plan.recovery_site = args.site
     if not plan.protection_plan:
         raise UsageError("which protection plan? give --plan PLAN")
     if args.group and plan.boot_groups:
@@ -320,6 +328,10 @@ def event_line(event: recovery_pb2.ExecutionEvent) -> str:
 
 
 def _network(w: recovery_pb2.RecoveryWorkload) -> str:
+    if w.HasField("vsphere"):
+        v = w.vsphere
+        text = ",".join(f"{n.source or '-'}>{n.port_group}" for n in v.networks) or "-"
+        return text + (f" test={v.isolated_port_group}" if v.isolated_port_group else "")
     n = w.network_mapping
     text = n.subnet_id
     if n.security_group_ids:
@@ -333,12 +345,15 @@ def render_recovery_plan(plan: recovery_pb2.RecoveryPlan) -> str:
     fields = format_fields([
         ("recovery plan", plan.name),
         ("protection plan", plan.protection_plan),
+        ("recovery site", plan.recovery_site or "-"),
         ("boot groups", len(plan.boot_groups)),
         ("created", format_time(plan.create_time)),
     ])
     table = format_table(
         ["ORDER", "GROUP", "WORKLOAD", "INSTANCE TYPE", "NETWORK", "TAGS"],
-        [[i, g.name, names.short_name(w.workload), w.instance_type, _network(w),
+        [[i, g.name, names.short_name(w.workload), w.instance_type or (
+            f"{w.vsphere.cpus} vCPU {w.vsphere.memory_mib} MiB {w.vsphere.datastore}"
+            if w.HasField("vsphere") else "-"), _network(w),
           ",".join(f"{k}={v}" for k, v in sorted(w.tags.items())) or "-"]
          for i, g in enumerate(plan.boot_groups, start=1) for w in g.workloads],
         right=["ORDER"])

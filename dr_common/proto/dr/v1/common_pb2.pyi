@@ -116,16 +116,20 @@ class GcResult(_message.Message):
     def __init__(self, points: _Optional[int] = ..., objects_removed: _Optional[int] = ..., bytes_removed: _Optional[int] = ..., objects_kept: _Optional[int] = ..., bytes_kept: _Optional[int] = ..., objects_young: _Optional[int] = ..., bytes_young: _Optional[int] = ...) -> None: ...
 
 class RestoreResult(_message.Message):
-    __slots__ = ("destination_path", "bytes_written", "root_hash", "volume_id")
+    __slots__ = ("destination_path", "bytes_written", "root_hash", "volume_id", "datastore_path", "verified")
     DESTINATION_PATH_FIELD_NUMBER: _ClassVar[int]
     BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASTORE_PATH_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
     destination_path: str
     bytes_written: int
     root_hash: str
     volume_id: str
-    def __init__(self, destination_path: _Optional[str] = ..., bytes_written: _Optional[int] = ..., root_hash: _Optional[str] = ..., volume_id: _Optional[str] = ...) -> None: ...
+    datastore_path: str
+    verified: str
+    def __init__(self, destination_path: _Optional[str] = ..., bytes_written: _Optional[int] = ..., root_hash: _Optional[str] = ..., volume_id: _Optional[str] = ..., datastore_path: _Optional[str] = ..., verified: _Optional[str] = ...) -> None: ...
 
 class AwsSettings(_message.Message):
     __slots__ = ("region", "endpoint_url", "profile", "access_key_id", "secret_access_key", "session_token")

@@ -305,7 +305,7 @@ class FinalizeDisk(_message.Message):
     def __init__(self, disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., source_snapshot_id: _Optional[str] = ..., consistency: _Optional[str] = ...) -> None: ...
 
 class RestoreSpec(_message.Message):
-    __slots__ = ("recovery_point", "disk", "root_hash", "target", "destination_path", "format", "overwrite", "snapshot_id", "availability_zone")
+    __slots__ = ("recovery_point", "disk", "root_hash", "target", "destination_path", "format", "overwrite", "snapshot_id", "availability_zone", "destination")
     RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
     DISK_FIELD_NUMBER: _ClassVar[int]
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +315,7 @@ class RestoreSpec(_message.Message):
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     AVAILABILITY_ZONE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
     recovery_point: str
     disk: str
     root_hash: str
@@ -324,7 +325,28 @@ class RestoreSpec(_message.Message):
     overwrite: bool
     snapshot_id: str
     availability_zone: str
-    def __init__(self, recovery_point: _Optional[str] = ..., disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., destination_path: _Optional[str] = ..., format: _Optional[str] = ..., overwrite: _Optional[bool] = ..., snapshot_id: _Optional[str] = ..., availability_zone: _Optional[str] = ...) -> None: ...
+    destination: RestoreDestination
+    def __init__(self, recovery_point: _Optional[str] = ..., disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., destination_path: _Optional[str] = ..., format: _Optional[str] = ..., overwrite: _Optional[bool] = ..., snapshot_id: _Optional[str] = ..., availability_zone: _Optional[str] = ..., destination: _Optional[_Union[RestoreDestination, _Mapping]] = ...) -> None: ...
+
+class RestoreDestination(_message.Message):
+    __slots__ = ("vsphere", "site")
+    VSPHERE_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    vsphere: VsphereDatastoreFile
+    site: _common_pb2.SiteSettings
+    def __init__(self, vsphere: _Optional[_Union[VsphereDatastoreFile, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
+
+class VsphereDatastoreFile(_message.Message):
+    __slots__ = ("datacenter", "datastore", "path", "overwrite")
+    DATACENTER_FIELD_NUMBER: _ClassVar[int]
+    DATASTORE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    datacenter: str
+    datastore: str
+    path: str
+    overwrite: bool
+    def __init__(self, datacenter: _Optional[str] = ..., datastore: _Optional[str] = ..., path: _Optional[str] = ..., overwrite: _Optional[bool] = ...) -> None: ...
 
 class VerifySpec(_message.Message):
     __slots__ = ("recovery_point", "target", "disks")

@@ -12,16 +12,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecoveryPlan(_message.Message):
-    __slots__ = ("name", "protection_plan", "boot_groups", "create_time")
+    __slots__ = ("name", "protection_plan", "boot_groups", "create_time", "recovery_site")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROTECTION_PLAN_FIELD_NUMBER: _ClassVar[int]
     BOOT_GROUPS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_SITE_FIELD_NUMBER: _ClassVar[int]
     name: str
     protection_plan: str
     boot_groups: _containers.RepeatedCompositeFieldContainer[BootGroup]
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., protection_plan: _Optional[str] = ..., boot_groups: _Optional[_Iterable[_Union[BootGroup, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    recovery_site: str
+    def __init__(self, name: _Optional[str] = ..., protection_plan: _Optional[str] = ..., boot_groups: _Optional[_Iterable[_Union[BootGroup, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recovery_site: _Optional[str] = ...) -> None: ...
 
 class BootGroup(_message.Message):
     __slots__ = ("name", "workloads")
@@ -32,7 +34,7 @@ class BootGroup(_message.Message):
     def __init__(self, name: _Optional[str] = ..., workloads: _Optional[_Iterable[_Union[RecoveryWorkload, _Mapping]]] = ...) -> None: ...
 
 class RecoveryWorkload(_message.Message):
-    __slots__ = ("workload", "instance_type", "network_mapping", "tags")
+    __slots__ = ("workload", "instance_type", "network_mapping", "tags", "vsphere")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,11 +46,43 @@ class RecoveryWorkload(_message.Message):
     INSTANCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     NETWORK_MAPPING_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    VSPHERE_FIELD_NUMBER: _ClassVar[int]
     workload: str
     instance_type: str
     network_mapping: NetworkMapping
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, workload: _Optional[str] = ..., instance_type: _Optional[str] = ..., network_mapping: _Optional[_Union[NetworkMapping, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    vsphere: VsphereWorkload
+    def __init__(self, workload: _Optional[str] = ..., instance_type: _Optional[str] = ..., network_mapping: _Optional[_Union[NetworkMapping, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., vsphere: _Optional[_Union[VsphereWorkload, _Mapping]] = ...) -> None: ...
+
+class VsphereWorkload(_message.Message):
+    __slots__ = ("cpus", "memory_mib", "datastore", "folder", "resource_pool", "networks", "isolated_port_group", "guest_id", "wait_for")
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    DATASTORE_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_POOL_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    ISOLATED_PORT_GROUP_FIELD_NUMBER: _ClassVar[int]
+    GUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_FIELD_NUMBER: _ClassVar[int]
+    cpus: int
+    memory_mib: int
+    datastore: str
+    folder: str
+    resource_pool: str
+    networks: _containers.RepeatedCompositeFieldContainer[PortGroupMapping]
+    isolated_port_group: str
+    guest_id: str
+    wait_for: str
+    def __init__(self, cpus: _Optional[int] = ..., memory_mib: _Optional[int] = ..., datastore: _Optional[str] = ..., folder: _Optional[str] = ..., resource_pool: _Optional[str] = ..., networks: _Optional[_Iterable[_Union[PortGroupMapping, _Mapping]]] = ..., isolated_port_group: _Optional[str] = ..., guest_id: _Optional[str] = ..., wait_for: _Optional[str] = ...) -> None: ...
+
+class PortGroupMapping(_message.Message):
+    __slots__ = ("source", "port_group")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PORT_GROUP_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    port_group: str
+    def __init__(self, source: _Optional[str] = ..., port_group: _Optional[str] = ...) -> None: ...
 
 class NetworkMapping(_message.Message):
     __slots__ = ("subnet_id", "security_group_ids", "private_ip")

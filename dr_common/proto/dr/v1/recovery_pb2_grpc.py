@@ -81,8 +81,10 @@ class RecoveryServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def CreateRecoveryPlan(self, request, context):
-        """Checks the plan against its protection plan (which must have an ebs target) and the
-        inventory; the network mapping is checked against the target site when run.
+        """Checks the plan against its protection plan (whose points the recovery site's
+        provider must be able to recover: aws launches ebs points, vsphere uploads
+        repository points) and the inventory; the network mapping is checked against the
+        recovery site when run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
