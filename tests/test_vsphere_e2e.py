@@ -51,6 +51,14 @@ def _vsphere_site(c: Cluster, peer, monkeypatch, *extra: str) -> None:
     c.drctl("site", "add", "vc", *site_args(peer), *extra)
 
 
+def _plan_to_files(c: Cluster, peer, monkeypatch, *extra: str) -> None:
+    """Plan p1: the VM of site vc (the peer) to repository site dst (a directory)."""
+    _vsphere_site(c, peer, monkeypatch)
+    c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
+    c.drctl("plan", "create", "p1", "--source", "vc", "--target", "dst", "--workload",
+            WORKLOAD, "--rpo", "1h", *extra)
+
+
 def _target(c: Cluster, kind: str, request) -> list[str]:
     if kind == "fs":
         c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
@@ -130,10 +138,7 @@ def test_cbt_reset_on_one_disk_is_a_full_sync_of_that_disk_only(
     big, small = g.keys
     g.write(big, [2, 5])
     g.write(small, [1])
-    _vsphere_site(c, peer, monkeypatch)
-    c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
-    c.drctl("plan", "create", "p1", "--source", "vc", "--target", "dst", "--workload",
-            WORKLOAD, "--rpo", "1h")
+    _plan_to_files(c, peer, monkeypatch)
     _cycle(c, "p1", 1)
     _no_snapshot_left(peer)
     g.write(big, [9])
@@ -157,10 +162,7 @@ def test_quiesced_where_tools_run_and_crash_consistent_where_they_do_not(
     c, peer = cluster, vsphere_peer
     g = Guest(peer)
     g.write(g.keys[0], [0])
-    _vsphere_site(c, peer, monkeypatch)
-    c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
-    c.drctl("plan", "create", "p1", "--source", "vc", "--target", "dst", "--workload",
-            WORKLOAD, "--rpo", "1h", "--quiesce")
+    _plan_to_files(c, peer, monkeypatch, "--quiesce")
     peer.set_tools(VM, True)
     _cycle(c, "p1", 1)
     peer.set_tools(VM, False)  # the tools stopped: the next point is crash-consistent
@@ -178,10 +180,7 @@ def test_a_users_snapshot_fails_the_cycle_clearly_and_reads_no_old_data(
     c, peer = cluster, vsphere_peer
     g = Guest(peer)
     g.write(g.keys[0], [0])
-    _vsphere_site(c, peer, monkeypatch)
-    c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
-    c.drctl("plan", "create", "p1", "--source", "vc", "--target", "dst", "--workload",
-            WORKLOAD, "--rpo", "1h")
+    _plan_to_files(c, peer, monkeypatch)
     si = connect(peer)
     user_snap = snapshot(find_vm(si, VM), "before upgrade")
     g.write(g.keys[0], [1])  # after the user's snapshot: not in the frozen base
@@ -205,10 +204,7 @@ def test_vcenter_gone_mid_cycle_fails_clearly_and_leaves_no_snapshot(
     g = Guest(peer)
     g.write(g.keys[0], list(range(0, 64, 2)))
     with Cluster(tmp_path, lease_seconds=3) as c:
-        _vsphere_site(c, peer, monkeypatch)
-        c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
-        c.drctl("plan", "create", "p1", "--source", "vc", "--target", "dst", "--workload",
-                WORKLOAD, "--rpo", "1h")
+        _plan_to_files(c, peer, monkeypatch)
         # The snapshot exists while its task still runs: vCenter goes away then.
         peer.faults("CreateSnapshot_Task", task_seconds=3, count=1)
         c.drctl("plan", "run", "p1", check=False)
