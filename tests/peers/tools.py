@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 from tests.helpers import ROOT
+from tools.localcluster import free_port  # noqa: F401  (one free-port helper for every peer)
 
 
 def unavailable(message: str) -> NoReturn:
@@ -36,3 +38,15 @@ def require_qemu() -> None:
     if importlib.util.find_spec("nbd") is None:
         unavailable("python3-libnbd (the nbd module) is missing: run `make test`, which "
                     "installs it")
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """Stops a peer's process: terminate, and kill if it has not exited within `timeout`."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

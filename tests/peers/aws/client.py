@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
+
+from tests.peers.tools import free_port, stop_process
+
 
 class PeerStartError(RuntimeError):
     pass
@@ -119,17 +121,5 @@ class PeerProcess:
         raise PeerStartError(f"the AWS peer did not start; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except Exception:
-                self.process.kill()
-                self.process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        stop_process(self.process)
 

@@ -8,7 +8,6 @@ A disk is named by its VM (name, e.g. "DC0_H0_VM0", or moref "vm-57") and its de
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.peers.tools import free_port, stop_process
 from tests.peers.vsphere.build import BuildError, vcsim_binary
 from tests.peers.vsphere.tls import thumbprints
 from tests.peers.vsphere.vcsim import PASSWORD, USER
@@ -202,16 +202,4 @@ class PeerProcess:
         raise PeerStartError(f"the vSphere peer did not start; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        stop_process(self.process)
