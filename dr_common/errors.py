@@ -66,9 +66,15 @@ class TargetError(DRError):
 class Throttled(TargetError):
     """The target asked us to slow down (429/503, SlowDown, ThrottlingException, ServerBusy).
 
-    A signal for adaptive concurrency, not a failure: the write is retried."""
+    A signal for adaptive concurrency, not a failure: the write is retried. `retry_after`
+    is how long the service asked us to wait (Azure's and HTTP's `Retry-After`), if it
+    said; the retry layer waits at least that long."""
 
     reason = "throttled"
+
+    def __init__(self, message: str, *, retry_after: float = 0.0, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
 
 
 class RepositoryError(TargetError):

@@ -131,6 +131,8 @@ async def retry(fn: Callable[[], Awaitable[T]], *, policy: RetryPolicy = DEFAULT
             # "Full jitter": spreads retries of many requests so they do not hit the
             # service again in lock-step.
             delay = random.uniform(0, min(policy.cap, policy.base * 2 ** min(tries, 16)))
+            # A service that said when to come back (Retry-After) is not asked sooner.
+            delay = max(delay, min(getattr(exc, "retry_after", 0.0), policy.cap))
             if time.monotonic() - start + delay > policy.deadline:
                 raise
             if on_retry is not None:

@@ -163,13 +163,43 @@ class VsphereSettings(_message.Message):
     datacenter: str
     def __init__(self, url: _Optional[str] = ..., user: _Optional[str] = ..., password: _Optional[str] = ..., ca_file: _Optional[str] = ..., thumbprint: _Optional[str] = ..., datacenter: _Optional[str] = ...) -> None: ...
 
+class AzureSettings(_message.Message):
+    __slots__ = ("subscription_id", "resource_groups", "location", "tenant_id", "client_id", "client_secret", "client_certificate", "arm_endpoint", "authority_host", "ca_file", "storage_account_url", "storage_account_key")
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    ARM_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    AUTHORITY_HOST_FIELD_NUMBER: _ClassVar[int]
+    CA_FILE_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_ACCOUNT_URL_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_ACCOUNT_KEY_FIELD_NUMBER: _ClassVar[int]
+    subscription_id: str
+    resource_groups: _containers.RepeatedScalarFieldContainer[str]
+    location: str
+    tenant_id: str
+    client_id: str
+    client_secret: str
+    client_certificate: str
+    arm_endpoint: str
+    authority_host: str
+    ca_file: str
+    storage_account_url: str
+    storage_account_key: str
+    def __init__(self, subscription_id: _Optional[str] = ..., resource_groups: _Optional[_Iterable[str]] = ..., location: _Optional[str] = ..., tenant_id: _Optional[str] = ..., client_id: _Optional[str] = ..., client_secret: _Optional[str] = ..., client_certificate: _Optional[str] = ..., arm_endpoint: _Optional[str] = ..., authority_host: _Optional[str] = ..., ca_file: _Optional[str] = ..., storage_account_url: _Optional[str] = ..., storage_account_key: _Optional[str] = ...) -> None: ...
+
 class SiteSettings(_message.Message):
-    __slots__ = ("aws", "vsphere")
+    __slots__ = ("aws", "vsphere", "azure")
     AWS_FIELD_NUMBER: _ClassVar[int]
     VSPHERE_FIELD_NUMBER: _ClassVar[int]
+    AZURE_FIELD_NUMBER: _ClassVar[int]
     aws: AwsSettings
     vsphere: VsphereSettings
-    def __init__(self, aws: _Optional[_Union[AwsSettings, _Mapping]] = ..., vsphere: _Optional[_Union[VsphereSettings, _Mapping]] = ...) -> None: ...
+    azure: AzureSettings
+    def __init__(self, aws: _Optional[_Union[AwsSettings, _Mapping]] = ..., vsphere: _Optional[_Union[VsphereSettings, _Mapping]] = ..., azure: _Optional[_Union[AzureSettings, _Mapping]] = ...) -> None: ...
 
 class VerifyResult(_message.Message):
     __slots__ = ("ok", "chunks_checked", "bad_chunks")

@@ -26,7 +26,7 @@ from dr_common.proto.dr.v1 import common_pb2 as dr_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64r/v1/inventory.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0e\x63redential_ref\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eworkload_count\x18\x07 \x01(\r\x12\x1f\n\x03\x61ws\x18\x08 \x01(\x0b\x32\x12.dr.v1.AwsSettings\x12\'\n\x07vsphere\x18\n \x01(\x0b\x32\x16.dr.v1.VsphereSettings\x12\x0e\n\x06paired\x18\t \x01(\x08\"J\n\x08Workload\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x1a\n\x05\x64isks\x18\x03 \x03(\x0b\x32\x0b.dr.v1.Disk\"q\n\x04\x44isk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x13\n\x0bsector_size\x18\x04 \x01(\r\x12\x0b\n\x03\x63\x62t\x18\x05 \x01(\t\x12\x0f\n\x07locator\x18\x06 \x01(\t\"?\n\x11\x43reateSiteRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x19\n\x04site\x18\x02 \x01(\x0b\x32\x0b.dr.v1.Site\"\x1e\n\x0eGetSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x10ListSitesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"H\n\x11ListSitesResponse\x12\x1a\n\x05sites\x18\x01 \x03(\x0b\x32\x0b.dr.v1.Site\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12RefreshSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x14ListWorkloadsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x15ListWorkloadsResponse\x12\"\n\tworkloads\x18\x01 \x03(\x0b\x32\x0f.dr.v1.Workload\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12GetWorkloadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2\xf4\x02\n\x10InventoryService\x12\x33\n\nCreateSite\x12\x18.dr.v1.CreateSiteRequest\x1a\x0b.dr.v1.Site\x12-\n\x07GetSite\x12\x15.dr.v1.GetSiteRequest\x1a\x0b.dr.v1.Site\x12>\n\tListSites\x12\x17.dr.v1.ListSitesRequest\x1a\x18.dr.v1.ListSitesResponse\x12\x35\n\x0bRefreshSite\x12\x19.dr.v1.RefreshSiteRequest\x1a\x0b.dr.v1.Site\x12J\n\rListWorkloads\x12\x1b.dr.v1.ListWorkloadsRequest\x1a\x1c.dr.v1.ListWorkloadsResponse\x12\x39\n\x0bGetWorkload\x12\x19.dr.v1.GetWorkloadRequest\x1a\x0f.dr.v1.Workloadb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64r/v1/inventory.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0e\x63redential_ref\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eworkload_count\x18\x07 \x01(\r\x12\x1f\n\x03\x61ws\x18\x08 \x01(\x0b\x32\x12.dr.v1.AwsSettings\x12\'\n\x07vsphere\x18\n \x01(\x0b\x32\x16.dr.v1.VsphereSettings\x12#\n\x05\x61zure\x18\x0b \x01(\x0b\x32\x14.dr.v1.AzureSettings\x12\x0e\n\x06paired\x18\t \x01(\x08\"J\n\x08Workload\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x1a\n\x05\x64isks\x18\x03 \x03(\x0b\x32\x0b.dr.v1.Disk\"q\n\x04\x44isk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x13\n\x0bsector_size\x18\x04 \x01(\r\x12\x0b\n\x03\x63\x62t\x18\x05 \x01(\t\x12\x0f\n\x07locator\x18\x06 \x01(\t\"?\n\x11\x43reateSiteRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x19\n\x04site\x18\x02 \x01(\x0b\x32\x0b.dr.v1.Site\"\x1e\n\x0eGetSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x10ListSitesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"H\n\x11ListSitesResponse\x12\x1a\n\x05sites\x18\x01 \x03(\x0b\x32\x0b.dr.v1.Site\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12RefreshSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x14ListWorkloadsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x15ListWorkloadsResponse\x12\"\n\tworkloads\x18\x01 \x03(\x0b\x32\x0f.dr.v1.Workload\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12GetWorkloadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2\xf4\x02\n\x10InventoryService\x12\x33\n\nCreateSite\x12\x18.dr.v1.CreateSiteRequest\x1a\x0b.dr.v1.Site\x12-\n\x07GetSite\x12\x15.dr.v1.GetSiteRequest\x1a\x0b.dr.v1.Site\x12>\n\tListSites\x12\x17.dr.v1.ListSitesRequest\x1a\x18.dr.v1.ListSitesResponse\x12\x35\n\x0bRefreshSite\x12\x19.dr.v1.RefreshSiteRequest\x1a\x0b.dr.v1.Site\x12J\n\rListWorkloads\x12\x1b.dr.v1.ListWorkloadsRequest\x1a\x1c.dr.v1.ListWorkloadsResponse\x12\x39\n\x0bGetWorkload\x12\x19.dr.v1.GetWorkloadRequest\x1a\x0f.dr.v1.Workloadb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,27 +34,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dr.v1.inventory_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SITE']._serialized_start=86
-  _globals['_SITE']._serialized_end=342
-  _globals['_WORKLOAD']._serialized_start=344
-  _globals['_WORKLOAD']._serialized_end=418
-  _globals['_DISK']._serialized_start=420
-  _globals['_DISK']._serialized_end=533
-  _globals['_CREATESITEREQUEST']._serialized_start=535
-  _globals['_CREATESITEREQUEST']._serialized_end=598
-  _globals['_GETSITEREQUEST']._serialized_start=600
-  _globals['_GETSITEREQUEST']._serialized_end=630
-  _globals['_LISTSITESREQUEST']._serialized_start=632
-  _globals['_LISTSITESREQUEST']._serialized_end=689
-  _globals['_LISTSITESRESPONSE']._serialized_start=691
-  _globals['_LISTSITESRESPONSE']._serialized_end=763
-  _globals['_REFRESHSITEREQUEST']._serialized_start=765
-  _globals['_REFRESHSITEREQUEST']._serialized_end=799
-  _globals['_LISTWORKLOADSREQUEST']._serialized_start=801
-  _globals['_LISTWORKLOADSREQUEST']._serialized_end=878
-  _globals['_LISTWORKLOADSRESPONSE']._serialized_start=880
-  _globals['_LISTWORKLOADSRESPONSE']._serialized_end=964
-  _globals['_GETWORKLOADREQUEST']._serialized_start=966
-  _globals['_GETWORKLOADREQUEST']._serialized_end=1000
-  _globals['_INVENTORYSERVICE']._serialized_start=1003
-  _globals['_INVENTORYSERVICE']._serialized_end=1375
+  _globals['_SITE']._serialized_end=379
+  _globals['_WORKLOAD']._serialized_start=381
+  _globals['_WORKLOAD']._serialized_end=455
+  _globals['_DISK']._serialized_start=457
+  _globals['_DISK']._serialized_end=570
+  _globals['_CREATESITEREQUEST']._serialized_start=572
+  _globals['_CREATESITEREQUEST']._serialized_end=635
+  _globals['_GETSITEREQUEST']._serialized_start=637
+  _globals['_GETSITEREQUEST']._serialized_end=667
+  _globals['_LISTSITESREQUEST']._serialized_start=669
+  _globals['_LISTSITESREQUEST']._serialized_end=726
+  _globals['_LISTSITESRESPONSE']._serialized_start=728
+  _globals['_LISTSITESRESPONSE']._serialized_end=800
+  _globals['_REFRESHSITEREQUEST']._serialized_start=802
+  _globals['_REFRESHSITEREQUEST']._serialized_end=836
+  _globals['_LISTWORKLOADSREQUEST']._serialized_start=838
+  _globals['_LISTWORKLOADSREQUEST']._serialized_end=915
+  _globals['_LISTWORKLOADSRESPONSE']._serialized_start=917
+  _globals['_LISTWORKLOADSRESPONSE']._serialized_end=1001
+  _globals['_GETWORKLOADREQUEST']._serialized_start=1003
+  _globals['_GETWORKLOADREQUEST']._serialized_end=1037
+  _globals['_INVENTORYSERVICE']._serialized_start=1040
+  _globals['_INVENTORYSERVICE']._serialized_end=1412
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Site(_message.Message):
-    __slots__ = ("name", "kind", "path", "description", "credential_ref", "create_time", "workload_count", "aws", "vsphere", "paired")
+    __slots__ = ("name", "kind", "path", "description", "credential_ref", "create_time", "workload_count", "aws", "vsphere", "azure", "paired")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class Site(_message.Message):
     WORKLOAD_COUNT_FIELD_NUMBER: _ClassVar[int]
     AWS_FIELD_NUMBER: _ClassVar[int]
     VSPHERE_FIELD_NUMBER: _ClassVar[int]
+    AZURE_FIELD_NUMBER: _ClassVar[int]
     PAIRED_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
@@ -31,8 +32,9 @@ class Site(_message.Message):
     workload_count: int
     aws: _common_pb2.AwsSettings
     vsphere: _common_pb2.VsphereSettings
+    azure: _common_pb2.AzureSettings
     paired: bool
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., description: _Optional[str] = ..., credential_ref: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_count: _Optional[int] = ..., aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ..., vsphere: _Optional[_Union[_common_pb2.VsphereSettings, _Mapping]] = ..., paired: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., path: _Optional[str] = ..., description: _Optional[str] = ..., credential_ref: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workload_count: _Optional[int] = ..., aws: _Optional[_Union[_common_pb2.AwsSettings, _Mapping]] = ..., vsphere: _Optional[_Union[_common_pb2.VsphereSettings, _Mapping]] = ..., azure: _Optional[_Union[_common_pb2.AzureSettings, _Mapping]] = ..., paired: _Optional[bool] = ...) -> None: ...
 
 class Workload(_message.Message):
     __slots__ = ("name", "display_name", "disks")

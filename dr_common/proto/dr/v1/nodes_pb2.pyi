@@ -95,18 +95,20 @@ class Task(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lease_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., replicate: _Optional[_Union[ReplicateSpec, _Mapping]] = ..., finalize: _Optional[_Union[FinalizeSpec, _Mapping]] = ..., restore: _Optional[_Union[RestoreSpec, _Mapping]] = ..., verify: _Optional[_Union[VerifySpec, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotSpec, _Mapping]] = ..., delete: _Optional[_Union[DeleteSpec, _Mapping]] = ..., gc: _Optional[_Union[GcSpec, _Mapping]] = ..., drop_snapshots: _Optional[_Union[DropSnapshotsSpec, _Mapping]] = ...) -> None: ...
 
 class SourceLocator(_message.Message):
-    __slots__ = ("file", "kvm", "aws", "vsphere", "site")
+    __slots__ = ("file", "kvm", "aws", "vsphere", "azure", "site")
     FILE_FIELD_NUMBER: _ClassVar[int]
     KVM_FIELD_NUMBER: _ClassVar[int]
     AWS_FIELD_NUMBER: _ClassVar[int]
     VSPHERE_FIELD_NUMBER: _ClassVar[int]
+    AZURE_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     file: FileSource
     kvm: KvmSource
     aws: AwsSource
     vsphere: VsphereSource
+    azure: AzureSource
     site: _common_pb2.SiteSettings
-    def __init__(self, file: _Optional[_Union[FileSource, _Mapping]] = ..., kvm: _Optional[_Union[KvmSource, _Mapping]] = ..., aws: _Optional[_Union[AwsSource, _Mapping]] = ..., vsphere: _Optional[_Union[VsphereSource, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
+    def __init__(self, file: _Optional[_Union[FileSource, _Mapping]] = ..., kvm: _Optional[_Union[KvmSource, _Mapping]] = ..., aws: _Optional[_Union[AwsSource, _Mapping]] = ..., vsphere: _Optional[_Union[VsphereSource, _Mapping]] = ..., azure: _Optional[_Union[AzureSource, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
 
 class FileSource(_message.Message):
     __slots__ = ("path",)
@@ -138,6 +140,18 @@ class VsphereSource(_message.Message):
     previous_size_bytes: int
     def __init__(self, vm_uuid: _Optional[str] = ..., device_key: _Optional[int] = ..., snapshot: _Optional[str] = ..., previous_change_id: _Optional[str] = ..., previous_size_bytes: _Optional[int] = ...) -> None: ...
 
+class AzureSource(_message.Message):
+    __slots__ = ("disk_id", "snapshot_id", "previous_snapshot_id", "size_bytes")
+    DISK_ID_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    disk_id: str
+    snapshot_id: str
+    previous_snapshot_id: str
+    size_bytes: int
+    def __init__(self, disk_id: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
 class AwsSource(_message.Message):
     __slots__ = ("volume_id", "snapshot_id", "previous_snapshot_id", "size_bytes")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
@@ -151,16 +165,20 @@ class AwsSource(_message.Message):
     def __init__(self, volume_id: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class TargetLocator(_message.Message):
-    __slots__ = ("fs", "s3", "ebs", "site")
+    __slots__ = ("fs", "s3", "ebs", "azblob", "azure_disk", "site")
     FS_FIELD_NUMBER: _ClassVar[int]
     S3_FIELD_NUMBER: _ClassVar[int]
     EBS_FIELD_NUMBER: _ClassVar[int]
+    AZBLOB_FIELD_NUMBER: _ClassVar[int]
+    AZURE_DISK_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     fs: FsTarget
     s3: S3Target
     ebs: EbsTarget
+    azblob: AzblobTarget
+    azure_disk: AzureDiskTarget
     site: _common_pb2.SiteSettings
-    def __init__(self, fs: _Optional[_Union[FsTarget, _Mapping]] = ..., s3: _Optional[_Union[S3Target, _Mapping]] = ..., ebs: _Optional[_Union[EbsTarget, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
+    def __init__(self, fs: _Optional[_Union[FsTarget, _Mapping]] = ..., s3: _Optional[_Union[S3Target, _Mapping]] = ..., ebs: _Optional[_Union[EbsTarget, _Mapping]] = ..., azblob: _Optional[_Union[AzblobTarget, _Mapping]] = ..., azure_disk: _Optional[_Union[AzureDiskTarget, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
 
 class FsTarget(_message.Message):
     __slots__ = ("path",)
@@ -175,6 +193,16 @@ class S3Target(_message.Message):
     def __init__(self, location: _Optional[str] = ...) -> None: ...
 
 class EbsTarget(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AzblobTarget(_message.Message):
+    __slots__ = ("location",)
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    location: str
+    def __init__(self, location: _Optional[str] = ...) -> None: ...
+
+class AzureDiskTarget(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
