@@ -12,6 +12,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.network import NetworkManagementClient
 from azure.storage.blob import BlobClient
 
 MIB = 1 << 20
@@ -36,6 +37,11 @@ def mgmt(kind, peer, **kwargs):
 @pytest.fixture
 def compute(azure_peer) -> ComputeManagementClient:
     return mgmt(ComputeManagementClient, azure_peer)
+
+
+@pytest.fixture
+def network(azure_peer) -> NetworkManagementClient:
+    return mgmt(NetworkManagementClient, azure_peer)
 
 
 def ranges(pairs) -> list[tuple[int, int]]:
@@ -234,3 +240,128 @@ def test_deleted_or_foreign_previous_snapshot_is_refused(azure_peer, compute):
     with pytest.raises(HttpResponseError) as e:
         s2.get_page_range_diff_for_managed_disk(s1)
     assert e.value.status_code == 409 and e.value.error_code == "PreviousSnapshotNotFound"
+
+
+# -- networks, NICs and VMs
+
+
+def vnet(peer, network, name: str = "net", prefix: str = "10.1.0.0/16",
+         subnets: dict[str, str] | None = None):
+    """A virtual network with inline subnets ({name: prefix}; default one /24 "default")."""
+    subnets = subnets or {"default": prefix.replace("0.0/16", "0.0/24")}
+    return network.virtual_networks.begin_create_or_update(peer.source_group, name, {
+        "location": peer.location,
+        "properties": {"addressSpace": {"addressPrefixes": [prefix]},
+                       "subnets": [{"name": n, "properties": {"addressPrefix": p}}
+                                   for n, p in subnets.items()]},
+    }).result()
+
+
+def nic(peer, network, name: str, subnet_id: str, address: str | None = None, nsg_id=None):
+    """A NIC with one IP configuration: Static at `address`, else Dynamic."""
+    config = {"subnet": {"id": subnet_id}, "privateIPAllocationMethod": "Dynamic"}
+    if address:
+        config.update(privateIPAllocationMethod="Static", privateIPAddress=address)
+    props = {"ipConfigurations": [{"name": "ipconfig1", "properties": config}]}
+    if nsg_id:
+        props["networkSecurityGroup"] = {"id": nsg_id}
+    return network.network_interfaces.begin_create_or_update(peer.source_group, name, {
+        "location": peer.location, "properties": props}).result()
+
+
+def vm_body(peer, os_disk_id: str, data_disk_ids: list[str], nic_ids: list[str]) -> dict:
+    """A VM made of existing managed disks (createOption Attach) and NICs, the way a
+    recovery brings one up."""
+    return {
+        "location": peer.location,
+        "properties": {
+            "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
+            "storageProfile": {
+                "osDisk": {"createOption": "Attach", "osType": "Linux",
+                           "managedDisk": {"id": os_disk_id}},
+                "dataDisks": [{"lun": lun, "createOption": "Attach", "managedDisk": {"id": d}}
+                              for lun, d in enumerate(data_disk_ids)]},
+            "networkProfile": {"networkInterfaces": [
+                {"id": n, "properties": {"primary": i == 0}} for i, n in enumerate(nic_ids)]},
+        },
+    }
+
+
+def power_state(statuses) -> str:
+    return next(s.code for s in statuses if s.code.startswith("PowerState/"))
+
+
+def test_vm_from_two_disks_and_a_nic_attaches_them_and_delete_detaches(
+        azure_peer, compute, network):
+    group = azure_peer.source_group
+    subnet = vnet(azure_peer, network).subnets[0]
+    card = nic(azure_peer, network, "vm1-nic", subnet.id)
+    empty_disk(azure_peer, compute, "vm1-os")
+    empty_disk(azure_peer, compute, "vm1-data", gb=2)
+    os_id, data_id = (compute.disks.get(group, d).id for d in ("vm1-os", "vm1-data"))
+    azure_peer.set_vm_provisioning_delay(0.3)
+    poller = compute.virtual_machines.begin_create_or_update(
+        group, "vm1", vm_body(azure_peer, os_id, [data_id], [card.id]))
+    # While the create runs the VM is Creating, and the peer says so too.
+    assert compute.virtual_machines.get(group, "vm1").provisioning_state == "Creating"
+    assert {r["name"]: r["state"] for r in azure_peer.resources()}["vm1"] == "Creating/starting"
+    vm = poller.result()
+    assert vm.provisioning_state == "Succeeded"
+    got = compute.virtual_machines.get(group, "vm1")
+    assert got.storage_profile.os_disk.managed_disk.id == os_id
+    assert got.storage_profile.os_disk.os_type == "Linux"
+    assert [(d.lun, d.managed_disk.id, d.disk_size_gb) for d in got.storage_profile.data_disks] \
+        == [(0, data_id, 2)]
+    assert [n.id for n in got.network_profile.network_interfaces] == [card.id]
+    assert [v.name for v in compute.virtual_machines.list(group)] == ["vm1"]
+    assert list(compute.virtual_machines.list(azure_peer.recovery_group)) == []
+    for name in ("vm1-os", "vm1-data"):
+        disk = compute.disks.get(group, name)
+        assert (disk.disk_state, disk.managed_by) == ("Attached", vm.id)
+    assert network.network_interfaces.get(group, "vm1-nic").virtual_machine.id == vm.id
+    assert power_state(compute.virtual_machines.instance_view(group, "vm1").statuses) \
+        == "PowerState/running"
+    assert {r["name"]: r["state"] for r in azure_peer.resources()}["vm1"] == "Succeeded/running"
+
+    compute.virtual_machines.begin_deallocate(group, "vm1").result()
+    expanded = compute.virtual_machines.get(group, "vm1", expand="instanceView")
+    assert power_state(expanded.instance_view.statuses) == "PowerState/deallocated"
+    assert compute.disks.get(group, "vm1-data").disk_state == "Reserved"
+    compute.virtual_machines.begin_start(group, "vm1").result()
+    assert compute.disks.get(group, "vm1-data").disk_state == "Attached"
+
+    compute.virtual_machines.begin_delete(group, "vm1").result()
+    for name in ("vm1-os", "vm1-data"):
+        disk = compute.disks.get(group, name)
+        assert (disk.disk_state, disk.managed_by) == ("Unattached", None)
+    assert network.network_interfaces.get(group, "vm1-nic").virtual_machine is None
+    assert list(compute.virtual_machines.list(group)) == []
+
+
+def test_vm_refuses_disks_and_nics_in_use_and_changes_nothing(azure_peer, compute, network):
+    group = azure_peer.source_group
+    subnet = vnet(azure_peer, network).subnets[0]
+    first, second = (nic(azure_peer, network, n, subnet.id).id for n in ("nic-a", "nic-b"))
+    for d in ("a-os", "b-os", "b-data"):
+        empty_disk(azure_peer, compute, d)
+    a_os, b_os, b_data = (compute.disks.get(group, d).id for d in ("a-os", "b-os", "b-data"))
+    compute.virtual_machines.begin_create_or_update(
+        group, "vm-a", vm_body(azure_peer, a_os, [], [first])).result()
+    with pytest.raises(HttpResponseError) as e:  # vm-a's NIC
+        compute.virtual_machines.begin_create_or_update(
+            group, "vm-b", vm_body(azure_peer, b_os, [b_data], [first])).result()
+    assert e.value.error.code == "NicInUse"
+    with pytest.raises(HttpResponseError) as e:  # vm-a's OS disk as a data disk
+        compute.virtual_machines.begin_create_or_update(
+            group, "vm-b", vm_body(azure_peer, b_os, [a_os], [second])).result()
+    assert e.value.error.code == "OperationNotAllowed"
+    # Refused creates attach nothing: b's disks and NIC are as they were.
+    assert compute.disks.get(group, "b-os").disk_state == "Unattached"
+    assert network.network_interfaces.get(group, "nic-b").virtual_machine is None
+    assert "vm-b" not in {r["name"] for r in azure_peer.resources()}
+    with pytest.raises(HttpResponseError) as e:  # a NIC in use cannot be deleted
+        network.network_interfaces.begin_delete(group, "nic-a").result()
+    assert e.value.status_code == 400 and e.value.error.code == "NicInUse"
+    with pytest.raises(HttpResponseError) as e:  # nor an attached disk
+        compute.disks.begin_delete(group, "a-os").result()
+    assert e.value.error.code == "OperationNotAllowed"
