@@ -365,3 +365,77 @@ def test_vm_refuses_disks_and_nics_in_use_and_changes_nothing(azure_peer, comput
     with pytest.raises(HttpResponseError) as e:  # nor an attached disk
         compute.disks.begin_delete(group, "a-os").result()
     assert e.value.error.code == "OperationNotAllowed"
+
+
+def error_code(call) -> tuple[int, str]:
+    """(status, ARM error code) of a call that must be refused."""
+    with pytest.raises(HttpResponseError) as e:
+        call()
+    return e.value.status_code, e.value.error.code
+
+
+def test_subnets_inline_and_as_child_resources_are_one_list(azure_peer, network):
+    group = azure_peer.source_group
+    net = vnet(azure_peer, network, subnets={"a": "10.1.0.0/24", "b": "10.1.1.0/24"})
+    assert [(s.name, s.address_prefix) for s in net.subnets] == [("a", "10.1.0.0/24"),
+                                                                 ("b", "10.1.1.0/24")]
+    assert net.subnets[0].id == net.id + "/subnets/a"
+    network.subnets.begin_create_or_update(group, "net", "c", {
+        "properties": {"addressPrefix": "10.1.2.0/24"}}).result()
+    assert [s.name for s in network.virtual_networks.get(group, "net").subnets] == ["a", "b", "c"]
+    assert [s.name for s in network.subnets.list(group, "net")] == ["a", "b", "c"]
+    assert network.subnets.get(group, "net", "c").address_prefix == "10.1.2.0/24"
+
+    def subnet(prefix, vnet_name="net"):
+        return lambda: network.subnets.begin_create_or_update(
+            group, vnet_name, "d", {"properties": {"addressPrefix": prefix}}).result()
+    assert error_code(subnet("10.2.0.0/24")) == (400, "NetcfgSubnetRangeOutsideVnet")
+    assert error_code(subnet("10.1.0.128/25")) == (400, "NetcfgSubnetRangesOverlap")
+    assert error_code(subnet("10.1.3.0/24", "nonet")) == (404, "ResourceNotFound")
+    # A PUT of the network replaces its subnets.
+    vnet(azure_peer, network, subnets={"a": "10.1.0.0/24"})
+    assert [s.name for s in network.subnets.list(group, "net")] == ["a"]
+    network.virtual_networks.begin_delete(group, "net").result()
+    assert azure_peer.resources() == []
+
+
+def test_nic_addresses_come_from_the_subnet_and_references_are_checked(azure_peer, network):
+    group = azure_peer.source_group
+    subnet = vnet(azure_peer, network, subnets={"a": "10.1.0.0/29"}).subnets[0]
+
+    def address(card):
+        return card.ip_configurations[0].private_ip_address
+    # .0-.3 and the broadcast address are Azure's; the first NIC gets .4
+    assert address(nic(azure_peer, network, "n1", subnet.id)) == "10.1.0.4"
+    assert address(nic(azure_peer, network, "n2", subnet.id, "10.1.0.6")) == "10.1.0.6"
+    assert address(nic(azure_peer, network, "n3", subnet.id)) == "10.1.0.5"
+    assert address(nic(azure_peer, network, "n1", subnet.id)) == "10.1.0.4"  # kept on update
+    assert error_code(lambda: nic(azure_peer, network, "n4", subnet.id, "10.1.0.6")) \
+        == (400, "PrivateIPAddressInUse")
+    assert error_code(lambda: nic(azure_peer, network, "n4", subnet.id)) == (400, "SubnetIsFull")
+    missing = subnet.id.replace("/subnets/a", "/subnets/zz")
+    assert error_code(lambda: nic(azure_peer, network, "n4", missing)) \
+        == (400, "InvalidResourceReference")
+    nsg_id = network.network_security_groups.begin_create_or_update(group, "nsg", {
+        "location": azure_peer.location}).result().id
+    assert error_code(lambda: nic(azure_peer, network, "n2", subnet.id, "10.1.0.6",
+                                  nsg_id=nsg_id + "x")) == (400, "InvalidResourceReference")
+    card = nic(azure_peer, network, "n2", subnet.id, "10.1.0.6", nsg_id=nsg_id)
+    assert card.network_security_group.id == nsg_id
+    nsg = network.network_security_groups.get(group, "nsg")
+    assert [n.id for n in nsg.network_interfaces] == [card.id]
+    assert "DenyAllInBound" in {r.name for r in nsg.default_security_rules}
+    used_by = network.subnets.get(group, "net", "a").ip_configurations
+    assert len(used_by) == 3 and card.ip_configurations[0].id in {c.id for c in used_by}
+    # What NICs use cannot go, by any path.
+    assert error_code(lambda: network.network_security_groups.begin_delete(
+        group, "nsg").result()) == (400, "InUseNetworkSecurityGroupCannotBeDeleted")
+    assert error_code(lambda: network.subnets.begin_delete(group, "net", "a").result()) \
+        == (400, "InUseSubnetCannotBeDeleted")
+    assert error_code(lambda: vnet(azure_peer, network, subnets={"b": "10.1.1.0/24"})) \
+        == (400, "InUseSubnetCannotBeDeleted")
+    for name in ("n1", "n2", "n3"):
+        network.network_interfaces.begin_delete(group, name).result()
+    network.subnets.begin_delete(group, "net", "a").result()
+    network.network_security_groups.begin_delete(group, "nsg").result()
+    assert [r["name"] for r in azure_peer.resources()] == ["net"]

@@ -175,8 +175,34 @@ class VirtualNetworks(Kind):
             ctx.state.resources.pop(subnet["id"].lower())
 
 
-class Subnets(Kind):
+class UsedByNics(Kind):
+    """Subnets and NSGs: NICs refer to them, GET lists those references (as
+    `references_key`), and delete is refused while there are any."""
+
+    user_key = ""         # what _users matches: "subnet" or "nsg"
+    references_key = ""
+    in_use_code = ""
+
+    def references(self, resource: dict[str, Any], users: list[dict[str, Any]]
+                   ) -> list[dict[str, str]]:
+        raise NotImplementedError
+
+    def view(self, ctx: Context, resource: dict[str, Any]) -> dict[str, Any]:
+        refs = self.references(resource, _users(ctx, self.user_key, resource["id"]))
+        if not refs:  # Azure leaves the key out rather than show []
+            return resource
+        return {**resource, "properties": {**resource["properties"], self.references_key: refs}}
+
+    def delete(self, ctx: Context, resource: dict[str, Any]) -> None:
+        users = _users(ctx, self.user_key, resource["id"])
+        if users:
+            raise _in_use(resource, self.in_use_code, users)
+
+
+class Subnets(UsedByNics):
     type_name = SUBNET
+    user_key, references_key, in_use_code = ("subnet", "ipConfigurations",
+                                             "InUseSubnetCannotBeDeleted")
 
     def create(self, ctx: Context, existing: dict[str, Any] | None) -> dict[str, Any]:
         vnet = ctx.state.resource(ctx.ref.parent_id)
@@ -184,18 +210,10 @@ class Subnets(Kind):
         return _subnet(ctx, vnet, ctx.ref.names[-1], ctx.body.get("properties") or {},
                        _children(ctx, vnet["id"]))
 
-    def view(self, ctx: Context, resource: dict[str, Any]) -> dict[str, Any]:
-        configs = [{"id": c["id"]} for nic in _users(ctx, "subnet", resource["id"])
-                   for c in nic["properties"]["ipConfigurations"]
-                   if c["properties"]["subnet"]["id"].lower() == resource["id"].lower()]
-        if not configs:
-            return resource
-        return {**resource, "properties": {**resource["properties"], "ipConfigurations": configs}}
-
-    def delete(self, ctx: Context, resource: dict[str, Any]) -> None:
-        users = _users(ctx, "subnet", resource["id"])
-        if users:
-            raise _in_use(resource, "InUseSubnetCannotBeDeleted", users)
+    def references(self, resource: dict[str, Any], users: list[dict[str, Any]]
+                   ) -> list[dict[str, str]]:
+        return [{"id": c["id"]} for nic in users for c in nic["properties"]["ipConfigurations"]
+                if c["properties"]["subnet"]["id"].lower() == resource["id"].lower()]
 
 
 SUBNETS = Subnets()
@@ -209,8 +227,10 @@ def _rule(ctx_id: str, kind: str, name: str, props: dict[str, Any]) -> dict[str,
             "type": f"{NSG}/{kind}", "properties": _succeeded(props)}
 
 
-class NetworkSecurityGroups(Kind):
+class NetworkSecurityGroups(UsedByNics):
     type_name = NSG
+    user_key, references_key, in_use_code = ("nsg", "networkInterfaces",
+                                             "InUseNetworkSecurityGroupCannotBeDeleted")
 
     def create(self, ctx: Context, existing: dict[str, Any] | None) -> dict[str, Any]:
         props_in = ctx.body.get("properties") or {}
@@ -227,16 +247,9 @@ class NetworkSecurityGroups(Kind):
             "resourceGuid": (existing or {}).get("properties", {}).get("resourceGuid")
             or str(uuid.uuid4()), "securityRules": rules, "defaultSecurityRules": defaults}))
 
-    def view(self, ctx: Context, resource: dict[str, Any]) -> dict[str, Any]:
-        users = [{"id": n["id"]} for n in _users(ctx, "nsg", resource["id"])]
-        if not users:
-            return resource
-        return {**resource, "properties": {**resource["properties"], "networkInterfaces": users}}
-
-    def delete(self, ctx: Context, resource: dict[str, Any]) -> None:
-        users = _users(ctx, "nsg", resource["id"])
-        if users:
-            raise _in_use(resource, "InUseNetworkSecurityGroupCannotBeDeleted", users)
+    def references(self, resource: dict[str, Any], users: list[dict[str, Any]]
+                   ) -> list[dict[str, str]]:
+        return [{"id": nic["id"]} for nic in users]
 
 
 # -- network interfaces
