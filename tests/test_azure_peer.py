@@ -439,3 +439,44 @@ def test_nic_addresses_come_from_the_subnet_and_references_are_checked(azure_pee
     network.subnets.begin_delete(group, "net", "a").result()
     network.network_security_groups.begin_delete(group, "nsg").result()
     assert [r["name"] for r in azure_peer.resources()] == ["net"]
+
+
+# -- ARM's request budget
+
+
+def test_arm_answers_count_down_a_budget_per_principal_and_then_429_retry_after(
+        azure_peer, compute):
+    group, reads = azure_peer.source_group, "x-ms-ratelimit-remaining-subscription-reads"
+    empty_disk(azure_peer, compute, "t1")
+    azure_peer.set_arm_budget(reads=3, writes=50, refill_seconds=30)  # a read back each 10 s
+    seen = []
+
+    def hook(response):
+        seen.append(response.http_response.headers)
+    compute.disks.get(group, "t1", raw_response_hook=hook)
+    compute.disks.get(group, "t1", raw_response_hook=hook)
+    compute.disks.begin_delete(group, "no-such-disk", raw_response_hook=hook).result()
+    assert [h.get(reads) for h in seen] == ["2", "1", None]
+    assert seen[2]["x-ms-ratelimit-remaining-subscription-writes"] == "49"
+    compute.disks.get(group, "t1")
+    with pytest.raises(HttpResponseError) as e:
+        compute.disks.get(group, "t1", retry_total=0)
+    assert e.value.status_code == 429 and e.value.error.code == "SubscriptionRequestsThrottled"
+    assert e.value.response.headers["Retry-After"] == "10"
+    assert e.value.response.headers[reads] == "0"
+    assert azure_peer.stats()["throttled"] == 1
+    # The budget is the principal's: the reader still has all of its own.
+    assert mgmt(ComputeManagementClient, azure_peer, reader=True).disks.get(group, "t1").name \
+        == "t1"
+    # azure-core honours Retry-After: with a read back within a second, the call succeeds.
+    azure_peer.set_arm_budget(reads=1, refill_seconds=0.5)
+    compute.disks.get(group, "t1")
+    assert compute.disks.get(group, "t1").name == "t1"
+    assert azure_peer.stats()["throttled"] == 2
+    # An injected throttle (faults) is the same answer, with its own Retry-After.
+    azure_peer.set_arm_budget()
+    azure_peer.faults(arm={"throttle": 1.0, "retry_after": 7, "operation": "disks.get"})
+    with pytest.raises(HttpResponseError) as e:
+        compute.disks.get(group, "t1", retry_total=0)
+    assert e.value.status_code == 429 and e.value.response.headers["Retry-After"] == "7"
+    assert azure_peer.stats()["faults"]["arm.throttle"] == 1
