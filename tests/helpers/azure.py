@@ -29,18 +29,21 @@ def mgmt(kind, peer, **kwargs):
                 polling_interval=POLL)
 
 
-def site_args(peer, group: str) -> list[str]:
+def site_args(peer, group: str, *, storage: bool = False) -> list[str]:
     """`drctl site add NAME` arguments of an azure site on the peer using one resource
-    group; the principal's secret goes in AZURE_CLIENT_SECRET (see `site_env`)."""
+    group (and, with `storage`, the dev storage account through the peer's front); the
+    secrets go in the environment (see `site_env`)."""
     return ["--kind", "azure", "--subscription", peer.subscription_id,
             "--resource-group", group, "--location", peer.location,
             "--tenant-id", peer.tenant_id, "--client-id", peer.client_id,
             "--arm-endpoint", peer.arm_endpoint, "--authority-host", peer.authority_host,
-            "--azure-ca-file", str(peer.ca_file)]
+            "--azure-ca-file", str(peer.ca_file),
+            *(["--storage-account-url", peer.blob_endpoint] if storage else [])]
 
 
 def site_env(peer) -> dict[str, str]:
-    return {"AZURE_CLIENT_SECRET": peer.client_secret}
+    from tests.peers.azure.azurite import ACCOUNT_KEY
+    return {"AZURE_CLIENT_SECRET": peer.client_secret, "AZURE_STORAGE_KEY": ACCOUNT_KEY}
 
 
 class SourceVM:
@@ -62,22 +65,24 @@ class SourceVM:
                 "location": peer.location, "properties": {
                     "creationData": {"createOption": "Empty"}, "diskSizeGB": gb}}).result().id)
         vnet = network.virtual_networks.begin_create_or_update(self.group, f"{name}-net", {
-            "location": peer.location,
-            "address_space": {"address_prefixes": ["10.1.0.0/16"]},
-            "subnets": [{"name": "default", "address_prefix": "10.1.0.0/24"}]}).result()
+            "location": peer.location, "properties": {
+                "addressSpace": {"addressPrefixes": ["10.1.0.0/16"]},
+                "subnets": [{"name": "default", "properties": {"addressPrefix": "10.1.0.0/24"}}]},
+        }).result()
         nic = network.network_interfaces.begin_create_or_update(self.group, f"{name}-nic", {
-            "location": peer.location, "ip_configurations": [{
-                "name": "ipconfig1", "subnet": {"id": vnet.subnets[0].id},
-                "private_ip_allocation_method": "Dynamic"}]}).result()
+            "location": peer.location, "properties": {"ipConfigurations": [{
+                "name": "ipconfig1", "properties": {
+                    "subnet": {"id": vnet.subnets[0].id},
+                    "privateIPAllocationMethod": "Dynamic"}}]}}).result()
         self.compute.virtual_machines.begin_create_or_update(self.group, name, {
-            "location": peer.location,
-            "hardware_profile": {"vm_size": "Standard_D2s_v3"},
-            "storage_profile": {
-                "os_disk": {"os_type": "Linux", "create_option": "Attach",
-                            "managed_disk": {"id": ids[0]}},
-                "data_disks": [{"lun": 0, "create_option": "Attach",
-                                "managed_disk": {"id": ids[1]}}]},
-            "network_profile": {"network_interfaces": [{"id": nic.id}]}}).result()
+            "location": peer.location, "properties": {
+                "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
+                "storageProfile": {
+                    "osDisk": {"osType": "Linux", "createOption": "Attach",
+                               "managedDisk": {"id": ids[0]}},
+                    "dataDisks": [{"lun": 0, "createOption": "Attach",
+                                   "managedDisk": {"id": ids[1]}}]},
+                "networkProfile": {"networkInterfaces": [{"id": nic.id}]}}}).result()
         self.rnd = random.Random(17)
 
     def write(self, disk: str, mib: list[int]) -> None:
