@@ -14,6 +14,7 @@ the region's sizes; powerOff/start take no time."""
 
 from __future__ import annotations
 
+import copy
 import secrets
 import uuid
 from typing import Any, Callable
@@ -108,8 +109,10 @@ class VirtualMachines(Kind):
         def provisioned() -> None:
             resource["properties"]["provisioningState"] = "Succeeded"
             resource["_power"] = "running"
-        delay = ctx.state.vm_provisioning_delay
-        return ctx.lro(201, self.view(ctx, resource), delay=delay, finish=provisioned)
+        # The first answer is always Creating, as Azure's is: taken before the operation
+        # starts, since with no delay it finishes (and changes `resource`) at once.
+        first = copy.deepcopy(self.view(ctx, resource))
+        return ctx.lro(201, first, delay=ctx.state.vm_provisioning_delay, finish=provisioned)
 
     def _nics(self, ctx: Context, network: dict[str, Any]) -> list[dict[str, Any]]:
         refs = network.get("networkInterfaces") or []
