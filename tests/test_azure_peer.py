@@ -18,6 +18,8 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.network import NetworkManagementClient
 from azure.storage.blob import BlobClient
 
+from tests.peers.azure import bodies
+
 MIB = 1 << 20
 UPLOAD_SIZE = 32 * MIB + 512  # Azure's smallest uploads are 20 MiB + a 512-byte footer
 POLL = 0.02  # seconds between LRO polls (azure-core's default is 30)
@@ -253,42 +255,17 @@ def vnet(peer, network, name: str = "net", prefix: str = "10.1.0.0/16",
          subnets: dict[str, str] | None = None):
     """A virtual network with inline subnets ({name: prefix}; default one /24 "default")."""
     subnets = subnets or {"default": prefix.replace("0.0/16", "0.0/24")}
-    return network.virtual_networks.begin_create_or_update(peer.source_group, name, {
-        "location": peer.location,
-        "properties": {"addressSpace": {"addressPrefixes": [prefix]},
-                       "subnets": [{"name": n, "properties": {"addressPrefix": p}}
-                                   for n, p in subnets.items()]},
-    }).result()
+    return network.virtual_networks.begin_create_or_update(
+        peer.source_group, name, bodies.vnet(peer.location, prefix, subnets)).result()
 
 
 def nic(peer, network, name: str, subnet_id: str, address: str | None = None, nsg_id=None):
-    """A NIC with one IP configuration: Static at `address`, else Dynamic."""
-    config = {"subnet": {"id": subnet_id}, "privateIPAllocationMethod": "Dynamic"}
-    if address:
-        config.update(privateIPAllocationMethod="Static", privateIPAddress=address)
-    props = {"ipConfigurations": [{"name": "ipconfig1", "properties": config}]}
-    if nsg_id:
-        props["networkSecurityGroup"] = {"id": nsg_id}
-    return network.network_interfaces.begin_create_or_update(peer.source_group, name, {
-        "location": peer.location, "properties": props}).result()
+    return network.network_interfaces.begin_create_or_update(
+        peer.source_group, name, bodies.nic(peer.location, subnet_id, address, nsg_id)).result()
 
 
 def vm_body(peer, os_disk_id: str, data_disk_ids: list[str], nic_ids: list[str]) -> dict:
-    """A VM made of existing managed disks (createOption Attach) and NICs, the way a
-    recovery brings one up."""
-    return {
-        "location": peer.location,
-        "properties": {
-            "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
-            "storageProfile": {
-                "osDisk": {"createOption": "Attach", "osType": "Linux",
-                           "managedDisk": {"id": os_disk_id}},
-                "dataDisks": [{"lun": lun, "createOption": "Attach", "managedDisk": {"id": d}}
-                              for lun, d in enumerate(data_disk_ids)]},
-            "networkProfile": {"networkInterfaces": [
-                {"id": n, "properties": {"primary": i == 0}} for i, n in enumerate(nic_ids)]},
-        },
-    }
+    return bodies.vm(peer.location, os_disk_id, data_disk_ids, nic_ids)
 
 
 def power_state(statuses) -> str:
