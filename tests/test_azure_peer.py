@@ -15,6 +15,7 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.core.rest import HttpRequest
 from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.compute.models import DataDisk, ManagedDiskParameters
 from azure.mgmt.network import NetworkManagementClient
 from azure.storage.blob import BlobClient
 
@@ -268,6 +269,15 @@ def vm_body(peer, os_disk_id: str, data_disk_ids: list[str], nic_ids: list[str])
     return bodies.vm(peer.location, os_disk_id, data_disk_ids, nic_ids)
 
 
+def vm_parts(peer, compute, network, nics: list[str], disks: list[str]):
+    """NICs in a new network's subnet and empty 1 GiB disks, for VMs: their ids."""
+    subnet = vnet(peer, network).subnets[0]
+    nic_ids = [nic(peer, network, n, subnet.id).id for n in nics]
+    for d in disks:
+        empty_disk(peer, compute, d)
+    return nic_ids, [compute.disks.get(peer.source_group, d).id for d in disks]
+
+
 def power_state(statuses) -> str:
     return next(s.code for s in statuses if s.code.startswith("PowerState/"))
 
@@ -321,11 +331,8 @@ def test_vm_from_two_disks_and_a_nic_attaches_them_and_delete_detaches(
 
 def test_vm_refuses_disks_and_nics_in_use_and_changes_nothing(azure_peer, compute, network):
     group = azure_peer.source_group
-    subnet = vnet(azure_peer, network).subnets[0]
-    first, second = (nic(azure_peer, network, n, subnet.id).id for n in ("nic-a", "nic-b"))
-    for d in ("a-os", "b-os", "b-data"):
-        empty_disk(azure_peer, compute, d)
-    a_os, b_os, b_data = (compute.disks.get(group, d).id for d in ("a-os", "b-os", "b-data"))
+    (first, second), (a_os, b_os, b_data) = vm_parts(
+        azure_peer, compute, network, ["nic-a", "nic-b"], ["a-os", "b-os", "b-data"])
     compute.virtual_machines.begin_create_or_update(
         group, "vm-a", vm_body(azure_peer, a_os, [], [first])).result()
     with pytest.raises(HttpResponseError) as e:  # vm-a's NIC
@@ -552,3 +559,30 @@ def test_published_example_vm_with_empty_data_disks_has_its_shape(azure_peer, co
     assert compute.disks.get(group, "myVMosdisk").os_type == "Windows"
     assert network.network_interfaces.get(group, "nsgExistingNic").virtual_machine.id \
         == body["id"] and card.id == body["properties"]["networkProfile"]["networkInterfaces"][0]["id"]
+
+
+def test_vm_update_attaches_and_detaches_data_disks_and_refuses_a_nic_swap(
+        azure_peer, compute, network):
+    group = azure_peer.source_group
+    (first, second), (os_id, d0, d1) = vm_parts(
+        azure_peer, compute, network, ["u-nic", "u-nic2"], ["u-os", "u-d0", "u-d1"])
+    compute.virtual_machines.begin_create_or_update(
+        group, "u1", vm_body(azure_peer, os_id, [d0], [first])).result()
+    compute.virtual_machines.begin_deallocate(group, "u1").result()
+    # get, change, put: what a product does with the SDK's models
+    vm = compute.virtual_machines.get(group, "u1")
+    vm.storage_profile.data_disks.append(DataDisk(
+        lun=1, create_option="Attach", managed_disk=ManagedDiskParameters(id=d1)))
+    vm = compute.virtual_machines.begin_create_or_update(group, "u1", vm).result()
+    assert [(d.lun, d.managed_disk.id) for d in vm.storage_profile.data_disks] \
+        == [(0, d0), (1, d1)]
+    assert compute.disks.get(group, "u-d1").disk_state == "Reserved"  # its VM is deallocated
+    vm.storage_profile.data_disks[0].to_be_detached = True
+    vm = compute.virtual_machines.begin_create_or_update(group, "u1", vm).result()
+    assert [d.managed_disk.id for d in vm.storage_profile.data_disks] == [d1]
+    assert compute.disks.get(group, "u-d0").disk_state == "Unattached"
+    assert compute.disks.get(group, "u-d0").managed_by is None
+    vm.network_profile.network_interfaces[0].id = second
+    assert error_code(lambda: compute.virtual_machines.begin_create_or_update(
+        group, "u1", vm).result()) == (409, "OperationNotAllowed")
+    assert network.network_interfaces.get(group, "u-nic2").virtual_machine is None
