@@ -586,3 +586,30 @@ def test_vm_update_attaches_and_detaches_data_disks_and_refuses_a_nic_swap(
     assert error_code(lambda: compute.virtual_machines.begin_create_or_update(
         group, "u1", vm).result()) == (409, "OperationNotAllowed")
     assert network.network_interfaces.get(group, "u-nic2").virtual_machine is None
+
+
+async def test_aio_clients_make_and_start_a_vm_as_the_product_does(azure_peer, compute, network):
+    """The product drives ARM from asyncio: the aio clients over aiohttp, with the peer's
+    CA as connection_verify, see the same VM and its Creating -> Succeeded."""
+    from azure.identity.aio import ClientSecretCredential as AioCredential
+    from azure.mgmt.compute.aio import ComputeManagementClient as AioCompute
+    group = azure_peer.source_group
+    (card,), (os_id, data_id) = vm_parts(azure_peer, compute, network, ["a-nic"],
+                                         ["a-os", "a-data"])
+    azure_peer.set_vm_provisioning_delay(0.2)
+    async with AioCredential(azure_peer.tenant_id, azure_peer.client_id,
+                             azure_peer.client_secret, authority=azure_peer.authority_host,
+                             disable_instance_discovery=True,
+                             connection_verify=str(azure_peer.ca_file)) as cred, \
+            AioCompute(cred, azure_peer.subscription_id, base_url=azure_peer.arm_endpoint,
+                       credential_scopes=azure_peer.credential_scopes,
+                       connection_verify=str(azure_peer.ca_file), polling_interval=POLL) as aio:
+        poller = await aio.virtual_machines.begin_create_or_update(
+            group, "avm", bodies.vm(azure_peer.location, os_id, [data_id], [card]))
+        assert (await aio.virtual_machines.get(group, "avm")).provisioning_state == "Creating"
+        vm = await poller.result()
+        assert vm.provisioning_state == "Succeeded"
+        view = await aio.virtual_machines.instance_view(group, "avm")
+        assert power_state(view.statuses) == "PowerState/running"
+        assert [d.lun for d in vm.storage_profile.data_disks] == [0]
+    assert compute.disks.get(group, "a-data").managed_by == vm.id
