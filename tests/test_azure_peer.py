@@ -20,6 +20,7 @@ from azure.mgmt.network import NetworkManagementClient
 from azure.storage.blob import BlobClient
 
 from tests.peers.azure import bodies
+from tests.peers.azure.client import PeerError
 
 MIB = 1 << 20
 UPLOAD_SIZE = 32 * MIB + 512  # Azure's smallest uploads are 20 MiB + a 512-byte footer
@@ -461,6 +462,9 @@ def test_arm_answers_count_down_a_budget_per_principal_and_then_429_retry_after(
     compute.disks.get(group, "t1")
     assert compute.disks.get(group, "t1").name == "t1"
     assert azure_peer.stats()["throttled"] == 2
+    with pytest.raises(PeerError) as refused:  # a budget that could never be met
+        azure_peer.set_arm_budget(reads=0)
+    assert refused.value.status == 400
     # An injected throttle (faults) is the same answer, with its own Retry-After.
     azure_peer.set_arm_budget()
     azure_peer.faults(arm={"throttle": 1.0, "retry_after": 7, "operation": "disks.get"})
