@@ -9,6 +9,8 @@ import random
 
 from azure.identity import ClientSecretCredential
 
+from tests.peers.azure import bodies
+
 MiB = 1 << 20
 POLL = 0.02  # seconds between LRO polls (azure-core's default is 30)
 
@@ -64,25 +66,13 @@ class SourceVM:
             ids.append(self.compute.disks.begin_create_or_update(self.group, disk, {
                 "location": peer.location, "properties": {
                     "creationData": {"createOption": "Empty"}, "diskSizeGB": gb}}).result().id)
-        vnet = network.virtual_networks.begin_create_or_update(self.group, f"{name}-net", {
-            "location": peer.location, "properties": {
-                "addressSpace": {"addressPrefixes": ["10.1.0.0/16"]},
-                "subnets": [{"name": "default", "properties": {"addressPrefix": "10.1.0.0/24"}}]},
-        }).result()
-        nic = network.network_interfaces.begin_create_or_update(self.group, f"{name}-nic", {
-            "location": peer.location, "properties": {"ipConfigurations": [{
-                "name": "ipconfig1", "properties": {
-                    "subnet": {"id": vnet.subnets[0].id},
-                    "privateIPAllocationMethod": "Dynamic"}}]}}).result()
-        self.compute.virtual_machines.begin_create_or_update(self.group, name, {
-            "location": peer.location, "properties": {
-                "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
-                "storageProfile": {
-                    "osDisk": {"osType": "Linux", "createOption": "Attach",
-                               "managedDisk": {"id": ids[0]}},
-                    "dataDisks": [{"lun": 0, "createOption": "Attach",
-                                   "managedDisk": {"id": ids[1]}}]},
-                "networkProfile": {"networkInterfaces": [{"id": nic.id}]}}}).result()
+        vnet = network.virtual_networks.begin_create_or_update(
+            self.group, f"{name}-net",
+            bodies.vnet(peer.location, "10.1.0.0/16", {"default": "10.1.0.0/24"})).result()
+        nic = network.network_interfaces.begin_create_or_update(
+            self.group, f"{name}-nic", bodies.nic(peer.location, vnet.subnets[0].id)).result()
+        self.compute.virtual_machines.begin_create_or_update(
+            self.group, name, bodies.vm(peer.location, ids[0], ids[1:], [nic.id])).result()
         self.rnd = random.Random(17)
 
     def write(self, disk: str, mib: list[int]) -> None:
