@@ -2,14 +2,15 @@
 point, and restores as new managed disks.
 
 Each protected disk has a *replica*: a page blob (a fixed VHD: the data, then a 512-byte
-footer, `dr_common.vhd`) in a container of the recovery site's storage account
-(`azblob://container/prefix` from the site's path; default container
-`hybrid-dr-replicas`, made on first use). A cycle writes changed chunks with Put Page
-(at most 4 MiB each, 512-byte aligned) and chunks that became zero with Clear Pages,
-then takes a blob snapshot, tagged (metadata) with the plan, the disk and the cycle: that
-is the disk's part of the recovery point. Blob snapshots of a page blob are billed for
-the pages that differ, so a point costs what changed. The finalize step writes the
-point's record `points/<id>` with `If-None-Match: *`, the last write of a cycle.
+footer, `dr_common.vhd`) named `<prefix>replicas/hdr-<plan>-<disk>.vhd` in a container
+of the recovery site's storage account (`azblob://container/prefix` from the site's
+path; default container `hybrid-dr-replicas`, made on first use). A cycle writes changed
+chunks with Put Page (at most 4 MiB each, 512-byte aligned) and chunks that became zero
+with Clear Pages, then takes a blob snapshot, tagged (metadata) with the plan, the disk
+and the cycle: that is the disk's part of the recovery point. Blob snapshots of a page
+blob are billed for the pages that differ, so a point costs what changed. The finalize
+step writes the point's record `<prefix>replicas/points/<id>.json` with
+`If-None-Match: *`, the last write of a cycle.
 A restore copies the point's snapshot to a blob and imports it as a new managed disk
 (`createOption=Import`), then deletes the copy.
 
@@ -63,6 +64,9 @@ TAG_POINT = "hybrid-dr:recovery-point"
 META_PLAN, META_DISK, META_CYCLE = "hybrid_dr_plan", "hybrid_dr_disk", "hybrid_dr_cycle"
 META_AT = "hybrid_dr_at_snapshot"
 DEFAULT_CONTAINER = "hybrid-dr-replicas"
+# Everything under the site's prefix goes under this, so an azblob repository at the
+# same prefix (its own chunks/, points/) never meets a replica's names.
+LAYOUT = "replicas/"
 SCHEME = "azblob://"
 _NAME_MAX = 80
 # A write grant for a restore's upload; a longer one is renewed on 403.
@@ -311,7 +315,7 @@ class AzureDiskSink:
     def __init__(self, replicas: Replicas, request: SinkRequest):
         self.replicas, self.request = replicas, request
         plan_id = request.plan.rsplit("/", 1)[-1]
-        self.replica = (f"{replicas.prefix}"
+        self.replica = (f"{replicas.prefix}{LAYOUT}"
                         f"{azure_name('hdr', plan_id, request.disk.rsplit('/', 1)[-1])}.vhd")
         self.name = f"azure-disk:{replicas.container_name}"
         self.size = request.size
@@ -473,7 +477,7 @@ class AzureDiskTarget:
         return AzureDiskSink(self.replicas, request)
 
     def _record(self, point_id: str) -> str:
-        return f"{self.replicas.prefix}points/{point_id}.json"
+        return f"{self.replicas.prefix}{LAYOUT}points/{point_id}.json"
 
     async def finalize(self, spec: nodes_pb2.FinalizeSpec) -> bool:
         """The point's record, written last and once (If-None-Match: *): a retried
@@ -514,7 +518,7 @@ class AzureDiskTarget:
         imports blobs, not blob snapshots), imported, the copy deleted."""
         point = spec.recovery_point.rsplit("/", 1)[-1]
         name = azure_name("hdr-restore", point, spec.disk.rsplit("/", 1)[-1])
-        staging = f"{self.replicas.prefix}restores/{name}.vhd"
+        staging = f"{self.replicas.prefix}{LAYOUT}restores/{name}.vhd"
         copy = await self.replicas.copy_out(spec.snapshot_id, staging)
         try:
             source_uri = copy.url.split("?", 1)[0]
