@@ -52,15 +52,18 @@ class TargetKind:
     # Why a point cannot be verified, or its target collected, when `repository` is False.
     no_verify: str = ""
     no_gc: str = ""
+    # What the site's path looks like, for errors ("s3://bucket/prefix").
+    path_example: str = ""
 
 
 # The registry. The kind is the name of its field in TargetLocator's `kind` oneof, with
 # hyphens for underscores ("azure-disk" is the field azure_disk).
 KINDS: dict[str, TargetKind] = {k.name: k for k in (
     TargetKind("fs", "dr_common.targets.fs", ("file", "kvm"), path_required=True,
-               repository=True, restore_formats=IMAGE_FORMATS),
+               repository=True, restore_formats=IMAGE_FORMATS, path_example="/a/directory"),
     TargetKind("s3", "dr_common.targets.s3", ("aws",), path_required=True,
-               repository=True, restore_formats=IMAGE_FORMATS),
+               repository=True, restore_formats=IMAGE_FORMATS,
+               path_example="s3://bucket/prefix"),
     TargetKind("ebs", "dr_common.targets.ebs", ("aws",), path_required=False,
                repository=False, restore_formats=("ebs-volume",), chunk_size=512 * 1024,
                compression=False, restore_zone="e.g. us-east-1a",
@@ -69,9 +72,10 @@ KINDS: dict[str, TargetKind] = {k.name: k for k in (
                no_gc="EBS frees a deleted snapshot's blocks itself"),
     TargetKind("azure-disk", "dr_common.targets.azure_disk", ("azure",), path_required=False,
                repository=False, restore_formats=("azure-disk",), compression=False,
-               no_verify="Azure checks its disks' pages itself (every page was put with its "
-               "MD5); verify reads repository points only",
-               no_gc="Azure frees a deleted incremental snapshot's pages itself"),
+               no_verify="Azure checks the replicas' pages itself (every page was put with "
+               "its MD5); verify reads repository points only",
+               no_gc="Azure frees the pages of a deleted blob snapshot itself",
+               path_example="azblob://container/prefix"),
 )}
 REPOSITORY_KINDS = tuple(k for k, v in KINDS.items() if v.repository)
 

@@ -51,9 +51,10 @@ def _check_target(site: Site, target_kind: str) -> None:
         raise InvalidArgument(f"a {target_kind} target needs a site of kind "
                               f"{' or '.join(kinds)}; {names.site_name(site.id)} is {site.kind}",
                               field="plan.target_site")
-    if targets.kind(target_kind).path_required and not site.path:
-        raise InvalidArgument(f"an {target_kind} target needs its site's path"
-                              f"{', s3://bucket/prefix' if 'aws' in kinds else ''}; "
+    kind = targets.kind(target_kind)
+    if kind.path_required and not site.path:
+        example = f", {kind.path_example}" if kind.path_example else ""
+        raise InvalidArgument(f"an {target_kind} target needs its site's path{example}; "
                               f"{names.site_name(site.id)} has none", field="plan.target_site")
 
 
