@@ -106,6 +106,10 @@ def test_three_cycles_restore_equal_and_incrementals_read_only_changed_pages(
             assert _restored(c, peer, vm, point, disk, target) == state[disk], (
                 point["name"], disk)
     assert [_disk(p, "os-disk")["full_sync_reason"] for p in points] == ["first-cycle", "", ""]
+    for p in points:  # one VM's snapshots, started together: the spread is the VM's
+        spreads = {_disk(p, d).get("spread_seconds", 0.0) for d in DISK_IDS.values()}
+        assert len(spreads) == 1 and 0 <= spreads.pop() < 30, p
+        assert _disk(p, "os-disk")["consistency"] == "crash-consistent"
     # Each cycle first deletes the source snapshots no point needs: after three, those
     # of cycle 1 are gone; cycle 3's are the next incremental's base.
     cycles = [cy["name"] for cy in c.cycles("p1")]

@@ -43,8 +43,11 @@ async def test_a_read_sas_that_expires_mid_read_is_granted_again(azure_peer):
     settings = _settings(azure_peer)
     [workload] = await discover(settings)
     disk_id = workload.disks[1].locator
-    snaps = await snapshot_group(settings, {"vm1": [disk_id]}, tags={"t": "1"},
-                                 cycle="plans/p/cycles/1")
+    spread: dict[str, float] = {}
+    snaps = await snapshot_group(settings, {"vm1": [d.locator for d in workload.disks]},
+                                 tags={"t": "1"}, cycle="plans/p/cycles/1", spread=spread)
+    assert set(spread) == {d.locator for d in workload.disks}
+    assert len(set(spread.values())) == 1 and 0 <= spread[disk_id] < 30
     disk = await AzureDisk.open(settings, snapshot_id=snaps[disk_id], previous_snapshot_id="",
                                 disk_id=disk_id)
     try:

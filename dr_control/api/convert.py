@@ -128,7 +128,8 @@ def point(p: models.RecoveryPoint) -> recovery_points_pb2.RecoveryPoint:
             full_sync=d.get("full_sync", False),
             full_sync_reason=d.get("full_sync_reason", ""),
             snapshot_id=d.get("snapshot_id", ""),
-            consistency=d.get("consistency", "")) for d in p.disks],
+            consistency=d.get("consistency", ""),
+            spread_seconds=d.get("spread_seconds", 0.0)) for d in p.disks],
         stats=stats(p.stats), locked=p.locked, state=p.state)
 
 

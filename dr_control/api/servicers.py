@@ -358,6 +358,8 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
             result["source_snapshots"] = {d.disk: d.snapshot_id
                                           for d in request.source_snapshots}
             result["consistency"] = {d.disk: d.consistency for d in request.source_snapshots}
+            result["spread_seconds"] = {d.disk: d.spread_seconds
+                                        for d in request.source_snapshots}
         error = _dict(request.error) if request.HasField("error") else None
         await self.leases.complete_task(request.task, request.lease_token, error=error,
                                         stats=_dict(request.stats), result=result,

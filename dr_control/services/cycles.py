@@ -104,6 +104,7 @@ def finalize_spec(plan: Plan, cycle: Cycle, tasks: list[Task], now: datetime
     point's id and each disk's result, from the cycle's completed tasks."""
     taken = next((t.result for t in tasks if t.kind == "snapshot"), {})
     snapshots, consistency = taken.get("source_snapshots", {}), taken.get("consistency", {})
+    spread = taken.get("spread_seconds", {})
     disks = [nodes_pb2.FinalizeDisk(
         disk=t.disk, root_hash=t.result.get("root_hash", ""),
         size_bytes=t.result["size_bytes"], full_sync=t.full_sync,
@@ -111,7 +112,7 @@ def finalize_spec(plan: Plan, cycle: Cycle, tasks: list[Task], now: datetime
         full_sync_reason=t.result.get("full_sync_reason", ""),
         snapshot_id=t.result.get("snapshot_id", ""),
         source_snapshot_id=snapshots.get(t.disk, ""),
-        consistency=consistency.get(t.disk, ""))
+        consistency=consistency.get(t.disk, ""), spread_seconds=spread.get(t.disk, 0.0))
         for t in sorted(tasks, key=lambda t: t.disk) if t.kind == "replicate"]
     return nodes_pb2.FinalizeSpec(
         plan=names.plan_name(plan.id), cycle=names.cycle_name(plan.id, cycle.seq),

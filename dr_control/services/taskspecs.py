@@ -55,7 +55,8 @@ def point_disk(d: nodes_pb2.FinalizeDisk) -> dict:
     return {"disk": d.disk, "root_hash": d.root_hash, "size_bytes": d.size_bytes,
             "full_sync": d.full_sync, "bitmap": d.bitmap,
             "full_sync_reason": d.full_sync_reason, "snapshot_id": d.snapshot_id,
-            "source_snapshot_id": d.source_snapshot_id, "consistency": d.consistency}
+            "source_snapshot_id": d.source_snapshot_id, "consistency": d.consistency,
+            "spread_seconds": d.spread_seconds}
 
 
 def finalize_disk(entry: dict) -> nodes_pb2.FinalizeDisk:

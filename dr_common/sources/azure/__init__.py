@@ -62,8 +62,11 @@ async def take_snapshots(spec: nodes_pb2.SnapshotSpec,
     if stale:
         await delete_snapshots(settings, stale)
         log.info("stale source snapshots deleted", count=len(stale))
+    spread: dict[str, float] = {}
     snaps = await snapshot_group(settings, by_vm, tags={**marker, TAG_CYCLE: spec.cycle},
-                                 cycle=spec.cycle)
+                                 cycle=spec.cycle, spread=spread)
     log.info("consistency group snapshotted", disks=len(snaps))
     return [nodes_pb2.SourceSnapshot(disk=d.disk, snapshot_id=snaps[d.locator],
-                                     consistency="crash-consistent") for d in spec.disks]
+                                     consistency="crash-consistent",
+                                     spread_seconds=spread.get(d.locator, 0.0))
+            for d in spec.disks]

@@ -61,10 +61,12 @@ async def _snapshot(arm: Arm, disk_id: str, cycle: str, tags: dict[str, str]) ->
 
 
 async def snapshot_group(settings: AzureSettings, vm_disks: dict[str, list[str]], *,
-                         tags: dict[str, str], cycle: str) -> dict[str, str]:
+                         tags: dict[str, str], cycle: str,
+                         spread: dict[str, float] | None = None) -> dict[str, str]:
     """Incremental snapshots of each VM's listed disks, started together. Returns disk
-    resource id -> snapshot resource id. On any failure the snapshots made are deleted,
-    so a failed cycle leaves nothing behind."""
+    resource id -> snapshot resource id, and fills `spread` with each disk's VM's spread
+    (seconds). On any failure the snapshots made are deleted, so a failed cycle leaves
+    nothing behind."""
     made: dict[str, str] = {}
     async with Arm(settings) as arm:
         try:
@@ -80,9 +82,13 @@ async def snapshot_group(settings: AzureSettings, vm_disks: dict[str, list[str]]
             created = {d: r.time_created for d, r in zip(disks, results)}
             for vm, ds in vm_disks.items():
                 times = [created[d] for d in ds if created.get(d) is not None]
+                seconds = round((max(times) - min(times)).total_seconds(), 3) \
+                    if len(times) > 1 else 0.0
+                if spread is not None:
+                    spread.update({d: seconds for d in ds})
                 if len(times) > 1:
                     log.info("consistency group spread", workload=vm, disks=len(ds),
-                             spread_seconds=round((max(times) - min(times)).total_seconds(), 3))
+                             spread_seconds=seconds)
         except BaseException:
             with contextlib.suppress(Exception):
                 await delete(arm, made.values())

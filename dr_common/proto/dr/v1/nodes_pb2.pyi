@@ -289,14 +289,16 @@ class DropSnapshotsSpec(_message.Message):
     def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., source: _Optional[_Union[SourceLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[SnapshotDisk, _Mapping]]] = ...) -> None: ...
 
 class SourceSnapshot(_message.Message):
-    __slots__ = ("disk", "snapshot_id", "consistency")
+    __slots__ = ("disk", "snapshot_id", "consistency", "spread_seconds")
     DISK_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     disk: str
     snapshot_id: str
     consistency: str
-    def __init__(self, disk: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., consistency: _Optional[str] = ...) -> None: ...
+    spread_seconds: float
+    def __init__(self, disk: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., consistency: _Optional[str] = ..., spread_seconds: _Optional[float] = ...) -> None: ...
 
 class FinalizeSpec(_message.Message):
     __slots__ = ("plan", "cycle", "recovery_point_id", "target", "disks")
@@ -313,7 +315,7 @@ class FinalizeSpec(_message.Message):
     def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., recovery_point_id: _Optional[str] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[FinalizeDisk, _Mapping]]] = ...) -> None: ...
 
 class FinalizeDisk(_message.Message):
-    __slots__ = ("disk", "root_hash", "size_bytes", "full_sync", "bitmap", "full_sync_reason", "snapshot_id", "source_snapshot_id", "consistency")
+    __slots__ = ("disk", "root_hash", "size_bytes", "full_sync", "bitmap", "full_sync_reason", "snapshot_id", "source_snapshot_id", "consistency", "spread_seconds")
     DISK_FIELD_NUMBER: _ClassVar[int]
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +325,7 @@ class FinalizeDisk(_message.Message):
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     disk: str
     root_hash: str
     size_bytes: int
@@ -332,7 +335,8 @@ class FinalizeDisk(_message.Message):
     snapshot_id: str
     source_snapshot_id: str
     consistency: str
-    def __init__(self, disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., source_snapshot_id: _Optional[str] = ..., consistency: _Optional[str] = ...) -> None: ...
+    spread_seconds: float
+    def __init__(self, disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., size_bytes: _Optional[int] = ..., full_sync: _Optional[bool] = ..., bitmap: _Optional[str] = ..., full_sync_reason: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., source_snapshot_id: _Optional[str] = ..., consistency: _Optional[str] = ..., spread_seconds: _Optional[float] = ...) -> None: ...
 
 class RestoreSpec(_message.Message):
     __slots__ = ("recovery_point", "disk", "root_hash", "target", "destination_path", "format", "overwrite", "snapshot_id", "availability_zone", "destination")

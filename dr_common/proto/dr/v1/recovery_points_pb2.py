@@ -27,7 +27,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64r/v1/recovery_points.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x01\n\rRecoveryPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ycle\x18\x03 \x01(\t\x12\'\n\x05\x64isks\x18\x04 \x03(\x0b\x32\x18.dr.v1.RecoveryPointDisk\x12#\n\x05stats\x18\x05 \x01(\x0b\x32\x14.dr.v1.TransferStats\x12\x0e\n\x06locked\x18\x06 \x01(\x08\x12\r\n\x05state\x18\x07 \x01(\t\"\x9f\x01\n\x11RecoveryPointDisk\x12\x0c\n\x04\x64isk\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\t\x12\x11\n\tfull_sync\x18\x04 \x01(\x08\x12\x18\n\x10\x66ull_sync_reason\x18\x05 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x06 \x01(\t\x12\x13\n\x0b\x63onsistency\x18\x07 \x01(\t\"R\n\x19ListRecoveryPointsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x1aListRecoveryPointsResponse\x12-\n\x0frecovery_points\x18\x01 \x03(\x0b\x32\x14.dr.v1.RecoveryPoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17GetRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x1aVerifyRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x18LockRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x1aUnlockRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x1a\x44\x65leteRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"U\n\x15\x43ollectGarbageRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x1a\n\rgrace_seconds\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x10\n\x0e_grace_seconds2\xb7\x04\n\x14RecoveryPointService\x12Y\n\x12ListRecoveryPoints\x12 .dr.v1.ListRecoveryPointsRequest\x1a!.dr.v1.ListRecoveryPointsResponse\x12H\n\x10GetRecoveryPoint\x12\x1e.dr.v1.GetRecoveryPointRequest\x1a\x14.dr.v1.RecoveryPoint\x12J\n\x13VerifyRecoveryPoint\x12!.dr.v1.VerifyRecoveryPointRequest\x1a\x10.dr.v1.Operation\x12J\n\x11LockRecoveryPoint\x12\x1f.dr.v1.LockRecoveryPointRequest\x1a\x14.dr.v1.RecoveryPoint\x12N\n\x13UnlockRecoveryPoint\x12!.dr.v1.UnlockRecoveryPointRequest\x1a\x14.dr.v1.RecoveryPoint\x12P\n\x13\x44\x65leteRecoveryPoint\x12!.dr.v1.DeleteRecoveryPointRequest\x1a\x16.google.protobuf.Empty\x12@\n\x0e\x43ollectGarbage\x12\x1c.dr.v1.CollectGarbageRequest\x1a\x10.dr.v1.Operationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64r/v1/recovery_points.proto\x12\x05\x64r.v1\x1a\x12\x64r/v1/common.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x01\n\rRecoveryPoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ycle\x18\x03 \x01(\t\x12\'\n\x05\x64isks\x18\x04 \x03(\x0b\x32\x18.dr.v1.RecoveryPointDisk\x12#\n\x05stats\x18\x05 \x01(\x0b\x32\x14.dr.v1.TransferStats\x12\x0e\n\x06locked\x18\x06 \x01(\x08\x12\r\n\x05state\x18\x07 \x01(\t\"\xb7\x01\n\x11RecoveryPointDisk\x12\x0c\n\x04\x64isk\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\t\x12\x11\n\tfull_sync\x18\x04 \x01(\x08\x12\x18\n\x10\x66ull_sync_reason\x18\x05 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x06 \x01(\t\x12\x13\n\x0b\x63onsistency\x18\x07 \x01(\t\x12\x16\n\x0espread_seconds\x18\x08 \x01(\x01\"R\n\x19ListRecoveryPointsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x1aListRecoveryPointsResponse\x12-\n\x0frecovery_points\x18\x01 \x03(\x0b\x32\x14.dr.v1.RecoveryPoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17GetRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x1aVerifyRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x18LockRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x1aUnlockRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x1a\x44\x65leteRecoveryPointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"U\n\x15\x43ollectGarbageRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x1a\n\rgrace_seconds\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x10\n\x0e_grace_seconds2\xb7\x04\n\x14RecoveryPointService\x12Y\n\x12ListRecoveryPoints\x12 .dr.v1.ListRecoveryPointsRequest\x1a!.dr.v1.ListRecoveryPointsResponse\x12H\n\x10GetRecoveryPoint\x12\x1e.dr.v1.GetRecoveryPointRequest\x1a\x14.dr.v1.RecoveryPoint\x12J\n\x13VerifyRecoveryPoint\x12!.dr.v1.VerifyRecoveryPointRequest\x1a\x10.dr.v1.Operation\x12J\n\x11LockRecoveryPoint\x12\x1f.dr.v1.LockRecoveryPointRequest\x1a\x14.dr.v1.RecoveryPoint\x12N\n\x13UnlockRecoveryPoint\x12!.dr.v1.UnlockRecoveryPointRequest\x1a\x14.dr.v1.RecoveryPoint\x12P\n\x13\x44\x65leteRecoveryPoint\x12!.dr.v1.DeleteRecoveryPointRequest\x1a\x16.google.protobuf.Empty\x12@\n\x0e\x43ollectGarbage\x12\x1c.dr.v1.CollectGarbageRequest\x1a\x10.dr.v1.Operationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,23 +37,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOVERYPOINT']._serialized_start=121
   _globals['_RECOVERYPOINT']._serialized_end=323
   _globals['_RECOVERYPOINTDISK']._serialized_start=326
-  _globals['_RECOVERYPOINTDISK']._serialized_end=485
-  _globals['_LISTRECOVERYPOINTSREQUEST']._serialized_start=487
-  _globals['_LISTRECOVERYPOINTSREQUEST']._serialized_end=569
-  _globals['_LISTRECOVERYPOINTSRESPONSE']._serialized_start=571
-  _globals['_LISTRECOVERYPOINTSRESPONSE']._serialized_end=671
-  _globals['_GETRECOVERYPOINTREQUEST']._serialized_start=673
-  _globals['_GETRECOVERYPOINTREQUEST']._serialized_end=712
-  _globals['_VERIFYRECOVERYPOINTREQUEST']._serialized_start=714
-  _globals['_VERIFYRECOVERYPOINTREQUEST']._serialized_end=756
-  _globals['_LOCKRECOVERYPOINTREQUEST']._serialized_start=758
-  _globals['_LOCKRECOVERYPOINTREQUEST']._serialized_end=798
-  _globals['_UNLOCKRECOVERYPOINTREQUEST']._serialized_start=800
-  _globals['_UNLOCKRECOVERYPOINTREQUEST']._serialized_end=842
-  _globals['_DELETERECOVERYPOINTREQUEST']._serialized_start=844
-  _globals['_DELETERECOVERYPOINTREQUEST']._serialized_end=886
-  _globals['_COLLECTGARBAGEREQUEST']._serialized_start=888
-  _globals['_COLLECTGARBAGEREQUEST']._serialized_end=973
-  _globals['_RECOVERYPOINTSERVICE']._serialized_start=976
-  _globals['_RECOVERYPOINTSERVICE']._serialized_end=1543
+  _globals['_RECOVERYPOINTDISK']._serialized_end=509
+  _globals['_LISTRECOVERYPOINTSREQUEST']._serialized_start=511
+  _globals['_LISTRECOVERYPOINTSREQUEST']._serialized_end=593
+  _globals['_LISTRECOVERYPOINTSRESPONSE']._serialized_start=595
+  _globals['_LISTRECOVERYPOINTSRESPONSE']._serialized_end=695
+  _globals['_GETRECOVERYPOINTREQUEST']._serialized_start=697
+  _globals['_GETRECOVERYPOINTREQUEST']._serialized_end=736
+  _globals['_VERIFYRECOVERYPOINTREQUEST']._serialized_start=738
+  _globals['_VERIFYRECOVERYPOINTREQUEST']._serialized_end=780
+  _globals['_LOCKRECOVERYPOINTREQUEST']._serialized_start=782
+  _globals['_LOCKRECOVERYPOINTREQUEST']._serialized_end=822
+  _globals['_UNLOCKRECOVERYPOINTREQUEST']._serialized_start=824
+  _globals['_UNLOCKRECOVERYPOINTREQUEST']._serialized_end=866
+  _globals['_DELETERECOVERYPOINTREQUEST']._serialized_start=868
+  _globals['_DELETERECOVERYPOINTREQUEST']._serialized_end=910
+  _globals['_COLLECTGARBAGEREQUEST']._serialized_start=912
+  _globals['_COLLECTGARBAGEREQUEST']._serialized_end=997
+  _globals['_RECOVERYPOINTSERVICE']._serialized_start=1000
+  _globals['_RECOVERYPOINTSERVICE']._serialized_end=1567
 # @@protoc_insertion_point(module_scope)

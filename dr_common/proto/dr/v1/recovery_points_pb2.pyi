@@ -30,7 +30,7 @@ class RecoveryPoint(_message.Message):
     def __init__(self, name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle: _Optional[str] = ..., disks: _Optional[_Iterable[_Union[RecoveryPointDisk, _Mapping]]] = ..., stats: _Optional[_Union[_common_pb2.TransferStats, _Mapping]] = ..., locked: _Optional[bool] = ..., state: _Optional[str] = ...) -> None: ...
 
 class RecoveryPointDisk(_message.Message):
-    __slots__ = ("disk", "size_bytes", "root_hash", "full_sync", "full_sync_reason", "snapshot_id", "consistency")
+    __slots__ = ("disk", "size_bytes", "root_hash", "full_sync", "full_sync_reason", "snapshot_id", "consistency", "spread_seconds")
     DISK_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class RecoveryPointDisk(_message.Message):
     FULL_SYNC_REASON_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     disk: str
     size_bytes: int
     root_hash: str
@@ -45,7 +46,8 @@ class RecoveryPointDisk(_message.Message):
     full_sync_reason: str
     snapshot_id: str
     consistency: str
-    def __init__(self, disk: _Optional[str] = ..., size_bytes: _Optional[int] = ..., root_hash: _Optional[str] = ..., full_sync: _Optional[bool] = ..., full_sync_reason: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., consistency: _Optional[str] = ...) -> None: ...
+    spread_seconds: float
+    def __init__(self, disk: _Optional[str] = ..., size_bytes: _Optional[int] = ..., root_hash: _Optional[str] = ..., full_sync: _Optional[bool] = ..., full_sync_reason: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., consistency: _Optional[str] = ..., spread_seconds: _Optional[float] = ...) -> None: ...
 
 class ListRecoveryPointsRequest(_message.Message):
     __slots__ = ("parent", "page_size", "page_token")
