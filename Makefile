@@ -8,7 +8,7 @@ NPM_STAMP := node_modules/.installed
 # Debian packages (qemu-utils, libnbd) and libnbd's module linked into the venv.
 SYS_STAMP := $(VENV)/.system-deps
 
-.PHONY: all demo test bench bench-control bench-vsphere proto clean check-python
+.PHONY: all demo test bench bench-control bench-vsphere bench-azure proto clean check-python
 
 all: test
 
@@ -56,6 +56,10 @@ bench-control: $(STAMP) $(SYS_STAMP)
 # allocated or changed, cycle times, read throughput against the peer's own ceiling.
 bench-vsphere: $(STAMP) $(SYS_STAMP)
 	$(PY) -m bench.vsphere $(VSPHERE_BENCH_ARGS)
+
+# The azure source and azure-disk target against the Azure peer (needs Azurite: make test).
+bench-azure: $(STAMP) $(NPM_STAMP)
+	$(PY) -m bench.azure $(AZURE_BENCH_ARGS)
 
 # Regenerate dr_common/proto from proto/ (commit the result; a test checks it is fresh).
 proto: $(STAMP)
