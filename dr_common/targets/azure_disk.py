@@ -55,24 +55,36 @@ GRANT_SECONDS = 6 * 3600
 _WRITTEN = b"\x01"
 
 
-def azure_name(*parts: str) -> str:
-    """An Azure resource name from `parts`: letters, digits, hyphens, at most 80
-    characters, with a hash of the whole that keeps it unique when shortened."""
+def azure_name(*parts: str, limit: int = _NAME_MAX) -> str:
+    """An Azure resource name from `parts`: letters, digits, hyphens, at most `limit`
+    characters (80: disks, snapshots, NICs; VMs have less), with a hash of the whole
+    that keeps it unique when shortened."""
     text = "-".join(parts)
     clean = "".join(c if c.isalnum() or c == "-" else "-" for c in text).strip("-")
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{clean[:_NAME_MAX - 9]}-{digest}"
+    return f"{clean[:limit - 9]}-{digest}"
+
+
+def _sku(name: str) -> Any:
+    """A disk's SKU, or None: Azure's default (Standard_LRS; a copy keeps none of the
+    snapshot's)."""
+    from azure.mgmt.compute.models import DiskSku
+    return DiskSku(name=name) if name else None
 
 
 class ManagedDisks:
     """One site's managed disks and snapshots, through Resource Manager and Storage.
     Shared by the target's sinks and by restores into Azure (targets/restores/azure)."""
 
-    def __init__(self, settings: AzureSettings, *, service: str = "azure-disk"):
+    def __init__(self, settings: AzureSettings, *, service: str = "azure-disk",
+                 arm_calls: Remote | None = None):
+        """`arm_calls`: the Remote of ARM calls when the caller shares one (recovery:
+        one per site, so throttling slows every execution there); else one of its own."""
         self.settings = settings
         self.group = settings.resource_group
         self.arm = Arm(settings)
-        self._arm_calls = Remote(f"{service}-arm", concurrency=8, errors=errors())
+        self._arm_calls = arm_calls or Remote(f"{service}-arm", concurrency=8,
+                                              errors=errors())
         self.storage = Remote(service, errors=errors())
 
     async def __aenter__(self) -> ManagedDisks:
@@ -98,13 +110,14 @@ class ManagedDisks:
         except NotFound:
             return None
 
-    async def create_upload_disk(self, name: str, size: int, tags: dict[str, str]) -> Any:
+    async def create_upload_disk(self, name: str, size: int, tags: dict[str, str], *,
+                                 sku: str = "") -> Any:
         """A new empty disk in ReadyToUpload state for `size` bytes of data."""
         from azure.mgmt.compute.models import CreationData, Disk
         if size <= 0 or size % PAGE:
             raise InvalidArgument(f"a managed disk's size is a multiple of {PAGE} bytes; "
                                   f"this one is {size}", field="size_bytes")
-        body = Disk(location=self.settings.location, tags=tags,
+        body = Disk(location=self.settings.location, tags=tags, sku=_sku(sku),
                     creation_data=CreationData(create_option="Upload",
                                                upload_size_bytes=size + vhd.FOOTER_SIZE))
         return await self.operation(
@@ -117,21 +130,42 @@ class ManagedDisks:
             self.group, name, DiskUpdate(tags=tags)), f"tag managed disk {name}")
 
     async def grant_write(self, name: str) -> str:
+        return await self._grant(name, "Write")
+
+    async def grant_read(self, name: str) -> str:
+        """A read SAS of a disk that is not being uploaded (restores read back what
+        they wrote)."""
+        return await self._grant(name, "Read")
+
+    async def _grant(self, name: str, access: str) -> str:
         from azure.mgmt.compute.models import GrantAccessData
-        body = GrantAccessData(access="Write", duration_in_seconds=GRANT_SECONDS)
+        body = GrantAccessData(access=access, duration_in_seconds=GRANT_SECONDS)
         result = await self.operation(
             "grant-access", lambda: self.arm.compute.disks.begin_grant_access(
-                self.group, name, body), f"grant write access to managed disk {name}")
+                self.group, name, body),
+            f"grant {access.lower()} access to managed disk {name}")
         return result.access_sas
+
+    async def delete_disk(self, name: str, group: str = "") -> bool:
+        """Deletes a disk of the site's first resource group (or `group`); False if it
+        was already gone."""
+        group = group or self.group
+        try:
+            await self.operation("delete-disk", lambda: self.arm.compute.disks.begin_delete(
+                group, name), f"delete managed disk {name}")
+        except NotFound:
+            return False
+        return True
 
     async def revoke(self, name: str) -> None:
         await self.operation("revoke-access", lambda: self.arm.compute.disks.begin_revoke_access(
             self.group, name), f"end the upload to managed disk {name}")
 
-    async def copy_disk(self, name: str, snapshot_id: str, tags: dict[str, str]) -> Any:
+    async def copy_disk(self, name: str, snapshot_id: str, tags: dict[str, str], *,
+                        sku: str = "") -> Any:
         """A new managed disk with a snapshot's content."""
         from azure.mgmt.compute.models import CreationData, Disk
-        body = Disk(location=self.settings.location, tags=tags,
+        body = Disk(location=self.settings.location, tags=tags, sku=_sku(sku),
                     creation_data=CreationData(create_option="Copy",
                                                source_resource_id=snapshot_id))
         try:
