@@ -185,8 +185,12 @@ class Arm:
     """One site's Resource Manager clients and credential: `async with Arm(s) as arm:`
     then `arm.compute.disks...`, `arm.network.network_interfaces...`."""
 
-    def __init__(self, settings: AzureSettings):
+    def __init__(self, settings: AzureSettings, *,
+                 on_response: Callable[[Any], None] | None = None):
+        """`on_response(headers)` sees the headers of every ARM answer (recovery's
+        limiter reads the x-ms-ratelimit-remaining-* budget from them)."""
         self.settings = settings
+        self.on_response = on_response
         self._credential = None
         self.compute: Any = None
         self.network: Any = None
@@ -198,6 +202,10 @@ class Arm:
         self._credential = credential(s)
         common = dict(base_url=s.arm, credential_scopes=[f"{s.arm}/.default"],
                       polling_interval=1, **s.transport_options())
+        if self.on_response is not None:
+            hook = self.on_response
+            # azure-core's CustomHookPolicy calls it with each PipelineResponse.
+            common["raw_response_hook"] = lambda r: hook(r.http_response.headers)
         self.compute = ComputeManagementClient(self._credential, s.subscription_id, **common)
         self.network = NetworkManagementClient(self._credential, s.subscription_id, **common)
         return self

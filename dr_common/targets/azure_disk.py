@@ -77,12 +77,13 @@ class ManagedDisks:
     Shared by the target's sinks and by restores into Azure (targets/restores/azure)."""
 
     def __init__(self, settings: AzureSettings, *, service: str = "azure-disk",
-                 arm_calls: Remote | None = None):
-        """`arm_calls`: the Remote of ARM calls when the caller shares one (recovery:
-        one per site, so throttling slows every execution there); else one of its own."""
+                 arm_calls: Any = None, on_response: Any = None):
+        """`arm_calls`: what ARM calls go through when the caller shares one (recovery:
+        its site's limiter, a Remote's `call`, so throttling slows every execution
+        there); else a Remote of its own. `on_response`: Arm's."""
         self.settings = settings
         self.group = settings.resource_group
-        self.arm = Arm(settings)
+        self.arm = Arm(settings, on_response=on_response)
         self._arm_calls = arm_calls or Remote(f"{service}-arm", concurrency=8,
                                               errors=errors())
         self.storage = Remote(service, errors=errors())

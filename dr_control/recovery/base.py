@@ -49,6 +49,13 @@ from typing import Any, ClassVar, Protocol
 from dr_common.errors import DRError, InvalidArgument
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 
+# What every provider tags (or annotates) what it creates with: the execution finds it
+# again for a retry, a resume or cleanup; the workload says which one it is; test says
+# whether it is a drill's.
+TAG_EXECUTION = "hybrid-dr:execution"
+TAG_WORKLOAD = "hybrid-dr:workload"
+TAG_TEST = "hybrid-dr:test"
+
 # --- values -------------------------------------------------------------------------
 
 
@@ -203,6 +210,32 @@ class RecoveryProvider(ABC):
     async def cleanup(self, execution: str, *, on_event: EventSink) -> dict[str, list[str]]:
         """Deletes what `prepare` and `recover` created for `execution`; returns what
         it deleted, by kind of resource."""
+
+
+def execution_tags(execution: str, workload: str, test_mode: bool,
+                   own: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The tags of what recovery creates for a workload: its own tags, then ours last, so
+    a workload's own tags can never hide it from cleanup."""
+    return {**(own or {}), TAG_EXECUTION: execution, TAG_WORKLOAD: workload,
+            TAG_TEST: "true" if test_mode else "false"}
+
+
+def raise_group_failures(group: BootGroup, results: Sequence[Any], noun: str,
+                         execution: str, *, marked: str = "tagged") -> None:
+    """After a boot group's workloads were started together (gather with
+    return_exceptions): re-raises what is not a failure of ours (cancellation), and
+    raises one RecoveryFailed naming every workload that failed and why."""
+    failed = [(spec.workload, exc) for spec, exc in zip(group.instances, results)
+              if isinstance(exc, BaseException)]
+    for _, exc in failed:
+        if not isinstance(exc, Exception):
+            raise exc
+    if failed:
+        said = "; ".join(f"{w}: {getattr(e, 'message', e)}" for w, e in failed)
+        raise RecoveryFailed(
+            f"boot group {group.name!r}: {len(failed)} of {len(group.instances)} {noun} "
+            f"failed to start ({said}); what was created is {marked} "
+            f"{TAG_EXECUTION}={execution}: run cleanup, or retry the execution")
 
 
 def refuse_foreign(where: str, settings: dict[str, Any], own: Sequence[str],

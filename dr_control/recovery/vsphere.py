@@ -40,16 +40,14 @@ from dr_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.targets import REPOSITORY_KINDS
 from dr_common.vsphere import Session, VsphereSettings
-from dr_control.recovery.base import (BootGroup, DiskMover, EventSink, RecoveredInstance,
+from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, BootGroup,
+                                      DiskMover, EventSink, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
-                                      WorkloadSpec, refuse_foreign)
+                                      WorkloadSpec, raise_group_failures, refuse_foreign)
 
 log = structlog.get_logger()
 
 PROVIDER = "vsphere"
-TAG_EXECUTION = "hybrid-dr:execution"
-TAG_WORKLOAD = "hybrid-dr:workload"
-TAG_TEST = "hybrid-dr:test"
 
 # vCenter runs a few tasks per host at once and queues the rest; four calls in flight
 # per site keep a recovery fast without starving other clients of the session limit.
@@ -479,17 +477,7 @@ class VsphereProvider(RecoveryProvider):
             results = await asyncio.gather(
                 *(self._start(site, execution, group.name, spec, test_mode, on_event)
                   for spec in group.instances), return_exceptions=True)
-            failed = [(s.workload, e) for s, e in zip(group.instances, results)
-                      if isinstance(e, BaseException)]
-            for _, exc in failed:
-                if not isinstance(exc, Exception):
-                    raise exc
-            if failed:
-                said = "; ".join(f"{w}: {getattr(e, 'message', e)}" for w, e in failed)
-                raise RecoveryFailed(
-                    f"boot group {group.name!r}: {len(failed)} of {len(group.instances)} "
-                    f"VM(s) failed to start ({said}); what was created is annotated "
-                    f"{TAG_EXECUTION}={execution}: run cleanup, or retry the execution")
+            raise_group_failures(group, results, "VM(s)", execution, marked="annotated")
             recovered += await self._wait_up(site, execution, group, dict(zip(
                 (s.workload for s in group.instances), results)), running_timeout, on_event)
             on_event(RecoveryEvent(time.monotonic(), group.name, "", "group-running",

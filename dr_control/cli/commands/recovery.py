@@ -332,6 +332,14 @@ def _network(w: recovery_pb2.RecoveryWorkload) -> str:
         v = w.vsphere
         text = ",".join(f"{n.source or '-'}>{n.port_group}" for n in v.networks) or "-"
         return text + (f" test={v.isolated_port_group}" if v.isolated_port_group else "")
+    if w.HasField("azure"):
+        a = w.azure
+        return " ".join(x for x in (
+            a.subnet_id.rsplit("/", 1)[-1],
+            f"nsg={a.network_security_group_id.rsplit('/', 1)[-1]}"
+            if a.network_security_group_id else "",
+            f"ip={a.private_ip}" if a.private_ip else "",
+            f"test={a.test_subnet_id.rsplit('/', 1)[-1]}" if a.test_subnet_id else "") if x)
     n = w.network_mapping
     text = n.subnet_id
     if n.security_group_ids:
@@ -353,7 +361,7 @@ def render_recovery_plan(plan: recovery_pb2.RecoveryPlan) -> str:
         ["ORDER", "GROUP", "WORKLOAD", "INSTANCE TYPE", "NETWORK", "TAGS"],
         [[i, g.name, names.short_name(w.workload), w.instance_type or (
             f"{w.vsphere.cpus} vCPU {w.vsphere.memory_mib} MiB {w.vsphere.datastore}"
-            if w.HasField("vsphere") else "-"), _network(w),
+            if w.HasField("vsphere") else w.azure.vm_size or "-"), _network(w),
           ",".join(f"{k}={v}" for k, v in sorted(w.tags.items())) or "-"]
          for i, g in enumerate(plan.boot_groups, start=1) for w in g.workloads],
         right=["ORDER"])
