@@ -12,6 +12,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.network import NetworkManagementClient
 from azure.storage.blob import BlobClient
 
 MIB = 1 << 20
@@ -36,6 +37,11 @@ def mgmt(kind, peer, **kwargs):
 @pytest.fixture
 def compute(azure_peer) -> ComputeManagementClient:
     return mgmt(ComputeManagementClient, azure_peer)
+
+
+@pytest.fixture
+def network(azure_peer) -> NetworkManagementClient:
+    return mgmt(NetworkManagementClient, azure_peer)
 
 
 def ranges(pairs) -> list[tuple[int, int]]:
@@ -234,3 +240,243 @@ def test_deleted_or_foreign_previous_snapshot_is_refused(azure_peer, compute):
     with pytest.raises(HttpResponseError) as e:
         s2.get_page_range_diff_for_managed_disk(s1)
     assert e.value.status_code == 409 and e.value.error_code == "PreviousSnapshotNotFound"
+
+
+# -- networks, NICs and VMs
+
+
+def vnet(peer, network, name: str = "net", prefix: str = "10.1.0.0/16",
+         subnets: dict[str, str] | None = None):
+    """A virtual network with inline subnets ({name: prefix}; default one /24 "default")."""
+    subnets = subnets or {"default": prefix.replace("0.0/16", "0.0/24")}
+    return network.virtual_networks.begin_create_or_update(peer.source_group, name, {
+        "location": peer.location,
+        "properties": {"addressSpace": {"addressPrefixes": [prefix]},
+                       "subnets": [{"name": n, "properties": {"addressPrefix": p}}
+                                   for n, p in subnets.items()]},
+    }).result()
+
+
+def nic(peer, network, name: str, subnet_id: str, address: str | None = None, nsg_id=None):
+    """A NIC with one IP configuration: Static at `address`, else Dynamic."""
+    config = {"subnet": {"id": subnet_id}, "privateIPAllocationMethod": "Dynamic"}
+    if address:
+        config.update(privateIPAllocationMethod="Static", privateIPAddress=address)
+    props = {"ipConfigurations": [{"name": "ipconfig1", "properties": config}]}
+    if nsg_id:
+        props["networkSecurityGroup"] = {"id": nsg_id}
+    return network.network_interfaces.begin_create_or_update(peer.source_group, name, {
+        "location": peer.location, "properties": props}).result()
+
+
+def vm_body(peer, os_disk_id: str, data_disk_ids: list[str], nic_ids: list[str]) -> dict:
+    """A VM made of existing managed disks (createOption Attach) and NICs, the way a
+    recovery brings one up."""
+    return {
+        "location": peer.location,
+        "properties": {
+            "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
+            "storageProfile": {
+                "osDisk": {"createOption": "Attach", "osType": "Linux",
+                           "managedDisk": {"id": os_disk_id}},
+                "dataDisks": [{"lun": lun, "createOption": "Attach", "managedDisk": {"id": d}}
+                              for lun, d in enumerate(data_disk_ids)]},
+            "networkProfile": {"networkInterfaces": [
+                {"id": n, "properties": {"primary": i == 0}} for i, n in enumerate(nic_ids)]},
+        },
+    }
+
+
+def power_state(statuses) -> str:
+    return next(s.code for s in statuses if s.code.startswith("PowerState/"))
+
+
+def test_vm_from_two_disks_and_a_nic_attaches_them_and_delete_detaches(
+        azure_peer, compute, network):
+    group = azure_peer.source_group
+    subnet = vnet(azure_peer, network).subnets[0]
+    card = nic(azure_peer, network, "vm1-nic", subnet.id)
+    empty_disk(azure_peer, compute, "vm1-os")
+    empty_disk(azure_peer, compute, "vm1-data", gb=2)
+    os_id, data_id = (compute.disks.get(group, d).id for d in ("vm1-os", "vm1-data"))
+    azure_peer.set_vm_provisioning_delay(0.3)
+    poller = compute.virtual_machines.begin_create_or_update(
+        group, "vm1", vm_body(azure_peer, os_id, [data_id], [card.id]))
+    # While the create runs the VM is Creating, and the peer says so too.
+    assert compute.virtual_machines.get(group, "vm1").provisioning_state == "Creating"
+    assert {r["name"]: r["state"] for r in azure_peer.resources()}["vm1"] == "Creating/starting"
+    vm = poller.result()
+    assert vm.provisioning_state == "Succeeded"
+    got = compute.virtual_machines.get(group, "vm1")
+    assert got.storage_profile.os_disk.managed_disk.id == os_id
+    assert got.storage_profile.os_disk.os_type == "Linux"
+    assert [(d.lun, d.managed_disk.id, d.disk_size_gb) for d in got.storage_profile.data_disks] \
+        == [(0, data_id, 2)]
+    assert [n.id for n in got.network_profile.network_interfaces] == [card.id]
+    assert [v.name for v in compute.virtual_machines.list(group)] == ["vm1"]
+    assert list(compute.virtual_machines.list(azure_peer.recovery_group)) == []
+    for name in ("vm1-os", "vm1-data"):
+        disk = compute.disks.get(group, name)
+        assert (disk.disk_state, disk.managed_by) == ("Attached", vm.id)
+    assert network.network_interfaces.get(group, "vm1-nic").virtual_machine.id == vm.id
+    assert power_state(compute.virtual_machines.instance_view(group, "vm1").statuses) \
+        == "PowerState/running"
+    assert {r["name"]: r["state"] for r in azure_peer.resources()}["vm1"] == "Succeeded/running"
+
+    compute.virtual_machines.begin_deallocate(group, "vm1").result()
+    expanded = compute.virtual_machines.get(group, "vm1", expand="instanceView")
+    assert power_state(expanded.instance_view.statuses) == "PowerState/deallocated"
+    assert compute.disks.get(group, "vm1-data").disk_state == "Reserved"
+    compute.virtual_machines.begin_start(group, "vm1").result()
+    assert compute.disks.get(group, "vm1-data").disk_state == "Attached"
+
+    compute.virtual_machines.begin_delete(group, "vm1").result()
+    for name in ("vm1-os", "vm1-data"):
+        disk = compute.disks.get(group, name)
+        assert (disk.disk_state, disk.managed_by) == ("Unattached", None)
+    assert network.network_interfaces.get(group, "vm1-nic").virtual_machine is None
+    assert list(compute.virtual_machines.list(group)) == []
+
+
+def test_vm_refuses_disks_and_nics_in_use_and_changes_nothing(azure_peer, compute, network):
+    group = azure_peer.source_group
+    subnet = vnet(azure_peer, network).subnets[0]
+    first, second = (nic(azure_peer, network, n, subnet.id).id for n in ("nic-a", "nic-b"))
+    for d in ("a-os", "b-os", "b-data"):
+        empty_disk(azure_peer, compute, d)
+    a_os, b_os, b_data = (compute.disks.get(group, d).id for d in ("a-os", "b-os", "b-data"))
+    compute.virtual_machines.begin_create_or_update(
+        group, "vm-a", vm_body(azure_peer, a_os, [], [first])).result()
+    with pytest.raises(HttpResponseError) as e:  # vm-a's NIC
+        compute.virtual_machines.begin_create_or_update(
+            group, "vm-b", vm_body(azure_peer, b_os, [b_data], [first])).result()
+    assert e.value.error.code == "NicInUse"
+    with pytest.raises(HttpResponseError) as e:  # vm-a's OS disk as a data disk
+        compute.virtual_machines.begin_create_or_update(
+            group, "vm-b", vm_body(azure_peer, b_os, [a_os], [second])).result()
+    assert e.value.error.code == "OperationNotAllowed"
+    # Refused creates attach nothing: b's disks and NIC are as they were.
+    assert compute.disks.get(group, "b-os").disk_state == "Unattached"
+    assert network.network_interfaces.get(group, "nic-b").virtual_machine is None
+    assert "vm-b" not in {r["name"] for r in azure_peer.resources()}
+    with pytest.raises(HttpResponseError) as e:  # a NIC in use cannot be deleted
+        network.network_interfaces.begin_delete(group, "nic-a").result()
+    assert e.value.status_code == 400 and e.value.error.code == "NicInUse"
+    with pytest.raises(HttpResponseError) as e:  # nor an attached disk
+        compute.disks.begin_delete(group, "a-os").result()
+    assert e.value.error.code == "OperationNotAllowed"
+
+
+def error_code(call) -> tuple[int, str]:
+    """(status, ARM error code) of a call that must be refused."""
+    with pytest.raises(HttpResponseError) as e:
+        call()
+    return e.value.status_code, e.value.error.code
+
+
+def test_subnets_inline_and_as_child_resources_are_one_list(azure_peer, network):
+    group = azure_peer.source_group
+    net = vnet(azure_peer, network, subnets={"a": "10.1.0.0/24", "b": "10.1.1.0/24"})
+    assert [(s.name, s.address_prefix) for s in net.subnets] == [("a", "10.1.0.0/24"),
+                                                                 ("b", "10.1.1.0/24")]
+    assert net.subnets[0].id == net.id + "/subnets/a"
+    network.subnets.begin_create_or_update(group, "net", "c", {
+        "properties": {"addressPrefix": "10.1.2.0/24"}}).result()
+    assert [s.name for s in network.virtual_networks.get(group, "net").subnets] == ["a", "b", "c"]
+    assert [s.name for s in network.subnets.list(group, "net")] == ["a", "b", "c"]
+    assert network.subnets.get(group, "net", "c").address_prefix == "10.1.2.0/24"
+
+    def subnet(prefix, vnet_name="net"):
+        return lambda: network.subnets.begin_create_or_update(
+            group, vnet_name, "d", {"properties": {"addressPrefix": prefix}}).result()
+    assert error_code(subnet("10.2.0.0/24")) == (400, "NetcfgSubnetRangeOutsideVnet")
+    assert error_code(subnet("10.1.0.128/25")) == (400, "NetcfgSubnetRangesOverlap")
+    assert error_code(subnet("10.1.3.0/24", "nonet")) == (404, "ResourceNotFound")
+    # A PUT of the network replaces its subnets.
+    vnet(azure_peer, network, subnets={"a": "10.1.0.0/24"})
+    assert [s.name for s in network.subnets.list(group, "net")] == ["a"]
+    network.virtual_networks.begin_delete(group, "net").result()
+    assert azure_peer.resources() == []
+
+
+def test_nic_addresses_come_from_the_subnet_and_references_are_checked(azure_peer, network):
+    group = azure_peer.source_group
+    subnet = vnet(azure_peer, network, subnets={"a": "10.1.0.0/29"}).subnets[0]
+
+    def address(card):
+        return card.ip_configurations[0].private_ip_address
+    # .0-.3 and the broadcast address are Azure's; the first NIC gets .4
+    assert address(nic(azure_peer, network, "n1", subnet.id)) == "10.1.0.4"
+    assert address(nic(azure_peer, network, "n2", subnet.id, "10.1.0.6")) == "10.1.0.6"
+    assert address(nic(azure_peer, network, "n3", subnet.id)) == "10.1.0.5"
+    assert address(nic(azure_peer, network, "n1", subnet.id)) == "10.1.0.4"  # kept on update
+    assert error_code(lambda: nic(azure_peer, network, "n4", subnet.id, "10.1.0.6")) \
+        == (400, "PrivateIPAddressInUse")
+    assert error_code(lambda: nic(azure_peer, network, "n4", subnet.id)) == (400, "SubnetIsFull")
+    missing = subnet.id.replace("/subnets/a", "/subnets/zz")
+    assert error_code(lambda: nic(azure_peer, network, "n4", missing)) \
+        == (400, "InvalidResourceReference")
+    nsg_id = network.network_security_groups.begin_create_or_update(group, "nsg", {
+        "location": azure_peer.location}).result().id
+    assert error_code(lambda: nic(azure_peer, network, "n2", subnet.id, "10.1.0.6",
+                                  nsg_id=nsg_id + "x")) == (400, "InvalidResourceReference")
+    card = nic(azure_peer, network, "n2", subnet.id, "10.1.0.6", nsg_id=nsg_id)
+    assert card.network_security_group.id == nsg_id
+    nsg = network.network_security_groups.get(group, "nsg")
+    assert [n.id for n in nsg.network_interfaces] == [card.id]
+    assert "DenyAllInBound" in {r.name for r in nsg.default_security_rules}
+    used_by = network.subnets.get(group, "net", "a").ip_configurations
+    assert len(used_by) == 3 and card.ip_configurations[0].id in {c.id for c in used_by}
+    # What NICs use cannot go, by any path.
+    assert error_code(lambda: network.network_security_groups.begin_delete(
+        group, "nsg").result()) == (400, "InUseNetworkSecurityGroupCannotBeDeleted")
+    assert error_code(lambda: network.subnets.begin_delete(group, "net", "a").result()) \
+        == (400, "InUseSubnetCannotBeDeleted")
+    assert error_code(lambda: vnet(azure_peer, network, subnets={"b": "10.1.1.0/24"})) \
+        == (400, "InUseSubnetCannotBeDeleted")
+    for name in ("n1", "n2", "n3"):
+        network.network_interfaces.begin_delete(group, name).result()
+    network.subnets.begin_delete(group, "net", "a").result()
+    network.network_security_groups.begin_delete(group, "nsg").result()
+    assert [r["name"] for r in azure_peer.resources()] == ["net"]
+
+
+# -- ARM's request budget
+
+
+def test_arm_answers_count_down_a_budget_per_principal_and_then_429_retry_after(
+        azure_peer, compute):
+    group, reads = azure_peer.source_group, "x-ms-ratelimit-remaining-subscription-reads"
+    empty_disk(azure_peer, compute, "t1")
+    azure_peer.set_arm_budget(reads=3, writes=50, refill_seconds=30)  # a read back each 10 s
+    seen = []
+
+    def hook(response):
+        seen.append(response.http_response.headers)
+    compute.disks.get(group, "t1", raw_response_hook=hook)
+    compute.disks.get(group, "t1", raw_response_hook=hook)
+    compute.disks.begin_delete(group, "no-such-disk", raw_response_hook=hook).result()
+    assert [h.get(reads) for h in seen] == ["2", "1", None]
+    assert seen[2]["x-ms-ratelimit-remaining-subscription-writes"] == "49"
+    compute.disks.get(group, "t1")
+    with pytest.raises(HttpResponseError) as e:
+        compute.disks.get(group, "t1", retry_total=0)
+    assert e.value.status_code == 429 and e.value.error.code == "SubscriptionRequestsThrottled"
+    assert e.value.response.headers["Retry-After"] == "10"
+    assert e.value.response.headers[reads] == "0"
+    assert azure_peer.stats()["throttled"] == 1
+    # The budget is the principal's: the reader still has all of its own.
+    assert mgmt(ComputeManagementClient, azure_peer, reader=True).disks.get(group, "t1").name \
+        == "t1"
+    # azure-core honours Retry-After: with a read back within a second, the call succeeds.
+    azure_peer.set_arm_budget(reads=1, refill_seconds=0.5)
+    compute.disks.get(group, "t1")
+    assert compute.disks.get(group, "t1").name == "t1"
+    assert azure_peer.stats()["throttled"] == 2
+    # An injected throttle (faults) is the same answer, with its own Retry-After.
+    azure_peer.set_arm_budget()
+    azure_peer.faults(arm={"throttle": 1.0, "retry_after": 7, "operation": "disks.get"})
+    with pytest.raises(HttpResponseError) as e:
+        compute.disks.get(group, "t1", retry_total=0)
+    assert e.value.status_code == 429 and e.value.response.headers["Retry-After"] == "7"
+    assert azure_peer.stats()["faults"]["arm.throttle"] == 1

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from tests.peers.azure import entra
 from tests.peers.azure.accounts import LOCATION, RESOURCE_GROUPS, SUBSCRIPTION_ID, Principal
-from tests.peers.azure.state import READ_LIMIT, WRITE_LIMIT, Operation, PeerState
+from tests.peers.azure.state import Operation, PeerState
 from tests.peers.azure.wire import Handler, Reply, json_reply
 
 
@@ -147,6 +147,16 @@ def base_resource(ctx: Context, **extra: Any) -> dict[str, Any]:
     return out
 
 
+def throttled(write: bool, retry_after: int) -> Reply:
+    kind = "write" if write else "read"
+    return json_reply(429, {"error": {
+        "code": "SubscriptionRequestsThrottled",
+        "message": f"Number of '{kind}' requests for subscription '{SUBSCRIPTION_ID}' actioned "
+                   f"by tenant exceeded. Please try again after '{retry_after}' seconds after "
+                   "additional tickets become available. Refer to https://aka.ms/arm-throttling "
+                   "for additional information."}}, [("Retry-After", str(retry_after))])
+
+
 def not_found(ref: Ref) -> ArmError:
     return ArmError(404, "ResourceNotFound",
                     f"The Resource '{ref.type_name}/{'/'.join(ref.names)}' under resource group "
@@ -185,40 +195,32 @@ class ArmPeer:
     def arm(self, method: str, path: str, query: dict[str, str], headers: Any,
             body: bytes) -> Reply:
         request_id = str(uuid.uuid4())
-        write = method not in ("GET", "HEAD")
-        with self.state.lock:
-            if write:
-                self.state.writes_used += 1
-                remaining = ("x-ms-ratelimit-remaining-subscription-writes",
-                             str(max(0, WRITE_LIMIT - self.state.writes_used)))
-            else:
-                self.state.reads_used += 1
-                remaining = ("x-ms-ratelimit-remaining-subscription-reads",
-                             str(max(0, READ_LIMIT - self.state.reads_used)))
         status, out, data = self._arm(method, path, query, headers, body)
-        return status, [*out, remaining, ("x-ms-request-id", request_id),
+        return status, [*out, ("x-ms-request-id", request_id),
                         ("x-ms-correlation-request-id", headers.get(
                             "x-ms-correlation-request-id", request_id))], data
 
     def _arm(self, method: str, path: str, query: dict[str, str], headers: Any,
              body: bytes) -> Reply:
-        write = method not in ("GET", "HEAD")
         principal = self._principal(headers)
         if isinstance(principal, tuple):
             return principal
+        write = method not in ("GET", "HEAD")
+        remaining, retry_after = self.state.buckets.take(principal.client_id, write)
+        counted = ("x-ms-ratelimit-remaining-subscription-" + ("writes" if write else "reads"),
+                   str(remaining))
         m = PATH.fullmatch(path)
         operation = self._operation_name(method, m)
-        retry_after = self.state.faults.arm_throttle(method, operation)
+        if retry_after is None:  # an injected 429 only where the budget has not refused
+            retry_after = self.state.faults.arm_throttle(method, operation)
         self.state.count_arm(operation, throttled=retry_after is not None)
-        if retry_after is not None:
-            kind = "write" if method != "GET" else "read"
-            return json_reply(429, {"error": {
-                "code": "SubscriptionRequestsThrottled",
-                "message": f"Number of '{kind}' requests for subscription '{SUBSCRIPTION_ID}' "
-                           f"actioned by tenant exceeded. Please try again after "
-                           f"'{retry_after}' seconds after additional tickets become "
-                           "available. Refer to https://aka.ms/arm-throttling for additional "
-                           "information."}}, [("Retry-After", str(retry_after))])
+        status, out, data = (throttled(write, retry_after) if retry_after is not None else
+                             self._answer(method, m, path, query, body, principal))
+        return status, [*out, counted], data
+
+    def _answer(self, method: str, m: re.Match | None, path: str, query: dict[str, str],
+                body: bytes, principal: Principal) -> Reply:
+        write = method not in ("GET", "HEAD")
         try:
             if m is None:
                 raise ArmError(404, "InvalidRequestUri", f"The request URI '{path}' is not valid.")

@@ -134,6 +134,14 @@ class AzurePeerClient:
         """VM create answers Creating and succeeds only `seconds` later."""
         self._json("POST", "/_peer/settings", {"vm_provisioning_delay": seconds})
 
+    def set_arm_budget(self, reads: int = 12000, writes: int = 1200,
+                       refill_seconds: float = 3600.0) -> None:
+        """Each principal may make `reads` GETs and `writes` other ARM requests, refilled
+        evenly over `refill_seconds`; beyond that ARM answers 429 with Retry-After (counted
+        in stats()["throttled"]). The defaults are ARM's and come back on reset()."""
+        self._json("POST", "/_peer/settings", {"arm_budget": {
+            "reads": reads, "writes": writes, "refill_seconds": refill_seconds}})
+
     # -- disk content, as a guest sees it
 
     def write(self, disk: str, offset: int, data: bytes, group: str | None = None) -> None:

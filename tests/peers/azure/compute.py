@@ -5,7 +5,8 @@ Grant Access, Revoke Access) and its published examples.
 A disk's or snapshot's data is an Azurite page blob (blobs.py) with a change journal
 (pages.py). diskState follows Azure's: ReadyToUpload (created with Upload) -> ActiveUpload
 (while a Write grant is open) -> Unattached (after endGetAccess); Unattached -> ActiveSAS
-(while a Read grant is open) -> Unattached; Attached while a VM uses it. Where it knowingly
+(while a Read grant is open) -> Unattached; Attached while a VM uses it (vms.py), Reserved
+while that VM is deallocated (a Read grant is allowed then, not while Attached). Where it knowingly
 differs: a grant's expiry invalidates its SAS but leaves diskState as it was until
 endGetAccess (Azure moves it back by itself); Standard_LRS/Premium_LRS are names only;
 encryption, zones, bursting and performance tiers are echoed, not modelled."""
@@ -110,7 +111,9 @@ class ManagedKind(Kind):
                 grant.revoked = True
         props = resource["properties"]
         if props.get("diskState") in ("ActiveSAS", "ActiveUpload"):
-            props["diskState"] = "Attached" if resource.get("managedBy") else "Unattached"
+            # Read access is refused while the VM runs (Attached), so an attached disk with
+            # a grant was Reserved: its VM is deallocated.
+            props["diskState"] = "Reserved" if resource.get("managedBy") else "Unattached"
         return ctx.lro(202, None)
 
     @staticmethod

@@ -47,6 +47,12 @@ def route(peer: Any, method: str, path: str, query: dict[str, str], body: bytes)
         with state.lock:
             if "vm_provisioning_delay" in args:
                 state.vm_provisioning_delay = float(args["vm_provisioning_delay"])
+        if "arm_budget" in args:
+            state.buckets.configure(args["arm_budget"] or {})
+    elif (method, path) == ("GET", "/_peer/settings"):
+        with state.lock:
+            return json_reply(200, {"vm_provisioning_delay": state.vm_provisioning_delay,
+                                    "arm_budget": state.buckets.settings()})
     elif (method, path) == ("POST", "/_peer/sas/expire"):
         with state.lock:
             for grant in state.grants.values():

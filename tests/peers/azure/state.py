@@ -1,6 +1,6 @@
 """Everything the peer remembers, behind one lock: ARM resources (as the JSON ARM shows),
 the managed blobs behind disks and snapshots with their change journals, SAS grants,
-bearer tokens, long-running operations, counters and faults. `reset()` forgets it all and
+bearer tokens, long-running operations, ARM's request budget, counters and faults. `reset()` forgets it all and
 empties Azurite of managed blobs."""
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ from tests.peers.azure.accounts import Principal
 from tests.peers.azure.blobs import BlobStore
 from tests.peers.azure.faults import Faults
 from tests.peers.azure.pages import Journal
-
-# ARM's documented limits per subscription and hour, counted down in the
-# x-ms-ratelimit-remaining-subscription-* headers of every answer.
-READ_LIMIT, WRITE_LIMIT = 12000, 1200
+from tests.peers.azure.throttle import Buckets
 
 
 @dataclass
@@ -75,6 +72,7 @@ class PeerState:
         self.stats_lock = threading.Lock()
         self.blobs = blobs
         self.faults = Faults()
+        self.buckets = Buckets()
         self.sas_key = secrets.token_bytes(32)
         self.storage_endpoint = ""  # the front's blob endpoint; set once it listens
         self.arm_endpoint = ""
@@ -91,7 +89,7 @@ class PeerState:
             self.tokens: dict[str, tuple[Principal, float]] = {}
             self.operations: dict[str, Operation] = {}
             self.vm_provisioning_delay = 0.0
-            self.reads_used = self.writes_used = 0
+            self.buckets.configure({})
             self.faults.configure({}, {}, 0)
             self.reset_stats()
 
