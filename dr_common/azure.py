@@ -49,6 +49,11 @@ _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 _SAS_SIGNATURE = re.compile(r"(sig=)[^&\s\"']+", re.IGNORECASE)
 # Resource group names: letters, digits, underscores, hyphens, periods and parentheses.
 _GROUP_NAME = re.compile(r"[-\w.()]{1,90}")
+# Seconds between polls of a long-running ARM operation: disks, NICs and VM deletes
+# take seconds, and azure-core's default (30 s, when ARM sends no Retry-After) would
+# add that much to every step of a recovery. Tests against the harness, whose
+# operations end at once, lower it.
+LRO_POLL_SECONDS = 1.0
 _UUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
@@ -201,7 +206,7 @@ class Arm:
         s = self.settings
         self._credential = credential(s)
         common = dict(base_url=s.arm, credential_scopes=[f"{s.arm}/.default"],
-                      polling_interval=1, **s.transport_options())
+                      polling_interval=LRO_POLL_SECONDS, **s.transport_options())
         if self.on_response is not None:
             hook = self.on_response
             # azure-core's CustomHookPolicy calls it with each PipelineResponse.

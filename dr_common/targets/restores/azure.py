@@ -5,8 +5,9 @@ Azure can boot) has nodes write each disk into a managed disk of the recovery si
 Azure's direct upload (the same protocol the `azure-disk` target writes its replicas
 with, and its code: `ManagedDisks`, `PageWriter`):
 - a disk made with `createOption=Upload` for a fixed VHD: the data rounded up to a MiB
-  (Azure refuses an upload disk whose virtual size is not a whole number of MiB), then
-  the 512-byte footer (`dr_common.vhd`);
+  (Azure refuses an upload disk whose virtual size is not a whole number of MiB) and
+  to at least 20 MiB (Azure's smallest upload), then the 512-byte footer
+  (`dr_common.vhd`);
 - `beginGetAccess {access: Write}`, the chunks as Put Page calls (≤ 4 MiB each, a few in
   flight), zero chunks skipped: a new upload disk reads zeros everywhere, so writing
   them would only cost calls; the footer after the data;
@@ -33,6 +34,9 @@ from dr_common.targets.base import TargetEnv
 log = structlog.get_logger()
 
 MiB = 1 << 20
+# Azure refuses an upload disk of less than 20 MiB of data (uploadSizeBytes from
+# 20 MiB + the footer): a smaller disk is made this large, its tail zeros.
+MIN_UPLOAD_DATA = 20 * MiB
 # Put Page calls of one disk in flight: restore_to hands chunks over one at a time, and
 # one 4 MiB call at a time would leave a WAN link mostly idle; Storage takes far more
 # than this per blob.
@@ -51,7 +55,7 @@ class ManagedDiskWriter:
         self.disks = disks
         self.disk_name = disk_name
         self.size = size
-        self.padded = -(-max(size, disk_size) // MiB) * MiB
+        self.padded = max(-(-max(size, disk_size) // MiB) * MiB, MIN_UPLOAD_DATA)
         self.tags = tags
         self.sku = sku
         self.name = f"azure:{disks.group}/{disk_name}"

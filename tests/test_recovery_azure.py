@@ -1,0 +1,351 @@
+"""Recovery into Azure against the Azure peer (tests/peers/azure/: the harness ARM with
+disks, snapshots, VMs, networks and NICs, driven by azure-mgmt-compute and -network):
+VMs recovered from an azure-disk point (its incremental snapshots copied into managed
+disks, content equal), with their NIC in the mapped subnet at the planned IP behind the
+mapped NSG, tagged; boot groups one after the other; a drill in the isolated subnet
+cleaned up by tag without touching the point's snapshots; a burst of 429s survived and
+counted; wrong settings refused by check() naming the field, creating nothing; a
+repository point's disks written into managed disks by the node-side writer."""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.network import NetworkManagementClient
+
+from dr_common.errors import FailedPrecondition, InvalidArgument
+from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
+from dr_common.repository import Repository
+from dr_common.repository.store import FsStore
+from dr_common.targets.base import TargetEnv
+from dr_common.targets.repository import RepositoryTarget
+from dr_control.recovery.azure import AzureProvider, disk_name
+from dr_control.recovery.azure_limiter import ArmLimiter
+from dr_control.recovery.base import TAG_EXECUTION, BootGroup, RecoveredDisk, WorkloadSpec
+from tests.helpers.repository import numbered_chunk, write_point
+from tests.test_azure_peer import empty_disk, mgmt
+
+GiB = 1 << 30
+MiB = 1 << 20
+PROD, TEST = "10.1.0.0/24", "10.99.0.0/24"
+
+
+@pytest.fixture(autouse=True)
+def fast_polls(monkeypatch):
+    """The harness ends its operations at once: a second between polls is only waiting."""
+    import dr_common.azure
+    monkeypatch.setattr(dr_common.azure, "LRO_POLL_SECONDS", 0.05)
+
+
+@pytest.fixture
+def compute(azure_peer) -> ComputeManagementClient:
+    return mgmt(ComputeManagementClient, azure_peer)
+
+
+@pytest.fixture
+def network(azure_peer) -> NetworkManagementClient:
+    return mgmt(NetworkManagementClient, azure_peer)
+
+
+def site(peer) -> dict:
+    """The recovery site's settings: recoveries are made in its first group."""
+    return {"subscription_id": peer.subscription_id, "resource_groups": [peer.recovery_group],
+            "location": peer.location, "tenant_id": peer.tenant_id,
+            "client_id": peer.client_id, "client_secret": peer.client_secret,
+            "arm_endpoint": peer.arm_endpoint, "authority_host": peer.authority_host,
+            "ca_file": str(peer.ca_file)}
+
+
+class Net:
+    """The recovery site's network: production and isolated subnets, an NSG."""
+
+    def __init__(self, peer, network):
+        group = peer.source_group
+        vnet = network.virtual_networks.begin_create_or_update(group, "dr-net", {
+            "location": peer.location,
+            "properties": {"addressSpace": {"addressPrefixes": ["10.0.0.0/8"]},
+                           "subnets": [{"name": "prod", "properties": {"addressPrefix": PROD}},
+                                       {"name": "drill", "properties": {"addressPrefix": TEST}}]},
+        }).result()
+        by_name = {s.name: s.id for s in vnet.subnets}
+        self.prod, self.test = by_name["prod"], by_name["drill"]
+        self.nsg = network.network_security_groups.begin_create_or_update(
+            group, "dr-nsg", {"location": peer.location}).result().id
+
+
+def point_disk(peer, compute, name: str, writes: dict[int, bytes]) -> RecoveredDisk:
+    """A disk of an azure-disk point: a 1 GiB disk written at `writes`, then its
+    incremental snapshot (the point holds the snapshot; the disk is the replica)."""
+    empty_disk(peer, compute, name)
+    for offset, data in writes.items():
+        peer.write(name, offset, data)
+    source = compute.disks.get(peer.source_group, name)
+    snap = compute.snapshots.begin_create_or_update(peer.source_group, f"{name}-pt1", {
+        "location": peer.location, "tags": {"hybrid-dr:recovery-point": "pt1"},
+        "properties": {"incremental": True,
+                       "creationData": {"createOption": "Copy", "sourceResourceId": source.id}},
+    }).result()
+    return RecoveredDisk("", snap.id, GiB, disk=f"sites/src/workloads/{name.split('-')[0]}/"
+                                              f"disks/{name}")
+
+
+def workload(name: str, disks, net: Net, ip: str = "", **azure) -> WorkloadSpec:
+    settings = AzureProvider.check_workload(f"w.{name}", {"azure": {
+        "vm_size": "Standard_D2s_v3", "subnet_id": net.prod, "private_ip": ip,
+        "network_security_group_id": net.nsg, "test_subnet_id": net.test, **azure}})
+    return WorkloadSpec(workload=f"sites/src/workloads/{name}", disks=tuple(disks),
+                        settings=settings, tags={"app": "shop"})
+
+
+class NoMover:
+    """azure-disk points need no node: a restore asked for is a failure."""
+
+    async def restore(self, disk, destination):
+        raise AssertionError(f"a node was asked to move {disk.disk}")
+
+
+def by_type(peer, type_: str, execution: str | None = None) -> dict[str, dict]:
+    return {r["name"]: r for r in peer.resources() if r["type"] == type_
+            and (execution is None or (r.get("tags") or {}).get(TAG_EXECUTION) == execution)}
+
+
+async def run(provider, execution, groups, *, test_mode=False, timeout=30.0):
+    events = []
+    await provider.check(execution, groups, test_mode=test_mode)
+    await provider.prepare(execution, groups, mover=NoMover(), on_event=events.append)
+    instances = await provider.recover(execution, groups, test_mode=test_mode,
+                                       on_event=events.append, running_timeout=timeout)
+    return instances, events
+
+
+# --- recovery from an azure-disk point ---------------------------------------------------
+
+async def test_vms_from_an_azure_disk_point_in_two_boot_groups_then_cleanup(
+        azure_peer, compute, network):
+    net = Net(azure_peer, network)
+    db_os = point_disk(azure_peer, compute, "db-os", {0: b"boot" * 128, 5 * MiB: b"o" * 4096})
+    db_data = point_disk(azure_peer, compute, "db-data", {MiB: b"rows" * 1024})
+    web_os = point_disk(azure_peer, compute, "web-os", {0: b"web!" * 128})
+    groups = [BootGroup("databases", (workload("db", [db_os, db_data], net, ip="10.1.0.10"),)),
+              BootGroup("web", (workload("web", [web_os], net),))]
+    # Group 1's VM takes a while to provision: group 2 must wait for it.
+    azure_peer.set_vm_provisioning_delay(1.5)
+    provider = AzureProvider(site(azure_peer), AzureProvider.new_limiter())
+    execution = "recoveryPlans/rp/executions/e1"
+    instances, events = await run(provider, execution, groups)
+
+    # Disks: copies of the snapshots, in the recovery group, content equal.
+    disks = by_type(azure_peer, "Microsoft.Compute/disks", execution)
+    for i, d in enumerate([db_os, db_data]):
+        name = disk_name(execution, "sites/src/workloads/db", i)
+        assert name in disks
+        assert azure_peer.sha256(name, group=azure_peer.recovery_group) == \
+            azure_peer.sha256(d.snapshot_id.rsplit("/", 1)[-1], group=azure_peer.source_group)
+        assert disks[name]["tags"]["hybrid-dr:workload"] == "sites/src/workloads/db"
+    # No data went through nodes or Storage: Azure copied the snapshots.
+    assert not any(e.step == "disk-prepared" and "uploaded" in e.detail for e in events)
+
+    db, web = instances
+    assert (db.workload, web.workload) == ("sites/src/workloads/db", "sites/src/workloads/web")
+    assert db.private_ip == "10.1.0.10" and web.private_ip.startswith("10.1.0.")
+    assert len(db.volume_ids) == 2 and db.state == "running"
+    vm = compute.virtual_machines.get(azure_peer.recovery_group, db.instance_id.rsplit("/", 1)[-1])
+    assert vm.provisioning_state == "Succeeded"
+    assert vm.tags["hybrid-dr:execution"] == execution and vm.tags["app"] == "shop"
+    assert vm.tags["hybrid-dr:test"] == "false"
+    assert vm.storage_profile.os_disk.managed_disk.id.lower() == db.volume_ids[0].lower()
+    assert [d.lun for d in vm.storage_profile.data_disks] == [0]
+    nic = network.network_interfaces.get(azure_peer.recovery_group,
+                                         db.network_interface_ids[0].rsplit("/", 1)[-1])
+    config = nic.ip_configurations[0]
+    assert config.subnet.id.lower() == net.prod.lower()
+    assert config.private_ip_allocation_method == "Static"
+    assert nic.network_security_group.id.lower() == net.nsg.lower()
+    assert nic.tags["hybrid-dr:execution"] == execution
+
+    # Boot order: web is launched only once every VM of databases is provisioned.
+    at = {(e.group, e.step): e.time for e in events}
+    assert at[("web", "instance-launched")] >= at[("databases", "group-running")]
+    assert at[("databases", "group-running")] - at[("databases", "instance-launched")] >= 1.4
+
+    # A retry of the same execution reuses everything it made.
+    again, _ = await run(provider, execution, groups)
+    assert [i.instance_id for i in again] == [i.instance_id for i in instances]
+    assert len(by_type(azure_peer, "Microsoft.Compute/virtualMachines")) == 2
+
+    deleted = await provider.cleanup(execution, on_event=events.append)
+    assert len(deleted["vms"]) == 2 and len(deleted["network_interfaces"]) == 2
+    assert len(deleted["disks"]) == 3
+    assert not [r for r in azure_peer.resources()
+                if (r.get("tags") or {}).get(TAG_EXECUTION) == execution]
+    # The point's snapshots are untouched, content and all.
+    snaps = by_type(azure_peer, "Microsoft.Compute/snapshots")
+    assert sorted(snaps) == ["db-data-pt1", "db-os-pt1", "web-os-pt1"]
+    assert azure_peer.read("db-data-pt1", MiB, 4096) == b"rows" * 1024
+    assert await provider.cleanup(execution, on_event=events.append) == {
+        "vms": [], "network_interfaces": [], "disks": []}
+
+
+async def test_a_drill_uses_the_isolated_subnet_and_cleanup_removes_only_its_own(
+        azure_peer, compute, network):
+    net = Net(azure_peer, network)
+    d = point_disk(azure_peer, compute, "app-os", {0: b"app." * 128})
+    groups = [BootGroup("all", (workload("app", [d], net, ip="10.99.0.20"),))]
+    provider = AzureProvider(site(azure_peer), AzureProvider.new_limiter())
+    drill, other = "recoveryPlans/rp/executions/t1", "recoveryPlans/rp/executions/t2"
+    (inst,), _ = await run(provider, drill, groups, test_mode=True)
+    nic = network.network_interfaces.get(azure_peer.recovery_group,
+                                         inst.network_interface_ids[0].rsplit("/", 1)[-1])
+    assert nic.ip_configurations[0].subnet.id.lower() == net.test.lower()
+    assert inst.private_ip == "10.99.0.20"
+    assert by_type(azure_peer, "Microsoft.Compute/virtualMachines", drill)[
+        inst.instance_id.rsplit("/", 1)[-1]]["tags"]["hybrid-dr:test"] == "true"
+    # A second drill of the same point, then only the first is cleaned up.
+    groups2 = [BootGroup("all", (workload("app", [d], net, ip="10.99.0.21"),))]
+    await run(provider, other, groups2, test_mode=True)
+    await provider.cleanup(drill, on_event=lambda e: None)
+    assert not by_type(azure_peer, "Microsoft.Compute/virtualMachines", drill)
+    assert not by_type(azure_peer, "Microsoft.Network/networkInterfaces", drill)
+    assert not by_type(azure_peer, "Microsoft.Compute/disks", drill)
+    assert len(by_type(azure_peer, "Microsoft.Compute/virtualMachines", other)) == 1
+    assert "app-os-pt1" in by_type(azure_peer, "Microsoft.Compute/snapshots")
+
+
+async def test_a_burst_of_429s_is_survived_and_counted(azure_peer, compute, network):
+    net = Net(azure_peer, network)
+    d = point_disk(azure_peer, compute, "api-os", {0: b"api." * 128})
+    groups = [BootGroup("all", (workload("api", [d], net),))]
+    limiter = ArmLimiter()
+    provider = AzureProvider(site(azure_peer), limiter)
+    azure_peer.faults(arm={"throttle": 0.25, "retry_after": 1}, seed=3)
+    (inst,), _ = await run(provider, "recoveryPlans/rp/executions/b1", groups)
+    assert inst.state == "running"
+    injected = azure_peer.stats()["faults"].get("arm.throttle", 0)
+    assert injected > 0 and limiter.throttled == injected
+    # The budget ARM reported on its answers reached the limiter.
+    assert 0 < limiter.remaining["subscription-writes"] < 1200
+    azure_peer.clear_faults()
+    await provider.cleanup("recoveryPlans/rp/executions/b1", on_event=lambda e: None)
+
+
+# --- check(): wrong settings fail naming the field, and nothing is made --------------------
+
+async def test_wrong_settings_fail_check_naming_the_field_and_create_nothing(
+        azure_peer, compute, network):
+    net = Net(azure_peer, network)
+    d = point_disk(azure_peer, compute, "chk-os", {0: b"chk." * 128})
+    provider = AzureProvider(site(azure_peer), AzureProvider.new_limiter())
+    before = sorted(r["id"] for r in azure_peer.resources())
+    missing_subnet = net.prod.replace("/subnets/prod", "/subnets/nope")
+    missing_nsg = net.nsg.replace("dr-nsg", "no-nsg")
+    gone = RecoveredDisk("", d.snapshot_id.replace("chk-os-pt1", "gone"), GiB, disk="x")
+    cases = [
+        ({"subnet_id": missing_subnet}, [d], False, "azure.subnet_id"),
+        ({"network_security_group_id": missing_nsg}, [d], False,
+         "azure.network_security_group_id"),
+        ({"private_ip": "10.2.0.9"}, [d], False, "azure.private_ip"),
+        ({"private_ip": "10.1.0.1"}, [d], False, "azure.private_ip"),  # Azure's own
+        ({"private_ip": "10.1.0.9"}, [d], True, "azure.private_ip"),  # not in the drill's
+        ({"test_subnet_id": ""}, [d], True, "azure.test_subnet_id"),
+        ({"test_subnet_id": missing_subnet}, [d], False, "azure.test_subnet_id"),
+        ({}, [gone], False, "disks.snapshot_id"),
+    ]
+    for azure, disks, test_mode, field in cases:
+        groups = [BootGroup("g", (workload("chk", disks, net, **azure),))]
+        with pytest.raises(InvalidArgument) as e:
+            await provider.check("recoveryPlans/rp/executions/c1", groups, test_mode=test_mode)
+        assert e.value.field == field, (azure, e.value.message)
+    with pytest.raises(FailedPrecondition, match="neither a snapshot nor"):
+        await provider.check("recoveryPlans/rp/executions/c1", [BootGroup("g", (workload(
+            "chk", [RecoveredDisk("", "", GiB, disk="d")], net),))])
+    with pytest.raises(InvalidArgument) as e:
+        await AzureProvider({**site(azure_peer), "location": ""}, ArmLimiter()).check(
+            "recoveryPlans/rp/executions/c1", [BootGroup("g", (workload("chk", [d], net),))])
+    assert e.value.field == "recovery_site.azure.location"
+    assert sorted(r["id"] for r in azure_peer.resources()) == before
+
+
+@pytest.mark.parametrize("azure, field", [
+    ({}, "w.azure.vm_size"),
+    ({"vm_size": "B1s"}, "w.azure.subnet_id"),
+    ({"vm_size": "B1s", "subnet_id": "subnet-1"}, "w.azure.subnet_id"),
+    ({"vm_size": "B1s", "subnet_id": "/subscriptions/s/resourceGroups/g/providers/"
+      "Microsoft.Network/virtualNetworks/v/subnets/n", "private_ip": "10.1.0.300"},
+     "w.azure.private_ip"),
+    ({"vm_size": "B1s", "subnet_id": "/subscriptions/s/resourceGroups/g/providers/"
+      "Microsoft.Network/virtualNetworks/v/subnets/n", "os_type": "BeOS"}, "w.azure.os_type"),
+    ({"vm_size": "B1s", "subnet_id": "/subscriptions/s/resourceGroups/g/providers/"
+      "Microsoft.Network/virtualNetworks/v/subnets/n", "network_security_group_id": "nsg-1"},
+     "w.azure.network_security_group_id"),
+    ({"vm_size": "B1s", "zone": "1"}, "w.azure.zone"),
+])
+def test_workload_settings_are_checked_naming_the_field(azure, field):
+    with pytest.raises(InvalidArgument) as e:
+        AzureProvider.check_workload("w", {"azure": azure})
+    assert e.value.field == field, e.value.message
+
+
+# --- repository points: nodes write the disks -----------------------------------------------
+
+async def test_a_repository_point_is_written_by_nodes_into_managed_disks(azure_peer, tmp_path):
+    """prepare asks the mover for an AzureManagedDisk per disk (named, sized and tagged
+    for the execution); the node-side writer behind it makes the disk by direct upload
+    and reads back what it wrote."""
+    repo = await Repository.open_or_create(FsStore(tmp_path / "repo", durable=False))
+    chunks = [1, 0, 2, 0, 0, 3]
+    await write_point(repo, "pt1", {"d0": chunks})
+    manifest_disk = (await repo.get_recovery_point("pt1")).disks[0]
+    expected = b"".join(numbered_chunk(n) for n in chunks)
+    disk = RecoveredDisk("", "", len(expected), disk="sites/src/workloads/vm/disks/d0",
+                         root_hash=manifest_disk.root_hash)
+    site_settings = common_pb2.SiteSettings(azure=common_pb2.AzureSettings(**{
+        k: v for k, v in site(azure_peer).items() if k != "resource_groups"},
+        resource_groups=[azure_peer.recovery_group]))
+
+    class NodeMover:
+        """What the recovery service's mover has a node do: restore_to the destination."""
+
+        def __init__(self):
+            self.asked = []
+
+        async def restore(self, d, destination):
+            self.asked.append(destination)
+            spec = nodes_pb2.RestoreSpec(recovery_point="plans/p/recoveryPoints/pt1",
+                                         disk="d0", root_hash=d.root_hash,
+                                         destination=destination)
+            spec.destination.site.CopyFrom(site_settings)
+            with ThreadPoolExecutor(2) as pool:
+                target = RepositoryTarget(repo, name="fs:test",
+                                          env=TargetEnv(executor=pool, window=4))
+                return await target.restore(spec, _progress)
+
+    mover = NodeMover()
+    settings = AzureProvider.check_workload("w", {"azure": {
+        "vm_size": "B1s", "subnet_id": "/subscriptions/s/resourceGroups/g/providers/"
+        "Microsoft.Network/virtualNetworks/v/subnets/n"}})
+    groups = [BootGroup("g", (WorkloadSpec("sites/src/workloads/vm", (disk,), settings),))]
+    provider = AzureProvider(site(azure_peer), ArmLimiter())
+    events = []
+    execution = "recoveryPlans/rp/executions/r1"
+    await provider.prepare(execution, groups, mover=mover, on_event=events.append)
+    (dest,) = mover.asked
+    name = disk_name(execution, "sites/src/workloads/vm", 0)
+    assert dest.azure.name == name and dest.azure.size_bytes == len(expected)
+    assert dest.azure.tags[TAG_EXECUTION] == execution
+    assert "uploaded by a node" in events[0].detail
+    got = by_type(azure_peer, "Microsoft.Compute/disks", execution)[name]
+    assert got["state"] == "Unattached"
+    assert azure_peer.read(name, 0, len(expected), group=azure_peer.recovery_group) == expected
+    assert hashlib.sha256(expected).hexdigest()  # content, not only size, compared above
+    # A second prepare finds the disk made and asks no node again.
+    await provider.prepare(execution, groups, mover=mover, on_event=events.append)
+    assert len(mover.asked) == 1
+    await provider.cleanup(execution, on_event=events.append)
+    assert not by_type(azure_peer, "Microsoft.Compute/disks", execution)
+
+
+async def _progress(done, total):
+    pass
