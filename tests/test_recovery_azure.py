@@ -9,7 +9,6 @@ repository point's disks written into managed disks by the node-side writer."""
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -231,6 +230,21 @@ async def test_a_burst_of_429s_is_survived_and_counted(azure_peer, compute, netw
     await provider.cleanup("recoveryPlans/rp/executions/b1", on_event=lambda e: None)
 
 
+async def test_a_nearly_spent_write_budget_slows_the_recovery_down(azure_peer, compute,
+                                                                     network):
+    """ARM's bucket of writes (x-ms-ratelimit-remaining-subscription-writes) runs low,
+    then empty: the limiter spaces its calls, waits out the 429s, and the VM comes up."""
+    net = Net(azure_peer, network)
+    d = point_disk(azure_peer, compute, "low-os", {0: b"low." * 128})
+    groups = [BootGroup("all", (workload("low", [d], net),))]
+    limiter = ArmLimiter()
+    provider = AzureProvider(site(azure_peer), limiter)
+    azure_peer.set_arm_budget(writes=2, refill_seconds=2)  # a write a second, 2 in hand
+    (inst,), _ = await run(provider, "recoveryPlans/rp/executions/l1", groups)
+    assert inst.state == "running" and limiter.low()
+    assert limiter.throttled == azure_peer.stats()["throttled"]
+
+
 # --- check(): wrong settings fail naming the field, and nothing is made --------------------
 
 async def test_wrong_settings_fail_check_naming_the_field_and_create_nothing(
@@ -339,13 +353,54 @@ async def test_a_repository_point_is_written_by_nodes_into_managed_disks(azure_p
     got = by_type(azure_peer, "Microsoft.Compute/disks", execution)[name]
     assert got["state"] == "Unattached"
     assert azure_peer.read(name, 0, len(expected), group=azure_peer.recovery_group) == expected
-    assert hashlib.sha256(expected).hexdigest()  # content, not only size, compared above
-    # A second prepare finds the disk made and asks no node again.
+    # A second prepare asks for the same destination: the recovery service's mover
+    # reuses the restore done for it (only a restore knows it verified its disk).
+    mover.restore = lambda d, destination: _done(mover.asked, destination)
     await provider.prepare(execution, groups, mover=mover, on_event=events.append)
-    assert len(mover.asked) == 1
+    assert mover.asked == [dest, dest]
     await provider.cleanup(execution, on_event=events.append)
     assert not by_type(azure_peer, "Microsoft.Compute/disks", execution)
 
 
 async def _progress(done, total):
     pass
+
+
+async def _done(asked, destination):
+    asked.append(destination)
+    return common_pb2.RestoreResult(verified="reused")
+
+
+# --- the limiter on its own -----------------------------------------------------------------
+
+async def test_the_limiter_holds_every_call_after_a_429_and_slows_on_a_low_budget(monkeypatch):
+    from dr_common.errors import Throttled
+    from dr_control.recovery import azure_limiter
+    sleeps: list[float] = []
+
+    async def sleep(seconds):
+        sleeps.append(seconds)
+    monkeypatch.setattr(azure_limiter.asyncio, "sleep", sleep)
+    limiter = ArmLimiter()
+    answers = [Throttled("busy", retry_after=2.0), "ok"]
+
+    async def once():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    assert await limiter.call("put", once) == "ok"
+    assert limiter.throttled == 1 and max(sleeps) >= 1.9  # the retry waited Retry-After
+    sleeps.clear()
+
+    async def sibling():
+        return "ok"
+    await limiter.call("get", sibling)  # another call of the site is held back too
+    assert sleeps and sleeps[0] > 1.5
+    sleeps.clear()
+    limiter._hold_until = 0.0
+    limiter.observe({"x-ms-ratelimit-remaining-subscription-writes": "7", "Other": "x",
+                     "x-ms-ratelimit-remaining-subscription-reads": "n/a"})
+    assert limiter.remaining == {"subscription-writes": 7} and limiter.low()
+    await limiter.call("get", sibling)
+    assert sleeps == [azure_limiter.LOW_BUDGET_SPACING]

@@ -354,15 +354,17 @@ async def _nsg(disks: ManagedDisks, workload: str, nsg_id: str) -> Any:
 async def _make_disk(disks: ManagedDisks, mover: DiskMover, disk: RecoveredDisk, name: str,
                      tags: dict[str, str], sku: str) -> str:
     """Makes (or finds) the managed disk `name` with `disk`'s content; says how."""
-    existing = await disks.get_disk(name)
-    if existing is not None and (existing.tags or {}).get(TAG_EXECUTION) == tags[TAG_EXECUTION]:
-        state = str(existing.disk_state or "")
-        if state not in ("ReadyToUpload", "ActiveUpload"):  # an upload left midway: redo
-            return "made by an earlier attempt"
     if disk.snapshot_id:
-        # Azure copies the snapshot itself; the control plane only asks.
+        existing = await disks.get_disk(name)
+        if existing is not None and existing.provisioning_state == "Succeeded" and \
+                (existing.tags or {}).get(TAG_EXECUTION) == tags[TAG_EXECUTION]:
+            return "copied by an earlier attempt"
+        # Azure copies the snapshot itself; the control plane only asks. The PUT is
+        # idempotent: a copy an earlier attempt left half-made is asked for again.
         await disks.copy_disk(name, disk.snapshot_id, tags, sku=sku)
         return f"copied from snapshot {resource_name(disk.snapshot_id)}"
+    # Always through the mover, which reuses a restore already done to this destination:
+    # only the restore knows whether it verified what it wrote.
     result = await mover.restore(disk, nodes_pb2.RestoreDestination(
         azure=nodes_pb2.AzureManagedDisk(name=name, size_bytes=disk.size_bytes, tags=tags,
                                          sku=sku)))
@@ -501,6 +503,9 @@ async def _delete_tagged(disks: ManagedDisks, execution: str, kind: str, lister:
 
     async def one(r: Any) -> str:
         try:
+            if str(getattr(r, "disk_state", "") or "").startswith("Active"):
+                # A disk with an open grant (an upload that stopped) cannot be deleted.
+                await disks.revoke(r.name)
             await disks.operation(f"delete-{kind}", lambda: deleter(group, r.name),
                                   f"delete {r.name}")
         except NotFound:

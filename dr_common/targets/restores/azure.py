@@ -42,7 +42,10 @@ MIN_UPLOAD_DATA = 20 * MiB
 # than this per blob.
 PAGES_IN_FLIGHT = 4
 # States of a disk some VM holds: never replaced, whatever its tags say.
-_IN_USE = frozenset({"Attached", "Reserved", "ActiveSAS", "ActiveSASFrozen"})
+_IN_USE = frozenset({"Attached", "Reserved"})
+# States with a grant open (an upload, or the read-back of an attempt that stopped):
+# the grant must end before the disk can be deleted.
+_GRANTED = frozenset({"ActiveUpload", "ActiveSAS", "ActiveSASFrozen"})
 
 
 class ManagedDiskWriter:
@@ -98,7 +101,7 @@ class ManagedDiskWriter:
             raise FailedPrecondition(f"managed disk {self.disk_name} is in use ({state or 'attached'}"
                                      f" to {getattr(disk, 'managed_by', '') or 'a VM'}): clean "
                                      f"the execution up before restoring it again")
-        if state == "ActiveUpload":  # its write grant must end before it can be deleted
+        if state in _GRANTED:
             await self.disks.revoke(self.disk_name)
         await self.disks.delete_disk(self.disk_name)
         log.info("managed disk of an earlier attempt replaced", disk=self.disk_name,
