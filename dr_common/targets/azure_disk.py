@@ -151,9 +151,13 @@ class ManagedDisks:
         """Deletes a disk of the site's first resource group (or `group`); False if it
         was already gone."""
         group = group or self.group
+        return await self._delete("delete-disk", lambda: self.arm.compute.disks.begin_delete(
+            group, name), f"delete managed disk {name}")
+
+    async def _delete(self, op: str, start: Any, what: str) -> bool:
+        """A delete as an operation; False if the thing was already gone."""
         try:
-            await self.operation("delete-disk", lambda: self.arm.compute.disks.begin_delete(
-                group, name), f"delete managed disk {name}")
+            await self.operation(op, start, what)
         except NotFound:
             return False
         return True
@@ -209,12 +213,8 @@ class ManagedDisks:
 
     async def delete_snapshot(self, snapshot_id: str) -> bool:
         group, name = resource_group_of(snapshot_id), resource_name(snapshot_id)
-        try:
-            await self.operation("delete-snapshot", lambda: self.arm.compute.snapshots.begin_delete(
-                group, name), f"delete snapshot {name}")
-        except NotFound:
-            return False
-        return True
+        return await self._delete("delete-snapshot", lambda: self.arm.compute.snapshots.
+                                  begin_delete(group, name), f"delete snapshot {name}")
 
 
 class PageWriter:

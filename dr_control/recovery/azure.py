@@ -46,11 +46,11 @@ from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.targets import REPOSITORY_KINDS
 from dr_common.targets.azure_disk import ManagedDisks, azure_name
 from dr_control.recovery.azure_limiter import ArmLimiter
-from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, BootGroup, DiskMover,
-                                      EventSink, RecoveredDisk, RecoveredInstance,
+from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, BootGroup,
+                                      DiskMover, EventSink, RecoveredDisk, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
-                                      WorkloadSpec, execution_tags, raise_group_failures,
-                                      refuse_foreign)
+                                      WorkloadSpec, execution_tags, prepare_disks,
+                                      raise_group_failures, refuse_foreign)
 
 log = structlog.get_logger()
 
@@ -259,28 +259,18 @@ class AzureProvider(RecoveryProvider):
 
     async def prepare(self, execution: str, groups: Sequence[BootGroup], *,
                       mover: DiskMover, on_event: EventSink) -> None:
-        slots = asyncio.Semaphore(DISKS_IN_FLIGHT)
         async with self._disks() as disks:
-            async def one(group: str, spec: WorkloadSpec, index: int) -> None:
-                disk = spec.disks[index]
+            async def make(spec: WorkloadSpec, index: int) -> tuple[str, str]:
                 name = disk_name(execution, spec.workload, index)
                 # prepare is not told the mode: a disk is the same in a drill, and the
                 # execution's tag is what cleanup needs.
                 tags = execution_tags(execution, spec.workload, False, spec.tags)
                 tags.pop(TAG_TEST)
-                sku = spec.settings["azure"]["disk_sku"]
-                async with slots:
-                    started = time.monotonic()
-                    how = await _make_disk(disks, mover, disk, name, tags, sku)
-                seconds = max(time.monotonic() - started, 1e-6)
-                on_event(RecoveryEvent(time.monotonic(), group, spec.workload,
-                                       "disk-prepared", f"{name}: {how} in {seconds:.1f} s"))
+                how = await _make_disk(disks, mover, spec.disks[index], name, tags,
+                                       spec.settings["azure"]["disk_sku"])
+                return name, how
 
-            async with asyncio.TaskGroup() as tg:
-                for g in groups:
-                    for spec in g.instances:
-                        for i in range(len(spec.disks)):
-                            tg.create_task(one(g.name, spec, i))
+            await prepare_disks(groups, make, on_event, in_flight=DISKS_IN_FLIGHT)
 
     # -- recover: NICs and VMs, group by group
 

@@ -43,7 +43,8 @@ from dr_common.vsphere import Session, VsphereSettings
 from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, BootGroup,
                                       DiskMover, EventSink, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
-                                      WorkloadSpec, raise_group_failures, refuse_foreign)
+                                      WorkloadSpec, prepare_disks, raise_group_failures,
+                                      refuse_foreign)
 
 log = structlog.get_logger()
 
@@ -437,28 +438,15 @@ class VsphereProvider(RecoveryProvider):
     async def prepare(self, execution: str, groups: Sequence[BootGroup], *,
                       mover: DiskMover, on_event: EventSink) -> None:
         dc_name = self.settings.datacenter or await self._with_site(lambda s: s.dc_name)
-        slots = asyncio.Semaphore(UPLOADS_IN_FLIGHT)
 
-        async def upload(group: str, spec: WorkloadSpec, index: int) -> None:
-            disk = spec.disks[index]
+        async def upload(spec: WorkloadSpec, index: int) -> tuple[str, str]:
             dest = nodes_pb2.RestoreDestination(vsphere=nodes_pb2.VsphereDatastoreFile(
                 datacenter=dc_name, datastore=spec.settings["vsphere"]["datastore"],
                 path=disk_path(execution, spec.workload, index), overwrite=True))
-            async with slots:
-                started = time.monotonic()
-                result = await mover.restore(disk, dest)
-            seconds = max(time.monotonic() - started, 1e-6)
-            on_event(RecoveryEvent(
-                time.monotonic(), group, spec.workload, "disk-prepared",
-                f"{result.datastore_path}: {disk.size_bytes} bytes in {seconds:.1f} s "
-                f"({disk.size_bytes / MiB / seconds:.1f} MiB/s); verified "
-                f"{result.verified}"))
+            result = await mover.restore(spec.disks[index], dest)
+            return result.datastore_path, f"verified {result.verified}"
 
-        async with asyncio.TaskGroup() as tg:
-            for g in groups:
-                for spec in g.instances:
-                    for i in range(len(spec.disks)):
-                        tg.create_task(upload(g.name, spec, i))
+        await prepare_disks(groups, upload, on_event, in_flight=UPLOADS_IN_FLIGHT)
 
     # -- recover: the VMs, group by group
 
