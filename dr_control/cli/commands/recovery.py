@@ -58,11 +58,14 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p = rp_sub.add_parser(
         "create", parents=parents, help="create a recovery plan",
         description="Create a recovery plan for a protection plan: to EC2 from an ebs "
-        "target's points, or to vSphere (--site) from a repository's. Boot groups: --group "
+        "target's points, to vSphere (--site) from a repository's, or to Azure (--site) "
+        "from an azure-disk target's or a repository's. Boot groups: --group "
         f"'{GROUP_SYNTAX}' (EC2; repeat, started in order), or --from-file with a JSON "
         "RecoveryPlan (as `recovery-plan get -o json` prints; vSphere workloads set "
         '"vsphere": {"cpus", "memory_mib", "datastore", "networks": [{"source", '
-        '"port_group"}], "isolated_port_group", ...}).',
+        '"port_group"}], "isolated_port_group", ...}; Azure workloads set "azure": '
+        '{"vm_size", "subnet_id", "network_security_group_id", "private_ip", '
+        '"test_subnet_id", "os_type", "disk_sku"}, see docs/AZURE.md).',
     )
     p.add_argument("id", metavar="ID", type=argtypes.resource_id(RECOVERY_PLAN))
     p.add_argument("--plan", metavar="PLAN", type=argtypes.name(names.PLAN),
