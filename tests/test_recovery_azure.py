@@ -202,6 +202,13 @@ async def test_a_drill_uses_the_isolated_subnet_and_cleanup_removes_only_its_own
     assert inst.private_ip == "10.99.0.20"
     assert by_type(azure_peer, "Microsoft.Compute/virtualMachines", drill)[
         inst.instance_id.rsplit("/", 1)[-1]]["tags"]["hybrid-dr:test"] == "true"
+    # The VM lost (deleted by hand, or its PUT never landed): a retry makes it again on
+    # the NIC and disks the first attempt made.
+    vm_n = inst.instance_id.rsplit("/", 1)[-1]
+    compute.virtual_machines.begin_delete(azure_peer.recovery_group, vm_n).result()
+    (again,), _ = await run(provider, drill, groups, test_mode=True)
+    assert again.network_interface_ids == inst.network_interface_ids
+    assert again.volume_ids == inst.volume_ids and again.private_ip == "10.99.0.20"
     # A second drill of the same point, then only the first is cleaned up.
     groups2 = [BootGroup("all", (workload("app", [d], net, ip="10.99.0.21"),))]
     await run(provider, other, groups2, test_mode=True)
@@ -219,7 +226,7 @@ async def test_a_burst_of_429s_is_survived_and_counted(azure_peer, compute, netw
     groups = [BootGroup("all", (workload("api", [d], net),))]
     limiter = ArmLimiter()
     provider = AzureProvider(site(azure_peer), limiter)
-    azure_peer.faults(arm={"throttle": 0.25, "retry_after": 1}, seed=3)
+    azure_peer.faults(arm={"throttle": 0.15, "retry_after": 1}, seed=3)
     (inst,), _ = await run(provider, "recoveryPlans/rp/executions/b1", groups)
     assert inst.state == "running"
     injected = azure_peer.stats()["faults"].get("arm.throttle", 0)
@@ -239,7 +246,7 @@ async def test_a_nearly_spent_write_budget_slows_the_recovery_down(azure_peer, c
     groups = [BootGroup("all", (workload("low", [d], net),))]
     limiter = ArmLimiter()
     provider = AzureProvider(site(azure_peer), limiter)
-    azure_peer.set_arm_budget(writes=2, refill_seconds=2)  # a write a second, 2 in hand
+    azure_peer.set_arm_budget(writes=2, refill_seconds=1)  # two writes a second, 2 in hand
     (inst,), _ = await run(provider, "recoveryPlans/rp/executions/l1", groups)
     assert inst.state == "running" and limiter.low()
     assert limiter.throttled == azure_peer.stats()["throttled"]

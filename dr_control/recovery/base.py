@@ -18,12 +18,15 @@ The steps of a recovery and where each is today:
 - *prepare*: moving the point's data where the site can boot it (DESIGN.md 6: "asks
   nodes for disk reconstruction when the target needs data moved"): `prepare`, given a
   `DiskMover` through which the recovery service queues node restore tasks and waits
-  for them (vsphere: each disk uploaded to a datastore). aws needs none: EC2 makes the
-  volumes from the point's snapshots itself.
+  for them (vsphere: each disk uploaded to a datastore; azure: a repository point's disks
+  uploaded into managed disks, an azure-disk point's copied from its snapshots by Azure
+  without a node). aws needs none: EC2 makes the volumes from the point's snapshots
+  itself.
 - *start workload*, *network attach*: `recover` does both for every workload of a boot
   group (aws: an image registered from the point's snapshots, an instance launched from
   it on its subnet; vsphere: a VM created on the uploaded disks with its NICs on the
-  mapped port groups, powered on), group after group, each starting only when every
+  mapped port groups, powered on; azure: a NIC in the mapped subnet and a VM on the
+  prepared managed disks, provisioned), group after group, each starting only when every
   workload of the one before is up.
 - *cleanup*: `cleanup` deletes what `prepare` and `recover` created for an execution (a
   test drill, a failed run); the recovery point itself is never touched.
