@@ -6,18 +6,26 @@ Azurite's own answer (the full page list, no ClearRange)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import random
+from pathlib import Path
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.core.rest import HttpRequest
 from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.compute.models import DataDisk, ManagedDiskParameters
 from azure.mgmt.network import NetworkManagementClient
 from azure.storage.blob import BlobClient
+
+from tests.peers.azure import bodies
+from tests.peers.azure.client import PeerError
 
 MIB = 1 << 20
 UPLOAD_SIZE = 32 * MIB + 512  # Azure's smallest uploads are 20 MiB + a 512-byte footer
 POLL = 0.02  # seconds between LRO polls (azure-core's default is 30)
+EXAMPLES = Path(__file__).parent / "peers" / "azure" / "examples"
 
 
 def credential(peer, reader: bool = False, secret: str | None = None) -> ClientSecretCredential:
@@ -249,42 +257,26 @@ def vnet(peer, network, name: str = "net", prefix: str = "10.1.0.0/16",
          subnets: dict[str, str] | None = None):
     """A virtual network with inline subnets ({name: prefix}; default one /24 "default")."""
     subnets = subnets or {"default": prefix.replace("0.0/16", "0.0/24")}
-    return network.virtual_networks.begin_create_or_update(peer.source_group, name, {
-        "location": peer.location,
-        "properties": {"addressSpace": {"addressPrefixes": [prefix]},
-                       "subnets": [{"name": n, "properties": {"addressPrefix": p}}
-                                   for n, p in subnets.items()]},
-    }).result()
+    return network.virtual_networks.begin_create_or_update(
+        peer.source_group, name, bodies.vnet(peer.location, prefix, subnets)).result()
 
 
 def nic(peer, network, name: str, subnet_id: str, address: str | None = None, nsg_id=None):
-    """A NIC with one IP configuration: Static at `address`, else Dynamic."""
-    config = {"subnet": {"id": subnet_id}, "privateIPAllocationMethod": "Dynamic"}
-    if address:
-        config.update(privateIPAllocationMethod="Static", privateIPAddress=address)
-    props = {"ipConfigurations": [{"name": "ipconfig1", "properties": config}]}
-    if nsg_id:
-        props["networkSecurityGroup"] = {"id": nsg_id}
-    return network.network_interfaces.begin_create_or_update(peer.source_group, name, {
-        "location": peer.location, "properties": props}).result()
+    return network.network_interfaces.begin_create_or_update(
+        peer.source_group, name, bodies.nic(peer.location, subnet_id, address, nsg_id)).result()
 
 
 def vm_body(peer, os_disk_id: str, data_disk_ids: list[str], nic_ids: list[str]) -> dict:
-    """A VM made of existing managed disks (createOption Attach) and NICs, the way a
-    recovery brings one up."""
-    return {
-        "location": peer.location,
-        "properties": {
-            "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
-            "storageProfile": {
-                "osDisk": {"createOption": "Attach", "osType": "Linux",
-                           "managedDisk": {"id": os_disk_id}},
-                "dataDisks": [{"lun": lun, "createOption": "Attach", "managedDisk": {"id": d}}
-                              for lun, d in enumerate(data_disk_ids)]},
-            "networkProfile": {"networkInterfaces": [
-                {"id": n, "properties": {"primary": i == 0}} for i, n in enumerate(nic_ids)]},
-        },
-    }
+    return bodies.vm(peer.location, os_disk_id, data_disk_ids, nic_ids)
+
+
+def vm_parts(peer, compute, network, nics: list[str], disks: list[str]):
+    """NICs in a new network's subnet and empty 1 GiB disks, for VMs: their ids."""
+    subnet = vnet(peer, network).subnets[0]
+    nic_ids = [nic(peer, network, n, subnet.id).id for n in nics]
+    for d in disks:
+        empty_disk(peer, compute, d)
+    return nic_ids, [compute.disks.get(peer.source_group, d).id for d in disks]
 
 
 def power_state(statuses) -> str:
@@ -340,11 +332,8 @@ def test_vm_from_two_disks_and_a_nic_attaches_them_and_delete_detaches(
 
 def test_vm_refuses_disks_and_nics_in_use_and_changes_nothing(azure_peer, compute, network):
     group = azure_peer.source_group
-    subnet = vnet(azure_peer, network).subnets[0]
-    first, second = (nic(azure_peer, network, n, subnet.id).id for n in ("nic-a", "nic-b"))
-    for d in ("a-os", "b-os", "b-data"):
-        empty_disk(azure_peer, compute, d)
-    a_os, b_os, b_data = (compute.disks.get(group, d).id for d in ("a-os", "b-os", "b-data"))
+    (first, second), (a_os, b_os, b_data) = vm_parts(
+        azure_peer, compute, network, ["nic-a", "nic-b"], ["a-os", "b-os", "b-data"])
     compute.virtual_machines.begin_create_or_update(
         group, "vm-a", vm_body(azure_peer, a_os, [], [first])).result()
     with pytest.raises(HttpResponseError) as e:  # vm-a's NIC
@@ -473,6 +462,9 @@ def test_arm_answers_count_down_a_budget_per_principal_and_then_429_retry_after(
     compute.disks.get(group, "t1")
     assert compute.disks.get(group, "t1").name == "t1"
     assert azure_peer.stats()["throttled"] == 2
+    with pytest.raises(PeerError) as refused:  # a budget that could never be met
+        azure_peer.set_arm_budget(reads=0)
+    assert refused.value.status == 400
     # An injected throttle (faults) is the same answer, with its own Retry-After.
     azure_peer.set_arm_budget()
     azure_peer.faults(arm={"throttle": 1.0, "retry_after": 7, "operation": "disks.get"})
@@ -480,3 +472,148 @@ def test_arm_answers_count_down_a_budget_per_principal_and_then_429_retry_after(
         compute.disks.get(group, "t1", retry_total=0)
     assert e.value.status_code == 429 and e.value.response.headers["Retry-After"] == "7"
     assert azure_peer.stats()["faults"]["arm.throttle"] == 1
+
+
+# -- Microsoft's published examples (tests/peers/azure/examples/), sent as they are
+
+
+def example(peer, name: str, **names: str) -> dict:
+    """A vendored example with its subscription and group (and `names`: placeholder ->
+    value) replaced by the peer's."""
+    text = (EXAMPLES / name).read_text()
+    for old, new in {"{subscription-id}": peer.subscription_id,
+                     "00000000-0000-0000-0000-000000000000": peer.subscription_id,
+                     "/resourceGroups/myResourceGroup/": f"/resourceGroups/{peer.source_group}/",
+                     "/resourceGroups/rg1/": f"/resourceGroups/{peer.source_group}/",
+                     **names}.items():
+        text = text.replace(old, new)
+    return json.loads(text)
+
+
+def differences(expected, actual, path: str = "") -> list[str]:
+    """Where `actual` lacks what `expected` has, or holds another value (lists item by
+    item); what actual has more does not count."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [path or "."]
+        return [d for k, v in expected.items() for d in (
+            differences(v, actual[k], f"{path}.{k}") if k in actual else [f"{path}.{k} missing"])]
+    if isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            return [f"{path} length"]
+        return [d for i, (e, a) in enumerate(zip(expected, actual))
+                for d in differences(e, a, f"{path}[{i}]")]
+    return [] if expected == actual else [path]
+
+
+def put_example(client, peer, spec: dict, path: str):
+    """The example's request as a raw PUT through the SDK's own pipeline (auth, retries):
+    nothing of it is lost to the SDK's models."""
+    params = spec["parameters"]
+    request = HttpRequest("PUT", f"{path}?api-version={params['api-version']}",
+                          json=params["parameters"])
+    response = client.send_request(request)
+    assert response.status_code in (200, 201), response.text()
+    return response.status_code, response.json()
+
+
+def test_published_examples_vnet_and_nic_answers_have_their_shape(azure_peer, network):
+    group = f"/subscriptions/{azure_peer.subscription_id}/resourceGroups/{azure_peer.source_group}"
+    spec = example(azure_peer, "VirtualNetworkCreateSubnet.json")
+    status, body = put_example(network, azure_peer, spec,
+                               f"{group}/providers/Microsoft.Network/virtualNetworks/test-vnet")
+    assert status == 201
+    assert differences(spec["responses"]["201"]["body"], body) == []
+    got = network.virtual_networks.get(azure_peer.source_group, "test-vnet",
+                                       cls=lambda response, *_: response.http_response.json())
+    assert differences(spec["responses"]["200"]["body"], got) == []
+
+    network.subnets.begin_create_or_update(azure_peer.source_group, "test-vnet", "default", {
+        "properties": {"addressPrefix": "10.0.2.0/24"}}).result()
+    spec = example(azure_peer, "NetworkInterfaceCreate.json",
+                   **{"rg1-vnet": "test-vnet", "172.20.2.4": "10.0.2.4"})
+    # Not served: IP prefixes on a NIC (ipconfig2), public IPs (echoed, not checked).
+    del spec["parameters"]["parameters"]["properties"]["ipConfigurations"][1]
+    expected = spec["responses"]["201"]["body"]
+    del expected["properties"]["ipConfigurations"][1]
+    status, body = put_example(network, azure_peer, spec,
+                               f"{group}/providers/Microsoft.Network/networkInterfaces/test-nic")
+    assert status == 201
+    assert differences(expected, body) == []
+
+
+def test_published_example_vm_with_empty_data_disks_has_its_shape(azure_peer, compute, network):
+    group = azure_peer.source_group
+    subnet = vnet(azure_peer, network).subnets[0]
+    card = nic(azure_peer, network, "nsgExistingNic", subnet.id)
+    spec = example(azure_peer, "VirtualMachine_Create_WithEmptyDataDisks.json",
+                   **{"{existing-nic-name}": "nsgExistingNic", "westus": azure_peer.location})
+    base = f"/subscriptions/{azure_peer.subscription_id}/resourceGroups/{group}"
+    status, body = put_example(compute, azure_peer, spec,
+                               f"{base}/providers/Microsoft.Compute/virtualMachines/myVM")
+    assert status == 201
+    # vmId is made anew by each create; the password is never shown.
+    assert differences(spec["responses"]["201"]["body"], body) == [".properties.vmId"]
+    assert "adminPassword" not in body["properties"]["osProfile"]
+    # FromImage and Empty made managed disks of their own, attached to the VM.
+    for spec_disk in [body["properties"]["storageProfile"]["osDisk"],
+                      *body["properties"]["storageProfile"]["dataDisks"]]:
+        disk = compute.disks.get(group, spec_disk["name"])
+        assert disk.managed_by == body["id"] and disk.id == spec_disk["managedDisk"]["id"]
+    assert compute.disks.get(group, "myVMosdisk").os_type == "Windows"
+    assert network.network_interfaces.get(group, "nsgExistingNic").virtual_machine.id \
+        == body["id"] and card.id == body["properties"]["networkProfile"]["networkInterfaces"][0]["id"]
+
+
+def test_vm_update_attaches_and_detaches_data_disks_and_refuses_a_nic_swap(
+        azure_peer, compute, network):
+    group = azure_peer.source_group
+    (first, second), (os_id, d0, d1) = vm_parts(
+        azure_peer, compute, network, ["u-nic", "u-nic2"], ["u-os", "u-d0", "u-d1"])
+    compute.virtual_machines.begin_create_or_update(
+        group, "u1", vm_body(azure_peer, os_id, [d0], [first])).result()
+    compute.virtual_machines.begin_deallocate(group, "u1").result()
+    # get, change, put: what a product does with the SDK's models
+    vm = compute.virtual_machines.get(group, "u1")
+    vm.storage_profile.data_disks.append(DataDisk(
+        lun=1, create_option="Attach", managed_disk=ManagedDiskParameters(id=d1)))
+    vm = compute.virtual_machines.begin_create_or_update(group, "u1", vm).result()
+    assert [(d.lun, d.managed_disk.id) for d in vm.storage_profile.data_disks] \
+        == [(0, d0), (1, d1)]
+    assert compute.disks.get(group, "u-d1").disk_state == "Reserved"  # its VM is deallocated
+    vm.storage_profile.data_disks[0].to_be_detached = True
+    vm = compute.virtual_machines.begin_create_or_update(group, "u1", vm).result()
+    assert [d.managed_disk.id for d in vm.storage_profile.data_disks] == [d1]
+    assert compute.disks.get(group, "u-d0").disk_state == "Unattached"
+    assert compute.disks.get(group, "u-d0").managed_by is None
+    vm.network_profile.network_interfaces[0].id = second
+    assert error_code(lambda: compute.virtual_machines.begin_create_or_update(
+        group, "u1", vm).result()) == (409, "OperationNotAllowed")
+    assert network.network_interfaces.get(group, "u-nic2").virtual_machine is None
+
+
+async def test_aio_clients_make_and_start_a_vm_as_the_product_does(azure_peer, compute, network):
+    """The product drives ARM from asyncio: the aio clients over aiohttp, with the peer's
+    CA as connection_verify, see the same VM and its Creating -> Succeeded."""
+    from azure.identity.aio import ClientSecretCredential as AioCredential
+    from azure.mgmt.compute.aio import ComputeManagementClient as AioCompute
+    group = azure_peer.source_group
+    (card,), (os_id, data_id) = vm_parts(azure_peer, compute, network, ["a-nic"],
+                                         ["a-os", "a-data"])
+    azure_peer.set_vm_provisioning_delay(0.2)
+    async with AioCredential(azure_peer.tenant_id, azure_peer.client_id,
+                             azure_peer.client_secret, authority=azure_peer.authority_host,
+                             disable_instance_discovery=True,
+                             connection_verify=str(azure_peer.ca_file)) as cred, \
+            AioCompute(cred, azure_peer.subscription_id, base_url=azure_peer.arm_endpoint,
+                       credential_scopes=azure_peer.credential_scopes,
+                       connection_verify=str(azure_peer.ca_file), polling_interval=POLL) as aio:
+        poller = await aio.virtual_machines.begin_create_or_update(
+            group, "avm", bodies.vm(azure_peer.location, os_id, [data_id], [card]))
+        assert (await aio.virtual_machines.get(group, "avm")).provisioning_state == "Creating"
+        vm = await poller.result()
+        assert vm.provisioning_state == "Succeeded"
+        view = await aio.virtual_machines.instance_view(group, "avm")
+        assert power_state(view.statuses) == "PowerState/running"
+        assert [d.lun for d in vm.storage_profile.data_disks] == [0]
+    assert compute.disks.get(group, "a-data").managed_by == vm.id

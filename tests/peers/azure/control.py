@@ -44,6 +44,9 @@ def route(peer: Any, method: str, path: str, query: dict[str, str], body: bytes)
     elif (method, path) == ("GET", "/_peer/faults"):
         return json_reply(200, state.faults.settings())
     elif (method, path) == ("POST", "/_peer/settings"):
+        unknown = set(args) - {"vm_provisioning_delay", "arm_budget"}
+        if unknown:  # a misspelt setting would otherwise be a test that tests nothing
+            raise ValueError(f"unknown settings {sorted(unknown)}")
         with state.lock:
             if "vm_provisioning_delay" in args:
                 state.vm_provisioning_delay = float(args["vm_provisioning_delay"])

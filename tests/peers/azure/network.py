@@ -255,20 +255,23 @@ class NetworkSecurityGroups(UsedByNics):
 # -- network interfaces
 
 
-def _taken(ctx: Context, subnet_id: str, nic_id: str) -> set[ipaddress.IPv4Address]:
+Taken = dict[ipaddress.IPv4Address, str]  # address -> the IP configuration holding it
+
+
+def _taken(ctx: Context, subnet_id: str, nic_id: str) -> Taken:
     """The addresses of a subnet that other NICs hold."""
-    out = set()
+    out = {}
     for nic in _users(ctx, "subnet", subnet_id):
         if nic["id"].lower() == nic_id.lower():
             continue
         for c in nic["properties"]["ipConfigurations"]:
             if c["properties"]["subnet"]["id"].lower() == subnet_id.lower():
-                out.add(ipaddress.IPv4Address(c["properties"]["privateIPAddress"]))
+                out[ipaddress.IPv4Address(c["properties"]["privateIPAddress"])] = c["id"]
     return out
 
 
 def _address(ctx: Context, config: str, subnet: dict[str, Any], props_in: dict[str, Any],
-             taken: set[ipaddress.IPv4Address], previous: str | None) -> str:
+             taken: Taken, previous: str | None) -> str:
     network = ipaddress.IPv4Network(subnet["properties"]["addressPrefix"])
     usable = [a for i, a in enumerate(network) if RESERVED_AT_START <= i < network.num_addresses - 1]
     if props_in.get("privateIPAllocationMethod", "Dynamic") == "Static":
@@ -285,9 +288,8 @@ def _address(ctx: Context, config: str, subnet: dict[str, Any], props_in: dict[s
                            f"{subnet['id']} ({network}).")
         if wanted in taken:
             raise ArmError(400, "PrivateIPAddressInUse",
-                           f"IP configuration {config} is using the private IP address "
-                           f"{wanted} which is already allocated to another resource in subnet "
-                           f"{subnet['id']}.")
+                           f"IP configuration {config} is using the same private IP address "
+                           f"{wanted} as IP configuration {taken[wanted]}.")
         return str(wanted)
     if previous and ipaddress.IPv4Address(previous) in usable and \
             ipaddress.IPv4Address(previous) not in taken:
@@ -310,7 +312,7 @@ class NetworkInterfaces(Kind):
                           "ipConfigurations")
         previous = {c["name"].lower(): c["properties"]["privateIPAddress"]
                     for c in (existing or {}).get("properties", {}).get("ipConfigurations", [])}
-        configs, mine = [], set()  # `mine`: addresses given out in this request already
+        configs, mine = [], {}  # `mine`: addresses given out in this request already
         for i, spec in enumerate(configs_in):
             name = spec.get("name") or f"ipconfig{i + 1}"
             config_id = f"{ctx.ref.id}/ipConfigurations/{name}"
@@ -319,7 +321,7 @@ class NetworkInterfaces(Kind):
             address = _address(ctx, config_id, subnet, cprops,
                                _taken(ctx, subnet["id"], ctx.ref.id) | mine,
                                previous.get(name.lower()))
-            mine.add(ipaddress.IPv4Address(address))
+            mine[ipaddress.IPv4Address(address)] = config_id
             configs.append({"name": name, "id": config_id,
                             "type": f"{NIC}/ipConfigurations",
                             "properties": _succeeded({
@@ -347,6 +349,5 @@ class NetworkInterfaces(Kind):
         user = (resource["properties"].get("virtualMachine") or {}).get("id")
         if user:
             raise ArmError(400, "NicInUse",
-                           f"Network Interface {resource['id']} is used by existing resource "
-                           f"{user}. In order to delete the network interface, it must be "
-                           "dissociated from the resource. To learn more, see aka.ms/deletenic.")
+                           f"Network Interface {resource['id']} is used by existing VM "
+                           f"{user}.")

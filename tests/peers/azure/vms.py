@@ -7,13 +7,18 @@ can observe what a product does while it waits), then Succeeded and PowerState/r
 Disks: osDisk and dataDisks with createOption Attach (managedDisk.id of an Unattached
 disk), FromImage (an OS disk is made empty: there are no images) or Empty (a new empty
 data disk); attached disks become diskState Attached with managedBy, Reserved while the VM
-is deallocated. Delete detaches disks and NICs unless their deleteOption is Delete.
+is deallocated. An update (PUT of an existing VM) changes tags, size and the data disks
+(attached, or detached when left out or toBeDetached); swapping the OS disk or the NICs
+is refused (409) rather than ignored. Delete detaches disks and NICs unless their
+deleteOption is Delete.
 Knowingly differs: no images, extensions, guest agent or boot diagnostics (instanceView
 shows an agent status "Unknown" and no osName/osVersion); vmSize is not checked against
-the region's sizes; powerOff/start take no time."""
+the region's sizes; powerOff/start/delete take no time; a deleted VM's NICs are free at
+once (Azure may hold them for 180 s: NicReservedForAnotherVm)."""
 
 from __future__ import annotations
 
+import copy
 import secrets
 import uuid
 from typing import Any, Callable
@@ -48,12 +53,8 @@ class VirtualMachines(Kind):
     def create(self, ctx: Context, existing: dict[str, Any] | None) -> dict[str, Any]:
         body = ctx.body
         props_in = body.get("properties") or {}
-        if existing is not None:  # an update: tags and size, not the disks or NICs
-            existing["tags"] = dict(body.get("tags") or existing.get("tags") or {})
-            size = (props_in.get("hardwareProfile") or {}).get("vmSize")
-            if size:
-                existing["properties"]["hardwareProfile"]["vmSize"] = size
-            return existing
+        if existing is not None:
+            return self._update(ctx, existing)
         resource = base_resource(ctx)  # first: a missing location must not leave disks attached
         vm_size = (props_in.get("hardwareProfile") or {}).get("vmSize")
         if not vm_size:
@@ -63,17 +64,12 @@ class VirtualMachines(Kind):
         if not storage.get("osDisk"):
             raise invalid("Required parameter 'osDisk' is missing (null).", "osDisk")
         nics = self._nics(ctx, props_in.get("networkProfile") or {})
-        luns = [d.get("lun") for d in storage.get("dataDisks") or []]
-        if len(set(luns)) != len(luns) or not all(isinstance(lun, int) for lun in luns):
-            raise invalid("Each data disk needs its own lun.", "dataDisks")
+        _check_luns(storage.get("dataDisks") or [])
         # Validate every disk before any is made or attached: a refused PUT changes nothing.
         plans = [("os", storage["osDisk"])] + [("data", d) for d in storage.get("dataDisks") or []]
         for role, disk in plans:
             self._check_disk(ctx, role, disk)
-        named = [(d.get("managedDisk") or {}).get("id", "").lower() for _, d in plans
-                 if d.get("createOption") == "Attach"]
-        if len(set(named)) != len(named):
-            raise invalid("A disk can be attached to a VM once only.", "storageProfile")
+        _check_once([d for _, d in plans])
         vm_id = ctx.ref.id
         os_disk = self._attach(ctx, "os", storage["osDisk"], storage.get("imageReference"))
         data_disks = [self._attach(ctx, "data", d, None) for d in storage.get("dataDisks") or []]
@@ -101,6 +97,55 @@ class VirtualMachines(Kind):
         resource.update(properties=props, _power="starting")
         return resource
 
+    def _update(self, ctx: Context, vm: dict[str, Any]) -> dict[str, Any]:
+        """A PUT of an existing VM (the SDK's get, change, put): tags, size, and data disks
+        attached or detached (left out, or toBeDetached). Swapping the OS disk or the NICs
+        is refused rather than silently ignored."""
+        props_in = ctx.body.get("properties") or {}
+        props = vm["properties"]
+        storage_in = props_in.get("storageProfile") or {}
+        os_id = ((storage_in.get("osDisk") or {}).get("managedDisk") or {}).get("id")
+        if os_id and os_id.lower() != props["storageProfile"]["osDisk"]["managedDisk"]["id"].lower():
+            raise operation_not_allowed("The peer does not swap a VM's OS disk: make a new VM.")
+        nics = [(n.get("id") or "").lower() for n in
+                (props_in.get("networkProfile") or {}).get("networkInterfaces") or []]
+        if nics and nics != [n["id"].lower() for n in props["networkProfile"]["networkInterfaces"]]:
+            raise operation_not_allowed("The peer does not change a VM's NICs: make a new VM.")
+        if "dataDisks" in storage_in:
+            props["storageProfile"]["dataDisks"] = self._data_disks(ctx, vm,
+                                                                    storage_in["dataDisks"] or [])
+        vm["tags"] = dict(ctx.body.get("tags") or vm.get("tags") or {})
+        size = (props_in.get("hardwareProfile") or {}).get("vmSize")
+        if size:
+            props["hardwareProfile"]["vmSize"] = size
+        return vm
+
+    def _data_disks(self, ctx: Context, vm: dict[str, Any], specs: list[dict[str, Any]]
+                    ) -> list[dict[str, Any]]:
+        """The data disks after an update; checked first, then attached and detached."""
+        current = {d["managedDisk"]["id"].lower(): d
+                   for d in vm["properties"]["storageProfile"]["dataDisks"]}
+        wanted = [d for d in specs if not d.get("toBeDetached")]
+        _check_luns(wanted)
+        _check_once([vm["properties"]["storageProfile"]["osDisk"], *wanted])
+        kept, added = [], []
+        for spec in wanted:
+            disk_id = ((spec.get("managedDisk") or {}).get("id") or "").lower()
+            if disk_id in current:
+                kept.append(current.pop(disk_id))
+            else:
+                self._check_disk(ctx, "data", spec)
+                added.append(spec)
+        for gone in current.values():  # what is left of `current` is detached
+            disk = ctx.state.resource(gone["managedDisk"]["id"])
+            if disk is not None:
+                _detach(disk)
+        made = [self._attach(ctx, "data", spec, None) for spec in added]
+        if vm["_power"] == "deallocated":
+            for spec in made:
+                ctx.state.resource(spec["managedDisk"]["id"])["properties"]["diskState"] = "Reserved"
+        return sorted(kept + made, key=lambda d: d["lun"])
+
     def put_reply(self, ctx: Context, resource: dict[str, Any], status: int) -> Reply:
         if status == 200:
             return ctx.lro(200, self.view(ctx, resource))
@@ -108,8 +153,10 @@ class VirtualMachines(Kind):
         def provisioned() -> None:
             resource["properties"]["provisioningState"] = "Succeeded"
             resource["_power"] = "running"
-        delay = ctx.state.vm_provisioning_delay
-        return ctx.lro(201, self.view(ctx, resource), delay=delay, finish=provisioned)
+        # The first answer is always Creating, as Azure's is: taken before the operation
+        # starts, since with no delay it finishes (and changes `resource`) at once.
+        first = copy.deepcopy(self.view(ctx, resource))
+        return ctx.lro(201, first, delay=ctx.state.vm_provisioning_delay, finish=provisioned)
 
     def _nics(self, ctx: Context, network: dict[str, Any]) -> list[dict[str, Any]]:
         refs = network.get("networkInterfaces") or []
@@ -151,6 +198,8 @@ class VirtualMachines(Kind):
         elif option not in (("FromImage",) if role == "os" else ("Empty",)):
             raise invalid(f"createOption '{option}' is not supported by the peer for "
                           f"{role} disks.", f"{role}Disk.createOption")
+        elif option == "Empty" and not isinstance(spec.get("diskSizeGB"), int):
+            raise invalid("An Empty data disk needs diskSizeGB.", "dataDisk.diskSizeGB")
 
     def _attach(self, ctx: Context, role: str, spec: dict[str, Any],
                 image: dict[str, Any] | None) -> dict[str, Any]:
@@ -258,8 +307,7 @@ class VirtualMachines(Kind):
             disk = ctx.state.resource(spec["managedDisk"]["id"])
             if disk is None:
                 continue
-            disk.pop("managedBy", None)
-            disk["properties"]["diskState"] = "Unattached"
+            _detach(disk)
             if spec.get("deleteOption") == "Delete":
                 disk_ref = Ref(ctx.ref.subscription, ctx.ref.group, "Microsoft.Compute",
                                ["disks"], [disk["name"]])
@@ -273,6 +321,24 @@ class VirtualMachines(Kind):
             nic["properties"].pop("virtualMachine", None)
             if (ref.get("properties") or {}).get("deleteOption") == "Delete":
                 ctx.state.resources.pop(nic["id"].lower(), None)
+
+
+def _check_luns(data_disks: list[dict[str, Any]]) -> None:
+    luns = [d.get("lun") for d in data_disks]
+    if len(set(luns)) != len(luns) or not all(isinstance(lun, int) for lun in luns):
+        raise invalid("Each data disk needs its own lun.", "dataDisks")
+
+
+def _check_once(disks: list[dict[str, Any]]) -> None:
+    named = [(d.get("managedDisk") or {}).get("id", "").lower() for d in disks
+             if (d.get("managedDisk") or {}).get("id")]
+    if len(set(named)) != len(named):
+        raise invalid("A disk can be attached to a VM once only.", "storageProfile")
+
+
+def _detach(disk: dict[str, Any]) -> None:
+    disk.pop("managedBy", None)
+    disk["properties"]["diskState"] = "Unattached"
 
 
 def _os_type(image: dict[str, Any] | None) -> str:
