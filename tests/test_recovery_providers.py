@@ -112,3 +112,29 @@ def test_azure_settings_are_normalized_and_an_ip_planned_twice_is_refused():
     with pytest.raises(InvalidArgument) as e:
         azure.check_plan_settings([("a", got), ("b", got)])
     assert e.value.field == "b.azure.private_ip"
+
+
+def test_an_azure_workload_goes_from_the_api_to_the_provider_and_back():
+    """RecoveryWorkload.azure as a request gives it, checked by check_boot_groups with
+    the azure provider, stored, and shown again as the same message."""
+    from dr_common.proto.dr.v1 import recovery_pb2
+    from dr_control.api import convert
+    from dr_control.db.models import Plan
+    from dr_control.services.recovery import check_boot_groups
+    w = "sites/src/workloads/vm1"
+    request = [recovery_pb2.BootGroup(name="db", workloads=[recovery_pb2.RecoveryWorkload(
+        workload=w, tags={"app": "shop"}, azure=recovery_pb2.AzureWorkload(
+            vm_size="Standard_B2s", subnet_id=SUBNET, private_ip="10.1.0.9"))])]
+    stored = check_boot_groups(Plan(id="p1", workloads=[w], disks=[]),
+                               convert.boot_groups(request), provider_class("azure"))
+    assert stored[0]["workloads"][0]["azure"]["os_type"] == "Linux"
+    shown = convert._recovery_workload(stored[0]["workloads"][0])
+    assert shown.azure.vm_size == "Standard_B2s" and shown.azure.private_ip == "10.1.0.9"
+    assert shown.tags == {"app": "shop"} and not shown.HasField("vsphere")
+    bad = [recovery_pb2.BootGroup(name="db", workloads=[recovery_pb2.RecoveryWorkload(
+        workload=w, instance_type="t3.small", azure=recovery_pb2.AzureWorkload(
+            vm_size="Standard_B2s", subnet_id=SUBNET))])]
+    with pytest.raises(InvalidArgument) as e:
+        check_boot_groups(Plan(id="p1", workloads=[w], disks=[]), convert.boot_groups(bad),
+                          provider_class("azure"))
+    assert e.value.field == "recovery_plan.boot_groups[0].workloads[0].instance_type"
