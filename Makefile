@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# npm tools the tests use (buf); pinned in package-lock.json.
+# npm tools the tests use (buf, Azurite); pinned in package-lock.json.
 NPM_STAMP := node_modules/.installed
 # Debian packages (qemu-utils, libnbd) and libnbd's module linked into the venv.
 SYS_STAMP := $(VENV)/.system-deps

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from dr_common.errors import (DRError, FailedPrecondition, InvalidArgument, NotFound,
+from dr_common.errors import (AlreadyExists, DRError, FailedPrecondition, InvalidArgument, NotFound,
                               PermissionDenied, TargetError, Throttled, Unauthenticated)
 
 T = TypeVar("T")
@@ -222,6 +222,51 @@ class Arm:
                     await c.close()
 
 
+def account_name(url: str) -> str:
+    """The storage account of `url`: the first label of account.blob.core.windows.net,
+    or the first path part of an IP-style URL (Azurite, Azure Stack: http://host/account)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ".blob." in host:
+        return host.split(".", 1)[0]
+    return parts.path.strip("/").split("/", 1)[0] or host
+
+
+def storage_account_id(settings: AzureSettings) -> str:
+    """The resource id of the site's storage account, which must be in the site's first
+    resource group (ARM names it when a disk is imported from one of its blobs)."""
+    return (f"/subscriptions/{settings.subscription_id}/resourceGroups/"
+            f"{settings.resource_group}/providers/Microsoft.Storage/storageAccounts/"
+            f"{account_name(settings.storage_account_url)}")
+
+
+@contextlib.asynccontextmanager
+async def blob_service(settings: AzureSettings, *, field: str) -> AsyncIterator[Any]:
+    """An aio BlobServiceClient on the site's storage account, authorized by its account
+    key, else a SAS in the URL, else the site's token credential (its principal)."""
+    from azure.core.credentials import AzureNamedKeyCredential
+    from azure.storage.blob.aio import BlobServiceClient
+    url = settings.storage_account_url
+    if not url:
+        raise InvalidArgument("the site has no storage account (storage_account_url, "
+                              "https://ACCOUNT.blob.core.windows.net)", field=field)
+    async with contextlib.AsyncExitStack() as stack:
+        cred: Any
+        if settings.storage_account_key:
+            cred = AzureNamedKeyCredential(account_name(url), settings.storage_account_key)
+        elif "sig=" in urlsplit(url).query:
+            cred = None  # a SAS in the URL is the credential
+        else:
+            cred = credential(settings)
+            stack.push_async_callback(cred.close)
+        try:
+            service = BlobServiceClient(url, credential=cred, **settings.transport_options())
+        except ValueError as e:
+            raise InvalidArgument(f"cannot use storage_account_url: {redact(str(e))}",
+                                  field=field) from None
+        yield await stack.enter_async_context(service)
+
+
 async def wait(operation: Awaitable[Any]) -> Any:
     """The result of a long-running operation: `await wait(client.x.begin_y(...))`."""
     poller = await operation
@@ -289,6 +334,8 @@ def azure_error(exc: BaseException, what: str, *, source: bool = False) -> DRErr
                        reason=unavailable, retryable=True)
     if status == 400:
         return InvalidArgument(f"Azure rejected the request to {what} ({said})")
+    if code in ("ContainerAlreadyExists", "BlobAlreadyExists"):
+        return AlreadyExists(f"cannot {what}: {said}")
     if status in (409, 412):
         return FailedPrecondition(f"cannot {what}: {said}")
     if status:

@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from tests.helpers.cluster import run_cycle
 from tools.localcluster import Cluster, sha256, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -56,12 +57,7 @@ def _sites(c: Cluster, boto, *, target_path: str = "") -> None:
 
 
 def _cycle(c: Cluster, plan: str, n: int) -> dict:
-    c.drctl("plan", "run", plan, "--wait", check=False)
-    cycles = wait_for(lambda: (lambda cy: cy if len(cy) >= n and cy[n - 1]["state"] in (
-        "completed", "failed") else None)(c.cycles(plan)), timeout=120, what=f"cycle {n}")
-    cycle = cycles[n - 1]
-    assert cycle["state"] == "completed", cycle
-    return {k: int(v) for k, v in cycle.get("stats", {}).items()}
+    return {k: int(v) for k, v in run_cycle(c, plan, n).get("stats", {}).items()}
 
 
 def _disk_of(point: dict, volume: str) -> dict:

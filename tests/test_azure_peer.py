@@ -13,33 +13,18 @@ from pathlib import Path
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.core.rest import HttpRequest
-from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import DataDisk, ManagedDiskParameters
 from azure.mgmt.network import NetworkManagementClient
 from azure.storage.blob import BlobClient
 
+from tests.helpers.azure import POLL, credential, mgmt
 from tests.peers.azure import bodies
 from tests.peers.azure.client import PeerError
 
 MIB = 1 << 20
 UPLOAD_SIZE = 32 * MIB + 512  # Azure's smallest uploads are 20 MiB + a 512-byte footer
-POLL = 0.02  # seconds between LRO polls (azure-core's default is 30)
 EXAMPLES = Path(__file__).parent / "peers" / "azure" / "examples"
-
-
-def credential(peer, reader: bool = False, secret: str | None = None) -> ClientSecretCredential:
-    client_id = peer.reader_client_id if reader else peer.client_id
-    default = peer.reader_client_secret if reader else peer.client_secret
-    return ClientSecretCredential(peer.tenant_id, client_id, secret or default,
-                                  authority=peer.authority_host, disable_instance_discovery=True,
-                                  connection_verify=str(peer.ca_file))
-
-
-def mgmt(kind, peer, **kwargs):
-    return kind(credential(peer, **kwargs), peer.subscription_id, base_url=peer.arm_endpoint,
-                credential_scopes=peer.credential_scopes, connection_verify=str(peer.ca_file),
-                polling_interval=POLL)
 
 
 @pytest.fixture

@@ -110,3 +110,46 @@ def test_vhd_footer_is_a_fixed_vhd_for_its_size():
     assert cylinders * heads * spt <= size // 512 and heads <= 16
     with pytest.raises(ValueError):
         vhd.footer(1000)
+
+
+def test_azure_disk_locations_and_snapshot_refs():
+    from dr_common.targets.azure_disk import parse_location, parse_snapshot_ref, snapshot_ref
+    assert parse_location("") == ("hybrid-dr-replicas", "")
+    assert parse_location("azblob://dr") == ("dr", "")
+    assert parse_location("azblob://dr/site-a/") == ("dr", "site-a/")
+    for bad in ("s3://b/p", "azblob://", "dr/p"):
+        with pytest.raises(InvalidArgument):
+            parse_location(bad)
+    ref = snapshot_ref("dr", "replicas/hdr-p-d.vhd", "2026-12-07T05:43:26.7290000Z")
+    assert parse_snapshot_ref(ref) == ("dr", "replicas/hdr-p-d.vhd",
+                                       "2026-12-07T05:43:26.7290000Z")
+    with pytest.raises(InvalidArgument):
+        parse_snapshot_ref("/subscriptions/x/snapshots/y")
+
+
+async def test_zero_chunks_next_to_each_other_are_one_clear():
+    """The sink clears a run of zero chunks in one call, and before a checkpoint."""
+    from dr_common.targets.azure_disk import MAX_CLEAR, AzureDiskSink
+    from dr_common.targets.base import SinkRequest
+
+    class Writer:
+        def __init__(self):
+            self.clears = []
+
+        async def clear(self, offset, length):
+            self.clears.append((offset, length))
+
+    chunk = 1 << 20
+    replicas = type("Replicas", (), {"prefix": "", "container_name": "c"})()
+    sink = AzureDiskSink(replicas, SinkRequest(plan="plans/p", cycle="plans/p/cycles/1",
+                                               disk="d", size=4 << 30, chunk_size=chunk))
+    sink._writer = writer = Writer()
+    for index in (0, 1, 2, 5, 6):
+        await sink.put_zero(index, chunk)
+    assert writer.clears == [(0, 3 * chunk)]  # 5..6 still growing
+    await sink.checkpoint()
+    assert writer.clears == [(0, 3 * chunk), (5 * chunk, 2 * chunk)]
+    for index in range(10, 10 + MAX_CLEAR // chunk + 1):
+        await sink.put_zero(index, chunk)
+    await sink.checkpoint()
+    assert writer.clears[2:] == [(10 * chunk, MAX_CLEAR), (10 * chunk + MAX_CLEAR, chunk)]

@@ -1,7 +1,7 @@
 """Recovery into Azure against the Azure peer (tests/peers/azure/: the harness ARM with
-disks, snapshots, VMs, networks and NICs, driven by azure-mgmt-compute and -network):
-VMs recovered from an azure-disk point (its incremental snapshots copied into managed
-disks, content equal), with their NIC in the mapped subnet at the planned IP behind the
+disks, VMs, networks and NICs, driven by azure-mgmt-compute and -network, and Azurite
+behind its Storage front): VMs recovered from an azure-disk point (its replicas' blob
+snapshots imported as managed disks, content equal), with their NIC in the mapped subnet at the planned IP behind the
 mapped NSG, tagged; boot groups one after the other; a drill in the isolated subnet
 cleaned up by tag without touching the point's snapshots; a burst of 429s survived and
 counted; wrong settings refused by check() naming the field, creating nothing; a
@@ -9,7 +9,9 @@ repository point's disks written into managed disks by the node-side writer."""
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import unquote
 
 import pytest
 from azure.mgmt.compute import ComputeManagementClient
@@ -25,10 +27,15 @@ from dr_control.recovery.azure import AzureProvider, disk_name
 from dr_control.recovery.azure_limiter import ArmLimiter
 from dr_control.recovery.base import TAG_EXECUTION, BootGroup, RecoveredDisk, WorkloadSpec
 from tests.helpers.repository import numbered_chunk, write_point
-from tests.test_azure_peer import empty_disk, mgmt
+from dr_common import vhd
+from dr_common.targets.azure_disk import DEFAULT_CONTAINER, snapshot_ref
+from tests.helpers.azure import mgmt, sha256_of
+from tests.peers.azure.azurite import ACCOUNT_KEY
 
-GiB = 1 << 30
 MiB = 1 << 20
+# A point's disks here: small, so hashing them is quick; a multiple of a MiB, as the
+# VHDs Azure imports are.
+DISK = 32 * MiB
 PROD, TEST = "10.1.0.0/24", "10.99.0.0/24"
 
 
@@ -55,7 +62,8 @@ def site(peer) -> dict:
             "location": peer.location, "tenant_id": peer.tenant_id,
             "client_id": peer.client_id, "client_secret": peer.client_secret,
             "arm_endpoint": peer.arm_endpoint, "authority_host": peer.authority_host,
-            "ca_file": str(peer.ca_file)}
+            "ca_file": str(peer.ca_file), "storage_account_url": peer.blob_endpoint,
+            "storage_account_key": ACCOUNT_KEY}
 
 
 class Net:
@@ -75,20 +83,43 @@ class Net:
             group, "dr-nsg", {"location": peer.location}).result().id
 
 
-def point_disk(peer, compute, name: str, writes: dict[int, bytes]) -> RecoveredDisk:
-    """A disk of an azure-disk point: a 1 GiB disk written at `writes`, then its
-    incremental snapshot (the point holds the snapshot; the disk is the replica)."""
-    empty_disk(peer, compute, name)
-    for offset, data in writes.items():
-        peer.write(name, offset, data)
-    source = compute.disks.get(peer.source_group, name)
-    snap = compute.snapshots.begin_create_or_update(peer.source_group, f"{name}-pt1", {
-        "location": peer.location, "tags": {"hybrid-dr:recovery-point": "pt1"},
-        "properties": {"incremental": True,
-                       "creationData": {"createOption": "Copy", "sourceResourceId": source.id}},
-    }).result()
-    return RecoveredDisk("", snap.id, GiB, disk=f"sites/src/workloads/{name.split('-')[0]}/"
-                                              f"disks/{name}")
+class Point:
+    """An azure-disk point as the target leaves it: per disk a replica page blob (a
+    fixed VHD) in the site's storage account and a blob snapshot of it."""
+
+    def __init__(self, peer):
+        from azure.storage.blob import BlobServiceClient
+        self.service = BlobServiceClient.from_connection_string(peer.connection_string)
+        self.container = self.service.get_container_client(DEFAULT_CONTAINER)
+        if not self.container.exists():
+            self.container.create_container()
+        self.content: dict[str, bytes] = {}
+
+    def disk(self, name: str, writes: dict[int, bytes]) -> RecoveredDisk:
+        blob_name = f"replicas/hdr-{name}.vhd"
+        blob = self.container.get_blob_client(blob_name)
+        blob.create_page_blob(DISK + vhd.FOOTER_SIZE)
+        data = bytearray(DISK)
+        for offset, chunk in writes.items():
+            blob.upload_page(chunk, offset=offset, length=len(chunk))
+            data[offset:offset + len(chunk)] = chunk
+        blob.upload_page(vhd.footer(DISK), offset=DISK, length=vhd.FOOTER_SIZE)
+        snap = blob.create_snapshot()["snapshot"]
+        blob.upload_page(b"x" * 512, offset=0, length=512)  # after the point: not recovered
+        ref = snapshot_ref(DEFAULT_CONTAINER, blob_name, snap)
+        self.content[ref] = bytes(data)
+        return RecoveredDisk("", ref, DISK, disk=f"sites/src/workloads/{name.split('-')[0]}/"
+                                                 f"disks/{name}")
+
+    def snapshots(self) -> list[str]:
+        """The refs of the snapshots that exist, and are as they were made."""
+        out = []
+        for ref, data in self.content.items():
+            blob_name, snap = ref.split(f"{DEFAULT_CONTAINER}/", 1)[1].split("?snapshot=")
+            client = self.container.get_blob_client(blob_name, snapshot=unquote(snap))
+            if client.exists() and client.download_blob(offset=0, length=DISK).readall() == data:
+                out.append(ref)
+        return sorted(out)
 
 
 def workload(name: str, disks, net: Net, ip: str = "", **azure) -> WorkloadSpec:
@@ -124,10 +155,10 @@ async def run(provider, execution, groups, *, test_mode=False, timeout=30.0):
 
 async def test_vms_from_an_azure_disk_point_in_two_boot_groups_then_cleanup(
         azure_peer, compute, network):
-    net = Net(azure_peer, network)
-    db_os = point_disk(azure_peer, compute, "db-os", {0: b"boot" * 128, 5 * MiB: b"o" * 4096})
-    db_data = point_disk(azure_peer, compute, "db-data", {MiB: b"rows" * 1024})
-    web_os = point_disk(azure_peer, compute, "web-os", {0: b"web!" * 128})
+    net, point = Net(azure_peer, network), Point(azure_peer)
+    db_os = point.disk("db-os", {0: b"boot" * 128, 5 * MiB: b"o" * 4096})
+    db_data = point.disk("db-data", {MiB: b"rows" * 1024})
+    web_os = point.disk("web-os", {0: b"web!" * 128})
     groups = [BootGroup("databases", (workload("db", [db_os, db_data], net, ip="10.1.0.10"),)),
               BootGroup("web", (workload("web", [web_os], net),))]
     # Group 1's VM takes a while to provision: group 2 must wait for it.
@@ -136,16 +167,19 @@ async def test_vms_from_an_azure_disk_point_in_two_boot_groups_then_cleanup(
     execution = "recoveryPlans/rp/executions/e1"
     instances, events = await run(provider, execution, groups)
 
-    # Disks: copies of the snapshots, in the recovery group, content equal.
+    # Disks: imported from the snapshots, in the recovery group, content equal.
     disks = by_type(azure_peer, "Microsoft.Compute/disks", execution)
     for i, d in enumerate([db_os, db_data]):
         name = disk_name(execution, "sites/src/workloads/db", i)
         assert name in disks
-        assert azure_peer.sha256(name, group=azure_peer.recovery_group) == \
-            azure_peer.sha256(d.snapshot_id.rsplit("/", 1)[-1], group=azure_peer.source_group)
+        assert sha256_of(azure_peer, name, DISK, azure_peer.recovery_group) == \
+            hashlib.sha256(point.content[d.snapshot_id]).hexdigest()
         assert disks[name]["tags"]["hybrid-dr:workload"] == "sites/src/workloads/db"
-    # No data went through nodes or Storage: Azure copied the snapshots.
-    assert not any(e.step == "disk-prepared" and "uploaded" in e.detail for e in events)
+    # No data went through a node: Azure copied and imported the snapshots.
+    assert all("imported from snapshot" in e.detail for e in events
+               if e.step == "disk-prepared")
+    # The staging copies are gone; the replicas and their snapshots stay.
+    assert not [b.name for b in point.container.list_blobs() if "/restores/" in b.name]
 
     db, web = instances
     assert (db.workload, web.workload) == ("sites/src/workloads/db", "sites/src/workloads/web")
@@ -181,17 +215,15 @@ async def test_vms_from_an_azure_disk_point_in_two_boot_groups_then_cleanup(
     assert not [r for r in azure_peer.resources()
                 if (r.get("tags") or {}).get(TAG_EXECUTION) == execution]
     # The point's snapshots are untouched, content and all.
-    snaps = by_type(azure_peer, "Microsoft.Compute/snapshots")
-    assert sorted(snaps) == ["db-data-pt1", "db-os-pt1", "web-os-pt1"]
-    assert azure_peer.read("db-data-pt1", MiB, 4096) == b"rows" * 1024
+    assert point.snapshots() == sorted(point.content)
     assert await provider.cleanup(execution, on_event=events.append) == {
         "vms": [], "network_interfaces": [], "disks": []}
 
 
 async def test_a_drill_uses_the_isolated_subnet_and_cleanup_removes_only_its_own(
         azure_peer, compute, network):
-    net = Net(azure_peer, network)
-    d = point_disk(azure_peer, compute, "app-os", {0: b"app." * 128})
+    net, point = Net(azure_peer, network), Point(azure_peer)
+    d = point.disk("app-os", {0: b"app." * 128})
     groups = [BootGroup("all", (workload("app", [d], net, ip="10.99.0.20"),))]
     provider = AzureProvider(site(azure_peer), AzureProvider.new_limiter())
     drill, other = "recoveryPlans/rp/executions/t1", "recoveryPlans/rp/executions/t2"
@@ -217,12 +249,12 @@ async def test_a_drill_uses_the_isolated_subnet_and_cleanup_removes_only_its_own
     assert not by_type(azure_peer, "Microsoft.Network/networkInterfaces", drill)
     assert not by_type(azure_peer, "Microsoft.Compute/disks", drill)
     assert len(by_type(azure_peer, "Microsoft.Compute/virtualMachines", other)) == 1
-    assert "app-os-pt1" in by_type(azure_peer, "Microsoft.Compute/snapshots")
+    assert point.snapshots() == [d.snapshot_id]
 
 
 async def test_a_burst_of_429s_is_survived_and_counted(azure_peer, compute, network):
-    net = Net(azure_peer, network)
-    d = point_disk(azure_peer, compute, "api-os", {0: b"api." * 128})
+    net, point = Net(azure_peer, network), Point(azure_peer)
+    d = point.disk("api-os", {0: b"api." * 128})
     groups = [BootGroup("all", (workload("api", [d], net),))]
     limiter = ArmLimiter()
     provider = AzureProvider(site(azure_peer), limiter)
@@ -241,8 +273,8 @@ async def test_a_nearly_spent_write_budget_slows_the_recovery_down(azure_peer, c
                                                                      network):
     """ARM's bucket of writes (x-ms-ratelimit-remaining-subscription-writes) runs low,
     then empty: the limiter spaces its calls, waits out the 429s, and the VM comes up."""
-    net = Net(azure_peer, network)
-    d = point_disk(azure_peer, compute, "low-os", {0: b"low." * 128})
+    net, point = Net(azure_peer, network), Point(azure_peer)
+    d = point.disk("low-os", {0: b"low." * 128})
     groups = [BootGroup("all", (workload("low", [d], net),))]
     limiter = ArmLimiter()
     provider = AzureProvider(site(azure_peer), limiter)
@@ -256,13 +288,14 @@ async def test_a_nearly_spent_write_budget_slows_the_recovery_down(azure_peer, c
 
 async def test_wrong_settings_fail_check_naming_the_field_and_create_nothing(
         azure_peer, compute, network):
-    net = Net(azure_peer, network)
-    d = point_disk(azure_peer, compute, "chk-os", {0: b"chk." * 128})
+    net, point = Net(azure_peer, network), Point(azure_peer)
+    d = point.disk("chk-os", {0: b"chk." * 128})
     provider = AzureProvider(site(azure_peer), AzureProvider.new_limiter())
     before = sorted(r["id"] for r in azure_peer.resources())
     missing_subnet = net.prod.replace("/subnets/prod", "/subnets/nope")
     missing_nsg = net.nsg.replace("dr-nsg", "no-nsg")
-    gone = RecoveredDisk("", d.snapshot_id.replace("chk-os-pt1", "gone"), GiB, disk="x")
+    gone = RecoveredDisk("", snapshot_ref(DEFAULT_CONTAINER, "replicas/hdr-chk-os.vhd",
+                                          "2020-01-01T00:00:00.0000000Z"), DISK, disk="x")
     cases = [
         ({"subnet_id": missing_subnet}, [d], False, "azure.subnet_id"),
         ({"network_security_group_id": missing_nsg}, [d], False,
@@ -281,11 +314,16 @@ async def test_wrong_settings_fail_check_naming_the_field_and_create_nothing(
         assert e.value.field == field, (azure, e.value.message)
     with pytest.raises(FailedPrecondition, match="neither a snapshot nor"):
         await provider.check("recoveryPlans/rp/executions/c1", [BootGroup("g", (workload(
-            "chk", [RecoveredDisk("", "", GiB, disk="d")], net),))])
+            "chk", [RecoveredDisk("", "", DISK, disk="d")], net),))])
     with pytest.raises(InvalidArgument) as e:
         await AzureProvider({**site(azure_peer), "location": ""}, ArmLimiter()).check(
             "recoveryPlans/rp/executions/c1", [BootGroup("g", (workload("chk", [d], net),))])
     assert e.value.field == "recovery_site.azure.location"
+    with pytest.raises(InvalidArgument) as e:
+        await AzureProvider({**site(azure_peer), "storage_account_url": "",
+                             "storage_account_key": ""}, ArmLimiter()).check(
+            "recoveryPlans/rp/executions/c1", [BootGroup("g", (workload("chk", [d], net),))])
+    assert e.value.field == "recovery_site.azure.storage_account_url"
     assert sorted(r["id"] for r in azure_peer.resources()) == before
 
 

@@ -15,7 +15,7 @@ from azure.mgmt.network import NetworkManagementClient
 
 from dr_control.recovery.azure import disk_name
 from tests.helpers.cluster import protect_file_source
-from tests.test_azure_peer import mgmt
+from tests.helpers.azure import mgmt
 from tests.test_recovery_azure import Net
 from tools.localcluster import Cluster
 

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from tests.helpers.cluster import run_cycle
 from tests.helpers.vsphere import add_disk, connect, disks, find_vm, site_args, snapshot
 from tools.localcluster import Cluster, sha256, wait_for
 
@@ -72,14 +73,6 @@ def _target(c: Cluster, kind: str, request) -> list[str]:
     return ["--target", "dst", "--target-kind", "s3"]
 
 
-def _cycle(c: Cluster, plan: str, n: int, *, state: str = "completed") -> dict:
-    c.drctl("plan", "run", plan, check=False)
-    cycles = wait_for(lambda: (lambda cy: cy if len(cy) >= n and cy[n - 1]["state"] in (
-        "completed", "failed") else None)(c.cycles(plan)), timeout=120, what=f"cycle {n}")
-    assert cycles[n - 1]["state"] == state, cycles[n - 1].get("error")
-    return cycles[n - 1]
-
-
 def _no_snapshot_left(peer) -> None:
     """The cycle's drop_snapshots task ran (it is queued when the cycle ends)."""
     wait_for(lambda: peer.stats()["snapshots"].get(VM) == 0, timeout=60,
@@ -114,7 +107,7 @@ def test_three_cycles_restore_equal_and_incrementals_read_only_changed_areas(
             g.write(key, mib)
         expected.append(g.state())
         peer.reset_stats()
-        _cycle(c, "p1", n)
+        run_cycle(c, "p1", n)
         _no_snapshot_left(peer)
         served.append({k: peer.stats()["served"].get(g.flat(k), 0) for k in g.keys})
     # First cycle: the allocated areas only (CBT "*"), never the whole disk.
@@ -139,14 +132,14 @@ def test_cbt_reset_on_one_disk_is_a_full_sync_of_that_disk_only(
     g.write(big, [2, 5])
     g.write(small, [1])
     _plan_to_files(c, peer, monkeypatch)
-    _cycle(c, "p1", 1)
+    run_cycle(c, "p1", 1)
     _no_snapshot_left(peer)
     g.write(big, [9])
     g.write(small, [4])
     peer.cbt_reset(VM, small)
     state = g.state()
     peer.reset_stats()
-    _cycle(c, "p1", 2)
+    run_cycle(c, "p1", 2)
     point = c.points("p1")[-1]
     assert _disk(point, small)["full_sync_reason"] == "change-id-unknown"
     assert _disk(point, big)["full_sync_reason"] == ""
@@ -164,12 +157,12 @@ def test_quiesced_where_tools_run_and_crash_consistent_where_they_do_not(
     g.write(g.keys[0], [0])
     _plan_to_files(c, peer, monkeypatch, "--quiesce")
     peer.set_tools(VM, True)
-    _cycle(c, "p1", 1)
+    run_cycle(c, "p1", 1)
     peer.set_tools(VM, False)  # the tools stopped: the next point is crash-consistent
-    _cycle(c, "p1", 2)
+    run_cycle(c, "p1", 2)
     peer.set_tools(VM, True)  # running, but the guest's quiescing fails: taken again
     peer.faults("CreateSnapshot_Task", fault="ApplicationQuiesceFault", in_task=True, count=1)
-    _cycle(c, "p1", 3)
+    run_cycle(c, "p1", 3)
     assert [{d["consistency"] for d in p["disks"]} for p in c.points("p1")] == [
         {"app-consistent"}, {"crash-consistent"}, {"crash-consistent"}]
     assert peer.stats()["faults"], "the quiesce fault was not injected"
@@ -184,7 +177,7 @@ def test_a_users_snapshot_fails_the_cycle_clearly_and_reads_no_old_data(
     si = connect(peer)
     user_snap = snapshot(find_vm(si, VM), "before upgrade")
     g.write(g.keys[0], [1])  # after the user's snapshot: not in the frozen base
-    cycle = _cycle(c, "p1", 1, state="failed")
+    cycle = run_cycle(c, "p1", 1, state="failed")
     assert "before upgrade" in cycle["error"]["message"], cycle
     assert cycle["error"]["reason"] == "vsphere-other-snapshots"
     assert c.points("p1") == []
@@ -194,7 +187,7 @@ def test_a_users_snapshot_fails_the_cycle_clearly_and_reads_no_old_data(
     user_snap.RemoveSnapshot_Task(removeChildren=False)
     wait_for(lambda: peer.stats()["snapshots"].get(VM) == 0, timeout=30, what="removal")
     state = g.state()
-    _cycle(c, "p1", 2)
+    run_cycle(c, "p1", 2)
     assert {k: _restored(c, c.points("p1")[0], k) for k in g.keys} == state
 
 
@@ -218,7 +211,7 @@ def test_vcenter_gone_mid_cycle_fails_clearly_and_leaves_no_snapshot(
         peer.outage(False)
         peer.clear_faults()
         state = g.state()
-        second = _cycle(c, "p1", 2)
+        second = run_cycle(c, "p1", 2)
         assert second["state"] == "completed"
         _no_snapshot_left(peer)
         point = c.points("p1")[-1]

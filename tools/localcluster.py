@@ -28,6 +28,16 @@ from dr_control.cli.client import TlsFiles, open_channel
 from dr_control.cli.main import main as drctl_main
 
 BIN = Path(sys.executable).parent
+# The checkout this module is in: the daemons run its code, not whichever checkout the
+# venv's editable install points at (git worktrees share one venv).
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def daemon_env(env: dict) -> dict:
+    """The environment of a daemon process: ours, `env`, and SOURCE_ROOT first on its
+    import path."""
+    path = os.pathsep.join(filter(None, [str(SOURCE_ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, **env, "PYTHONPATH": path}
 
 
 def free_port() -> int:
@@ -144,7 +154,7 @@ class Cluster:
     def create_token(self, name: str, role: str) -> Path:
         """A token made with `dr-control token create`; returns the file holding its secret."""
         run = subprocess.run([str(BIN / "dr-control"), "token", "create", "--name", name,
-                              "--role", role], env={**os.environ, **self.control_env},
+                              "--role", role], env=daemon_env(self.control_env),
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         path = self.root / f"{name}.token"
@@ -154,7 +164,7 @@ class Cluster:
 
     def _spawn(self, program: str, env: dict, log: str) -> subprocess.Popen:
         out = open(self.root / log, "ab")
-        return subprocess.Popen([str(BIN / program)], env={**os.environ, **env},
+        return subprocess.Popen([str(BIN / program)], env=daemon_env(env),
                                 stdout=out, stderr=subprocess.STDOUT)
 
     def start_control(self, name: str = "") -> subprocess.Popen:

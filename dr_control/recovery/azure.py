@@ -1,10 +1,12 @@
 """Azure recovery: VMs made from a recovery point's disks, one boot group at a time.
 
 Where the disks come from is the point's own fact, per disk (RecoveredDisk):
-- a point of the `azure-disk` target is one incremental snapshot per disk
-  (`snapshot_id`): `prepare` makes each disk a managed disk copied from its snapshot
-  (`createOption=Copy`, in the recovery site's first resource group) — Azure copies the
-  data itself, nothing moves through nodes or the control plane;
+- a point of the `azure-disk` target is one blob snapshot per disk of its replica
+  page blob (`snapshot_id`, `azblob://container/...vhd?snapshot=T`): `prepare` copies
+  it to a staging blob beside the replica (server-side; ARM imports blobs, not blob
+  snapshots) and imports that as a managed disk (`createOption=Import`, in the recovery
+  site's first resource group), then deletes the copy — Azure moves the data, nothing
+  goes through nodes or the control plane;
 - a point of a repository (`fs`, `s3`, `azblob`: `root_hash`) is chunks Azure cannot
   read: `prepare` has nodes write each disk into a new managed disk through direct
   upload (the `azure` restore destination, dr_common/targets/restores/azure.py).
@@ -31,11 +33,12 @@ and a low x-ms-ratelimit-remaining-* budget slows calls down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import structlog
@@ -44,7 +47,8 @@ from dr_common.azure import AzureSettings, resource_group_of, resource_name
 from dr_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.targets import REPOSITORY_KINDS
-from dr_common.targets.azure_disk import ManagedDisks, azure_name
+from dr_common.targets.azure_disk import (ManagedDisks, Replicas, azure_name,
+                                          parse_snapshot_ref)
 from dr_control.recovery.azure_limiter import ArmLimiter
 from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, BootGroup,
                                       DiskMover, EventSink, RecoveredDisk, RecoveredInstance,
@@ -249,11 +253,8 @@ class AzureProvider(RecoveryProvider):
                                               f"({resource_name(v[key])})",
                                               field="azure.private_ip")
                 for d in spec.disks:
-                    if d.snapshot_id and await disks.get_snapshot(d.snapshot_id) is None:
-                        raise InvalidArgument(
-                            f"workload {spec.workload}: snapshot "
-                            f"{resource_name(d.snapshot_id)} of {d.disk} does not exist "
-                            f"(its recovery point was deleted?)", field="disks.snapshot_id")
+                    if d.snapshot_id:
+                        await _check_snapshot(self.settings, spec.workload, d)
 
     # -- prepare: the managed disks
 
@@ -341,6 +342,33 @@ async def _nsg(disks: ManagedDisks, workload: str, nsg_id: str) -> Any:
                               field="azure.network_security_group_id") from None
 
 
+@contextlib.asynccontextmanager
+async def _replicas(settings: AzureSettings, ref: str) -> AsyncIterator[tuple[Replicas, str]]:
+    """The azure-disk replicas' container holding snapshot `ref`, and its blob's name."""
+    container, blob, _ = parse_snapshot_ref(ref)
+    async with Replicas(settings, f"azblob://{container}",
+                        service="azure-recovery-storage") as replicas:
+        yield replicas, blob
+
+
+async def _check_snapshot(settings: AzureSettings, workload: str, disk: RecoveredDisk) -> None:
+    if not settings.storage_account_url:
+        raise InvalidArgument("points of an azure-disk target are blob snapshots in the "
+                              "recovery site's storage account: give the site its "
+                              "storage_account_url", field="recovery_site.azure."
+                                                           "storage_account_url")
+    _, _, snapshot = parse_snapshot_ref(disk.snapshot_id)
+    async with _replicas(settings, disk.snapshot_id) as (replicas, blob):
+        source = replicas.blob(blob, snapshot, replicas.container_name)
+        try:
+            await replicas.storage.call("get-properties", source.get_blob_properties,
+                                        what=f"read snapshot {snapshot} of {blob}")
+        except NotFound:
+            raise InvalidArgument(f"workload {workload}: snapshot {snapshot} of replica "
+                                  f"{blob} ({disk.disk}) does not exist (its recovery point "
+                                  f"was deleted?)", field="disks.snapshot_id") from None
+
+
 async def _make_disk(disks: ManagedDisks, mover: DiskMover, disk: RecoveredDisk, name: str,
                      tags: dict[str, str], sku: str) -> str:
     """Makes (or finds) the managed disk `name` with `disk`'s content; says how."""
@@ -348,17 +376,34 @@ async def _make_disk(disks: ManagedDisks, mover: DiskMover, disk: RecoveredDisk,
         existing = await disks.get_disk(name)
         if existing is not None and existing.provisioning_state == "Succeeded" and \
                 (existing.tags or {}).get(TAG_EXECUTION) == tags[TAG_EXECUTION]:
-            return "copied by an earlier attempt"
-        # Azure copies the snapshot itself; the control plane only asks. The PUT is
-        # idempotent: a copy an earlier attempt left half-made is asked for again.
-        await disks.copy_disk(name, disk.snapshot_id, tags, sku=sku)
-        return f"copied from snapshot {resource_name(disk.snapshot_id)}"
+            return "imported by an earlier attempt"
+        return await _import_snapshot(disks, disk.snapshot_id, name, tags, sku)
     # Always through the mover, which reuses a restore already done to this destination:
     # only the restore knows whether it verified what it wrote.
     result = await mover.restore(disk, nodes_pb2.RestoreDestination(
         azure=nodes_pb2.AzureManagedDisk(name=name, size_bytes=disk.size_bytes, tags=tags,
                                          sku=sku)))
     return f"{disk.size_bytes} bytes uploaded by a node; verified {result.verified}"
+
+
+async def _import_snapshot(disks: ManagedDisks, ref: str, name: str, tags: dict[str, str],
+                           sku: str) -> str:
+    """An azure-disk point's disk (a blob snapshot of its replica) as managed disk
+    `name`: the snapshot copied to a staging blob beside the replica (ARM imports blobs,
+    not blob snapshots; the copy is server-side), imported (`createOption=Import`), the
+    staging blob deleted. Azure moves the data; nothing goes through a node or us. The
+    import PUT is idempotent: a retry after a half-made import asks for it again."""
+    async with _replicas(disks.settings, ref) as (replicas, blob):
+        folder = blob.rsplit("/", 1)[0] + "/" if "/" in blob else ""
+        staging = f"{folder}restores/{name}.vhd"
+        copy = await replicas.copy_out(ref, staging)
+        try:
+            await disks.import_disk(name, copy.url.split("?", 1)[0], tags, sku=sku)
+        finally:
+            with contextlib.suppress(Exception):  # a leftover copy costs, breaks nothing
+                await replicas.storage.call("delete-blob", copy.delete_blob,
+                                            what=f"delete staging blob {staging}")
+    return f"imported from snapshot {parse_snapshot_ref(ref)[2]} of {blob}"
 
 
 async def _start(disks: ManagedDisks, execution: str, group: str, spec: WorkloadSpec,

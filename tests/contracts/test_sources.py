@@ -1,9 +1,10 @@
 """The SourceDisk contract (dr_common.sources.base): what every source must report and
 read for one known disk, run against each source kind on its real peer: `file`
 (FileDisk on a sparse image), `kvm` (KvmDisk: a qcow2 image over qemu-nbd, with dirty
-bitmaps), `aws` (AwsDisk: EBS snapshots through the EBS direct APIs of the AWS peer) and
+bitmaps), `aws` (AwsDisk: EBS snapshots through the EBS direct APIs of the AWS peer),
 `vsphere` (VsphereDisk: a VM disk at a VM snapshot, CBT and datastore reads on the
-vSphere peer).
+vSphere peer) and `azure` (AzureDisk: incremental snapshots of a managed disk, page-range
+diffs through a read SAS, on the Azure peer).
 
 Every kind holds the same content: a 1 GiB disk (the smallest EBS volume) written in
 512 KiB blocks (EBS's block, a multiple of qcow2 clusters, bitmap granules and filesystem
@@ -171,12 +172,56 @@ class VsphereSource:
         return disk
 
 
+class AzureSource:
+    """A 1 GiB managed disk of the Azure peer; each point is an incremental snapshot."""
+
+    def __init__(self, azure_peer: Any):
+        from azure.mgmt.compute import ComputeManagementClient
+
+        from dr_common.azure import AzureSettings
+        from tests.helpers.azure import mgmt
+        self.peer, self.group = azure_peer, azure_peer.source_group
+        self.compute = mgmt(ComputeManagementClient, azure_peer)
+        self.disk = self.compute.disks.begin_create_or_update(self.group, "contract", {
+            "location": azure_peer.location, "properties": {
+                "creationData": {"createOption": "Empty"}, "diskSizeGB": SIZE // GiB}}).result()
+        self.settings = AzureSettings(
+            subscription_id=azure_peer.subscription_id, resource_groups=(self.group,),
+            location=azure_peer.location, tenant_id=azure_peer.tenant_id,
+            client_id=azure_peer.client_id, client_secret=azure_peer.client_secret,
+            arm_endpoint=azure_peer.arm_endpoint, authority_host=azure_peer.authority_host,
+            ca_file=str(azure_peer.ca_file))
+        self.points, self.previous = 0, ""
+
+    def write(self, blocks: dict[int, bytes]) -> None:
+        for index, data in blocks.items():
+            self.peer.write("contract", index * BLOCK, data, group=self.group)
+
+    def zero(self, indices: tuple[int, ...]) -> None:
+        for index in indices:
+            self.peer.clear("contract", index * BLOCK, BLOCK, group=self.group)
+
+    async def open(self) -> SourceDisk:
+        from dr_common.sources.azure.disk import AzureDisk
+        self.points += 1
+        snapshot = await asyncio.to_thread(lambda: self.compute.snapshots.begin_create_or_update(
+            self.group, f"contract-{self.points}", {
+                "location": self.peer.location, "properties": {
+                    "incremental": True, "creationData": {
+                        "createOption": "Copy", "sourceResourceId": self.disk.id}}}).result())
+        disk = await AzureDisk.open(self.settings, snapshot_id=snapshot.id,
+                                    previous_snapshot_id=self.previous, disk_id=self.disk.id)
+        self.previous = snapshot.id
+        return disk
+
+
 SOURCES = {
     "file": lambda request, tmp_path: FileSource(tmp_path),
     "kvm": lambda request, tmp_path: KvmSource(tmp_path),
     "aws": lambda request, tmp_path: AwsSource(
         *(request.getfixturevalue(f) for f in ("aws_peer", "boto", "aws_settings"))),
     "vsphere": lambda request, tmp_path: VsphereSource(request.getfixturevalue("vsphere_peer")),
+    "azure": lambda request, tmp_path: AzureSource(request.getfixturevalue("azure_peer")),
 }
 
 

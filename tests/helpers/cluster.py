@@ -46,6 +46,16 @@ def wait_points(c: Cluster, plan: str, n: int, timeout: float = 60) -> list[dict
                     timeout=timeout, what=f"{n} recovery points of {plan}")
 
 
+def run_cycle(c: Cluster, plan: str, n: int, *, state: str = "completed") -> dict:
+    """Runs `plan` and waits for the end of its n-th cycle (oldest first), which must end
+    in `state`; returns that cycle as drctl shows it."""
+    c.drctl("plan", "run", plan, check=False)
+    cycles = wait_for(lambda: (lambda cy: cy if len(cy) >= n and cy[n - 1]["state"] in (
+        "completed", "failed") else None)(c.cycles(plan)), timeout=120, what=f"cycle {n}")
+    assert cycles[n - 1]["state"] == state, cycles[n - 1].get("error") or cycles[n - 1]
+    return cycles[n - 1]
+
+
 def rest_call(c: Cluster, path: str, method: str = "GET", body: dict | None = None,
               token_file: Path | None = None) -> tuple[int, dict]:
     """One REST request: (HTTP status, the JSON answer), errors included."""

@@ -199,7 +199,8 @@ class AzureDisk:
                 if previous_url:
                     return await self._blob.get_page_range_diff_for_managed_disk(
                         previous_url, offset=offset, length=length)
-                return await self._blob.get_page_ranges(offset=offset, length=length)
+                pages = self._blob.list_page_ranges(offset=offset, length=length)
+                return [{"start": r.start, "end": r.end} async for r in pages], []
 
             ranges, clears = await self._storage("page-ranges", one,
                                                  f"list the changed pages of {self.name}")

@@ -82,7 +82,7 @@ class ManagedDiskWriter:
         self.volume_id = disk.id
         url = await self.disks.grant_write(self.disk_name)
         self._writing = True
-        self._pages = PageWriter(self.disks, self.disk_name, url)
+        self._pages = PageWriter.on_url(self.disks, self.disk_name, url)
 
     async def _replace(self, disk: Any) -> None:
         """A disk of this name exists: an earlier attempt of the same restore (it has our

@@ -62,7 +62,28 @@ class BlobStore:
         """A copy of `source`'s blob in a new container (its valid ranges read and written:
         a few MiB for test disks)."""
         src = self._blob(source)
-        size = src.get_blob_properties().size
+        return self._copy_pages(src, src.get_blob_properties().size)
+
+    def import_blob(self, container: str, name: str) -> str:
+        """A managed blob (new container) with the content of page blob container/name,
+        which must be a fixed VHD (its last 512 bytes a footer with the `conectix`
+        cookie) of a whole number of MiB. LookupError: no such blob; ValueError: not a
+        fixed VHD."""
+        from azure.core.exceptions import ResourceNotFoundError
+        src = self.service.get_blob_client(container, name)
+        try:
+            props = src.get_blob_properties()
+        except ResourceNotFoundError:
+            raise LookupError(name) from None
+        size = props.size
+        if props.blob_type != "PageBlob" or size < 512 or (size - 512) % (1 << 20):
+            raise ValueError(f"{props.blob_type} of {size} bytes (a page blob of whole MiB "
+                             "and a 512-byte footer is)")
+        if src.download_blob(offset=size - 512, length=8).readall() != b"conectix":
+            raise ValueError("no VHD footer")
+        return self._copy_pages(src, size)
+
+    def _copy_pages(self, src, size: int) -> str:
         container = self.create(size)
         target = self._blob(container)
         valid, _ = src.get_page_ranges()
@@ -72,6 +93,11 @@ class BlobStore:
                 data = src.download_blob(offset=start, length=length).readall()
                 target.upload_page(data, start, length)
         return container
+
+    def valid(self, container: str) -> list[tuple[int, int]]:
+        """[start, end) of the valid pages of a managed blob."""
+        valid, _ = self._blob(container).get_page_ranges()
+        return [(r["start"], r["end"] + 1) for r in valid]
 
     def delete(self, container: str) -> None:
         self.service.delete_container(container)

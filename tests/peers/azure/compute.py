@@ -135,6 +135,35 @@ class ManagedKind(Kind):
         return source, m
 
 
+    @staticmethod
+    def import_source(ctx: Context, creation: dict[str, Any]) -> tuple[int, str]:
+        """Import: `sourceUri` names a page blob of the dev account (through the front or
+        not) holding a fixed VHD; `storageAccountId` must be given, as Azure requires.
+        The blob's content is copied into the new disk's own blob: (size, container)."""
+        from urllib.parse import unquote, urlsplit
+        uri, account_id = creation.get("sourceUri"), creation.get("storageAccountId")
+        if not uri:
+            raise invalid("Required parameter 'sourceUri' is missing (null).",
+                          "creationData.sourceUri")
+        if not account_id or "/providers/microsoft.storage/storageaccounts/" not in \
+                account_id.lower():
+            raise invalid("Required parameter 'storageAccountId' is missing or not a storage "
+                          "account id.", "creationData.storageAccountId")
+        parts = urlsplit(uri)
+        path = unquote(parts.path).strip("/").split("/", 2)
+        if parts.query or len(path) != 3 or path[0] != account_id.rsplit("/", 1)[-1]:
+            raise invalid(f"sourceUri {uri} is not a blob of storage account "
+                          f"{account_id.rsplit('/', 1)[-1]}.", "creationData.sourceUri")
+        try:
+            container = ctx.state.blobs.import_blob(path[1], path[2])
+        except LookupError:
+            raise ArmError(404, "NotFound", f"The source blob {uri} does not exist.") from None
+        except ValueError as e:
+            raise invalid(f"The blob {uri} is not a fixed VHD: {e}.",
+                          "creationData.sourceUri") from None
+        return ctx.state.blobs.size(container), container
+
+
 def _common_properties(size: int, creation: dict[str, Any], body_props: dict[str, Any]
                        ) -> dict[str, Any]:
     props: dict[str, Any] = {
@@ -188,9 +217,14 @@ class Disks(ManagedKind):
                 container, journal = state.blobs.copy(m.container), m.journal.copy()
             creation["sourceUniqueId"] = source["properties"]["uniqueId"]
             disk_state = "Unattached"
+        elif option == "Import":
+            size, container = self.import_source(ctx, creation)
+            journal, disk_state, seq = pages.Journal(), "Unattached", pages.tick()
+            for start, end in state.blobs.valid(container):  # imported pages are written
+                journal.write(start, end, seq)
         else:
             raise invalid(f"createOption '{option}' is not supported by the peer (Empty, "
-                          "Upload, Copy are).", "creationData.createOption")
+                          "Upload, Copy, Import are).", "creationData.createOption")
         props = _common_properties(size, creation, props_in)
         props["diskState"] = disk_state
         props["diskIOPSReadWrite"], props["diskMBpsReadWrite"] = 500, 60

@@ -203,8 +203,10 @@ class AzblobTarget(_message.Message):
     def __init__(self, location: _Optional[str] = ...) -> None: ...
 
 class AzureDiskTarget(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("location",)
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    location: str
+    def __init__(self, location: _Optional[str] = ...) -> None: ...
 
 class Pair(_message.Message):
     __slots__ = ("node", "address", "cert_name")
