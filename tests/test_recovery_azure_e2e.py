@@ -14,7 +14,7 @@ import pytest
 from azure.mgmt.network import NetworkManagementClient
 
 from dr_control.recovery.azure import disk_name
-from tests.helpers.cluster import protect_file_source
+from tests.helpers.cluster import completed_execution, protect_file_source
 from tests.helpers.azure import mgmt
 from tests.test_recovery_azure import Net
 from tools.localcluster import Cluster
@@ -51,14 +51,7 @@ def test_a_drill_recovers_a_file_point_into_azure_and_cleans_up(
 
     name = c.drctl_json("recovery", "run", "rp1", "--test")["name"]
     short = name.split("/", 1)[1].replace("executions/", "")
-    code, out, err = c.drctl("recovery", "get", short, "--wait", "--output", "json")
-    assert code == 0, err
-    execution = json.loads(out)
-    assert execution["state"] == "completed", execution
-    assert execution["recovery_point"] == point["name"]
-    steps = [e["step"] for e in execution["events"]]
-    assert steps.index("disk-prepared") < steps.index("instance-launched") < \
-        steps.index("instance-running") < steps.index("group-running")
+    execution = completed_execution(c, short, point)
     prepared = next(e for e in execution["events"] if e["step"] == "disk-prepared")
     assert "uploaded by a node" in prepared["detail"], prepared
     (recovered,) = execution["instances"]

@@ -339,6 +339,24 @@ class Replicas:
             await asyncio.sleep(1)  # Azure's copy has no completion callback; poll it
 
 
+async def import_snapshot(replicas: Replicas, disks: ManagedDisks, ref: str, name: str,
+                          tags: dict[str, str], *, sku: str = "") -> Any:
+    """Managed disk `name` with the content of snapshot `ref`: copied to a staging blob
+    beside its replica (ARM imports blobs, not blob snapshots; the copy is server-side),
+    imported (`createOption=Import`), the copy deleted. Restores of this target and
+    recovery into Azure both make their disks so; no byte goes through the caller."""
+    _, blob, _ = parse_snapshot_ref(ref)
+    folder = blob.rsplit("/", 1)[0] + "/" if "/" in blob else ""
+    staging = f"{folder}restores/{name}.vhd"
+    copy = await replicas.copy_out(ref, staging)
+    try:
+        return await disks.import_disk(name, copy.url.split("?", 1)[0], tags, sku=sku)
+    finally:
+        with contextlib.suppress(Exception):  # a leftover copy costs, breaks nothing
+            await replicas.storage.call("delete-blob", copy.delete_blob,
+                                        what=f"delete staging blob {staging}")
+
+
 class AzureDiskSink:
     """One disk of a cycle written into its replica page blob."""
 
@@ -551,16 +569,8 @@ class AzureDiskTarget:
         imports blobs, not blob snapshots), imported, the copy deleted."""
         point = spec.recovery_point.rsplit("/", 1)[-1]
         name = azure_name("hdr-restore", point, spec.disk.rsplit("/", 1)[-1])
-        staging = f"{self.replicas.prefix}{LAYOUT}restores/{name}.vhd"
-        copy = await self.replicas.copy_out(spec.snapshot_id, staging)
-        try:
-            source_uri = copy.url.split("?", 1)[0]
-            disk = await self.disks.import_disk(name, source_uri,
-                                                {TAG_POINT: point, TAG_DISK: spec.disk})
-        finally:
-            with contextlib.suppress(Exception):
-                await self.replicas.storage.call("delete-blob", copy.delete_blob,
-                                                 what=f"delete staging blob {staging}")
+        disk = await import_snapshot(self.replicas, self.disks, spec.snapshot_id, name,
+                                     {TAG_POINT: point, TAG_DISK: spec.disk})
         log.info("managed disk restored", disk=disk.name, snapshot=spec.snapshot_id)
         return common_pb2.RestoreResult(volume_id=disk.id)
 

@@ -48,7 +48,7 @@ from dr_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.targets import REPOSITORY_KINDS
 from dr_common.targets.azure_disk import (ManagedDisks, Replicas, azure_name,
-                                          parse_snapshot_ref)
+                                          import_snapshot, parse_snapshot_ref)
 from dr_control.recovery.azure_limiter import ArmLimiter
 from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, BootGroup,
                                       DiskMover, EventSink, RecoveredDisk, RecoveredInstance,
@@ -388,21 +388,11 @@ async def _make_disk(disks: ManagedDisks, mover: DiskMover, disk: RecoveredDisk,
 
 async def _import_snapshot(disks: ManagedDisks, ref: str, name: str, tags: dict[str, str],
                            sku: str) -> str:
-    """An azure-disk point's disk (a blob snapshot of its replica) as managed disk
-    `name`: the snapshot copied to a staging blob beside the replica (ARM imports blobs,
-    not blob snapshots; the copy is server-side), imported (`createOption=Import`), the
-    staging blob deleted. Azure moves the data; nothing goes through a node or us. The
-    import PUT is idempotent: a retry after a half-made import asks for it again."""
+    """An azure-disk point's disk imported as managed disk `name`, as that target's
+    restores do (Azure moves the data). The import PUT is idempotent: a retry after a
+    half-made import asks for it again."""
     async with _replicas(disks.settings, ref) as (replicas, blob):
-        folder = blob.rsplit("/", 1)[0] + "/" if "/" in blob else ""
-        staging = f"{folder}restores/{name}.vhd"
-        copy = await replicas.copy_out(ref, staging)
-        try:
-            await disks.import_disk(name, copy.url.split("?", 1)[0], tags, sku=sku)
-        finally:
-            with contextlib.suppress(Exception):  # a leftover copy costs, breaks nothing
-                await replicas.storage.call("delete-blob", copy.delete_blob,
-                                            what=f"delete staging blob {staging}")
+        await import_snapshot(replicas, disks, ref, name, tags, sku=sku)
     return f"imported from snapshot {parse_snapshot_ref(ref)[2]} of {blob}"
 
 

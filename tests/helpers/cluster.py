@@ -41,6 +41,20 @@ def protect_file_source(c: Cluster, size: int = 3 * MiB) -> tuple[Path, bytes, d
     return disk, content, point
 
 
+def completed_execution(c: Cluster, execution: str, point: dict) -> dict:
+    """`drctl recovery get EXECUTION --wait`: the execution, checked to have completed
+    from `point` with its steps in a recovery's order."""
+    code, out, err = c.drctl("recovery", "get", execution, "--wait", "--output", "json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["state"] == "completed", got
+    assert got["recovery_point"] == point["name"]
+    steps = [e["step"] for e in got["events"]]
+    assert steps.index("disk-prepared") < steps.index("instance-launched") < \
+        steps.index("instance-running") < steps.index("group-running")
+    return got
+
+
 def wait_points(c: Cluster, plan: str, n: int, timeout: float = 60) -> list[dict]:
     return wait_for(lambda: (lambda p: p if len(p) >= n else None)(c.points(plan)),
                     timeout=timeout, what=f"{n} recovery points of {plan}")
