@@ -49,6 +49,11 @@ _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 _SAS_SIGNATURE = re.compile(r"(sig=)[^&\s\"']+", re.IGNORECASE)
 # Resource group names: letters, digits, underscores, hyphens, periods and parentheses.
 _GROUP_NAME = re.compile(r"[-\w.()]{1,90}")
+# Seconds between polls of a long-running ARM operation: disks, NICs and VM deletes
+# take seconds, and azure-core's default (30 s, when ARM sends no Retry-After) would
+# add that much to every step of a recovery. Tests against the harness, whose
+# operations end at once, lower it.
+LRO_POLL_SECONDS = 1.0
 _UUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
@@ -185,8 +190,12 @@ class Arm:
     """One site's Resource Manager clients and credential: `async with Arm(s) as arm:`
     then `arm.compute.disks...`, `arm.network.network_interfaces...`."""
 
-    def __init__(self, settings: AzureSettings):
+    def __init__(self, settings: AzureSettings, *,
+                 on_response: Callable[[Any], None] | None = None):
+        """`on_response(headers)` sees the headers of every ARM answer (recovery's
+        limiter reads the x-ms-ratelimit-remaining-* budget from them)."""
         self.settings = settings
+        self.on_response = on_response
         self._credential = None
         self.compute: Any = None
         self.network: Any = None
@@ -197,7 +206,11 @@ class Arm:
         s = self.settings
         self._credential = credential(s)
         common = dict(base_url=s.arm, credential_scopes=[f"{s.arm}/.default"],
-                      polling_interval=1, **s.transport_options())
+                      polling_interval=LRO_POLL_SECONDS, **s.transport_options())
+        if self.on_response is not None:
+            hook = self.on_response
+            # azure-core's CustomHookPolicy calls it with each PipelineResponse.
+            common["raw_response_hook"] = lambda r: hook(r.http_response.headers)
         self.compute = ComputeManagementClient(self._credential, s.subscription_id, **common)
         self.network = NetworkManagementClient(self._credential, s.subscription_id, **common)
         return self

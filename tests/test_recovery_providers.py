@@ -44,9 +44,33 @@ def test_vsphere_recovers_repository_points_only():
                                "plan with an fs or s3 target")
 
 
+def test_azure_recovers_azure_disk_and_repository_points():
+    azure = provider_class("azure")
+    for kind in ("azure-disk", "fs", "s3"):  # REPOSITORY_KINDS: azblob too once registered
+        azure.check_points("plans/p", kind)
+    with pytest.raises(InvalidArgument) as e:
+        azure.check_points("plans/p", "ebs")
+    assert e.value.field == "recovery_plan.protection_plan"
+    assert "use a plan with an azure-disk or fs" in e.value.message
+
+
+SUBNET = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/n"
+
+
 @pytest.mark.parametrize("kind, settings, field", [
     ("aws", {"instance_type": "t3.small", "subnet_id": "subnet-1",
              "vsphere": {"datastore": "ds"}}, "w.vsphere"),
+    ("aws", {"instance_type": "t3.small", "subnet_id": "subnet-1",
+             "azure": {"vm_size": "B1s"}}, "w.azure"),
+    ("vsphere", {"vsphere": {"datastore": "ds"}, "azure": {"vm_size": "B1s"}}, "w.azure"),
+    ("azure", {"instance_type": "t3.small", "azure": {"vm_size": "B1s", "subnet_id": SUBNET}},
+     "w.instance_type"),
+    ("azure", {"vsphere": {"datastore": "ds"}, "azure": {"vm_size": "B1s",
+                                                         "subnet_id": SUBNET}}, "w.vsphere"),
+    ("azure", {"security_group_ids": ["sg-1"], "azure": {"vm_size": "B1s",
+                                                         "subnet_id": SUBNET}},
+     "w.security_group_ids"),
+    ("azure", {"azure": {"subnet_id": SUBNET}}, "w.azure.vm_size"),
     ("vsphere", {"instance_type": "t3.small", "vsphere": {"datastore": "ds"}},
      "w.instance_type"),
     ("vsphere", {"vsphere": {}}, "w.vsphere.datastore"),
@@ -73,3 +97,44 @@ def test_vsphere_settings_are_normalized_with_defaults():
         "cpus": 1, "memory_mib": 2048, "datastore": "ds", "folder": "", "resource_pool": "",
         "networks": [{"source": "", "port_group": "VM Network"}], "isolated_port_group": "",
         "guest_id": "otherGuest64", "wait_for": "tools"}}
+
+
+def test_azure_settings_are_normalized_and_an_ip_planned_twice_is_refused():
+    azure = provider_class("azure")
+    # What the API hands over: every provider's fields, the others' empty.
+    got = azure.check_workload("w", {
+        "instance_type": "", "subnet_id": "", "security_group_ids": [], "private_ip": "",
+        "vsphere": {}, "azure": {"vm_size": " Standard_B1s ", "subnet_id": SUBNET,
+                                 "private_ip": "10.1.0.9", "os_type": "windows"}})
+    assert got == {"azure": {"vm_size": "Standard_B1s", "subnet_id": SUBNET,
+                             "network_security_group_id": "", "private_ip": "10.1.0.9",
+                             "test_subnet_id": "", "os_type": "Windows", "disk_sku": ""}}
+    with pytest.raises(InvalidArgument) as e:
+        azure.check_plan_settings([("a", got), ("b", got)])
+    assert e.value.field == "b.azure.private_ip"
+
+
+def test_an_azure_workload_goes_from_the_api_to_the_provider_and_back():
+    """RecoveryWorkload.azure as a request gives it, checked by check_boot_groups with
+    the azure provider, stored, and shown again as the same message."""
+    from dr_common.proto.dr.v1 import recovery_pb2
+    from dr_control.api import convert
+    from dr_control.db.models import Plan
+    from dr_control.services.recovery import check_boot_groups
+    w = "sites/src/workloads/vm1"
+    request = [recovery_pb2.BootGroup(name="db", workloads=[recovery_pb2.RecoveryWorkload(
+        workload=w, tags={"app": "shop"}, azure=recovery_pb2.AzureWorkload(
+            vm_size="Standard_B2s", subnet_id=SUBNET, private_ip="10.1.0.9"))])]
+    stored = check_boot_groups(Plan(id="p1", workloads=[w], disks=[]),
+                               convert.boot_groups(request), provider_class("azure"))
+    assert stored[0]["workloads"][0]["azure"]["os_type"] == "Linux"
+    shown = convert._recovery_workload(stored[0]["workloads"][0])
+    assert shown.azure.vm_size == "Standard_B2s" and shown.azure.private_ip == "10.1.0.9"
+    assert shown.tags == {"app": "shop"} and not shown.HasField("vsphere")
+    bad = [recovery_pb2.BootGroup(name="db", workloads=[recovery_pb2.RecoveryWorkload(
+        workload=w, instance_type="t3.small", azure=recovery_pb2.AzureWorkload(
+            vm_size="Standard_B2s", subnet_id=SUBNET))])]
+    with pytest.raises(InvalidArgument) as e:
+        check_boot_groups(Plan(id="p1", workloads=[w], disks=[]), convert.boot_groups(bad),
+                          provider_class("azure"))
+    assert e.value.field == "recovery_plan.boot_groups[0].workloads[0].instance_type"

@@ -26,8 +26,8 @@ from dr_common.targets.repository import RepositoryTarget
 from dr_common.vsphere import Session, VsphereSettings
 from dr_control.recovery.base import BootGroup, RecoveredDisk, WorkloadSpec
 from dr_control.recovery.vsphere import VsphereProvider, check_settings, upload_dir, vm_name
-from tests.helpers.cluster import setup_plan
-from tests.helpers.disks import MiB, make_disk
+from tests.helpers.cluster import completed_execution, protect_file_source
+from tests.helpers.disks import MiB
 from tests.helpers.repository import numbered_chunk, write_point
 from tools.localcluster import Cluster, wait_for
 
@@ -140,20 +140,6 @@ async def test_an_upload_that_fails_verification_leaves_no_files(vsphere_peer, t
 
 # --- a test drill through the real daemons ------------------------------------------------
 
-def _protect_file_source(c: Cluster, size: int = 3 * MiB) -> tuple[Path, bytes, dict]:
-    """A file source (data, a hole, data) protected into an fs repository by one cycle;
-    returns the image, its content at the point, and the point."""
-    disk = c.src / "vm1.img"
-    make_disk(disk, size, [(0, MiB), (2 * MiB, size - 2 * MiB)], seed=7)
-    setup_plan(c)
-    c.drctl("plan", "run", "p1", "--wait")
-    (point,) = c.points("p1")
-    content = disk.read_bytes()
-    with open(disk, "r+b") as f:  # written after the point: recovery must not see it
-        f.write(b"after the point" * 100)
-    return disk, content, point
-
-
 def _vsphere_site(c: Cluster, peer, monkeypatch, site: str = "vc") -> None:
     monkeypatch.setenv("VSPHERE_PASSWORD", peer.password)
     c.drctl("site", "add", site, "--kind", "vsphere", "--url", peer.url, "--user", peer.user,
@@ -177,7 +163,7 @@ def _plan_file(tmp_path: Path, **vsphere) -> Path:
 def test_a_drill_recovers_a_file_point_into_vsphere_and_cleans_up(
         cluster: Cluster, vsphere_peer, monkeypatch, tmp_path):
     c = cluster
-    _, content, point = _protect_file_source(c)
+    _, content, point = protect_file_source(c)
     _vsphere_site(c, vsphere_peer, monkeypatch)
     before = vms(vsphere_peer)
     c.drctl("recovery-plan", "create", "rp1", "--from-file",
@@ -196,15 +182,8 @@ def test_a_drill_recovers_a_file_point_into_vsphere_and_cleans_up(
                          for v in vsphere_peer.vms()), timeout=60, what="the VM powered on")
     assert c.drctl_json("recovery", "get", short)["state"] == "running"
     vsphere_peer.set_tools(vm, True)
-    code, out, err = c.drctl("recovery", "get", short, "--wait", "--output", "json")
+    execution = completed_execution(c, short, point)
     elapsed = time.monotonic() - started
-    assert code == 0, err
-    execution = json.loads(out)
-    assert execution["state"] == "completed", execution
-    assert execution["recovery_point"] == point["name"]
-    steps = [e["step"] for e in execution["events"]]
-    assert steps.index("disk-prepared") < steps.index("instance-launched") < \
-        steps.index("instance-running") < steps.index("group-running")
     prepared = next(e for e in execution["events"] if e["step"] == "disk-prepared")
     print(f"\nupload: {prepared['detail']}; whole drill {elapsed:.1f} s")
 
@@ -325,7 +304,7 @@ async def test_wrong_settings_name_the_field_and_create_nothing(vsphere_peer, ch
 def test_a_datastore_without_space_fails_the_run_with_the_field_and_creates_nothing(
         cluster: Cluster, vsphere_peer, monkeypatch, tmp_path):
     c = cluster
-    _protect_file_source(c)
+    protect_file_source(c)
     _vsphere_site(c, vsphere_peer, monkeypatch)
     c.drctl("recovery-plan", "create", "rp1", "--from-file", str(_plan_file(tmp_path)))
     vsphere_peer.set_datastore("LocalDS_0", capacity=1 << 30, free=2 * MiB)

@@ -79,24 +79,36 @@ COPY_TIMEOUT = 6 * 3600
 _WRITTEN = b"\x01"
 
 
-def azure_name(*parts: str) -> str:
-    """An Azure resource name from `parts`: letters, digits, hyphens, at most 80
-    characters, with a hash of the whole that keeps it unique when shortened."""
+def azure_name(*parts: str, limit: int = _NAME_MAX) -> str:
+    """An Azure resource name from `parts`: letters, digits, hyphens, at most `limit`
+    characters (80: disks, NICs; VMs have less), with a hash of the whole that keeps it
+    unique when shortened."""
     text = "-".join(parts)
     clean = "".join(c if c.isalnum() or c == "-" else "-" for c in text).strip("-")
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{clean[:_NAME_MAX - 9]}-{digest}"
+    return f"{clean[:limit - 9]}-{digest}"
+
+
+def _sku(name: str) -> Any:
+    """A disk's SKU, or None: Azure's default (Standard_LRS)."""
+    from azure.mgmt.compute.models import DiskSku
+    return DiskSku(name=name) if name else None
 
 
 class ManagedDisks:
     """One site's managed disks and snapshots, through Resource Manager and Storage.
     Shared by the target's sinks and by restores into Azure (targets/restores/azure)."""
 
-    def __init__(self, settings: AzureSettings, *, service: str = "azure-disk"):
+    def __init__(self, settings: AzureSettings, *, service: str = "azure-disk",
+                 arm_calls: Any = None, on_response: Any = None):
+        """`arm_calls`: what ARM calls go through when the caller shares one (recovery:
+        its site's limiter, a Remote's `call`, so throttling slows every execution
+        there); else a Remote of its own. `on_response`: Arm's."""
         self.settings = settings
         self.group = settings.resource_group
-        self.arm = Arm(settings)
-        self._arm_calls = Remote(f"{service}-arm", concurrency=8, errors=errors())
+        self.arm = Arm(settings, on_response=on_response)
+        self._arm_calls = arm_calls or Remote(f"{service}-arm", concurrency=8,
+                                              errors=errors())
         self.storage = Remote(service, errors=errors())
 
     async def __aenter__(self) -> ManagedDisks:
@@ -122,13 +134,14 @@ class ManagedDisks:
         except NotFound:
             return None
 
-    async def create_upload_disk(self, name: str, size: int, tags: dict[str, str]) -> Any:
+    async def create_upload_disk(self, name: str, size: int, tags: dict[str, str], *,
+                                 sku: str = "") -> Any:
         """A new empty disk in ReadyToUpload state for `size` bytes of data."""
         from azure.mgmt.compute.models import CreationData, Disk
         if size <= 0 or size % PAGE:
             raise InvalidArgument(f"a managed disk's size is a multiple of {PAGE} bytes; "
                                   f"this one is {size}", field="size_bytes")
-        body = Disk(location=self.settings.location, tags=tags,
+        body = Disk(location=self.settings.location, tags=tags, sku=_sku(sku),
                     creation_data=CreationData(create_option="Upload",
                                                upload_size_bytes=size + vhd.FOOTER_SIZE))
         return await self.operation(
@@ -141,22 +154,42 @@ class ManagedDisks:
             self.group, name, DiskUpdate(tags=tags)), f"tag managed disk {name}")
 
     async def grant_write(self, name: str) -> str:
+        return await self._grant(name, "Write")
+
+    async def grant_read(self, name: str) -> str:
+        """A read SAS of a disk that is not being uploaded (restores read back what
+        they wrote)."""
+        return await self._grant(name, "Read")
+
+    async def _grant(self, name: str, access: str) -> str:
         from azure.mgmt.compute.models import GrantAccessData
-        body = GrantAccessData(access="Write", duration_in_seconds=GRANT_SECONDS)
+        body = GrantAccessData(access=access, duration_in_seconds=GRANT_SECONDS)
         result = await self.operation(
             "grant-access", lambda: self.arm.compute.disks.begin_grant_access(
-                self.group, name, body), f"grant write access to managed disk {name}")
+                self.group, name, body),
+            f"grant {access.lower()} access to managed disk {name}")
         return result.access_sas
+
+    async def delete_disk(self, name: str) -> bool:
+        """Deletes a disk of the site's first resource group; False if it was already
+        gone."""
+        try:
+            await self.operation("delete-disk", lambda: self.arm.compute.disks.begin_delete(
+                self.group, name), f"delete managed disk {name}")
+        except NotFound:
+            return False
+        return True
 
     async def revoke(self, name: str) -> None:
         await self.operation("revoke-access", lambda: self.arm.compute.disks.begin_revoke_access(
             self.group, name), f"end the upload to managed disk {name}")
 
-    async def import_disk(self, name: str, source_uri: str, tags: dict[str, str]) -> Any:
+    async def import_disk(self, name: str, source_uri: str, tags: dict[str, str], *,
+                          sku: str = "") -> Any:
         """A new managed disk with the content of a VHD page blob of the site's storage
         account (`source_uri` without a SAS: ARM reads it as the account's owner)."""
         from azure.mgmt.compute.models import CreationData, Disk
-        body = Disk(location=self.settings.location, tags=tags,
+        body = Disk(location=self.settings.location, tags=tags, sku=_sku(sku),
                     creation_data=CreationData(
                         create_option="Import", source_uri=source_uri,
                         storage_account_id=storage_account_id(self.settings)))
@@ -304,6 +337,24 @@ class Replicas:
                 raise TargetError(f"copying snapshot {snapshot} of {blob} ended {status}: "
                                   f"{props.copy.status_description or ''}", retryable=False)
             await asyncio.sleep(1)  # Azure's copy has no completion callback; poll it
+
+
+async def import_snapshot(replicas: Replicas, disks: ManagedDisks, ref: str, name: str,
+                          tags: dict[str, str], *, sku: str = "") -> Any:
+    """Managed disk `name` with the content of snapshot `ref`: copied to a staging blob
+    beside its replica (ARM imports blobs, not blob snapshots; the copy is server-side),
+    imported (`createOption=Import`), the copy deleted. Restores of this target and
+    recovery into Azure both make their disks so; no byte goes through the caller."""
+    _, blob, _ = parse_snapshot_ref(ref)
+    folder = blob.rsplit("/", 1)[0] + "/" if "/" in blob else ""
+    staging = f"{folder}restores/{name}.vhd"
+    copy = await replicas.copy_out(ref, staging)
+    try:
+        return await disks.import_disk(name, copy.url.split("?", 1)[0], tags, sku=sku)
+    finally:
+        with contextlib.suppress(Exception):  # a leftover copy costs, breaks nothing
+            await replicas.storage.call("delete-blob", copy.delete_blob,
+                                        what=f"delete staging blob {staging}")
 
 
 class AzureDiskSink:
@@ -518,16 +569,8 @@ class AzureDiskTarget:
         imports blobs, not blob snapshots), imported, the copy deleted."""
         point = spec.recovery_point.rsplit("/", 1)[-1]
         name = azure_name("hdr-restore", point, spec.disk.rsplit("/", 1)[-1])
-        staging = f"{self.replicas.prefix}{LAYOUT}restores/{name}.vhd"
-        copy = await self.replicas.copy_out(spec.snapshot_id, staging)
-        try:
-            source_uri = copy.url.split("?", 1)[0]
-            disk = await self.disks.import_disk(name, source_uri,
-                                                {TAG_POINT: point, TAG_DISK: spec.disk})
-        finally:
-            with contextlib.suppress(Exception):
-                await self.replicas.storage.call("delete-blob", copy.delete_blob,
-                                                 what=f"delete staging blob {staging}")
+        disk = await import_snapshot(self.replicas, self.disks, spec.snapshot_id, name,
+                                     {TAG_POINT: point, TAG_DISK: spec.disk})
         log.info("managed disk restored", disk=disk.name, snapshot=spec.snapshot_id)
         return common_pb2.RestoreResult(volume_id=disk.id)
 

@@ -202,17 +202,26 @@ def recovery_plan(rp: models.RecoveryPlan) -> recovery_pb2.RecoveryPlan:
             _recovery_workload(w) for w in g["workloads"]]) for g in rp.boot_groups])
 
 
+# The fields of RecoveryWorkload that are one provider's settings as a message of its
+# own (vsphere: VsphereWorkload, azure: AzureWorkload), found from the proto so that a
+# new provider's message needs no line here.
+PROVIDER_MESSAGES = tuple(
+    f.name for f in recovery_pb2.RecoveryWorkload.DESCRIPTOR.fields
+    if f.message_type is not None and f.message_type.name.endswith("Workload"))
+
+
 def _recovery_workload(w: dict) -> recovery_pb2.RecoveryWorkload:
     """A stored workload: its provider's settings are the fields of theirs (aws: the
-    instance type and network mapping; vsphere: the vsphere message)."""
+    instance type and network mapping; vsphere, azure: their message)."""
     out = recovery_pb2.RecoveryWorkload(
         workload=w["workload"], instance_type=w.get("instance_type", ""), tags=w["tags"])
     if w.get("subnet_id") or w.get("security_group_ids") or w.get("private_ip"):
         out.network_mapping.CopyFrom(recovery_pb2.NetworkMapping(
             subnet_id=w.get("subnet_id", ""), security_group_ids=w.get("security_group_ids", []),
             private_ip=w.get("private_ip", "")))
-    if w.get("vsphere"):
-        json_format.ParseDict(w["vsphere"], out.vsphere)
+    for field in PROVIDER_MESSAGES:
+        if w.get(field):
+            json_format.ParseDict(w[field], getattr(out, field))
     return out
 
 
@@ -225,7 +234,8 @@ def boot_groups(groups) -> list[dict]:
          "subnet_id": w.network_mapping.subnet_id,
          "security_group_ids": list(w.network_mapping.security_group_ids),
          "private_ip": w.network_mapping.private_ip, "tags": dict(w.tags),
-         "vsphere": json_format.MessageToDict(w.vsphere, preserving_proto_field_name=True)}
+         **{f: json_format.MessageToDict(getattr(w, f), preserving_proto_field_name=True)
+            for f in PROVIDER_MESSAGES}}
         for w in g.workloads]} for g in groups]
 
 

@@ -41,16 +41,15 @@ from dr_common.errors import DRError, FailedPrecondition, InvalidArgument, NotFo
 from dr_common.remote import Remote, RetryPolicy
 # The values are base.py's, every provider's; RecoveredDisk is imported for the callers
 # of recover() that name them through this module.
-from dr_control.recovery.base import (BootGroup, DiskMover, EventSink, RecoveredDisk,
+from dr_control.recovery.base import (TAG_EXECUTION, TAG_WORKLOAD, BootGroup,
+                                      DiskMover, EventSink, RecoveredDisk,
                                       RecoveredInstance, RecoveryEvent, RecoveryFailed,
-                                      RecoveryProvider, WorkloadSpec, refuse_foreign)
+                                      RecoveryProvider, WorkloadSpec, execution_tags,
+                                      raise_group_failures, refuse_foreign)
 
 log = structlog.get_logger()
 
 PROVIDER = "aws"
-TAG_EXECUTION = "hybrid-dr:execution"
-TAG_WORKLOAD = "hybrid-dr:workload"
-TAG_TEST = "hybrid-dr:test"
 
 GiB = 1 << 30
 # EC2 meters mutating calls per account and region with token buckets of a few calls per
@@ -193,17 +192,7 @@ async def _start_group(ec2: _Ec2, execution: str, group: BootGroup, test_mode: b
     launches = await asyncio.gather(
         *(_launch(ec2, execution, group.name, spec, test_mode, emit) for spec in group.instances),
         return_exceptions=True)
-    failed = [(spec.workload, exc) for spec, exc in zip(group.instances, launches)
-              if isinstance(exc, BaseException)]
-    if failed:
-        for _, exc in failed:
-            if not isinstance(exc, Exception):  # cancellation and the like: not ours
-                raise exc
-        said = "; ".join(f"{w}: {getattr(e, 'message', e)}" for w, e in failed)
-        raise RecoveryFailed(
-            f"boot group {group.name!r}: {len(failed)} of {len(group.instances)} instance(s) "
-            f"failed to launch ({said}); what was created is tagged "
-            f"{TAG_EXECUTION}={execution}: run cleanup, or retry the execution")
+    raise_group_failures(group, launches, "instance(s)", execution)
     launched = {spec.workload: ids for spec, ids in zip(group.instances, launches)
                 if isinstance(ids, tuple)}
     running = await _wait_running(ec2, group, launched, running_timeout, emit)
@@ -224,9 +213,7 @@ async def _launch(ec2: _Ec2, execution: str, group: str, spec: InstanceSpec, tes
 
 
 def _tags(execution: str, spec: InstanceSpec, test_mode: bool) -> dict[str, str]:
-    # Ours last: a workload's own tags must not be able to hide it from cleanup.
-    return {**spec.tags, TAG_EXECUTION: execution, TAG_WORKLOAD: spec.workload,
-            TAG_TEST: "true" if test_mode else "false"}
+    return execution_tags(execution, spec.workload, test_mode, spec.tags)
 
 
 def _tag_specs(tags: dict[str, str], *kinds: str) -> list[dict[str, Any]]:

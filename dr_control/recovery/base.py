@@ -18,12 +18,15 @@ The steps of a recovery and where each is today:
 - *prepare*: moving the point's data where the site can boot it (DESIGN.md 6: "asks
   nodes for disk reconstruction when the target needs data moved"): `prepare`, given a
   `DiskMover` through which the recovery service queues node restore tasks and waits
-  for them (vsphere: each disk uploaded to a datastore). aws needs none: EC2 makes the
-  volumes from the point's snapshots itself.
+  for them (vsphere: each disk uploaded to a datastore; azure: a repository point's disks
+  uploaded into managed disks, an azure-disk point's copied from its snapshots by Azure
+  without a node). aws needs none: EC2 makes the volumes from the point's snapshots
+  itself.
 - *start workload*, *network attach*: `recover` does both for every workload of a boot
   group (aws: an image registered from the point's snapshots, an instance launched from
   it on its subnet; vsphere: a VM created on the uploaded disks with its NICs on the
-  mapped port groups, powered on), group after group, each starting only when every
+  mapped port groups, powered on; azure: a NIC in the mapped subnet and a VM on the
+  prepared managed disks, provisioned), group after group, each starting only when every
   workload of the one before is up.
 - *cleanup*: `cleanup` deletes what `prepare` and `recover` created for an execution (a
   test drill, a failed run); the recovery point itself is never touched.
@@ -41,13 +44,22 @@ control-plane restart reuses or finds what an earlier attempt made.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from dr_common.errors import DRError, InvalidArgument
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
+
+# What every provider tags (or annotates) what it creates with: the execution finds it
+# again for a retry, a resume or cleanup; the workload says which one it is; test says
+# whether it is a drill's.
+TAG_EXECUTION = "hybrid-dr:execution"
+TAG_WORKLOAD = "hybrid-dr:workload"
+TAG_TEST = "hybrid-dr:test"
 
 # --- values -------------------------------------------------------------------------
 
@@ -203,6 +215,60 @@ class RecoveryProvider(ABC):
     async def cleanup(self, execution: str, *, on_event: EventSink) -> dict[str, list[str]]:
         """Deletes what `prepare` and `recover` created for `execution`; returns what
         it deleted, by kind of resource."""
+
+
+def execution_tags(execution: str, workload: str, test_mode: bool,
+                   own: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The tags of what recovery creates for a workload: its own tags, then ours last, so
+    a workload's own tags can never hide it from cleanup."""
+    return {**(own or {}), TAG_EXECUTION: execution, TAG_WORKLOAD: workload,
+            TAG_TEST: "true" if test_mode else "false"}
+
+
+def raise_group_failures(group: BootGroup, results: Sequence[Any], noun: str,
+                         execution: str, *, marked: str = "tagged") -> None:
+    """After a boot group's workloads were started together (gather with
+    return_exceptions): re-raises what is not a failure of ours (cancellation), and
+    raises one RecoveryFailed naming every workload that failed and why."""
+    failed = [(spec.workload, exc) for spec, exc in zip(group.instances, results)
+              if isinstance(exc, BaseException)]
+    for _, exc in failed:
+        if not isinstance(exc, Exception):
+            raise exc
+    if failed:
+        said = "; ".join(f"{w}: {getattr(e, 'message', e)}" for w, e in failed)
+        raise RecoveryFailed(
+            f"boot group {group.name!r}: {len(failed)} of {len(group.instances)} {noun} "
+            f"failed to start ({said}); what was created is {marked} "
+            f"{TAG_EXECUTION}={execution}: run cleanup, or retry the execution")
+
+
+async def prepare_disks(groups: Sequence[BootGroup],
+                        work: Callable[[WorkloadSpec, int], Awaitable[tuple[str, str]]],
+                        on_event: EventSink, *, in_flight: int) -> None:
+    """A prepare step's loop: `work(spec, index)` makes disk `index` of every workload
+    of every group where the site needs it, `in_flight` at a time, all groups at once
+    (only booting is ordered); it returns (where the disk is, a note). Each is reported
+    as a disk-prepared event with its size, time and throughput (what an RTO forecast
+    is made of); the first failure cancels the rest."""
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one(group: str, spec: WorkloadSpec, index: int) -> None:
+        async with slots:
+            started = time.monotonic()
+            where, note = await work(spec, index)
+        seconds = max(time.monotonic() - started, 1e-6)
+        size = spec.disks[index].size_bytes
+        on_event(RecoveryEvent(
+            time.monotonic(), group, spec.workload, "disk-prepared",
+            f"{where}: {size} bytes in {seconds:.1f} s ({size / (1 << 20) / seconds:.1f} "
+            f"MiB/s); {note}"))
+
+    async with asyncio.TaskGroup() as tg:
+        for g in groups:
+            for spec in g.instances:
+                for i in range(len(spec.disks)):
+                    tg.create_task(one(g.name, spec, i))
 
 
 def refuse_foreign(where: str, settings: dict[str, Any], own: Sequence[str],

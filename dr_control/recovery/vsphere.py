@@ -40,16 +40,15 @@ from dr_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.targets import REPOSITORY_KINDS
 from dr_common.vsphere import Session, VsphereSettings
-from dr_control.recovery.base import (BootGroup, DiskMover, EventSink, RecoveredInstance,
+from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, BootGroup,
+                                      DiskMover, EventSink, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
-                                      WorkloadSpec, refuse_foreign)
+                                      WorkloadSpec, prepare_disks, raise_group_failures,
+                                      refuse_foreign)
 
 log = structlog.get_logger()
 
 PROVIDER = "vsphere"
-TAG_EXECUTION = "hybrid-dr:execution"
-TAG_WORKLOAD = "hybrid-dr:workload"
-TAG_TEST = "hybrid-dr:test"
 
 # vCenter runs a few tasks per host at once and queues the rest; four calls in flight
 # per site keep a recovery fast without starving other clients of the session limit.
@@ -439,28 +438,15 @@ class VsphereProvider(RecoveryProvider):
     async def prepare(self, execution: str, groups: Sequence[BootGroup], *,
                       mover: DiskMover, on_event: EventSink) -> None:
         dc_name = self.settings.datacenter or await self._with_site(lambda s: s.dc_name)
-        slots = asyncio.Semaphore(UPLOADS_IN_FLIGHT)
 
-        async def upload(group: str, spec: WorkloadSpec, index: int) -> None:
-            disk = spec.disks[index]
+        async def upload(spec: WorkloadSpec, index: int) -> tuple[str, str]:
             dest = nodes_pb2.RestoreDestination(vsphere=nodes_pb2.VsphereDatastoreFile(
                 datacenter=dc_name, datastore=spec.settings["vsphere"]["datastore"],
                 path=disk_path(execution, spec.workload, index), overwrite=True))
-            async with slots:
-                started = time.monotonic()
-                result = await mover.restore(disk, dest)
-            seconds = max(time.monotonic() - started, 1e-6)
-            on_event(RecoveryEvent(
-                time.monotonic(), group, spec.workload, "disk-prepared",
-                f"{result.datastore_path}: {disk.size_bytes} bytes in {seconds:.1f} s "
-                f"({disk.size_bytes / MiB / seconds:.1f} MiB/s); verified "
-                f"{result.verified}"))
+            result = await mover.restore(spec.disks[index], dest)
+            return result.datastore_path, f"verified {result.verified}"
 
-        async with asyncio.TaskGroup() as tg:
-            for g in groups:
-                for spec in g.instances:
-                    for i in range(len(spec.disks)):
-                        tg.create_task(upload(g.name, spec, i))
+        await prepare_disks(groups, upload, on_event, in_flight=UPLOADS_IN_FLIGHT)
 
     # -- recover: the VMs, group by group
 
@@ -479,17 +465,7 @@ class VsphereProvider(RecoveryProvider):
             results = await asyncio.gather(
                 *(self._start(site, execution, group.name, spec, test_mode, on_event)
                   for spec in group.instances), return_exceptions=True)
-            failed = [(s.workload, e) for s, e in zip(group.instances, results)
-                      if isinstance(e, BaseException)]
-            for _, exc in failed:
-                if not isinstance(exc, Exception):
-                    raise exc
-            if failed:
-                said = "; ".join(f"{w}: {getattr(e, 'message', e)}" for w, e in failed)
-                raise RecoveryFailed(
-                    f"boot group {group.name!r}: {len(failed)} of {len(group.instances)} "
-                    f"VM(s) failed to start ({said}); what was created is annotated "
-                    f"{TAG_EXECUTION}={execution}: run cleanup, or retry the execution")
+            raise_group_failures(group, results, "VM(s)", execution, marked="annotated")
             recovered += await self._wait_up(site, execution, group, dict(zip(
                 (s.workload for s in group.instances), results)), running_timeout, on_event)
             on_event(RecoveryEvent(time.monotonic(), group.name, "", "group-running",

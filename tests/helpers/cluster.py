@@ -1,5 +1,6 @@
 """Driving a `tools.localcluster.Cluster` (real dr-control and dr-node processes): a
-file-to-file plan, waiting for its recovery points, and the REST API."""
+file-to-file plan, a point of it to recover, waiting for recovery points, and the
+REST API."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.helpers.disks import MiB, make_disk
 from tools.localcluster import Cluster, wait_for
 
 # Services of proto/ that dr-node serves, not dr-control: target nodes' TransferService.
@@ -22,6 +24,35 @@ def setup_plan(c: Cluster, disk: str = "vm1", rpo: str = "1h", *extra: str) -> s
     c.drctl("plan", "create", "p1", "--source", "src", "--target", "dst",
             "--workload", f"src/{disk}", "--rpo", rpo, *extra)
     return "p1"
+
+
+def protect_file_source(c: Cluster, size: int = 3 * MiB) -> tuple[Path, bytes, dict]:
+    """A file source (data, a hole, data) protected into an fs repository by one cycle
+    of plan p1, for recovery tests; returns the image, its content at the point, and the
+    point. The image is written after the point: a recovery must not see that."""
+    disk = c.src / "vm1.img"
+    make_disk(disk, size, [(0, MiB), (2 * MiB, size - 2 * MiB)], seed=7)
+    setup_plan(c)
+    c.drctl("plan", "run", "p1", "--wait")
+    (point,) = c.points("p1")
+    content = disk.read_bytes()
+    with open(disk, "r+b") as f:
+        f.write(b"after the point" * 100)
+    return disk, content, point
+
+
+def completed_execution(c: Cluster, execution: str, point: dict) -> dict:
+    """`drctl recovery get EXECUTION --wait`: the execution, checked to have completed
+    from `point` with its steps in a recovery's order."""
+    code, out, err = c.drctl("recovery", "get", execution, "--wait", "--output", "json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["state"] == "completed", got
+    assert got["recovery_point"] == point["name"]
+    steps = [e["step"] for e in got["events"]]
+    assert steps.index("disk-prepared") < steps.index("instance-launched") < \
+        steps.index("instance-running") < steps.index("group-running")
+    return got
 
 
 def wait_points(c: Cluster, plan: str, n: int, timeout: float = 60) -> list[dict]:

@@ -47,6 +47,7 @@ class DestinationKind:
 # The registry. The kind is the name of its field in RestoreDestination's `kind` oneof.
 KINDS: dict[str, DestinationKind] = {k.name: k for k in (
     DestinationKind("vsphere", "dr_common.targets.restores.vsphere"),
+    DestinationKind("azure", "dr_common.targets.restores.azure"),
 )}
 REGISTRY = Registry("restore destination", KINDS.values())
 
@@ -56,6 +57,9 @@ class DiskWriter(Protocol):
 
     # Where, for logs and the result: "[LocalDS_0] hybrid-dr-1a2b/web-1/disk-0.vmdk".
     name: str
+    # The volume made, for destinations that make one (azure: the managed disk's
+    # resource id, which recovery attaches); "" otherwise.
+    volume_id: str
 
     async def write(self, data: bytes | memoryview) -> None:
         """The next bytes of the disk (data chunks, in order)."""
@@ -170,9 +174,10 @@ async def restore_to(repo: Repository, spec: nodes_pb2.RestoreSpec, env: TargetE
         await writer.close()
         raise
     await writer.close()
-    verified = (f"size {size} bytes, the descriptor, and {len(checked)} chunks read back "
+    verified = (f"size {size} bytes and {len(checked)} chunks read back "
                 f"({len(checked) - (1 if zero_sample else 0)} of data)")
     log.info("restored to destination", disk=spec.disk, destination=writer.name,
              bytes=manifest.size, verified=verified)
     return common_pb2.RestoreResult(datastore_path=writer.name, bytes_written=written,
-                                    root_hash=spec.root_hash, verified=verified)
+                                    root_hash=spec.root_hash, verified=verified,
+                                    volume_id=writer.volume_id)

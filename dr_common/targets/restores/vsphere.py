@@ -86,6 +86,8 @@ class DatastoreWriter:
     """One flat disk being uploaded. Blocking parts run on the node's worker threads;
     the calls are strictly sequential, so one connection serves them."""
 
+    volume_id = ""  # files on a datastore, not a volume: the descriptor is the name
+
     def __init__(self, settings: VsphereSettings, datacenter: str, datastore: str, path: str,
                  size: int, env: TargetEnv, overwrite: bool):
         if not path.endswith(".vmdk") or path.endswith("-flat.vmdk"):

@@ -58,11 +58,14 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p = rp_sub.add_parser(
         "create", parents=parents, help="create a recovery plan",
         description="Create a recovery plan for a protection plan: to EC2 from an ebs "
-        "target's points, or to vSphere (--site) from a repository's. Boot groups: --group "
+        "target's points, to vSphere (--site) from a repository's, or to Azure (--site) "
+        "from an azure-disk target's or a repository's. Boot groups: --group "
         f"'{GROUP_SYNTAX}' (EC2; repeat, started in order), or --from-file with a JSON "
         "RecoveryPlan (as `recovery-plan get -o json` prints; vSphere workloads set "
         '"vsphere": {"cpus", "memory_mib", "datastore", "networks": [{"source", '
-        '"port_group"}], "isolated_port_group", ...}).',
+        '"port_group"}], "isolated_port_group", ...}; Azure workloads set "azure": '
+        '{"vm_size", "subnet_id", "network_security_group_id", "private_ip", '
+        '"test_subnet_id", "os_type", "disk_sku"}, see docs/AZURE.md).',
     )
     p.add_argument("id", metavar="ID", type=argtypes.resource_id(RECOVERY_PLAN))
     p.add_argument("--plan", metavar="PLAN", type=argtypes.name(names.PLAN),
@@ -332,6 +335,14 @@ def _network(w: recovery_pb2.RecoveryWorkload) -> str:
         v = w.vsphere
         text = ",".join(f"{n.source or '-'}>{n.port_group}" for n in v.networks) or "-"
         return text + (f" test={v.isolated_port_group}" if v.isolated_port_group else "")
+    if w.HasField("azure"):
+        a = w.azure
+        return " ".join(x for x in (
+            a.subnet_id.rsplit("/", 1)[-1],
+            f"nsg={a.network_security_group_id.rsplit('/', 1)[-1]}"
+            if a.network_security_group_id else "",
+            f"ip={a.private_ip}" if a.private_ip else "",
+            f"test={a.test_subnet_id.rsplit('/', 1)[-1]}" if a.test_subnet_id else "") if x)
     n = w.network_mapping
     text = n.subnet_id
     if n.security_group_ids:
@@ -353,7 +364,7 @@ def render_recovery_plan(plan: recovery_pb2.RecoveryPlan) -> str:
         ["ORDER", "GROUP", "WORKLOAD", "INSTANCE TYPE", "NETWORK", "TAGS"],
         [[i, g.name, names.short_name(w.workload), w.instance_type or (
             f"{w.vsphere.cpus} vCPU {w.vsphere.memory_mib} MiB {w.vsphere.datastore}"
-            if w.HasField("vsphere") else "-"), _network(w),
+            if w.HasField("vsphere") else w.azure.vm_size or "-"), _network(w),
           ",".join(f"{k}={v}" for k, v in sorted(w.tags.items())) or "-"]
          for i, g in enumerate(plan.boot_groups, start=1) for w in g.workloads],
         right=["ORDER"])

@@ -363,12 +363,14 @@ class RestoreSpec(_message.Message):
     def __init__(self, recovery_point: _Optional[str] = ..., disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., destination_path: _Optional[str] = ..., format: _Optional[str] = ..., overwrite: _Optional[bool] = ..., snapshot_id: _Optional[str] = ..., availability_zone: _Optional[str] = ..., destination: _Optional[_Union[RestoreDestination, _Mapping]] = ...) -> None: ...
 
 class RestoreDestination(_message.Message):
-    __slots__ = ("vsphere", "site")
+    __slots__ = ("vsphere", "azure", "site")
     VSPHERE_FIELD_NUMBER: _ClassVar[int]
+    AZURE_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     vsphere: VsphereDatastoreFile
+    azure: AzureManagedDisk
     site: _common_pb2.SiteSettings
-    def __init__(self, vsphere: _Optional[_Union[VsphereDatastoreFile, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
+    def __init__(self, vsphere: _Optional[_Union[VsphereDatastoreFile, _Mapping]] = ..., azure: _Optional[_Union[AzureManagedDisk, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
 
 class VsphereDatastoreFile(_message.Message):
     __slots__ = ("datacenter", "datastore", "path", "overwrite")
@@ -381,6 +383,25 @@ class VsphereDatastoreFile(_message.Message):
     path: str
     overwrite: bool
     def __init__(self, datacenter: _Optional[str] = ..., datastore: _Optional[str] = ..., path: _Optional[str] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+
+class AzureManagedDisk(_message.Message):
+    __slots__ = ("name", "size_bytes", "tags", "sku")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    tags: _containers.ScalarMap[str, str]
+    sku: str
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., sku: _Optional[str] = ...) -> None: ...
 
 class VerifySpec(_message.Message):
     __slots__ = ("recovery_point", "target", "disks")

@@ -34,7 +34,7 @@ class BootGroup(_message.Message):
     def __init__(self, name: _Optional[str] = ..., workloads: _Optional[_Iterable[_Union[RecoveryWorkload, _Mapping]]] = ...) -> None: ...
 
 class RecoveryWorkload(_message.Message):
-    __slots__ = ("workload", "instance_type", "network_mapping", "tags", "vsphere")
+    __slots__ = ("workload", "instance_type", "network_mapping", "tags", "vsphere", "azure")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,12 +47,32 @@ class RecoveryWorkload(_message.Message):
     NETWORK_MAPPING_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     VSPHERE_FIELD_NUMBER: _ClassVar[int]
+    AZURE_FIELD_NUMBER: _ClassVar[int]
     workload: str
     instance_type: str
     network_mapping: NetworkMapping
     tags: _containers.ScalarMap[str, str]
     vsphere: VsphereWorkload
-    def __init__(self, workload: _Optional[str] = ..., instance_type: _Optional[str] = ..., network_mapping: _Optional[_Union[NetworkMapping, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., vsphere: _Optional[_Union[VsphereWorkload, _Mapping]] = ...) -> None: ...
+    azure: AzureWorkload
+    def __init__(self, workload: _Optional[str] = ..., instance_type: _Optional[str] = ..., network_mapping: _Optional[_Union[NetworkMapping, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., vsphere: _Optional[_Union[VsphereWorkload, _Mapping]] = ..., azure: _Optional[_Union[AzureWorkload, _Mapping]] = ...) -> None: ...
+
+class AzureWorkload(_message.Message):
+    __slots__ = ("vm_size", "subnet_id", "network_security_group_id", "private_ip", "test_subnet_id", "os_type", "disk_sku")
+    VM_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_ID_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_SECURITY_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_IP_FIELD_NUMBER: _ClassVar[int]
+    TEST_SUBNET_ID_FIELD_NUMBER: _ClassVar[int]
+    OS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DISK_SKU_FIELD_NUMBER: _ClassVar[int]
+    vm_size: str
+    subnet_id: str
+    network_security_group_id: str
+    private_ip: str
+    test_subnet_id: str
+    os_type: str
+    disk_sku: str
+    def __init__(self, vm_size: _Optional[str] = ..., subnet_id: _Optional[str] = ..., network_security_group_id: _Optional[str] = ..., private_ip: _Optional[str] = ..., test_subnet_id: _Optional[str] = ..., os_type: _Optional[str] = ..., disk_sku: _Optional[str] = ...) -> None: ...
 
 class VsphereWorkload(_message.Message):
     __slots__ = ("cpus", "memory_mib", "datastore", "folder", "resource_pool", "networks", "isolated_port_group", "guest_id", "wait_for")
