@@ -134,3 +134,31 @@ def metadata_url(request, tmp_path) -> str:
     if request.param == "postgres":
         return request.getfixturevalue("postgres_db")
     return f"sqlite+aiosqlite:///{tmp_path}/c.db"
+
+
+# Azurite (tests/peers/azure/azurite.py), Azure Storage's emulator: one blob service per
+# test session, in memory; each test that wants storage gets a container of its own.
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """The session's Azurite (tests.peers.azure.azurite.Azurite): `.endpoint` is the
+    development account's blob URL; ACCOUNT and ACCOUNT_KEY are in that module."""
+    from tests.peers.azure.azurite import Azurite, AzuriteStartError
+    from tests.peers.tools import free_port, unavailable
+    try:
+        server = Azurite(tmp_path_factory.mktemp("azurite"), free_port()).start()
+    except AzuriteStartError as e:
+        unavailable(f"Azurite is unavailable: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def azure_container(azurite) -> str:
+    """The name of a new, empty container of Azurite's development account."""
+    from azure.storage.blob import BlobServiceClient
+
+    from tests.peers.azure.azurite import connection_string
+    name = f"dr-test-{uuid.uuid4().hex[:12]}"
+    with BlobServiceClient.from_connection_string(connection_string(azurite.endpoint)) as svc:
+        svc.create_container(name)
+    return name

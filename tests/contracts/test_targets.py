@@ -1,5 +1,5 @@
-"""The target contract: one suite run against every target — fs, s3 (moto), ebs (moto)
-and paired (a target node's TransferService writing an fs repository) — as restic runs
+"""The target contract: one suite run against every target — fs, s3 (moto), ebs (moto),
+azblob (Azurite) and paired (a target node's TransferService writing an fs repository) — as restic runs
 one suite over every backend (internal/backend/test/suite.go).
 
 What every target must do, through the Target interface and the engine alone:
@@ -114,6 +114,12 @@ async def _case(kind: str, request, tmp_path) -> Case:
             case.pair = (pairs, f"127.0.0.1:{port}")
             case.cleanup += [pairs.close, lambda: server.stop(None), target_engine.close]
         return case
+    if kind == "azblob":
+        from tests.helpers.azblob import azurite_settings
+        azure = azurite_settings(request.getfixturevalue("azurite").endpoint)
+        loc = targets.locator(kind, f"azblob://{request.getfixturevalue('azure_container')}/repo")
+        loc.site.azure.CopyFrom(common_pb2.AzureSettings(**azure.as_dict()))
+        return Case(kind, loc, engine, roots)
     settings, site = _aws(request)
     if kind == "s3":
         bucket = f"dr-contract-{uuid.uuid4().hex[:10]}"
@@ -125,7 +131,7 @@ async def _case(kind: str, request, tmp_path) -> Case:
     return Case(kind, loc, engine, roots, settings=settings)
 
 
-CASES = ["fs", "s3", "ebs", "paired"]
+CASES = ["fs", "s3", "azblob", "ebs", "paired"]
 
 
 @pytest.fixture(params=CASES)
