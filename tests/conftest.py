@@ -136,6 +136,29 @@ def metadata_url(request, tmp_path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path}/c.db"
 
 
+# The Azure peer (tests/peers/azure/): Azurite behind a Storage front that corrects its
+# page-range diffs and checks managed-disk SAS, and a harness ARM over TLS; one per test
+# session, reset before each test (no resources, blobs, grants, faults or counters).
+@pytest.fixture(scope="session")
+def _azure_peer_session(tmp_path_factory):
+    from tests.peers.azure.client import PeerProcess, PeerStartError
+    from tests.peers.tools import unavailable
+    process = PeerProcess(tmp_path_factory.mktemp("azure_peer"))
+    try:
+        client = process.start()
+    except PeerStartError as e:
+        unavailable(f"the Azure peer is unavailable: {e}")
+    yield client
+    process.stop()
+
+
+@pytest.fixture
+def azure_peer(_azure_peer_session):
+    """The Azure peer's client (tests.peers.azure.client.AzurePeerClient), just reset."""
+    _azure_peer_session.reset()
+    yield _azure_peer_session
+
+
 # Azurite (tests/peers/azure/azurite.py), Azure Storage's emulator: one blob service per
 # test session, in memory; each test that wants storage gets a container of its own.
 @pytest.fixture(scope="session")

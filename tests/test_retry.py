@@ -44,3 +44,14 @@ async def test_deadline_ends_throttling():
     with pytest.raises(Throttled):
         await retry(fn, policy=RetryPolicy(base=0.01, cap=0.02, deadline=0.1, throttles=10_000))
     assert 2 <= len(calls) < 1000
+
+
+async def test_retry_after_is_honoured():
+    # A service that said "come back in 0.2 s" is not asked again sooner, even though
+    # our own backoff would have been a millisecond.
+    import time
+    fn, calls = _flaky([Throttled("busy", retry_after=0.2)])
+    start = time.monotonic()
+    assert await retry(fn, policy=RetryPolicy(base=0.0001, cap=1.0)) == "ok"
+    assert time.monotonic() - start >= 0.2
+    assert len(calls) == 2

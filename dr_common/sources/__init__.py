@@ -44,6 +44,7 @@ KINDS: dict[str, SourceKind] = {k.name: k for k in (
     SourceKind("kvm", "dr_common.sources.kvm"),
     SourceKind("aws", "dr_common.sources.aws", snapshots=True),
     SourceKind("vsphere", "dr_common.sources.vsphere", snapshots=True, drops_snapshots=True),
+    SourceKind("azure", "dr_common.sources.azure", snapshots=True),
 )}
 
 

@@ -5,8 +5,8 @@ Repository targets (`fs`, `s3`, `azblob`) store the repository format of
 `dr_common.repository` on an object store (targets/repository.py), and differ only in
 their store (a directory; a bucket, `s3://bucket/prefix`; a container of an Azure
 storage account, `azblob://container/prefix`; the two cloud stores share
-targets/cloudstore.py). Targets with a format of their own (`ebs`; `azure-disk`
-later) implement the same `Target` interface (targets/base.py) in their own module.
+targets/cloudstore.py). Targets with a format of their own (`ebs`, `azure-disk`)
+implement the same `Target` interface (targets/base.py) in their own module.
 
 A target module offers:
 - `open_target(locator, site, env) -> Target` (nodes): `locator` is the kind's own
@@ -49,12 +49,16 @@ class TargetKind:
     chunk_size: int = 0
     # Whether chunks may be stored compressed.
     compression: bool = True
+    # A restore of its points needs an availability zone (ebs: volumes live in one);
+    # the hint names one.
+    restore_zone: str = ""
     # Why a point cannot be verified, or its target collected, when `repository` is False.
     no_verify: str = ""
     no_gc: str = ""
 
 
-# The registry. The kind is the name of its field in TargetLocator's `kind` oneof.
+# The registry. The kind is the name of its field in TargetLocator's `kind` oneof, with
+# hyphens for underscores ("azure-disk" is the field azure_disk).
 KINDS: dict[str, TargetKind] = {k.name: k for k in (
     TargetKind("fs", "dr_common.targets.fs", ("file", "kvm"), path_required=True,
                repository=True, restore_formats=IMAGE_FORMATS),
@@ -64,10 +68,15 @@ KINDS: dict[str, TargetKind] = {k.name: k for k in (
                repository=True, restore_formats=IMAGE_FORMATS),
     TargetKind("ebs", "dr_common.targets.ebs", ("aws",), path_required=False,
                repository=False, restore_formats=("ebs-volume",), chunk_size=512 * 1024,
-               compression=False,
+               compression=False, restore_zone="e.g. us-east-1a",
                no_verify="EBS checks its snapshots itself (every block was put with its "
                "SHA256); verify reads repository points only",
                no_gc="EBS frees a deleted snapshot's blocks itself"),
+    TargetKind("azure-disk", "dr_common.targets.azure_disk", ("azure",), path_required=False,
+               repository=False, restore_formats=("azure-disk",), compression=False,
+               no_verify="Azure checks its disks' pages itself (every page was put with its "
+               "MD5); verify reads repository points only",
+               no_gc="Azure frees a deleted incremental snapshot's pages itself"),
 )}
 REPOSITORY_KINDS = tuple(k for k, v in KINDS.items() if v.repository)
 
@@ -88,12 +97,16 @@ def locator(kind_name: str, path: str) -> nodes_pb2.TargetLocator:
     site's settings are added when a task is leased, never stored."""
     module = _module(kind_name, "target.kind")
     loc = nodes_pb2.TargetLocator()
-    getattr(loc, kind_name).CopyFrom(module.locate(path))
+    getattr(loc, _field(kind_name)).CopyFrom(module.locate(path))
     return loc
 
 
+def _field(kind_name: str) -> str:
+    return kind_name.replace("-", "_")
+
+
 def kind_of(loc: nodes_pb2.TargetLocator) -> str:
-    return loc.WhichOneof("kind") or ""
+    return (loc.WhichOneof("kind") or "").replace("_", "-")
 
 
 async def open_target(loc: nodes_pb2.TargetLocator, env: TargetEnv) -> Target:
@@ -103,7 +116,7 @@ async def open_target(loc: nodes_pb2.TargetLocator, env: TargetEnv) -> Target:
         raise InvalidArgument("the task names no target (TargetLocator.kind is unset)",
                               field="target")
     module = _module(name, "target")
-    return await module.open_target(getattr(loc, name), loc.site, env)
+    return await module.open_target(getattr(loc, _field(name)), loc.site, env)
 
 
 @contextlib.asynccontextmanager

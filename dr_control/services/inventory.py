@@ -3,8 +3,10 @@
 `file` and `kvm` sites are directories on the control plane's host (and its nodes');
 `aws` sites are a region and credentials: their instances and volumes are found with
 EC2 calls; `vsphere` sites a vCenter's URL, account and trust: their VMs and virtual
-disks are found through the vSphere API. Secrets given for a site (an AWS secret key, a
-vSphere password) are kept sealed (dr_common.secretbox)."""
+disks are found through the vSphere API; `azure` sites a subscription, resource groups
+and a service principal: their VMs and managed disks are found through Resource
+Manager. Secrets given for a site (an AWS secret key, a vSphere password, an Azure
+client secret or certificate) are kept sealed (dr_common.secretbox)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from sqlalchemy.orm import selectinload
 
 from dr_common import names
 from dr_common.aws import AwsSettings
+from dr_common.azure import AzureSettings
 from dr_common.errors import AlreadyExists, InvalidArgument, NotFound
 from dr_common.paths import check_within_roots
 from dr_common.proto.dr.v1 import common_pb2
 from dr_common.sources import aws as aws_source
+from dr_common.sources import azure as azure_source
 from dr_common.sources import file as file_source
 from dr_common.sources import kvm as kvm_source
 from dr_common.sources import vsphere as vsphere_source
@@ -27,6 +31,7 @@ from dr_control.db.models import Disk, Site, Workload
 from dr_control.services.context import ServiceContext
 
 S3_SCHEME = "s3://"
+AZBLOB_SCHEME = "azblob://"
 # Site.settings holds the kind's own settings (aws: region, endpoint...) and these,
 # which every kind has: "paired" (the site's storage is reachable only from nodes
 # inside it; see dr_control/services/routing.py).
@@ -74,63 +79,56 @@ class _DirectorySite:
         return {}
 
 
-class _AwsSite:
-    """`aws` sites: a region and credentials (the secret sealed); inventory is EC2; the
-    path, if any, is the S3 repository of plans that target the site."""
+class _ApiSite:
+    """Sites reached through an API with settings of their own (`aws`: a region and
+    keys; `vsphere`: a vCenter's URL, account and trust; `azure`: a subscription, resource
+    groups and a service principal). The secrets are sealed; inventory is the kind's
+    `discover`. The path, if the kind has one (`path_scheme`), is the repository of plans
+    that target the site (aws: s3://bucket/prefix, azure: azblob://container/prefix)."""
+
+    def __init__(self, kind: str, settings, message, discover, *, path_scheme: str = "",
+                 no_path: str = ""):
+        self.kind, self._settings, self._message = kind, settings, message
+        self._discover = discover
+        self._scheme, self._no_path = path_scheme, no_path
+
+    def _config(self, values: dict):
+        # AwsSettings' region check loads botocore's endpoint data: not on the event loop.
+        return asyncio.to_thread(self._settings.from_dict, values, field_prefix=f"site.{self.kind}")
 
     async def create(self, ctx: ServiceContext, site_id: str, path: str, given: dict):
-        # The region check loads botocore's endpoint data: not on the event loop.
-        cfg = await asyncio.to_thread(
-            AwsSettings.from_dict, {k: v for k, v in given.get("aws", {}).items() if v},
-            field_prefix="site.aws")
-        if path and not (path.startswith(S3_SCHEME) and len(path) > len(S3_SCHEME)):
-            raise InvalidArgument(f"an aws site's path is the S3 repository of plans "
-                                  f"that target it, s3://bucket/prefix; got {path!r}",
+        cfg = await self._config({k: v for k, v in given.get(self.kind, {}).items() if v})
+        if path and not self._scheme:
+            raise InvalidArgument(f"a {self.kind} site has no path: {self._no_path}",
                                   field="site.path")
-        found = await aws_source.discover(cfg)
+        if path and not (path.startswith(self._scheme) and len(path) > len(self._scheme)):
+            raise InvalidArgument(f"an {self.kind} site's path is the repository of plans "
+                                  f"that target it, {self._scheme}...; got {path!r}",
+                                  field="site.path")
+        found = await self._discover(cfg)
         secret = ctx.secrets.seal(cfg.secrets(), bound_to=names.site_name(site_id))
         return path, cfg.public().as_dict(), secret, found
 
     async def discover(self, ctx: ServiceContext, site: Site):
-        return await aws_source.discover(AwsSettings(**site_settings(ctx, site)))
+        return await self._discover(await self._config(site_settings(ctx, site)))
 
     def task_settings(self, ctx: ServiceContext, site: Site) -> common_pb2.SiteSettings:
-        return common_pb2.SiteSettings(aws=common_pb2.AwsSettings(**site_settings(ctx, site)))
+        return common_pb2.SiteSettings(**{self.kind: self._message(**site_settings(ctx, site))})
 
     def public(self, site: Site) -> dict:
-        return {"aws": common_pb2.AwsSettings(**kind_settings(site))}
-
-
-class _VsphereSite:
-    """`vsphere` sites: a vCenter's SDK URL, an account (the password sealed) and how its
-    certificate is trusted; inventory is the vSphere API. No path."""
-
-    async def create(self, ctx: ServiceContext, site_id: str, path: str, given: dict):
-        cfg = VsphereSettings.from_dict({k: v for k, v in given.get("vsphere", {}).items() if v},
-                                        field_prefix="site.vsphere")
-        if path:
-            raise InvalidArgument("a vsphere site has no path: its disks are on its "
-                                  "datastores", field="site.path")
-        found = await vsphere_source.discover(cfg)
-        secret = ctx.secrets.seal(cfg.secrets(), bound_to=names.site_name(site_id))
-        return "", cfg.public().as_dict(), secret, found
-
-    async def discover(self, ctx: ServiceContext, site: Site):
-        return await vsphere_source.discover(VsphereSettings(**site_settings(ctx, site)))
-
-    def task_settings(self, ctx: ServiceContext, site: Site) -> common_pb2.SiteSettings:
-        return common_pb2.SiteSettings(
-            vsphere=common_pb2.VsphereSettings(**site_settings(ctx, site)))
-
-    def public(self, site: Site) -> dict:
-        return {"vsphere": common_pb2.VsphereSettings(**kind_settings(site))}
+        return {self.kind: self._message(**kind_settings(site))}
 
 
 # The site kinds (the source kinds of dr_common.sources, which sites are), one line each.
 SITE_KINDS = {"file": _DirectorySite("file", file_source.discover),
               "kvm": _DirectorySite("kvm", kvm_source.discover),
-              "aws": _AwsSite(),
-              "vsphere": _VsphereSite()}
+              "aws": _ApiSite("aws", AwsSettings, common_pb2.AwsSettings, aws_source.discover,
+                              path_scheme=S3_SCHEME),
+              "vsphere": _ApiSite("vsphere", VsphereSettings, common_pb2.VsphereSettings,
+                                  vsphere_source.discover,
+                                  no_path="its disks are on its datastores"),
+              "azure": _ApiSite("azure", AzureSettings, common_pb2.AzureSettings,
+                                azure_source.discover, path_scheme=AZBLOB_SCHEME)}
 
 
 def public_settings(site: Site) -> dict:

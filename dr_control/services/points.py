@@ -147,9 +147,10 @@ class PointService:
 
     async def _restore_volume(self, point: RecoveryPoint, entry: dict, fmt: str,
                               availability_zone: str) -> Task:
-        if not availability_zone:
-            raise InvalidArgument("an ebs recovery point restores as a new volume: give its "
-                                  "availability_zone (e.g. us-east-1a)",
+        kind = await self._target_kind(point.plan_id)
+        if kind.restore_zone and not availability_zone:
+            raise InvalidArgument(f"an {kind.name} recovery point restores as a new volume: "
+                                  f"give its availability_zone ({kind.restore_zone})",
                                   field="availability_zone")
         name = names.point_name(point.plan_id, point.id)
         async with self.ctx.db() as s, s.begin():

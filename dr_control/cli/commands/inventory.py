@@ -21,11 +21,12 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p = site_sub.add_parser("add", parents=parents, help="add a site and discover its workloads")
     p.add_argument("id", metavar="ID", type=argtypes.resource_id(names.SITE))
     p.add_argument("--kind", required=True,
-                   help='site kind: "file", "kvm", "aws" or "vsphere"')
+                   help='site kind: "file", "kvm", "aws", "vsphere" or "azure"')
     p.add_argument(
         "--path", default="",
         help="file and kvm sites: the directory of disk images or the repository; aws sites "
-             "used as an s3 target: s3://bucket/prefix",
+             "used as an s3 target: s3://bucket/prefix; azure sites used as an azblob "
+             "target: azblob://container/prefix",
     )
     aws = p.add_argument_group(
         "aws sites", "Without keys the control plane's own AWS credential chain is used "
@@ -48,6 +49,31 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     vsphere.add_argument("--thumbprint", default="",
                          help="the certificate's SHA-256 fingerprint, instead of a CA")
     vsphere.add_argument("--datacenter", default="", help="only this datacenter's VMs")
+    azure = p.add_argument_group(
+        "azure sites", "A service principal's client secret is read from the "
+        "AZURE_CLIENT_SECRET environment variable, a storage account key from "
+        "AZURE_STORAGE_KEY (never from the command line); both are stored encrypted. "
+        "Without a secret or certificate the control plane's default Azure credential "
+        "chain is used (environment, managed identity, Azure CLI).")
+    azure.add_argument("--subscription", default="", help="the subscription id (a GUID)")
+    azure.add_argument("--resource-group", action="append", default=[],
+                       help="a resource group of the site (repeat for several; recovery "
+                            "creates in the first)")
+    azure.add_argument("--location", default="", help="the region, e.g. westeurope")
+    azure.add_argument("--tenant-id", default="")
+    azure.add_argument("--client-id", default="", help="the service principal's application id")
+    azure.add_argument("--client-certificate-file", default="",
+                       help="a PEM file with the principal's certificate and private key, "
+                            "instead of a secret")
+    azure.add_argument("--arm-endpoint", default="",
+                       help="another cloud's Resource Manager (default management.azure.com)")
+    azure.add_argument("--authority-host", default="",
+                       help="another cloud's Entra ID authority (default "
+                            "login.microsoftonline.com)")
+    azure.add_argument("--azure-ca-file", default="",
+                       help="a CA bundle for that cloud's endpoints")
+    azure.add_argument("--storage-account-url", default="",
+                       help="azblob targets: https://ACCOUNT.blob.core.windows.net")
     p.add_argument(
         "--paired", action="store_true",
         help="the site's storage is reachable only from nodes inside it: plans targeting "
@@ -87,10 +113,30 @@ def site_add(ctx: Context, args: argparse.Namespace) -> int:
         if not site.vsphere.password:
             raise CliError("a vsphere site needs the account's password in the "
                            "VSPHERE_PASSWORD environment variable")
+    if args.kind == "azure":
+        site.azure.CopyFrom(_azure_settings(args))
     request = inventory_pb2.CreateSiteRequest(site_id=args.id, site=site)
     site = ctx.client.call(ctx.client.inventory.CreateSite, request)
     ctx.out.resource(site, render_site)
     return EXIT_OK
+
+
+def _azure_settings(args: argparse.Namespace) -> common_pb2.AzureSettings:
+    certificate = ""
+    if args.client_certificate_file:
+        try:
+            with open(args.client_certificate_file, encoding="utf-8") as f:
+                certificate = f.read()
+        except OSError as e:
+            raise CliError(f"cannot read {args.client_certificate_file}: {e.strerror}") from None
+    return common_pb2.AzureSettings(
+        subscription_id=args.subscription, resource_groups=args.resource_group,
+        location=args.location, tenant_id=args.tenant_id, client_id=args.client_id,
+        client_secret=os.environ.get("AZURE_CLIENT_SECRET", ""),
+        client_certificate=certificate, arm_endpoint=args.arm_endpoint,
+        authority_host=args.authority_host, ca_file=args.azure_ca_file,
+        storage_account_url=args.storage_account_url,
+        storage_account_key=os.environ.get("AZURE_STORAGE_KEY", ""))
 
 
 def site_list(ctx: Context, args: argparse.Namespace) -> int:
@@ -123,6 +169,11 @@ def render_site(site: inventory_pb2.Site) -> str:
             *([("url", site.vsphere.url), ("user", site.vsphere.user),
                ("datacenter", site.vsphere.datacenter or "all")]
               if site.kind == "vsphere" else []),
+            *([("subscription", site.azure.subscription_id),
+               ("resource groups", ", ".join(site.azure.resource_groups)),
+               ("location", site.azure.location), ("client id", site.azure.client_id),
+               ("arm endpoint", site.azure.arm_endpoint or "management.azure.com")]
+              if site.kind == "azure" else []),
             ("description", site.description),
             ("workloads", site.workload_count),
             ("created", format_time(site.create_time)),
