@@ -178,10 +178,6 @@ def azurite(tmp_path_factory):
 @pytest.fixture
 def azure_container(azurite) -> str:
     """The name of a new, empty container of Azurite's development account."""
-    from azure.storage.blob import BlobServiceClient
-
+    from tests.helpers.azblob import new_container
     from tests.peers.azure.azurite import connection_string
-    name = f"dr-test-{uuid.uuid4().hex[:12]}"
-    with BlobServiceClient.from_connection_string(connection_string(azurite.endpoint)) as svc:
-        svc.create_container(name)
-    return name
+    return new_container(connection_string(azurite.endpoint))

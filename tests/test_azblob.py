@@ -5,10 +5,12 @@ ObjectStore contract and the repository format on a container are the contract s
 tests/contracts/test_object_stores.py.
 
 Faults Azurite never gives (ServerBusy, OperationTimedOut, resets, damaged bytes) and
-Azure's answers where Azurite's differ come from tests.helpers.azblob.BlobFront."""
+Azure's answers where Azurite's differ come from the Azure peer's Storage front
+(tests/peers/azure/storage.py, the `azure_peer` fixture)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import uuid
@@ -32,7 +34,7 @@ from dr_common.repository import Repository
 from dr_common.targets import REPOSITORY_KINDS
 from dr_common.targets.azblob import AzblobStore, account_name, locate, parse_location
 from dr_common.targets.base import TargetEnv
-from tests.helpers.azblob import BlobFront, azurite_settings
+from tests.helpers.azblob import azurite_settings, new_container
 from tests.helpers.repository import write_point
 from tests.peers.azure.azurite import ACCOUNT, ACCOUNT_KEY, connection_string
 
@@ -44,9 +46,14 @@ def sample(counter: Any, *labels: str) -> float:
 
 
 @pytest.fixture
-async def front(azurite: Any):
-    async with BlobFront(azurite.endpoint) as f:
-        yield f
+def front(azure_peer: Any) -> tuple[Any, str]:
+    """The Azure peer (faults off) and a new container of its account."""
+    return azure_peer, new_container(azure_peer.connection_string)
+
+
+def front_store(front: tuple[Any, str], prefix: str = "r", **kwargs: Any) -> AzblobStore:
+    peer, container = front
+    return AzblobStore(container, prefix, azure=azurite_settings(peer.blob_endpoint), **kwargs)
 
 
 def container_sas(container: str, **permissions: bool) -> str:
@@ -104,25 +111,29 @@ async def test_open_through_the_registry(azurite: Any, azure_container: str) -> 
 # -- the wire: conditional put, paging, MD5 --------------------------------------------
 
 
-async def test_conditional_put_is_if_none_match_and_a_second_writer_loses(
-        front: BlobFront, azure_container: str) -> None:
-    async with AzblobStore(azure_container, "r", azure=azurite_settings(front.endpoint),
-                           list_page=2) as store:
+async def test_conditional_put_lets_one_writer_win_and_lists_page_by_page(
+        front: tuple[Any, str]) -> None:
+    peer, container = front
+    async with front_store(front, list_page=2) as store, front_store(front) as other:
         assert await store.put("points/p.json", b"{}", if_absent=True)
         assert not await store.put("points/p.json", b"other", if_absent=True)
         assert await store.get("points/p.json") == b"{}"
-        puts = [h for m, _, h in front.requests if m == "PUT"]
-        assert all(h.get("If-None-Match") == "*" and h.get("Content-MD5") for h in puts)
+        # Racing writers of one new blob (If-None-Match: * on both): exactly one wins, and
+        # the blob holds the winner's bytes.
+        won = await asyncio.gather(store.put("points/q.json", b"one", if_absent=True),
+                                   other.put("points/q.json", b"two", if_absent=True))
+        assert sorted(won) == [False, True]
+        assert await store.get("points/q.json") == (b"one" if won[0] else b"two")
         assert await store.put("plain", b"v") and await store.put("plain", b"w")
-        assert "If-None-Match" not in front.requests[-1][2]
+        assert await store.get("plain") == b"w"  # a plain put overwrites
 
-        # Paging: five keys in pages of two are three List Blobs requests.
+        # Paging: five keys in pages of two are three List Blobs requests (the peer counts
+        # a container's own requests under its name).
         for i in range(5):
             await store.put(f"chunks/{i}", b"x")
-        before = len(front.requests)
+        peer.reset_stats()
         assert [k async for k in store.list("chunks/")] == [f"chunks/{i}" for i in range(5)]
-        lists = [q for m, q, _ in front.requests[before:] if "comp=list" in q]
-        assert len(lists) == 3 and "maxresults=2" in lists[0]
+        assert peer.stats()["blobs"][container]["requests"] == 3
 
         # A second writer of a recovery point gets what it gets on s3: AlreadyExists.
         repo = await Repository.open_or_create(store)
@@ -131,51 +142,55 @@ async def test_conditional_put_is_if_none_match_and_a_second_writer_loses(
         assert not await repo.put_recovery_point(point)  # a retry of the same point
         with pytest.raises(AlreadyExists):
             await repo.put_recovery_point(dataclasses.replace(point, cycle="another"))
+        assert await repo.get_recovery_point("20250101t000000z-1") == point
 
 
-async def test_damaged_bodies_are_rejected_and_retried(front: BlobFront,
-                                                       azure_container: str) -> None:
-    async with AzblobStore(azure_container, "r", azure=azurite_settings(front.endpoint),
-                           attempts=3) as store:
+async def test_damaged_bodies_are_rejected_and_retried(front: tuple[Any, str]) -> None:
+    peer = front[0]
+    data = b"0123456789" * 100
+    async with front_store(front, attempts=3) as store:
+        await store.put("warm", b"")  # the store is open: faults hit only what follows
         # Upload: Azure compares the body with its Content-MD5 (400 Md5Mismatch).
         retries = sample(RETRIES, "azblob", "put")
-        front.fault("corrupt-request", method="PUT")
-        assert await store.put("chunks/aa/1", b"0123456789" * 100)
-        assert front.injected["corrupt-request"] == 1
+        peer.faults(storage={"corrupt_request": 1.0, "method": "PUT", "times": 1})
+        assert await store.put("chunks/aa/1", data)
+        assert peer.stats()["faults"] == {"storage.corrupt_request": 1}
         assert sample(RETRIES, "azblob", "put") - retries == 1
-        assert await store.get("chunks/aa/1") == b"0123456789" * 100
-        # Download: the client checks the range's MD5 and reads again.
+        peer.clear_faults()
+        assert await store.get("chunks/aa/1") == data
+        # Download: the client checks the range's MD5 (x-ms-range-get-content-md5) and
+        # reads again.
         retries = sample(RETRIES, "azblob", "get")
-        front.fault("corrupt-response", method="GET")
-        assert await store.get("chunks/aa/1") == b"0123456789" * 100
+        peer.faults(storage={"corrupt_response": 1.0, "method": "GET", "times": 1})
+        assert await store.get("chunks/aa/1") == data
         assert sample(RETRIES, "azblob", "get") - retries == 1
         # Damaged read after read: corrupt, not retried for ever.
-        front.fault("corrupt-response", 10, method="GET")
+        peer.faults(storage={"corrupt_response": 1.0, "method": "GET"})
         with pytest.raises(CorruptData) as e:
             await store.get("chunks/aa/1")
         assert e.value.reason == "corrupt-object" and "MD5" in e.value.message
-        assert front.injected["corrupt-response"] == 4  # 1 + all 3 attempts
-        reads = [h for m, q, h in front.requests if m == "GET" and "comp" not in q]
-        assert all(h.get("x-ms-range-get-content-md5") == "true" for h in reads)
+        assert peer.stats()["faults"] == {"storage.corrupt_response": 3}  # all 3 attempts
 
 
-async def test_throttling_and_resets_are_retried_and_counted(
-        front: BlobFront, azure_container: str) -> None:
+async def test_throttling_and_resets_are_retried_and_counted(front: tuple[Any, str]) -> None:
+    peer = front[0]
     throttles = sample(THROTTLES, "azblob", "put") + sample(THROTTLES, "azblob", "get")
     failed = sample(REQUESTS, "azblob", "get", "target-unavailable")
-    async with AzblobStore(azure_container, "r", azure=azurite_settings(front.endpoint),
-                           attempts=4) as store:
-        front.fault("throttle", 2, method="PUT")
-        front.fault("timeout", 1, method="PUT")
+    async with front_store(front, attempts=4) as store:
+        await store.put("warm", b"")
+        peer.faults(storage={"server_busy": 1.0, "method": "PUT", "times": 2})
         assert await store.put("k", b"v")
-        front.fault("throttle", 1, method="GET")
+        peer.faults(storage={"timeout": 1.0, "method": "PUT", "times": 1})
+        assert await store.put("k", b"v")
+        peer.faults(storage={"server_busy": 1.0, "method": "GET", "times": 1})
+        assert await store.get("k") == b"v"
         # aiohttp sends an idempotent request again once by itself when the connection
         # drops: only a second reset in a row reaches the store.
-        front.fault("reset", 3, method="GET")
+        peer.faults(storage={"reset": 1.0, "method": "GET", "times": 3})
         assert await store.get("k") == b"v"
-    assert front.injected == {"throttle": 3, "timeout": 1, "reset": 3}
+        assert peer.stats()["faults"] == {"storage.reset": 3}
     now = sample(THROTTLES, "azblob", "put") + sample(THROTTLES, "azblob", "get")
-    assert now - throttles == 4
+    assert now - throttles == 4  # ServerBusy and OperationTimedOut are both "busy"
     assert sample(REQUESTS, "azblob", "get", "target-unavailable") > failed
 
 
@@ -196,11 +211,12 @@ async def test_missing_container_is_explained_and_not_created(azurite: Any) -> N
         assert not svc.get_container_client(name).exists()
 
 
-async def test_a_wrong_key_is_unauthenticated(front: BlobFront, azurite: Any,
+async def test_a_wrong_key_is_unauthenticated(front: tuple[Any, str], azurite: Any,
                                               azure_container: str) -> None:
-    # Through the front, as Azure answers (AuthenticationFailed).
-    store = AzblobStore(azure_container, azure=azurite_settings(front.endpoint,
-                                                                storage_account_key=WRONG_KEY))
+    # Through the peer's front, as Azure answers (AuthenticationFailed).
+    peer, container = front
+    store = AzblobStore(container, azure=azurite_settings(peer.blob_endpoint,
+                                                          storage_account_key=WRONG_KEY))
     with pytest.raises(Unauthenticated) as e:
         await store.put("k", b"v")
     await store.close()
