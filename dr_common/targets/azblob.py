@@ -165,18 +165,20 @@ class AzblobStore(CloudStore):
         return await self._call("put", f"put blob {name} into {self._where()}", send, key=key)
 
     async def exists(self, key: str) -> bool:
-        return await self._properties("exists", key) is not None
+        name = self._name(key)
+        props = await self._call(
+            "exists", f"look up blob {name} in {self._where()}",
+            lambda c: self._unless_missing(c.get_blob_client(name).get_blob_properties(), None),
+            key=key)
+        return props is not None
 
     async def delete(self, key: str) -> None:
         name = self._name(key)
 
         async def remove(c: Any) -> None:
-            try:
-                await c.get_blob_client(name).delete_blob(delete_snapshots="include")
-            except Exception as exc:
-                if error_code(exc) == "BlobNotFound":
-                    return  # idempotent, as the protocol wants
-                raise
+            # A missing blob is no error: delete is idempotent, as the protocol wants.
+            await self._unless_missing(
+                c.get_blob_client(name).delete_blob(delete_snapshots="include"), None)
 
         await self._call("delete", f"delete blob {name} from {self._where()}", remove,
                          key=key)
@@ -187,13 +189,9 @@ class AzblobStore(CloudStore):
         async def set_metadata(c: Any) -> bool:
             # Set Blob Metadata moves Last-Modified and leaves the content as it is (we
             # store no metadata, so replacing it with none loses nothing).
-            try:
-                await c.get_blob_client(name).set_blob_metadata({})
-            except Exception as exc:
-                if error_code(exc) == "BlobNotFound":
-                    return False
-                raise
-            return True
+            done = await self._unless_missing(c.get_blob_client(name).set_blob_metadata({}),
+                                              None)
+            return done is not None
 
         return await self._call("touch", f"touch blob {name} in {self._where()}",
                                 set_metadata, key=key)
@@ -204,13 +202,8 @@ class AzblobStore(CloudStore):
 
         async def check_and_remove(c: Any) -> int | None:
             blob = c.get_blob_client(name)
-            try:
-                props = await blob.get_blob_properties()
-            except Exception as exc:
-                if error_code(exc) == "BlobNotFound":
-                    return None
-                raise
-            if props.last_modified.timestamp() >= cutoff:
+            props = await self._unless_missing(blob.get_blob_properties(), None)
+            if props is None or props.last_modified.timestamp() >= cutoff:
                 return None
             # Atomic against a touch, unlike S3's HEAD then DELETE: the delete is
             # conditional on the ETag we judged, which a touch changes (412: keep it).
@@ -218,7 +211,7 @@ class AzblobStore(CloudStore):
                 await blob.delete_blob(etag=props.etag,
                                        match_condition=MatchConditions.IfNotModified)
             except Exception as exc:
-                if error_code(exc) in ("ConditionNotMet", "BlobNotFound"):
+                if error_code(exc) == "ConditionNotMet" or self._missing(exc):
                     return None
                 raise
             return int(props.size)
@@ -227,19 +220,6 @@ class AzblobStore(CloudStore):
                                 check_and_remove, key=key)
 
     # -- internals -------------------------------------------------------------------
-
-    async def _properties(self, op: str, key: str) -> Any:
-        name = self._name(key)
-
-        async def head(c: Any) -> Any:
-            try:
-                return await c.get_blob_client(name).get_blob_properties()
-            except Exception as exc:
-                if error_code(exc) == "BlobNotFound" or getattr(exc, "status_code", 0) == 404:
-                    return None  # HEAD has no body: a bare 404 is the blob's (checked container)
-                raise
-
-        return await self._call(op, f"look up blob {name} in {self._where()}", head, key=key)
 
     async def _page(self, c: Any, prefix: str, token: str
                     ) -> tuple[list[tuple[str, float, int]], str]:
@@ -281,6 +261,13 @@ class AzblobStore(CloudStore):
         container SAS may list but never read the container's properties.)"""
         await self._attempt("open-container", f"list {self._where()}",
                             lambda: self._page(c, self.prefix, ""))
+
+    def _missing(self, exc: BaseException) -> bool:
+        # HEAD has no body, but Storage names its error in x-ms-error-code even then; a
+        # 404 without one is the blob's too (the container was checked when opened).
+        code = error_code(exc)
+        return code == "BlobNotFound" or (
+            not code and int(getattr(exc, "status_code", 0) or 0) == 404)
 
     def _error(self, exc: BaseException, op: str, what: str, key: str) -> DRError:
         """Our error for a failed Storage call, in the terms an operator acts on."""

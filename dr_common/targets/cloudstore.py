@@ -5,7 +5,8 @@ key prefix, and reads whose transit checksum failed reported as corrupt data.
 
 A store subclasses `CloudStore` and supplies the service's part: `_connect` (open the
 client and check the container or bucket), `_error` (the service's exceptions in our
-hierarchy), `_page` (one page of a listing) and the object calls themselves.
+hierarchy), `_missing` (which failures mean "no such object"), `_page` (one page of a
+listing) and the object calls themselves.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dr_common.remote import Remote, RetryPolicy
 from dr_common.repository.store import ObjectInfo, check_key
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class ChecksumMismatch(TargetError):
@@ -80,6 +82,11 @@ class CloudStore:
 
     def _error(self, exc: BaseException, op: str, what: str, key: str) -> DRError:
         """Our error for a failed call, in the terms an operator acts on."""
+        raise NotImplementedError
+
+    def _missing(self, exc: BaseException) -> bool:
+        """Whether a call failed because its object does not exist (the container or
+        bucket itself missing is an error, not this)."""
         raise NotImplementedError
 
     async def _page(self, client: Any, prefix: str, token: str
@@ -150,6 +157,16 @@ class CloudStore:
         """The service's object name of repository key `key`."""
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    async def _unless_missing(self, call: Awaitable[T], missing: U) -> T | U:
+        """`await call`, or `missing` if its object does not exist: what exists, touch,
+        delete and delete_if_older answer for a missing object, not an error."""
+        try:
+            return await call
+        except Exception as exc:
+            if self._missing(exc):
+                return missing
+            raise
 
     async def _get_checked(self, key: str, what: str,
                            fn: Callable[[Any], Awaitable[bytes]]) -> bytes:

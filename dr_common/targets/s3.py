@@ -134,15 +134,8 @@ class S3Store(CloudStore):
         s3key = self._name(key)
 
         async def head(c: Any) -> bool:
-            try:
-                await c.head_object(Bucket=self.bucket, Key=s3key)
-            except Exception as exc:
-                # HEAD has no body, so no error code: a bare 404 is "no such key" (the
-                # bucket was checked when the client was opened).
-                if http_status(exc) == 404:
-                    return False
-                raise
-            return True
+            return await self._unless_missing(c.head_object(Bucket=self.bucket, Key=s3key),
+                                              None) is not None
 
         return await self._call("exists", f"look up object {s3key} in bucket {self.bucket}",
                                 head, key=key)
@@ -163,15 +156,10 @@ class S3Store(CloudStore):
         async def copy(c: Any) -> bool:
             # S3 has no "touch": copying an object onto itself with new metadata gives
             # it a new LastModified (and keeps its bytes and their checksum).
-            try:
-                await c.copy_object(Bucket=self.bucket, Key=s3key,
-                                    CopySource={"Bucket": self.bucket, "Key": s3key},
-                                    MetadataDirective="REPLACE", ChecksumAlgorithm="CRC32")
-            except Exception as exc:
-                if http_status(exc) == 404:
-                    return False
-                raise
-            return True
+            done = await self._unless_missing(c.copy_object(
+                Bucket=self.bucket, Key=s3key, CopySource={"Bucket": self.bucket, "Key": s3key},
+                MetadataDirective="REPLACE", ChecksumAlgorithm="CRC32"), None)
+            return done is not None
 
         return await self._call("touch", f"touch object {s3key} in bucket {self.bucket}",
                                 copy, key=key)
@@ -183,13 +171,9 @@ class S3Store(CloudStore):
             # S3 has no atomic "delete unless modified since" on general buckets: the
             # HEAD and the DELETE are two requests. The window between them is the one
             # race docs/FORMAT.md (garbage collection) names for S3.
-            try:
-                head = await c.head_object(Bucket=self.bucket, Key=s3key)
-            except Exception as exc:
-                if http_status(exc) == 404:
-                    return None
-                raise
-            if head["LastModified"].timestamp() >= cutoff:
+            head = await self._unless_missing(c.head_object(Bucket=self.bucket, Key=s3key),
+                                              None)
+            if head is None or head["LastModified"].timestamp() >= cutoff:
                 return None
             await c.delete_object(Bucket=self.bucket, Key=s3key)
             return int(head.get("ContentLength", 0))
@@ -224,6 +208,12 @@ class S3Store(CloudStore):
             raise InvalidArgument(f"bucket {self.bucket} is in region {region}, not "
                                   f"{self._aws.region}: set the repository's AWS region to "
                                   f"{region}", field="repository.aws.region")
+
+    def _missing(self, exc: BaseException) -> bool:
+        # HEAD has no body, so no error code: a bare 404 is "no such key" (the bucket was
+        # checked when the client was opened; a bucket deleted since says NoSuchBucket
+        # where there is a body).
+        return http_status(exc) == 404 and error_code(exc) != "NoSuchBucket"
 
     def _error(self, exc: BaseException, op: str, what: str, key: str) -> DRError:
         """Our error for a failed S3 call, in the terms an operator acts on."""
