@@ -30,7 +30,7 @@ from dr_common.errors import (
 )
 from dr_common.proto.dr.v1 import common_pb2
 from dr_common.remote import REQUESTS, RETRIES, THROTTLES
-from dr_common.repository import Repository
+from dr_common.repository import Repository, chunk_key, encode_chunk
 from dr_common.targets import REPOSITORY_KINDS
 from dr_common.targets.azblob import AzblobStore, account_name, locate, parse_location
 from dr_common.targets.base import TargetEnv
@@ -170,6 +170,29 @@ async def test_damaged_bodies_are_rejected_and_retried(front: tuple[Any, str]) -
             await store.get("chunks/aa/1")
         assert e.value.reason == "corrupt-object" and "MD5" in e.value.message
         assert peer.stats()["faults"] == {"storage.corrupt_response": 3}  # all 3 attempts
+
+
+async def test_a_blob_damaged_at_rest_is_corrupt_data(azurite: Any,
+                                                      azure_container: str) -> None:
+    # Its MD5 matches what Azure stores (the damage came in through the front door), so
+    # only the chunk's own hash can tell: the read says where, and never retries.
+    from azure.storage.blob import BlobServiceClient
+    data = b"block blob " * 1000
+    async with AzblobStore(azure_container, "r",
+                           azure=azurite_settings(azurite.endpoint)) as store:
+        repo = await Repository.open_or_create(store)
+        cid = repo.chunk_id(data)
+        await repo.put_chunk(cid, encode_chunk(data, "none"))
+        assert await repo.get_chunk(cid, offset=0) == data
+        with BlobServiceClient.from_connection_string(
+                connection_string(azurite.endpoint)) as svc:
+            svc.get_blob_client(azure_container, f"r/{chunk_key(cid)}").upload_blob(
+                encode_chunk(b"something else", "none"), overwrite=True)
+        retries = sample(RETRIES, "azblob", "get")
+        with pytest.raises(CorruptData) as e:
+            await repo.get_chunk(cid, disk="d1", offset=1 << 20)
+        assert "d1" in e.value.message
+        assert sample(RETRIES, "azblob", "get") == retries
 
 
 async def test_throttling_and_resets_are_retried_and_counted(front: tuple[Any, str]) -> None:
