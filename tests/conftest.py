@@ -157,3 +157,27 @@ def azure_peer(_azure_peer_session):
     """The Azure peer's client (tests.peers.azure.client.AzurePeerClient), just reset."""
     _azure_peer_session.reset()
     yield _azure_peer_session
+
+
+# Azurite (tests/peers/azure/azurite.py), Azure Storage's emulator: one blob service per
+# test session, in memory; each test that wants storage gets a container of its own.
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """The session's Azurite (tests.peers.azure.azurite.Azurite): `.endpoint` is the
+    development account's blob URL; ACCOUNT and ACCOUNT_KEY are in that module."""
+    from tests.peers.azure.azurite import Azurite, AzuriteStartError
+    from tests.peers.tools import free_port, unavailable
+    try:
+        server = Azurite(tmp_path_factory.mktemp("azurite"), free_port()).start()
+    except AzuriteStartError as e:
+        unavailable(f"Azurite is unavailable: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def azure_container(azurite) -> str:
+    """The name of a new, empty container of Azurite's development account."""
+    from tests.helpers.azblob import new_container
+    from tests.peers.azure.azurite import connection_string
+    return new_container(connection_string(azurite.endpoint))

@@ -602,3 +602,29 @@ async def test_aio_clients_make_and_start_a_vm_as_the_product_does(azure_peer, c
         assert power_state(view.statuses) == "PowerState/running"
         assert [d.lun for d in vm.storage_profile.data_disks] == [0]
     assert compute.disks.get(group, "a-data").managed_by == vm.id
+
+
+def test_the_front_answers_as_azure_where_azurite_differs_and_damages_on_request(azure_peer):
+    from azure.storage.blob import BlobServiceClient
+
+    from tests.peers.azure.azurite import ACCOUNT_KEY
+    svc = BlobServiceClient.from_connection_string(azure_peer.connection_string)
+    container = svc.create_container("front-checks")
+    blob = container.get_blob_client("b")
+    # A Shared Key signature that does not verify: Azure's AuthenticationFailed.
+    wrong = BlobServiceClient.from_connection_string(
+        azure_peer.connection_string.replace(ACCOUNT_KEY, "A" * 8 + ACCOUNT_KEY[8:]))
+    with pytest.raises(HttpResponseError) as e:
+        wrong.get_container_client("front-checks").upload_blob("b", b"x")
+    assert e.value.status_code == 403 and e.value.error_code == "AuthenticationFailed"
+    # A body damaged on the way (one fault in all: `times`): Azure's Md5Mismatch.
+    azure_peer.faults(storage={"corrupt_request": 1.0, "method": "PUT", "times": 1})
+    with pytest.raises(HttpResponseError) as e:
+        blob.upload_blob(b"0123456789" * 10, validate_content=True, overwrite=True)
+    assert e.value.status_code == 400 and e.value.error_code == "Md5Mismatch"
+    blob.upload_blob(b"0123456789" * 10, validate_content=True, overwrite=True)
+    # An answer damaged on the way back, once (a client that checks no MD5 takes it).
+    azure_peer.faults(storage={"corrupt_response": 1.0, "method": "GET", "times": 1})
+    assert blob.download_blob().readall() != b"0123456789" * 10
+    assert blob.download_blob().readall() == b"0123456789" * 10
+    assert azure_peer.stats()["faults"] == {"storage.corrupt_response": 1}

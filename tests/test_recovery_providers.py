@@ -35,13 +35,13 @@ def test_aws_launches_ebs_points_only():
 
 def test_vsphere_recovers_repository_points_only():
     vsphere = provider_class("vsphere")
-    for kind in ("fs", "s3"):
+    for kind in ("fs", "s3", "azblob"):
         vsphere.check_points("plans/p", kind)
     with pytest.raises(InvalidArgument) as e:
         vsphere.check_points("plans/p", "ebs")
     assert e.value.message == ("plans/p stores its recovery points as ebs; vSphere recovery "
                                "uploads the disks of repository points to datastores: use a "
-                               "plan with an fs or s3 target")
+                               "plan with an fs or s3 or azblob target")
 
 
 def test_azure_recovers_azure_disk_and_repository_points():

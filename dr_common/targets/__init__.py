@@ -3,8 +3,10 @@ registry line each; `open_target(locator)` is the only way in.
 
 Repository targets (`fs`, `s3`, `azblob`) store the repository format of
 `dr_common.repository` on an object store (targets/repository.py), and differ only in
-their store. Targets with a format of their own (`ebs`, `azure-disk`) implement the
-same `Target` interface (targets/base.py) in their own module.
+their store (a directory; a bucket, `s3://bucket/prefix`; a container of an Azure
+storage account, `azblob://container/prefix`; the two cloud stores share
+targets/cloudstore.py). Targets with a format of their own (`ebs`, `azure-disk`)
+implement the same `Target` interface (targets/base.py) in their own module.
 
 A target module offers:
 - `open_target(locator, site, env) -> Target` (nodes): `locator` is the kind's own
@@ -33,7 +35,8 @@ class TargetKind:
     name: str
     module: str
     # The site kinds a target of this kind can be at, and whether it needs the site's
-    # path (fs: the site's directory; s3: its bucket and prefix).
+    # path (fs: the site's directory; s3: its bucket and prefix; azblob: its container and
+    # prefix).
     site_kinds: tuple[str, ...]
     path_required: bool
     # The repository format (docs/FORMAT.md): points can be verified chunk by chunk and
@@ -64,6 +67,9 @@ KINDS: dict[str, TargetKind] = {k.name: k for k in (
     TargetKind("s3", "dr_common.targets.s3", ("aws",), path_required=True,
                repository=True, restore_formats=IMAGE_FORMATS,
                path_example="s3://bucket/prefix"),
+    TargetKind("azblob", "dr_common.targets.azblob", ("azure",), path_required=True,
+               repository=True, restore_formats=IMAGE_FORMATS,
+               path_example="azblob://container/prefix"),
     TargetKind("ebs", "dr_common.targets.ebs", ("aws",), path_required=False,
                repository=False, restore_formats=("ebs-volume",), chunk_size=512 * 1024,
                compression=False, restore_zone="e.g. us-east-1a",

@@ -8,8 +8,9 @@ durable when it returns, and ListObjectsV2 lists in UTF-8 binary order, which is
 Python's string order.
 
 Every request is one botocore attempt (`dr_common.aws.client`), limited, retried and
-counted by the remote-call layer (`dr_common.remote`), the only place it is retried. Request bodies carry a CRC32 checksum that S3
-verifies, and reads ask for the stored checksum and verify it, so a body corrupted in
+counted by the remote-call layer (`dr_common.remote`), the only place it is retried
+(the plumbing is targets/cloudstore.py's, shared with azblob). Request bodies carry a
+CRC32 checksum that S3 verifies, and reads ask for the stored checksum and verify it, so a body corrupted in
 transit is rejected (and retried) in both directions.
 
 Operators own buckets: the store never creates one. It checks on first use that the
@@ -18,32 +19,19 @@ bucket exists, in the configured region, and that we may list it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from botocore.exceptions import FlexibleChecksumError
 
 from dr_common.aws import AwsSettings, aws_error, client, error_code, http_status
-from dr_common.errors import (
-    CorruptData,
-    DRError,
-    InvalidArgument,
-    ObjectNotFound,
-    RepositoryError,
-    TargetError,
-)
+from dr_common.errors import DRError, InvalidArgument, ObjectNotFound, RepositoryError, TargetError
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
-from dr_common.remote import Remote, RetryPolicy
 from dr_common.repository import Repository
-from dr_common.repository.store import ObjectInfo, check_key
 from dr_common.targets.base import TargetEnv
+from dr_common.targets.cloudstore import ChecksumMismatch, CloudStore, check_prefix
 from dr_common.targets.repository import RepositoryTarget
-
-T = TypeVar("T")
 
 TARGET = "s3"
 # S3's own rules for (DNS-compatible) bucket names; checking them here turns a typo
@@ -63,20 +51,13 @@ _CHECKSUMS = {"request_checksum_calculation": "when_supported",
               "response_checksum_validation": "when_supported"}
 
 
-class _ChecksumMismatch(TargetError):
-    """A read whose body did not match the stored checksum: retried, since transit
-    corruption goes away on a second read; `get` reports CorruptData if it persists."""
-
-    retryable = True
-
-
 def parse_location(location: str) -> tuple[str, str]:
     """(bucket, prefix) of `s3://bucket[/prefix]`; InvalidArgument if malformed."""
     if not location.startswith("s3://"):
         raise InvalidArgument(f"an s3 repository location looks like s3://BUCKET/PREFIX, "
                               f"not {location!r}", field="repository.location")
     bucket, _, prefix = location[len("s3://"):].partition("/")
-    return _check_bucket_name(bucket), _check_prefix(prefix)
+    return _check_bucket_name(bucket), check_prefix(prefix, "S3 key prefix")
 
 
 def _check_bucket_name(bucket: str) -> str:
@@ -86,38 +67,19 @@ def _check_bucket_name(bucket: str) -> str:
     return bucket
 
 
-def _check_prefix(prefix: str) -> str:
-    prefix = prefix.strip("/")
-    if prefix:
-        try:
-            check_key(prefix)
-        except RepositoryError as e:
-            raise InvalidArgument(f"invalid S3 key prefix: {e.message}",
-                                  field="repository.location") from None
-    return prefix
+class S3Store(CloudStore):
+    """ObjectStore on an S3 bucket, under an optional key prefix; the aiobotocore
+    client is opened on first use and closed by `close()` (CloudStore)."""
 
-
-class S3Store:
-    """ObjectStore on an S3 bucket, under an optional key prefix.
-
-    The aiobotocore client is opened on first use (an `__init__` cannot await), so
-    `S3Store(...)` can be handed straight to `Repository.open_or_create`; `close()`
-    (or leaving `async with S3Store(...) as store`) closes it. A closed store stays
-    closed: using it again is an error rather than a silently leaked client.
-    """
+    service = TARGET
 
     def __init__(self, bucket: str, prefix: str = "", *, aws: AwsSettings,
                  attempts: int = 5, deadline: float = 120.0,
                  list_page: int = LIST_PAGE) -> None:
         self.bucket = _check_bucket_name(bucket)
-        self.prefix = _check_prefix(prefix)
         self._aws = aws
-        self._remote = Remote(TARGET, policy=RetryPolicy(attempts=attempts, deadline=deadline))
-        self._list_page = list_page
-        self._client: Any = None
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._lock = asyncio.Lock()
-        self._closed = False
+        super().__init__(prefix, prefix_name="S3 key prefix", attempts=attempts,
+                         deadline=deadline, list_page=list_page)
 
     @classmethod
     def from_location(cls, location: str, *, aws: AwsSettings, **kwargs: Any) -> S3Store:
@@ -128,40 +90,25 @@ class S3Store:
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
-    def __repr__(self) -> str:
-        # Never the settings: they may hold keys.
-        return f"S3Store({self.location!r})"
-
-    async def __aenter__(self) -> S3Store:
-        await self._open()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
+    def _where(self) -> str:
+        return f"bucket {self.bucket}"
 
     # -- the ObjectStore protocol ----------------------------------------------------
 
     async def get(self, key: str) -> bytes:
-        s3key = self._s3key(key)
+        s3key = self._name(key)
 
         async def fetch(c: Any) -> bytes:
             resp = await c.get_object(Bucket=self.bucket, Key=s3key, ChecksumMode="ENABLED")
             async with resp["Body"] as body:
                 return await body.read()
 
-        try:
-            return await self._call("get", f"get object {s3key} from bucket {self.bucket}",
-                                    fetch, key=key)
-        except _ChecksumMismatch as e:
-            err = CorruptData(f"object {s3key} in bucket {self.bucket} does not match its "
-                              f"stored checksum, read after read ({e.message})")
-            err.reason = "corrupt-object"
-            raise err from None
+        return await self._get_checked(key, f"get object {s3key} from bucket {self.bucket}",
+                                       fetch)
 
     async def put(self, key: str, data: bytes | bytearray | memoryview, *,
                   if_absent: bool = False) -> bool:
-        s3key = self._s3key(key)
+        s3key = self._name(key)
         # botocore accepts bytes and bytearray, not memoryview: a copy then (one memcpy
         # of a chunk, small beside the request; a file-like wrapper would be read again
         # for the checksum anyway).
@@ -184,24 +131,17 @@ class S3Store:
                                 send, key=key)
 
     async def exists(self, key: str) -> bool:
-        s3key = self._s3key(key)
+        s3key = self._name(key)
 
         async def head(c: Any) -> bool:
-            try:
-                await c.head_object(Bucket=self.bucket, Key=s3key)
-            except Exception as exc:
-                # HEAD has no body, so no error code: a bare 404 is "no such key" (the
-                # bucket was checked when the client was opened).
-                if http_status(exc) == 404:
-                    return False
-                raise
-            return True
+            return await self._unless_missing(c.head_object(Bucket=self.bucket, Key=s3key),
+                                              None) is not None
 
         return await self._call("exists", f"look up object {s3key} in bucket {self.bucket}",
                                 head, key=key)
 
     async def delete(self, key: str) -> None:
-        s3key = self._s3key(key)
+        s3key = self._name(key)
 
         async def remove(c: Any) -> None:
             # S3 answers 204 for a missing key too: idempotent as the protocol wants.
@@ -210,67 +150,30 @@ class S3Store:
         await self._call("delete", f"delete object {s3key} from bucket {self.bucket}",
                          remove, key=key)
 
-    async def list(self, prefix: str) -> AsyncIterator[str]:
-        async for info in self.list_info(prefix):
-            yield info.key
-
-    async def list_info(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        if prefix.startswith("/"):
-            raise RepositoryError(f"invalid prefix {prefix!r}: it must be relative")
-        head, _, _ = prefix.rpartition("/")
-        if head:
-            check_key(head)
-        base = f"{self.prefix}/" if self.prefix else ""
-        token = ""
-        while True:
-            # One page per call, so a retry repeats only the page that failed.
-            page = await self._list_page_of(base + prefix, token)
-            for o in page.get("Contents", ()):
-                key = o["Key"][len(base):]
-                # Objects the repository could not have written (another tool's keys
-                # under our prefix) are not ours: `get` would refuse their names.
-                try:
-                    check_key(key)
-                except RepositoryError:
-                    continue
-                yield ObjectInfo(key, o["LastModified"].timestamp(), int(o.get("Size", 0)))
-            token = page.get("NextContinuationToken", "") if page.get("IsTruncated") else ""
-            if not token:
-                return
-
     async def touch(self, key: str) -> bool:
-        s3key = self._s3key(key)
+        s3key = self._name(key)
 
         async def copy(c: Any) -> bool:
             # S3 has no "touch": copying an object onto itself with new metadata gives
             # it a new LastModified (and keeps its bytes and their checksum).
-            try:
-                await c.copy_object(Bucket=self.bucket, Key=s3key,
-                                    CopySource={"Bucket": self.bucket, "Key": s3key},
-                                    MetadataDirective="REPLACE", ChecksumAlgorithm="CRC32")
-            except Exception as exc:
-                if http_status(exc) == 404:
-                    return False
-                raise
-            return True
+            done = await self._unless_missing(c.copy_object(
+                Bucket=self.bucket, Key=s3key, CopySource={"Bucket": self.bucket, "Key": s3key},
+                MetadataDirective="REPLACE", ChecksumAlgorithm="CRC32"), None)
+            return done is not None
 
         return await self._call("touch", f"touch object {s3key} in bucket {self.bucket}",
                                 copy, key=key)
 
     async def delete_if_older(self, key: str, cutoff: float) -> int | None:
-        s3key = self._s3key(key)
+        s3key = self._name(key)
 
         async def check_and_remove(c: Any) -> int | None:
             # S3 has no atomic "delete unless modified since" on general buckets: the
             # HEAD and the DELETE are two requests. The window between them is the one
             # race docs/FORMAT.md (garbage collection) names for S3.
-            try:
-                head = await c.head_object(Bucket=self.bucket, Key=s3key)
-            except Exception as exc:
-                if http_status(exc) == 404:
-                    return None
-                raise
-            if head["LastModified"].timestamp() >= cutoff:
+            head = await self._unless_missing(c.head_object(Bucket=self.bucket, Key=s3key),
+                                              None)
+            if head is None or head["LastModified"].timestamp() >= cutoff:
                 return None
             await c.delete_object(Bucket=self.bucket, Key=s3key)
             return int(head.get("ContentLength", 0))
@@ -278,47 +181,21 @@ class S3Store:
         return await self._call("delete", f"delete object {s3key} from bucket {self.bucket}",
                                 check_and_remove, key=key)
 
-    async def close(self) -> None:
-        async with self._lock:
-            self._closed = True
-            stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
-
-    async def sync(self) -> None:
-        # A PutObject that returned success is durable: nothing is left to flush.
-        return None
-
     # -- internals -------------------------------------------------------------------
 
-    def _s3key(self, key: str) -> str:
-        check_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
+    async def _page(self, c: Any, s3prefix: str, token: str
+                    ) -> tuple[list[tuple[str, float, int]], str]:
+        more = {"ContinuationToken": token} if token else {}
+        page = await c.list_objects_v2(Bucket=self.bucket, Prefix=s3prefix,
+                                       MaxKeys=self._list_page, **more)
+        names = [(o["Key"], o["LastModified"].timestamp(), int(o.get("Size", 0)))
+                 for o in page.get("Contents", ())]
+        return names, page.get("NextContinuationToken", "") if page.get("IsTruncated") else ""
 
-    async def _list_page_of(self, s3prefix: str, token: str) -> dict[str, Any]:
-        async def page(c: Any) -> dict[str, Any]:
-            more = {"ContinuationToken": token} if token else {}
-            return await c.list_objects_v2(Bucket=self.bucket, Prefix=s3prefix,
-                                           MaxKeys=self._list_page, **more)
-
-        return await self._call("list", f"list objects under {s3prefix!r} in bucket "
-                                f"{self.bucket}", page)
-
-    async def _open(self) -> Any:
-        async with self._lock:
-            if self._closed:
-                raise RepositoryError(f"{self!r} is closed")
-            if self._client is not None:
-                return self._client
-            stack = contextlib.AsyncExitStack()
-            try:
-                c = await stack.enter_async_context(client(self._aws, "s3", **_CHECKSUMS))
-                await self._check_bucket(c)
-            except BaseException:
-                await stack.aclose()
-                raise
-            self._stack, self._client = stack, c
-            return c
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> Any:
+        c = await stack.enter_async_context(client(self._aws, "s3", **_CHECKSUMS))
+        await self._check_bucket(c)
+        return c
 
     async def _check_bucket(self, c: Any) -> None:
         """Fail early, and clearly, on a missing bucket, a bucket in another region
@@ -332,22 +209,11 @@ class S3Store:
                                   f"{self._aws.region}: set the repository's AWS region to "
                                   f"{region}", field="repository.aws.region")
 
-    async def _call(self, op: str, what: str, fn: Callable[[Any], Awaitable[T]], *,
-                    key: str = "") -> T:
-        c = await self._open()
-        return await self._attempt(op, what, lambda: fn(c), key=key)
-
-    async def _attempt(self, op: str, what: str, fn: Callable[[], Awaitable[T]], *,
-                       key: str = "") -> T:
-        async def once() -> T:
-            try:
-                return await fn()
-            except DRError:
-                raise
-            except Exception as exc:
-                raise self._error(exc, op, what, key) from exc
-
-        return await self._remote.call(op, once)
+    def _missing(self, exc: BaseException) -> bool:
+        # HEAD has no body, so no error code: a bare 404 is "no such key" (the bucket was
+        # checked when the client was opened; a bucket deleted since says NoSuchBucket
+        # where there is a body).
+        return http_status(exc) == 404 and error_code(exc) != "NoSuchBucket"
 
     def _error(self, exc: BaseException, op: str, what: str, key: str) -> DRError:
         """Our error for a failed S3 call, in the terms an operator acts on."""
@@ -375,7 +241,7 @@ class S3Store:
             return TargetError(f"S3 rejected a damaged upload: {what} ({code}); retrying",
                                retryable=True)
         if isinstance(exc, FlexibleChecksumError):
-            return _ChecksumMismatch(f"{what}: {exc}")
+            return ChecksumMismatch(f"{what}: {exc}")
         return aws_error(exc, what)
 
 

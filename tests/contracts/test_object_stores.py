@@ -1,6 +1,7 @@
 """The ObjectStore contract (dr_common.repository.store), and the repository format over
 it: what every object store under a repository must do, run against each store on its
-real peer: `fs` (FsStore on a directory) and `s3` (S3Store on the AWS peer's S3).
+real peer: `fs` (FsStore on a directory), `s3` (S3Store on the AWS peer's S3) and
+`azblob` (AzblobStore on a container of Azurite).
 
 Each store is built by its backend factory below; a backend also looks behind the store
 (reads and plants objects in its namespace directly) so the suite can check where objects
@@ -21,6 +22,7 @@ import pytest
 from dr_common.errors import ObjectNotFound, RepositoryError
 from dr_common.repository import (SEGMENT_CHUNKS, ZERO_ID, FsStore, ManifestWriter, ObjectStore,
                                   Repository, chunk_key, encode_chunk, gc)
+from dr_common.targets.azblob import AzblobStore
 from dr_common.targets.s3 import S3Store
 from tests.helpers.repository import CHUNK, chunk_data, write_point
 
@@ -36,6 +38,9 @@ class Backend(Protocol):
     # Names the backend may hold that the store at ROOT must never list: another tool's
     # objects, a neighbour prefix, a crashed write's temporary object.
     foreign: tuple[str, ...]
+    # Why the peer cannot hold or order non-ASCII keys as the real service does, if it
+    # cannot (repository keys are ASCII; the contract's listing test says so as xfail).
+    ascii_only: str
 
     def open(self, root: str = ROOT, *, small_pages: bool = False) -> ObjectStore:
         """A store at `root`; `small_pages`: it lists in pages of two keys, if it pages."""
@@ -57,6 +62,7 @@ class FsBackend:
     """Directories under one base directory; names are paths relative to it."""
 
     foreign = ("repo/one/points/.tmp-deadbeef", "repo/one-other/a")
+    ascii_only = ""
 
     def __init__(self, base: Path):
         self.base, self.where = base, str(base)
@@ -82,6 +88,7 @@ class S3Backend:
     """One bucket of the AWS peer; names are its keys."""
 
     foreign = ("repo/one/points/.tmp-deadbeef", "repo/one-other/a", "repo/one/a//bad")
+    ascii_only = ""
 
     def __init__(self, boto: Any, aws_settings: Any, bucket: str):
         self.s3, self.aws, self.bucket, self.where = boto("s3"), aws_settings, bucket, bucket
@@ -100,6 +107,37 @@ class S3Backend:
         return {o["Key"] for page in pages for o in page.get("Contents", ())}
 
 
+class AzblobBackend:
+    """One container of Azurite's development account; names are its blob names."""
+
+    foreign = ("repo/one/points/.tmp-deadbeef", "repo/one-other/a", "repo/one/a//bad")
+    ascii_only = ("Azurite lists names in UTF-16 order (Azure: UTF-8 binary) and answers "
+                  "HTTP 500 to a listing with U+FFFF in a name")
+
+    def __init__(self, azurite: Any, container: str):
+        from azure.storage.blob import BlobServiceClient
+
+        from tests.helpers.azblob import azurite_settings
+        from tests.peers.azure.azurite import connection_string
+        self.azure, self.container = azurite_settings(azurite.endpoint), container
+        self.blobs = BlobServiceClient.from_connection_string(
+            connection_string(azurite.endpoint)).get_container_client(container)
+        self.where = f"container {container}"
+
+    def open(self, root: str = ROOT, *, small_pages: bool = False) -> AzblobStore:
+        return AzblobStore(self.container, root, azure=self.azure,
+                           **({"list_page": 2} if small_pages else {}))
+
+    def raw_get(self, name: str) -> bytes:
+        return self.blobs.download_blob(name).readall()
+
+    def plant(self, name: str, data: bytes) -> None:
+        self.blobs.upload_blob(name, data, overwrite=True)
+
+    def names(self) -> set[str]:
+        return set(self.blobs.list_blob_names())
+
+
 def fs_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return FsBackend(tmp_path / "backend")
 
@@ -108,7 +146,11 @@ def s3_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return S3Backend(*(request.getfixturevalue(f) for f in ("boto", "aws_settings", "bucket")))
 
 
-BACKENDS = {"fs": fs_backend, "s3": s3_backend}
+def azblob_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return AzblobBackend(*(request.getfixturevalue(f) for f in ("azurite", "azure_container")))
+
+
+BACKENDS = {"fs": fs_backend, "s3": s3_backend, "azblob": azblob_backend}
 
 
 @pytest.fixture(params=list(BACKENDS))
@@ -177,6 +219,8 @@ async def test_list_is_sorted_paged_and_stays_under_the_root(store_backend: Back
     keys = ["a.b", "a/x", "a-c", "a0", "points/p1.json", "points/p2.json", "chunks/ab/1",
             "chunks/ac/2", "chunks/b0/3", "a-b", "a/y/z", "b", "A", "z/\u00e9", "z/\uffff",
             "z/\U0001f600"]
+    if store_backend.ascii_only:
+        keys = [k for k in keys if k.isascii()]
     for name in store_backend.foreign:
         store_backend.plant(name, b"partial")
     store = store_backend.open(small_pages=True)
@@ -187,7 +231,8 @@ async def test_list_is_sorted_paged_and_stays_under_the_root(store_backend: Back
         # "a.b" < "a/x" because '.' < '/', and U+FFFF < U+1F600 (not so in UTF-16).
         assert listed == sorted(keys)
         assert listed.index("a.b") < listed.index("a/x")
-        assert listed.index("z/\uffff") < listed.index("z/\U0001f600")
+        if not store_backend.ascii_only:
+            assert listed.index("z/\uffff") < listed.index("z/\U0001f600")
         assert [k async for k in store.list("a/")] == ["a/x", "a/y/z"]
         assert [k async for k in store.list("a")] == ["a-b", "a-c", "a.b", "a/x", "a/y/z", "a0"]
         assert [k async for k in store.list("points/")] == ["points/p1.json", "points/p2.json"]
@@ -199,6 +244,8 @@ async def test_list_is_sorted_paged_and_stays_under_the_root(store_backend: Back
             [k async for k in store.list("../a")]
     finally:
         await store.close()
+    if store_backend.ascii_only:
+        pytest.xfail(f"non-ASCII keys not checked: {store_backend.ascii_only}")
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "../x", "a/../b", "a//b", "a/", "./a", ".tmp-x",

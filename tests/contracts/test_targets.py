@@ -1,6 +1,6 @@
 """The target contract: one suite run against every target — fs, s3 (moto), ebs (moto),
-azure-disk (the Azure peer) and paired (a target node's TransferService writing an fs
-repository) — as restic runs
+azblob (Azurite), azure-disk (the Azure peer) and paired (a target node's TransferService
+writing an fs repository) — as restic runs
 one suite over every backend (internal/backend/test/suite.go).
 
 What every target must do, through the Target interface and the engine alone:
@@ -112,6 +112,12 @@ async def _case(kind: str, request, tmp_path) -> Case:
         return case
     if kind == "azure-disk":
         return _azure_disk(request, engine, roots)
+    if kind == "azblob":
+        from tests.helpers.azblob import azurite_settings
+        azure = azurite_settings(request.getfixturevalue("azurite").endpoint)
+        loc = targets.locator(kind, f"azblob://{request.getfixturevalue('azure_container')}/repo")
+        loc.site.azure.CopyFrom(common_pb2.AzureSettings(**azure.as_dict()))
+        return Case(kind, loc, engine, roots)
     settings, site = _aws(request)
     if kind == "s3":
         bucket = f"dr-contract-{uuid.uuid4().hex[:10]}"
@@ -169,7 +175,7 @@ def _azure_disk(request, engine: Engine, roots: tuple[str, ...]) -> Case:
     return Case("azure-disk", loc, engine, roots, read_snapshot=read_blob_snapshot)
 
 
-CASES = ["fs", "s3", "ebs", "azure-disk", "paired"]
+CASES = ["fs", "s3", "azblob", "ebs", "azure-disk", "paired"]
 
 
 @pytest.fixture(params=CASES)

@@ -3,7 +3,9 @@ test that sets a seed sees the same faults on every run, for the same request or
 
 Storage (the front): each matching request draws, in this order, a connection reset, a
 503 ServerBusy, a 500 OperationTimedOut (Azure's XML error bodies and `x-ms-error-code`),
-then waits `latency` seconds. ARM: a matching request is answered 429 with `Retry-After`
+a request body or an answer body with one byte flipped (damage in transit, which the
+MD5s of Storage and its clients catch), then waits `latency` seconds; `times` caps how
+many faults are injected (0: no cap), so a test can ask for exactly one. ARM: a matching request is answered 429 with `Retry-After`
 at rate `throttle`. `method` ("GET", "PUT", ...) and `operation` (storage: putpage,
 clearpage, pagelist, get, getproperties, putblob, putblock, putblocklist, delete, ...;
 ARM: "disks.beginGetAccess", "virtualMachines.put", ...) narrow a kind to matching
@@ -17,12 +19,18 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
+STORAGE_KINDS = ("reset", "server_busy", "timeout", "corrupt_request", "corrupt_response")
+
+
 @dataclass
 class StorageFaults:
     reset: float = 0.0        # rate of connections closed without an answer
     server_busy: float = 0.0  # rate of 503 ServerBusy
     timeout: float = 0.0      # rate of 500 OperationTimedOut
+    corrupt_request: float = 0.0   # rate of bodies damaged on their way to Azurite
+    corrupt_response: float = 0.0  # rate of answers damaged on their way back
     latency: float = 0.0      # seconds added before a matching request is served
+    times: int = 0            # at most this many faults in all; 0: no limit
     method: str = ""
     operation: str = ""
 
@@ -63,12 +71,15 @@ class Faults:
             return {"storage": asdict(self.storage), "arm": asdict(self.arm)}
 
     def storage_fault(self, method: str, operation: str) -> tuple[str, float]:
-        """(kind, latency): kind is "", "reset", "server_busy" or "timeout"."""
+        """(kind, latency): kind is "" or one of STORAGE_KINDS."""
         with self.lock:
             f = self.storage
             if not _matches(f.method, f.operation, method, operation):
                 return "", 0.0
-            for kind in ("reset", "server_busy", "timeout"):
+            if f.times and sum(n for k, n in self.injected.items()
+                               if k.startswith("storage.")) >= f.times:
+                return "", f.latency
+            for kind in STORAGE_KINDS:
                 rate = getattr(f, kind)
                 if rate and self.rng.random() < rate:
                     self._count(f"storage.{kind}")

@@ -14,7 +14,10 @@ cover the account and path but not the host, still verify) except:
   Key): answered by comparing the two versions' bytes through Azurite (no journal exists
   for blobs the front does not own), so a page rewritten with identical bytes is not
   reported, where Azure would.
-* faults (faults.py) for every request, managed or not, and counters per blob."""
+* faults (faults.py) for every request, managed or not, and counters per blob.
+* Azure's error codes where Azurite's differ (CORRECTIONS): a Shared Key signature that
+  does not verify is 403 AuthenticationFailed (Azurite: AuthorizationFailure), a body that
+  does not match its Content-MD5 is 400 Md5Mismatch (Azurite: InvalidOperation)."""
 
 from __future__ import annotations
 
@@ -37,6 +40,11 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "host", "content
                "proxy-connection", "te", "upgrade"}
 STREAM_CHUNK = 1 << 20
 RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+# (status, Azurite's code, a phrase of its message) -> Azure's code for the same answer.
+CORRECTIONS = {
+    (403, "AuthorizationFailure", b"failed to authenticate"): "AuthenticationFailed",
+    (400, "InvalidOperation", b"contentMD5 doesn't match"): "Md5Mismatch",
+}
 
 FAULT_REPLIES = {
     "server_busy": (503, "ServerBusy",
@@ -119,6 +127,7 @@ class Azurite:
 
 class StorageHandler(Handler):
     server: Any  # wire.Server whose peer is a StoragePeer
+    corrupt_answer = False  # this request's answer is to be damaged (a fault)
 
     def route(self) -> None:
         peer: StoragePeer = self.server.peer
@@ -131,8 +140,11 @@ class StorageHandler(Handler):
             time.sleep(latency)  # the injected latency itself, not a readiness wait
         if kind == "reset":
             raise Reset()
-        if kind:
+        if kind in FAULT_REPLIES:
             return self.send(storage_error(*FAULT_REPLIES[kind]))
+        if kind == "corrupt_request" and body:
+            body = flip(body)
+        self.corrupt_answer = kind == "corrupt_response"
         parts = unquote(url.path).split("/")  # "", account, container, blob...
         container = parts[2] if len(parts) > 2 else ""
         managed = peer.state.managed.get(container)
@@ -182,8 +194,15 @@ class StorageHandler(Handler):
         response = peer.azurite.request(self.command, target, headers, body or None)
         out = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_HEADERS]
         length = response.getheader("Content-Length")
-        if length is None or self.command == "HEAD":
+        damage = self.corrupt_answer and response.status < 300
+        if length is None or self.command == "HEAD" or response.status >= 400 or damage:
             data = response.read()
+            if response.status >= 400:
+                out, data = correct(response.status, out, data)
+            if damage and data:
+                data = flip(data)
+            if self.command != "HEAD":
+                length = str(len(data))  # a corrected code may be longer
             self.send((response.status, out + ([("Content-Length", length)] if length else []),
                        data))
             sent = len(data)
@@ -206,6 +225,25 @@ class StorageHandler(Handler):
             counts.update(clear_pages=1)
         peer.state.count_blob(key, **counts)
         return response.status
+
+
+def correct(status: int, headers: list[tuple[str, str]], body: bytes
+            ) -> tuple[list[tuple[str, str]], bytes]:
+    """Azurite's error answer as Azure gives it (CORRECTIONS), else as it is."""
+    code = next((v for k, v in headers if k.lower() == "x-ms-error-code"), "")
+    for (when, azurite_says, phrase), azure_says in CORRECTIONS.items():
+        if (status, code) == (when, azurite_says) and phrase in body:
+            headers = [(k, azure_says if k.lower() == "x-ms-error-code" else v)
+                       for k, v in headers]
+            return headers, body.replace(f"<Code>{azurite_says}</Code>".encode(),
+                                         f"<Code>{azure_says}</Code>".encode())
+    return headers, body
+
+
+def flip(data: bytes) -> bytes:
+    """`data` with one bit of its middle byte flipped: damage an MD5 catches."""
+    mid = len(data) // 2
+    return data[:mid] + bytes([data[mid] ^ 0x01]) + data[mid + 1:]
 
 
 class StoragePeer:
