@@ -1,10 +1,10 @@
 """Azure end to end, with real daemons and the Azure peer (Azurite behind a Storage front
 that answers page-range diffs correctly, and the harness ARM; tests/peers/azure/): a VM
 with two managed disks protected from the `azure` source into the `azure-disk` target
-(replica managed disks at the recovery group, an incremental snapshot per point) and into
-a file repository; three cycles with guest writes and a discard between them; the first
-cycle reads only the valid pages, incrementals exactly the changed ones (bytes counted at
-the Storage front); every point restores equal to the disks at their snapshot. Then a
+(replica page blobs in the recovery site's storage account, a blob snapshot per point)
+and into an azblob repository (a container of that account); three cycles with guest
+writes and a discard between them; the first cycle reads only the valid pages,
+incrementals exactly the changed ones (bytes counted at the Storage front); every point restores equal to the disks at their snapshot. Then a
 deleted previous snapshot, and a throttling, failing Azure."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from tests.helpers.azblob import new_container
 from tests.helpers.azure import MiB, SourceVM, sha256_of, site_args, site_env
 from tests.helpers.cluster import run_cycle
 from tools.localcluster import Cluster, sha256
@@ -28,10 +29,10 @@ def _sites(c: Cluster, peer, monkeypatch, target: str) -> list[str]:
     for key, value in site_env(peer).items():
         monkeypatch.setenv(key, value)
     c.drctl("site", "add", "az", *site_args(peer, peer.source_group))
-    if target == "fs":
-        c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
-        return ["--target", "dst"]
-    c.drctl("site", "add", "dst", *site_args(peer, peer.recovery_group, storage=True))
+    path = []
+    if target == "azblob":  # a container the operator owns (the target never makes one)
+        path = ["--path", f"azblob://{new_container(peer.connection_string)}/plans"]
+    c.drctl("site", "add", "dst", *site_args(peer, peer.recovery_group, storage=True), *path)
     return ["--target", "dst", "--target-kind", target]
 
 
@@ -44,7 +45,7 @@ DISK_IDS = {"vm1-os": "os-disk", "vm1-data": "lun-0"}
 
 def _restored(c: Cluster, peer, vm: SourceVM, point: dict, disk: str, target: str) -> str:
     entry = _disk(point, DISK_IDS[disk])
-    if target == "fs":
+    if target == "azblob":
         dest = c.out / f"{uuid.uuid4().hex}.raw"
         c.drctl("restore", point["name"], "--disk", entry["disk"], "--to", str(dest))
         return sha256(dest)
@@ -70,7 +71,7 @@ def _source_snapshots(peer) -> dict[str, str]:
             and f"/resourceGroups/{peer.source_group}/" in r["id"]}
 
 
-@pytest.mark.parametrize("target", ["azure-disk", "fs"])
+@pytest.mark.parametrize("target", ["azure-disk", "azblob"])
 def test_three_cycles_restore_equal_and_incrementals_read_only_changed_pages(
         cluster: Cluster, azure_peer, monkeypatch, target: str):
     c, peer = cluster, azure_peer

@@ -35,7 +35,9 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from dr_common.azure import AzureSettings, azure_error, credential, error_code, redact
+from dr_common.azure import (
+    AzureSettings, account_name, azure_error, blob_service, error_code, redact,
+)
 from dr_common.errors import (
     DRError,
     InvalidArgument,
@@ -81,16 +83,6 @@ def _check_container_name(container: str) -> str:
                               f"container name of 3-63 characters of a-z, 0-9 and single "
                               f"'-'; got container {container!r}", field=LOCATION_FIELD)
     return container
-
-
-def account_name(url: str) -> str:
-    """The storage account of `url`: the first label of account.blob.core.windows.net,
-    or the first path part of an IP-style URL (Azurite, Azure Stack: http://host/account)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ".blob." in host:
-        return host.split(".", 1)[0]
-    return parts.path.strip("/").split("/", 1)[0] or host
 
 
 class AzblobStore(CloudStore):
@@ -233,24 +225,7 @@ class AzblobStore(CloudStore):
         return names, pages.continuation_token or ""
 
     async def _connect(self, stack: contextlib.AsyncExitStack) -> Any:
-        from azure.core.credentials import AzureNamedKeyCredential
-        from azure.storage.blob.aio import BlobServiceClient
-        s = self._azure
-        cred: Any
-        if s.storage_account_key:
-            cred = AzureNamedKeyCredential(self.account, s.storage_account_key)
-        elif "sig=" in urlsplit(s.storage_account_url).query:
-            cred = None  # a SAS in the URL is the credential
-        else:
-            cred = credential(s)
-            stack.push_async_callback(cred.close)
-        try:
-            svc = BlobServiceClient(s.storage_account_url, credential=cred,
-                                    **s.transport_options())
-        except ValueError as e:
-            raise InvalidArgument(f"cannot use storage_account_url: {redact(str(e))}",
-                                  field=URL_FIELD) from None
-        await stack.enter_async_context(svc)
+        svc = await stack.enter_async_context(blob_service(self._azure, field=URL_FIELD))
         container = svc.get_container_client(self.container)
         await self._check_container(container)
         return container
