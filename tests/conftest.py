@@ -18,6 +18,13 @@ def cluster(tmp_path: Path):
         yield c
 
 
+@pytest.fixture
+def metered(tmp_path: Path):
+    """A cluster whose daemons serve /metrics (tests.helpers.cluster.daemon_metrics)."""
+    with Cluster(tmp_path, metrics=True) as c:
+        yield c
+
+
 # The AWS test peer (tests/peers/aws/): one moto server per test session, reset before
 # each test so tests never see each other's snapshots, volumes, faults or counters.
 @pytest.fixture(scope="session")

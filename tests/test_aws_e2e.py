@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import random
-import urllib.request
 import uuid
 
 import pytest
 
-from tests.helpers.cluster import run_cycle
+from tests.helpers.cluster import daemon_metrics, run_cycle
 from tools.localcluster import Cluster, sha256, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -138,34 +137,15 @@ def test_three_cycles_restore_equal_and_incrementals_move_only_changed_blocks(
                 assert tags["hybrid-dr:plan"] == "plans/p1" and tags["hybrid-dr:disk"] == d["disk"]
 
 
-@pytest.fixture
-def metered(tmp_path):
-    """A cluster whose daemons serve /metrics."""
-    with Cluster(tmp_path, metrics=True) as c:
-        yield c
-
-
-def _metric(c: Cluster, name: str) -> float:
-    total = 0.0
-    ports = [c.control_metrics_port, *(p.metrics_port for p in c.nodes.values())]
-    for port in ports:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
-        for line in text.decode().splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 @pytest.mark.parametrize("kind", ["ebs", "s3"])
 def test_throttling_and_resets_slow_it_down_but_lose_nothing(metered: Cluster, boto, kind: str):
     faults = {"throttle_rate": 0.2, "reset_rate": 0.02, "services": ["ebs", "s3", "ec2"],
               "seed": 5}
     _protect_three_cycles(metered, boto, kind, faults=faults)
-    throttles = _metric(metered, "dr_target_throttles_total") + \
-        _metric(metered, "dr_node_throttles_total")
-    retries = _metric(metered, "dr_target_retries_total") + \
-        _metric(metered, "dr_node_retries_total")
-    assert throttles > 0 and retries > 0, (throttles, retries)
+    seen = daemon_metrics(metered, "dr_target_throttles_total", "dr_node_throttles_total",
+                          "dr_target_retries_total")
+    assert seen["dr_target_throttles_total"] + seen["dr_node_throttles_total"] > 0, seen
+    assert seen["dr_target_retries_total"] > 0, seen
 
 
 def test_bad_input_gives_clear_errors_and_nothing_half_visible(cluster: Cluster, boto):

@@ -5,7 +5,8 @@ with two managed disks protected from the `azure` source into the `azure-disk` t
 and into an azblob repository (a container of that account); three cycles with guest
 writes and a discard between them; the first cycle reads only the valid pages,
 incrementals exactly the changed ones (bytes counted at the Storage front); every point restores equal to the disks at their snapshot. Then a
-deleted previous snapshot, and a throttling, failing Azure."""
+deleted previous snapshot, a throttling, failing Azure (seen in /metrics), and bad
+input."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.helpers.azblob import new_container
 from tests.helpers.azure import MiB, SourceVM, sha256_of, site_args, site_env
-from tests.helpers.cluster import run_cycle
+from tests.helpers.cluster import daemon_metrics, run_cycle
 from tools.localcluster import Cluster, sha256
 
 pytestmark = pytest.mark.e2e
@@ -156,15 +157,16 @@ def test_a_deleted_previous_snapshot_is_a_full_sync_of_that_disk_only(
         assert _restored(c, peer, vm, point, disk, "azure-disk") == state[disk]
 
 
-def test_a_throttling_failing_azure_loses_nothing(cluster: Cluster, azure_peer, monkeypatch):
-    c, peer = cluster, azure_peer
+def test_a_throttling_failing_azure_loses_nothing(metered: Cluster, azure_peer, monkeypatch):
+    c, peer = metered, azure_peer
     vm = SourceVM(peer)
     os_disk, data = vm.disks
     vm.write(os_disk, list(range(0, 24, 3)))
     vm.write(data, [1, 2])
     plan_target = _sites(c, peer, monkeypatch, "azure-disk")
-    peer.faults(storage={"server_busy": 0.1, "timeout": 0.05, "reset": 0.05},
-                arm={"throttle": 0.15, "retry_after": 1}, seed=3)
+    # 20 % throttling (Storage's 503 ServerBusy, ARM's 429), 2 % resets, some timeouts.
+    peer.faults(storage={"server_busy": 0.2, "timeout": 0.02, "reset": 0.02},
+                arm={"throttle": 0.2, "retry_after": 1}, seed=3)
     c.drctl("plan", "create", "p1", "--source", "az", *plan_target, "--workload", WORKLOAD,
             "--rpo", "1h", "--chunk-size", "1MiB")
     run_cycle(c, "p1", 1)
@@ -175,6 +177,64 @@ def test_a_throttling_failing_azure_loses_nothing(cluster: Cluster, azure_peer, 
     faults = peer.stats()["faults"]
     peer.clear_faults()
     assert faults.get("arm.throttle", 0) > 0 and faults.get("storage.server_busy", 0) > 0, faults
+    # Both show in /metrics: throttling answers counted, and the calls tried again.
+    seen = daemon_metrics(c, "dr_target_throttles_total", "dr_target_retries_total")
+    assert seen["dr_target_throttles_total"] > 0 and seen["dr_target_retries_total"] > 0, seen
     point = c.points("p1")[-1]
     for disk in vm.disks:
         assert _restored(c, peer, vm, point, disk, "azure-disk") == state[disk]
+
+
+def test_bad_input_gives_clear_errors_and_creates_nothing(cluster: Cluster, azure_peer,
+                                                         monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    from tests.peers.azure.azurite import ACCOUNT, ACCOUNT_KEY
+    c, peer = cluster, azure_peer
+    for key, value in site_env(peer).items():
+        monkeypatch.setenv(key, value)
+    SourceVM(peer)
+    args = site_args(peer, peer.source_group)
+    unknown = "11111111-2222-3333-4444-555555555555"
+    code, _, err = c.drctl("site", "add", "az", *[unknown if a == peer.subscription_id else a
+                                                  for a in args], check=False)
+    assert code != 0 and "SubscriptionNotFound" in err and unknown in err, err
+    code, _, err = c.drctl("site", "add", "az", *[
+        "no-such-group" if a == peer.source_group else a for a in args], check=False)
+    assert code != 0 and "ResourceGroupNotFound" in err and "no-such-group" in err, err
+    assert [s for s in c.drctl_json("site", "list") if s["name"] == "sites/az"] == []
+    assert peer.client_secret not in err
+    # A principal that may read but not snapshot: the site and its VM are listed, the
+    # cycle fails with ARM's code, and no snapshot is left behind.
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", peer.reader_client_secret)
+    c.drctl("site", "add", "az", *[peer.reader_client_id if a == peer.client_id else a
+                                   for a in args])
+    c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
+    c.drctl("plan", "create", "p1", "--source", "az", "--target", "dst", "--workload",
+            WORKLOAD, "--rpo", "1h")
+    failed = run_cycle(c, "p1", 1, state="failed")
+    error = failed["error"]
+    assert error["reason"] == "permission-denied" and not error["retryable"], error
+    assert "AuthorizationFailed" in error["message"] and "managed disk vm1-" in error["message"], error
+    assert peer.reader_client_secret not in str(failed)
+    assert _source_snapshots(peer) == {} and c.points("p1") == []
+    # An azblob repository reached through a SAS that has expired: the cycle names the
+    # account and says to check the SAS; the signature is never shown; no point.
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", peer.client_secret)
+    monkeypatch.delenv("AZURE_STORAGE_KEY")
+    sas = generate_account_sas(ACCOUNT, ACCOUNT_KEY, ResourceTypes(container=True, object=True),
+                               AccountSasPermissions(read=True, write=True, list=True),
+                               expiry=datetime.now(timezone.utc) - timedelta(hours=1))
+    c.drctl("site", "add", "az2", *site_args(peer, peer.source_group))
+    c.drctl("site", "add", "blobs", *site_args(peer, peer.recovery_group), "--storage-account-url",
+            f"{peer.blob_endpoint}?{sas}", "--path",
+            f"azblob://{new_container(peer.connection_string)}/plans")
+    c.drctl("plan", "create", "p2", "--source", "az2", "--target", "blobs", "--target-kind",
+            "azblob", "--workload", "az2/vm1", "--rpo", "1h")
+    failed = run_cycle(c, "p2", 1, state="failed")
+    sig = sas.split("sig=")[1].split("&")[0]
+    assert "devstoreaccount1" in failed["error"]["message"], failed
+    assert "SAS" in failed["error"]["message"], failed
+    assert sig not in str(failed) and c.points("p2") == []

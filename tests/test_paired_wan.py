@@ -11,11 +11,9 @@ node and must equal the source byte for byte.
 from __future__ import annotations
 
 import contextlib
-import urllib.request
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.wanproxy import WanProxy
+from tests.helpers.cluster import metric
 from tests.helpers.disks import MiB, make_disk, write_at
 from tools.localcluster import Cluster, free_port, sha256, wait_for
 
@@ -66,17 +64,6 @@ def _restore_equals(c: Cluster, point: str, expected: str, name: str) -> None:
 def _log(c: Cluster, name: str) -> str:
     """A daemon's whole log (Cluster.log gives only its tail)."""
     return (c.root / name).read_text(errors="replace")
-
-
-def _metric(port: int, name: str, **labels: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-    total = 0.0
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v
-                                           for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def test_every_point_restores_bit_identical_across_the_wan(tmp_path):
@@ -136,7 +123,7 @@ def _kill_target_mid_cycle(c: Cluster, wan, size: int, expected: str) -> None:
     assert cycle["state"] == "completed", cycle
     # The stream was resumed in place: the task's attempt was not spent.
     assert "resuming in place" in _log(c, "node-src1.log")
-    assert _metric(c.nodes["src1"].metrics_port, "dr_transfer_resumes_total") >= 1
+    assert metric([c.nodes["src1"].metrics_port], "dr_transfer_resumes_total") >= 1
     # Chunks sent twice: whatever crossed the WAN beyond the disk itself is the
     # chunks in flight when the target died (at most one window), plus framing,
     # ids and calls (well under 1 MiB for 64 chunks).
@@ -157,8 +144,8 @@ def test_a_byte_flipped_on_the_wan_is_rejected_and_sent_again(tmp_path):
         cycle = _cycle(c, 1)
         assert wan.corruptions == 1
         src = c.nodes["src1"].metrics_port
-        assert _metric(src, "dr_transfer_chunks_total", side="source", outcome="rejected") == 1
-        assert _metric(src, "dr_transfer_chunks_total", side="source", outcome="stored") == 16
+        assert metric([src], "dr_transfer_chunks_total", side="source", outcome="rejected") == 1
+        assert metric([src], "dr_transfer_chunks_total", side="source", outcome="stored") == 16
         assert int(cycle["stats"]["chunks_sent"]) == 16
         assert "rejected a chunk damaged in transit" in _log(c, "node-src1.log")
         [point] = c.points("plans/p")
@@ -187,7 +174,7 @@ def test_connection_resets_on_the_wan_resume_in_place(tmp_path):
         stats = {k: int(v) for k, v in cycle["stats"].items()}
         assert stats["chunks_sent"] + stats.get("chunks_deduplicated", 0) >= 48
         assert stats["chunks_read"] > 48  # resumed streams read again from a checkpoint
-        resumes = _metric(c.nodes["src1"].metrics_port, "dr_transfer_resumes_total")
+        resumes = metric([c.nodes["src1"].metrics_port], "dr_transfer_resumes_total")
         assert resumes >= 1
         assert not cycle.get("error")
         assert "task failed" not in _log(c, "node-src1.log")

@@ -1,6 +1,6 @@
 """Driving a `tools.localcluster.Cluster` (real dr-control and dr-node processes): a
 file-to-file plan, a point of it to recover, waiting for recovery points, and the
-REST API."""
+REST API, and the daemons' /metrics."""
 
 from __future__ import annotations
 
@@ -14,6 +14,24 @@ from tools.localcluster import Cluster, wait_for
 
 # Services of proto/ that dr-node serves, not dr-control: target nodes' TransferService.
 NODE_SERVICES = frozenset({"dr.v1.TransferService"})
+
+
+def metric(ports: list[int], name: str, **labels: str) -> float:
+    """The sum of metric `name`'s samples with `labels` over the /metrics of `ports`."""
+    from prometheus_client.parser import text_string_to_metric_families
+    total = 0.0
+    for port in ports:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        for family in text_string_to_metric_families(text.decode()):
+            total += sum(s.value for s in family.samples if s.name == name and all(
+                s.labels.get(k) == v for k, v in labels.items()))
+    return total
+
+
+def daemon_metrics(c: Cluster, *names: str) -> dict[str, float]:
+    """{name: its sum over dr-control and every node} (a cluster made with metrics=True)."""
+    ports = [c.control_metrics_port, *(n.metrics_port for n in c.nodes.values())]
+    return {name: metric(ports, name) for name in names}
 
 
 def setup_plan(c: Cluster, disk: str = "vm1", rpo: str = "1h", *extra: str) -> str:
