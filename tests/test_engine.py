@@ -117,7 +117,8 @@ async def test_adaptive_concurrency_shrinks_under_throttling_and_grows_back(tmp_
     limits = [lim for _, lim in limiter.history]
     low = min(limits)
     assert limiter.throttles > 0
-    assert low <= 2, f"limit never came down under throttling: {limits}"
+    # The limit in force is its integer part: from 4 to 2 or fewer requests in flight.
+    assert int(low) <= 2, f"limit never came down under throttling: {limits}"
     assert limiter.limit >= 3 * low and limiter.limit > 4, f"did not grow back: {limits}"
     engine.close()
 
