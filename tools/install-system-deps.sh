@@ -12,8 +12,13 @@ VENV=${1:-.venv}
 # explicit paths /usr/bin/chromium and /usr/bin/chromedriver; nothing is downloaded).
 # golang-go, golang-github-vmware-govmomi-dev: the vSphere peer (tests/peers/vsphere) builds
 # vcsim, govmomi's simulator, from Debian's source of it (offline, GO111MODULE=off).
+# qemu-system-x86, busybox-static, linux-image-cloud-amd64: running VMs (the live kvm
+# source, the kvm recovery site) and the tiny guest they run in tests (tests/peers/kvm:
+# Debian's kernel and a busybox initramfs, booted under TCG); e2fsprogs checks the
+# filesystems recovered from it.
 PACKAGES=(qemu-utils libnbd-bin python3-libnbd postgresql chromium chromium-driver
-          golang-go golang-github-vmware-govmomi-dev)
+          golang-go golang-github-vmware-govmomi-dev
+          qemu-system-x86 busybox-static linux-image-cloud-amd64 e2fsprogs)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
