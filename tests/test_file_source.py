@@ -58,7 +58,7 @@ def test_paths_are_confined_to_roots(tmp_path):
 
 def test_kvm_extent_merge_says_whether_zeros_changed():
     from dr_common.sources.base import Extent
-    from dr_common.sources.kvm import _merge
+    from dr_common.sources.nbdmap import _merge
     allocation = [(0, 100, False), (100, 100, True), (200, 50, False)]
     dirty = [(0, 50, True), (50, 120, False), (170, 80, True)]
     assert _merge(allocation, dirty) == [

@@ -41,7 +41,9 @@ class SourceKind:
 # The registry. The kind is the name of its field in SourceLocator's `kind` oneof.
 KINDS: dict[str, SourceKind] = {k.name: k for k in (
     SourceKind("file", "dr_common.sources.file"),
-    SourceKind("kvm", "dr_common.sources.kvm"),
+    # kvm: running VMs get a point per cycle (QMP), dropped when it ends; images at rest
+    # need neither (their snapshot is "", their drop a no-op).
+    SourceKind("kvm", "dr_common.sources.kvm", snapshots=True, drops_snapshots=True),
     SourceKind("aws", "dr_common.sources.aws", snapshots=True),
     SourceKind("vsphere", "dr_common.sources.vsphere", snapshots=True, drops_snapshots=True),
     SourceKind("azure", "dr_common.sources.azure", snapshots=True),

@@ -23,36 +23,32 @@ import os
 
 import structlog
 
-from dr_common.errors import SourceError
+from dr_common.errors import InvalidArgument, SourceError
 from dr_common.names import resource_id
 from dr_common.paths import check_within_roots
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
-from dr_common.sources import qemu
+from dr_common.sources import kvm_live, nbdmap, qemu
 from dr_common.sources.base import DiskInfo, DiskToRead, Extent, SourceEnv, WorkloadInfo
 from dr_common.sources.file import discover as discover_files
 
 # libnbd's binding comes from Debian (tools/install-system-deps.sh); only nodes that read
 # kvm disks need it, so it is imported when a disk is opened, not with this module.
-ALLOCATION = "base:allocation"
 
 log = structlog.get_logger()
 
 BITMAP_PREFIX = "hdr-"
 IMAGE_SUFFIXES = (".qcow2", ".img", ".raw")
-# base:allocation flags (NBD protocol): the extent reads as zeros.
-_STATE_ZERO = 2
-# qemu:dirty-bitmap flags: the extent was written since the bitmap was added.
-_DIRTY = 1
 
 
 def discover(root: str | os.PathLike) -> list:
-    """Inventory of a `kvm` site: like `file` (one workload per image or directory),
-    with sizes and tracking from qemu-img."""
-    found = []
+    """Inventory of a `kvm` site: its running VMs (a QMP socket each, kvm_live), then
+    its images at rest like `file` (one workload per image or directory), with sizes and
+    tracking from qemu-img; an image a running VM has open is that VM's disk only."""
+    found, in_use = kvm_live.discover(root)
     for wl in discover_files(root):
         disks = []
         for d in wl.disks:
-            if not d.locator.endswith(IMAGE_SUFFIXES):
+            if not d.locator.endswith(IMAGE_SUFFIXES) or d.locator in in_use:
                 continue
             info = qemu.image_info(d.locator)
             cbt = "dirty-bitmap" if info.get("format") == "qcow2" else "none"
@@ -63,9 +59,14 @@ def discover(root: str | os.PathLike) -> list:
     return found
 
 
+def plan_prefix(plan: str) -> str:
+    """What the names of everything a plan's cycles make start with."""
+    return f"{BITMAP_PREFIX}{resource_id(plan.rsplit('/', 1)[-1])}-"
+
+
 def bitmap_name(plan: str, cycle: str) -> str:
     """The bitmap a cycle adds: named after it, so stale ones are recognisable."""
-    return f"{BITMAP_PREFIX}{resource_id(plan.rsplit('/', 1)[-1])}-{cycle.rsplit('/', 1)[-1]}"
+    return f"{plan_prefix(plan)}{cycle.rsplit('/', 1)[-1]}"
 
 
 class KvmDisk:
@@ -85,7 +86,7 @@ class KvmDisk:
         export_bitmap = None if self.full_sync_reason else previous_bitmap
         self._export = qemu.NbdExport(self.image, fmt=self.format, bitmap=export_bitmap,
                                       connections=connections)
-        contexts = (ALLOCATION,) + ((f"qemu:dirty-bitmap:{export_bitmap}",)
+        contexts = (nbdmap.ALLOCATION,) + ((nbdmap.dirty_context(export_bitmap),)
                                     if export_bitmap else ())
         from dr_common.sources.nbdpool import NbdPool
         try:
@@ -126,12 +127,7 @@ class KvmDisk:
 
     def extents(self) -> list[Extent]:
         """Zero, clean and data extents covering the disk, in order."""
-        zero = [(s, n, bool(f & _STATE_ZERO)) for s, n, f in self._nbd.block_status(ALLOCATION)]
-        if self._dirty_context is None:
-            return [Extent(s, n, z) for s, n, z in zero]
-        dirty = [(s, n, bool(f & _DIRTY)) for s, n, f in self._nbd.block_status(
-            self._dirty_context)]
-        return _merge(zero, dirty)
+        return nbdmap.extents(self._nbd, self._dirty_context)
 
     def readinto(self, offset: int, buf: memoryview) -> int:
         if self._closed:
@@ -154,38 +150,76 @@ class KvmDisk:
         self.close()
 
 
-def _merge(zero: list[tuple[int, int, bool]], dirty: list[tuple[int, int, bool]]
-           ) -> list[Extent]:
-    """Intersects the allocation map with the dirty map. Zero extents say whether they
-    changed too: a hole that was data at the previous point (a discard) is zero and
-    dirty, and must not be mistaken for an unchanged one."""
-    out: list[Extent] = []
-    i = j = 0
-    pos = 0
-    while i < len(zero) and j < len(dirty):
-        zs, zn, is_zero = zero[i]
-        ds, dn, is_dirty = dirty[j]
-        end = min(zs + zn, ds + dn)
-        if end > pos:
-            out.append(Extent(pos, end - pos, zero=is_zero, clean=not is_dirty))
-            pos = end
-        if zs + zn == end:
-            i += 1
-        if ds + dn == end:
-            j += 1
-    return out
-
-
-
 def locate(disk: DiskToRead) -> nodes_pb2.KvmSource:
+    if kvm_live.is_live(disk.locator):
+        return nodes_pb2.KvmSource(path=disk.locator, snapshot=disk.snapshot_id)
     return nodes_pb2.KvmSource(path=disk.locator, previous_bitmap=disk.previous_bitmap,
                                bitmap=bitmap_name(disk.plan, disk.cycle))
 
 
 async def open_source(locator: nodes_pb2.KvmSource, site: common_pb2.SiteSettings,
-                      env: SourceEnv) -> KvmDisk:
+                      env: SourceEnv) -> KvmDisk | kvm_live.LiveDisk:
+    loop = asyncio.get_running_loop()
+    if kvm_live.is_live(locator.path):
+        socket, _ = kvm_live.parse_locator(locator.path)
+        check_within_roots(socket, env.roots, field="source.kvm.path")
+        ref = kvm_live.LiveRef.loads(locator.snapshot)
+        if ref is None:
+            raise InvalidArgument(f"{locator.path} is a running VM's disk, but the task "
+                                  f"names no point of it (source.kvm.snapshot)",
+                                  field="source.kvm.snapshot")
+        return await loop.run_in_executor(env.executor, functools.partial(
+            kvm_live.LiveDisk, ref, connections=env.connections))
     path = check_within_roots(locator.path, env.roots, field="source.kvm.path")
     # Opening rotates bitmaps and starts qemu-nbd: blocking, so in a worker thread.
-    return await asyncio.get_running_loop().run_in_executor(env.executor, functools.partial(
+    return await loop.run_in_executor(env.executor, functools.partial(
         KvmDisk, path, previous_bitmap=locator.previous_bitmap, new_bitmap=locator.bitmap,
         connections=env.connections))
+
+
+def _live_groups(disks, env: SourceEnv) -> dict[str, list[tuple[str, str]]]:
+    """The group's running VMs: QMP socket -> [(disk name, device)]."""
+    vms: dict[str, list[tuple[str, str]]] = {}
+    for d in disks:
+        if kvm_live.is_live(d.locator):
+            socket, device = kvm_live.parse_locator(d.locator)
+            check_within_roots(socket, env.roots, field="source.kvm.path")
+            vms.setdefault(socket, []).append((d.disk, device))
+    return vms
+
+
+async def take_snapshots(spec: nodes_pb2.SnapshotSpec,
+                         env: SourceEnv) -> list[nodes_pb2.SourceSnapshot]:
+    """The cycle's point of every running VM of the group (kvm_live.take), VM after VM;
+    images at rest get no snapshot (their bitmaps are rotated when they are read)."""
+    vms = _live_groups(spec.disks, env)
+    refs = [r for r in map(kvm_live.LiveRef.loads, spec.keep_snapshot_ids) if r]
+    by_device = {(r.socket, r.device): r for r in refs}
+    prefix, bitmap = plan_prefix(spec.plan), bitmap_name(spec.plan, spec.cycle)
+
+    def run() -> dict[str, kvm_live.LiveRef]:
+        taken: dict[str, kvm_live.LiveRef] = {}
+        for socket, members in vms.items():
+            previous = {name: by_device[(socket, dev)] for name, dev in members
+                        if (socket, dev) in by_device}
+            taken.update(kvm_live.take(socket, members, plan_prefix=prefix, bitmap=bitmap,
+                                       previous=previous))
+        return taken
+
+    taken = await asyncio.get_running_loop().run_in_executor(env.executor, run)
+    return [nodes_pb2.SourceSnapshot(
+        disk=d.disk, snapshot_id=taken[d.disk].dumps() if d.disk in taken else "",
+        consistency="crash-consistent") for d in spec.disks]
+
+
+async def drop_snapshots(spec: nodes_pb2.DropSnapshotsSpec, env: SourceEnv) -> None:
+    """Removes what the cycle made in its running VMs (kvm_live.drop)."""
+    vms = _live_groups(spec.disks, env)
+    prefix = plan_prefix(spec.plan)
+
+    def run() -> None:
+        for socket in vms:
+            removed = kvm_live.drop(socket, plan_prefix=prefix)
+            log.info("cycle's QEMU objects removed", vm=socket, removed=removed)
+
+    await asyncio.get_running_loop().run_in_executor(env.executor, run)

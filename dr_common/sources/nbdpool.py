@@ -24,7 +24,7 @@ _STATUS_SPAN = 1 << 30
 
 class NbdPool:
     def __init__(self, socket_path: str, *, connections: int, contexts: tuple[str, ...] = (),
-                 what: str = "NBD export", writable: bool = False):
+                 what: str = "NBD export", writable: bool = False, export: str = ""):
         self.what = what
         self._handles: queue.SimpleQueue[nbd.NBD] = queue.SimpleQueue()
         self._all: list[nbd.NBD] = []
@@ -35,6 +35,8 @@ class NbdPool:
                 h = nbd.NBD()
                 for ctx in contexts:
                     h.add_meta_context(ctx)
+                if export:
+                    h.set_export_name(export)
                 h.connect_unix(socket_path)
                 if writable and h.is_read_only():
                     raise SourceError(f"{what} is read-only")
@@ -46,8 +48,8 @@ class NbdPool:
         self.size = self._all[0].get_size()
 
     def _error(self, e: nbd.Error, doing: str) -> SourceError:
-        return SourceError(f"{doing} on {self.what} failed: {e.string}. Is qemu-nbd still "
-                           f"running?")
+        return SourceError(f"{doing} on {self.what} failed: {e.string}. Is its NBD server "
+                           f"(qemu-nbd, or the VM's QEMU) still running?")
 
     def block_status(self, context: str) -> list[tuple[int, int, int]]:
         """(offset, length, flags) covering the whole export, for one meta context."""
