@@ -17,6 +17,7 @@ from tools.localcluster import wait_for
 class PausedVm:
     def __init__(self, qmp_socket: Path, disks: list[Path]):
         self.socket, self.disks = qmp_socket, disks
+        qmp_socket.unlink(missing_ok=True)  # a killed QEMU leaves its socket behind
         args = ["qemu-system-x86_64", "-S", "-display", "none", "-nodefaults", "-m", "32",
                 "-qmp", f"unix:{qmp_socket},server=on,wait=off"]
         for i, image in enumerate(disks):
