@@ -191,3 +191,63 @@ def test_bitmap_left_in_use_by_a_crashed_qemu_means_a_labelled_full_sync(
     point = _points(c, 2)[1]
     assert point["disks"][0]["full_sync_reason"] == "bitmap-inconsistent"
     assert _restore_sha(c, point["name"], "rp2.raw") == raw_sha(image, tmp_path)
+
+
+def _protect_then_change(c: Cluster, image, size: str, *change: list[str],
+                         writes: tuple[str, ...] = ()) -> dict:
+    """A first point of a fresh image (written in full), then `change` (qemu-img
+    commands) and `writes` (qemu-io commands), and a second cycle: the second point."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), size], check=True)
+    qemu_io(image, f"write -P 0x61 0 {size}")
+    _plan(c)
+    _points(c, 1)
+    for args in change:
+        subprocess.run(["qemu-img", *args], check=True)
+    if writes:
+        qemu_io(image, *writes)
+    c.drctl("plan", "run", "p1", "--wait")
+    return _points(c, 2)[1]
+
+
+def test_shrink_and_grow_back_between_cycles_means_a_labelled_full_sync(
+        cluster: Cluster, tmp_path):
+    c = cluster
+    image = c.src / "vm1.qcow2"
+    # The same virtual size again, but the truncated half now reads zeros; every bitmap
+    # was truncated with it and does not say so.
+    point = _protect_then_change(c, image, "64M",
+                                 ["resize", "-q", "--shrink", str(image), "32M"],
+                                 ["resize", "-q", str(image), "64M"])
+    assert _restore_sha(c, point["name"], "rp2.raw") == raw_sha(image, tmp_path)
+    assert point["disks"][0]["full_sync_reason"] == "disk-resized"
+    # The sentinel made anew: the next cycle is incremental again.
+    qemu_io(image, "write -P 0x62 40M 1M")
+    c.drctl("plan", "run", "p1", "--wait")
+    point = _points(c, 3)[2]
+    assert point["disks"][0].get("full_sync_reason", "") == ""
+    assert _stats(c, 2)["bytes_read"] == 1 * MiB
+    assert _restore_sha(c, point["name"], "rp3.raw") == raw_sha(image, tmp_path)
+
+
+def test_disabled_bitmap_means_a_labelled_full_sync(cluster: Cluster, tmp_path):
+    c = cluster
+    image = c.src / "vm1.qcow2"
+    # A disabled bitmap records no writes: the one below must not be trusted.
+    point = _protect_then_change(
+        c, image, "32M", ["bitmap", "--disable", str(image), bitmap_name("p1", "1")],
+        writes=("write -P 0x62 4M 1M",))
+    assert _restore_sha(c, point["name"], "rp2.raw") == raw_sha(image, tmp_path)
+    assert point["disks"][0]["full_sync_reason"] == "bitmap-disabled"
+
+
+def test_grown_disk_means_a_labelled_full_sync_of_its_new_size(cluster: Cluster, tmp_path):
+    c = cluster
+    image = c.src / "vm1.qcow2"
+    point = _protect_then_change(c, image, "32M", ["resize", "-q", str(image), "64M"])
+    assert point["disks"][0]["full_sync_reason"] == "disk-resized"
+    assert int(point["disks"][0]["size_bytes"]) == 64 * MiB
+    assert _restore_sha(c, point["name"], "rp2.raw") == raw_sha(image, tmp_path)
+    _, table, _ = c.drctl("point", "show", point["name"])
+    assert "64.0 MiB" in table, table
+    _, table, _ = c.drctl("workload", "list", "--site", "sites/hv")
+    assert "64.0 MiB" in table, table
