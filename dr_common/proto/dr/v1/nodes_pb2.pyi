@@ -117,14 +117,16 @@ class FileSource(_message.Message):
     def __init__(self, path: _Optional[str] = ...) -> None: ...
 
 class KvmSource(_message.Message):
-    __slots__ = ("path", "previous_bitmap", "bitmap")
+    __slots__ = ("path", "previous_bitmap", "bitmap", "previous_size")
     PATH_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_BITMAP_FIELD_NUMBER: _ClassVar[int]
     BITMAP_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SIZE_FIELD_NUMBER: _ClassVar[int]
     path: str
     previous_bitmap: str
     bitmap: str
-    def __init__(self, path: _Optional[str] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ...) -> None: ...
+    previous_size: int
+    def __init__(self, path: _Optional[str] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ..., previous_size: _Optional[int] = ...) -> None: ...
 
 class VsphereSource(_message.Message):
     __slots__ = ("vm_uuid", "device_key", "snapshot", "previous_change_id", "previous_size_bytes")
