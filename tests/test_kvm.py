@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from dr_common.sources.kvm import bitmap_name
+from dr_common.sources.kvm import bitmap_name, sentinel_name, untrusted_reason
 from dr_common.sources.qemu import bitmaps, image_info
 from tests.helpers.disks import MiB, qemu_io
 from tests.peers.tools import require_qemu
@@ -86,9 +86,10 @@ def test_five_cycles_with_bitmaps_restore_every_point(cluster: Cluster, tmp_path
         fmt = "qcow2" if i % 2 else "raw"
         assert _restore_sha(c, point["name"], f"rp{i}.{fmt}", fmt) == expected[i], \
             f"recovery point {i + 1} differs from the image as it was"
-    # Only our newest bitmap and the one it replaces remain on the image.
+    # Only our newest bitmap, the one it replaces and the plan's sentinel remain.
     ours = sorted(n for n in bitmaps(image_info(image)) if n.startswith("hdr-"))
-    assert ours == [bitmap_name("p1", "4"), bitmap_name("p1", "5")]
+    assert ours == [bitmap_name("p1", "4"), bitmap_name("p1", "5"),
+                    sentinel_name(bitmap_name("p1", "5"))]
 
 
 def test_incremental_reads_only_dirty_extents(cluster: Cluster):
@@ -251,3 +252,17 @@ def test_grown_disk_means_a_labelled_full_sync_of_its_new_size(cluster: Cluster,
     assert "64.0 MiB" in table, table
     _, table, _ = c.drctl("workload", "list", "--site", "sites/hv")
     assert "64.0 MiB" in table, table
+
+
+@pytest.mark.parametrize("flags,previous_size,reason", [
+    (["auto"], 64 * MiB, ""),
+    (["auto"], 0, ""),                        # no previous size known: not a resize
+    (["auto", "in-use"], 64 * MiB, "bitmap-inconsistent"),
+    (["auto", "inconsistent"], 64 * MiB, "bitmap-inconsistent"),
+    ([], 64 * MiB, "bitmap-disabled"),
+    (["auto"], 32 * MiB, "disk-resized"),
+    (None, 64 * MiB, "bitmap-missing"),
+])
+def test_untrusted_reason(flags, previous_size, reason):
+    info = None if flags is None else {"name": "b", "granularity": CHUNK, "flags": flags}
+    assert untrusted_reason(info, previous_size=previous_size, size=64 * MiB) == reason
