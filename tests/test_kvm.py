@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from dr_common.sources.kvm import bitmap_name
+from dr_common.sources.kvm import bitmap_name, sentinel_name, untrusted_reason
 from dr_common.sources.qemu import bitmaps, image_info
 from tests.helpers.disks import MiB, qemu_io
 from tests.peers.tools import require_qemu
@@ -86,9 +86,10 @@ def test_five_cycles_with_bitmaps_restore_every_point(cluster: Cluster, tmp_path
         fmt = "qcow2" if i % 2 else "raw"
         assert _restore_sha(c, point["name"], f"rp{i}.{fmt}", fmt) == expected[i], \
             f"recovery point {i + 1} differs from the image as it was"
-    # Only our newest bitmap and the one it replaces remain on the image.
+    # Only our newest bitmap, the one it replaces and the plan's sentinel remain.
     ours = sorted(n for n in bitmaps(image_info(image)) if n.startswith("hdr-"))
-    assert ours == [bitmap_name("p1", "4"), bitmap_name("p1", "5")]
+    assert ours == [bitmap_name("p1", "4"), bitmap_name("p1", "5"),
+                    sentinel_name(bitmap_name("p1", "5"))]
 
 
 def test_incremental_reads_only_dirty_extents(cluster: Cluster):
@@ -191,3 +192,77 @@ def test_bitmap_left_in_use_by_a_crashed_qemu_means_a_labelled_full_sync(
     point = _points(c, 2)[1]
     assert point["disks"][0]["full_sync_reason"] == "bitmap-inconsistent"
     assert _restore_sha(c, point["name"], "rp2.raw") == raw_sha(image, tmp_path)
+
+
+def _protect_then_change(c: Cluster, image, size: str, *change: list[str],
+                         writes: tuple[str, ...] = ()) -> dict:
+    """A first point of a fresh image (written in full), then `change` (qemu-img
+    commands) and `writes` (qemu-io commands), and a second cycle: the second point."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), size], check=True)
+    qemu_io(image, f"write -P 0x61 0 {size}")
+    _plan(c)
+    _points(c, 1)
+    for args in change:
+        subprocess.run(["qemu-img", *args], check=True)
+    if writes:
+        qemu_io(image, *writes)
+    c.drctl("plan", "run", "p1", "--wait")
+    return _points(c, 2)[1]
+
+
+def test_shrink_and_grow_back_between_cycles_means_a_labelled_full_sync(
+        cluster: Cluster, tmp_path):
+    c = cluster
+    image = c.src / "vm1.qcow2"
+    # The same virtual size again, but the truncated half now reads zeros; every bitmap
+    # was truncated with it and does not say so.
+    point = _protect_then_change(c, image, "64M",
+                                 ["resize", "-q", "--shrink", str(image), "32M"],
+                                 ["resize", "-q", str(image), "64M"])
+    assert _restore_sha(c, point["name"], "rp2.raw") == raw_sha(image, tmp_path)
+    assert point["disks"][0]["full_sync_reason"] == "disk-resized"
+    # The sentinel made anew: the next cycle is incremental again.
+    qemu_io(image, "write -P 0x62 40M 1M")
+    c.drctl("plan", "run", "p1", "--wait")
+    point = _points(c, 3)[2]
+    assert point["disks"][0].get("full_sync_reason", "") == ""
+    assert _stats(c, 2)["bytes_read"] == 1 * MiB
+    assert _restore_sha(c, point["name"], "rp3.raw") == raw_sha(image, tmp_path)
+
+
+def test_disabled_bitmap_means_a_labelled_full_sync(cluster: Cluster, tmp_path):
+    c = cluster
+    image = c.src / "vm1.qcow2"
+    # A disabled bitmap records no writes: the one below must not be trusted.
+    point = _protect_then_change(
+        c, image, "32M", ["bitmap", "--disable", str(image), bitmap_name("p1", "1")],
+        writes=("write -P 0x62 4M 1M",))
+    assert _restore_sha(c, point["name"], "rp2.raw") == raw_sha(image, tmp_path)
+    assert point["disks"][0]["full_sync_reason"] == "bitmap-disabled"
+
+
+def test_grown_disk_means_a_labelled_full_sync_of_its_new_size(cluster: Cluster, tmp_path):
+    c = cluster
+    image = c.src / "vm1.qcow2"
+    point = _protect_then_change(c, image, "32M", ["resize", "-q", str(image), "64M"])
+    assert point["disks"][0]["full_sync_reason"] == "disk-resized"
+    assert int(point["disks"][0]["size_bytes"]) == 64 * MiB
+    assert _restore_sha(c, point["name"], "rp2.raw") == raw_sha(image, tmp_path)
+    _, table, _ = c.drctl("point", "show", point["name"])
+    assert "64.0 MiB" in table, table
+    _, table, _ = c.drctl("workload", "list", "--site", "sites/hv")
+    assert "64.0 MiB" in table, table
+
+
+@pytest.mark.parametrize("flags,previous_size,reason", [
+    (["auto"], 64 * MiB, ""),
+    (["auto"], 0, ""),                        # no previous size known: not a resize
+    (["auto", "in-use"], 64 * MiB, "bitmap-inconsistent"),
+    (["auto", "inconsistent"], 64 * MiB, "bitmap-inconsistent"),
+    ([], 64 * MiB, "bitmap-disabled"),
+    (["auto"], 32 * MiB, "disk-resized"),
+    (None, 64 * MiB, "bitmap-missing"),
+])
+def test_untrusted_reason(flags, previous_size, reason):
+    info = None if flags is None else {"name": "b", "granularity": CHUNK, "flags": flags}
+    assert untrusted_reason(info, previous_size=previous_size, size=64 * MiB) == reason

@@ -87,8 +87,10 @@ class DiskToRead:
     locator: str  # where inventory found the disk (a path, a volume id)
     size: int = 0  # as inventory found it
     # What the previous point of this disk left: a tracking state (kvm: the bitmap
-    # added then) and the source snapshot it was read from (aws).
+    # added then), the source snapshot it was read from (aws), and its size (0: no
+    # previous point), which tracking cannot be trusted across if it changed.
     previous_bitmap: str = ""
+    previous_size: int = 0
     previous_source_snapshot_id: str = ""
     # The snapshot this cycle's snapshot task took of the disk (sources that snapshot).
     snapshot_id: str = ""

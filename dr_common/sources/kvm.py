@@ -10,14 +10,21 @@ the next cycle, once a newer point exists. (A running VM takes the same steps ov
 block-dirty-bitmap-add, nbd-server-start, nbd-server-add with the bitmap; only
 `_rotate` and the export differ.)
 
-A first cycle, or a bitmap that is missing (removed, or the image replaced) or marked
-in use (QEMU died with it open, so it may have missed writes), means a full sync of the
-allocated extents, and the reason is reported so the recovery point records it.
+The previous bitmap is used only when it can be trusted (`untrusted_reason`): present,
+recording (`auto`), neither in use (QEMU died with it open) nor inconsistent, and the
+image the size it had at the previous point. A shrink followed by a grow back to that
+size passes the size check, yet the truncated range now reads zeros while every bitmap,
+truncated with it, says it is clean. So each plan keeps beside its bitmaps a disabled,
+fully dirty *sentinel* (`sentinel_name`), made when tracking (re)starts: a resize
+truncates or extends it with clean bits, so it is still one dirty extent only if the
+image was never resized since. Otherwise (or when in doubt) the allocated extents are
+read in full, and the reason is reported so the recovery point records it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 
@@ -28,6 +35,7 @@ from dr_common.names import resource_id
 from dr_common.paths import check_within_roots
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 from dr_common.sources import kvm_live, nbdmap, qemu
+from dr_common.sources.qemu import untrusted_reason
 from dr_common.sources.base import DiskInfo, DiskToRead, Extent, SourceEnv, WorkloadInfo
 from dr_common.sources.file import discover as discover_files
 
@@ -69,19 +77,29 @@ def bitmap_name(plan: str, cycle: str) -> str:
     return f"{plan_prefix(plan)}{cycle.rsplit('/', 1)[-1]}"
 
 
+def sentinel_name(bitmap: str) -> str:
+    """The sentinel bitmap of the plan whose cycle bitmap (`bitmap_name`) is `bitmap`.
+    One per plan: a plan remaking its sentinel must not hide a resize from another."""
+    return f"{bitmap.rsplit('-', 1)[0]}-sentinel"
+
+
 class KvmDisk:
     """One image at one point, exported over NBD. Blocking: open it in a worker thread."""
 
     tracking = "dirty-bitmap"
 
     def __init__(self, image: str | os.PathLike, *, previous_bitmap: str, new_bitmap: str,
-                 connections: int = 4):
+                 previous_size: int = 0, connections: int = 4):
         self.image = os.fspath(image)
         self._closed = False
         info = qemu.image_info(self.image)
         self.format = info.get("format", "raw")
         self.size = int(info["virtual-size"])
-        self.full_sync_reason = self._rotate(qemu.bitmaps(info), previous_bitmap, new_bitmap)
+        self.sentinel = sentinel_name(new_bitmap)
+        present = qemu.bitmaps(info)
+        self.full_sync_reason = self._trust(present, previous_bitmap, previous_size)
+        if self.format == "qcow2":
+            self._rotate(present, previous_bitmap, new_bitmap)
         self.bitmap = new_bitmap
         export_bitmap = None if self.full_sync_reason else previous_bitmap
         self._export = qemu.NbdExport(self.image, fmt=self.format, bitmap=export_bitmap,
@@ -97,29 +115,55 @@ class KvmDisk:
             raise
         self._dirty_context = contexts[1] if export_bitmap else None
 
-    def _rotate(self, present: dict[str, dict], previous: str, new: str) -> str:
+    def _trust(self, present: dict[str, dict], previous: str, previous_size: int) -> str:
+        """Why the previous bitmap is not used, or "" when it is."""
         if self.format != "qcow2":
             reason = "no-tracking"  # raw images carry no bitmaps
         elif not previous:
             reason = "first-cycle"
-        elif previous not in present:
-            reason = "bitmap-missing"
-        elif {"in-use", "inconsistent"} & set(present[previous].get("flags", [])):
-            reason = "bitmap-inconsistent"
         else:
-            reason = ""
-        if self.format != "qcow2":
-            return reason
-        for name in present:
-            stale = name.startswith(BITMAP_PREFIX) and name != new and (
-                name != previous or reason)
-            if stale:
-                qemu.remove_bitmap(self.image, name)
-        if new not in present:
-            qemu.add_bitmap(self.image, new)
+            reason = (untrusted_reason(present.get(previous), previous_size=previous_size,
+                                       size=self.size)
+                      or self._sentinel_reason(present.get(self.sentinel)))
         if reason:
             log.warning("full sync", image=self.image, reason=reason, previous_bitmap=previous)
         return reason
+
+    def _sentinel_reason(self, info: dict | None) -> str:
+        """"" if the sentinel shows no resize since it was made (with tracking, at or
+        before the previous point)."""
+        if info is None:
+            # Gone (removed, or made by a version without sentinels): a shrink and grow
+            # cannot be ruled out.
+            return "bitmap-missing"
+        if {"in-use", "inconsistent"} & set(info.get("flags", [])):
+            return "bitmap-inconsistent"
+        return "" if self._all_dirty(self.sentinel) else "disk-resized"
+
+    def _all_dirty(self, bitmap: str) -> bool:
+        """Whether every granule of `bitmap` is dirty, read over a short qemu-nbd export
+        (qemu-img shows no bitmap contents)."""
+        from dr_common.sources.nbdpool import NbdPool
+        context = nbdmap.dirty_context(bitmap)
+        with contextlib.closing(qemu.NbdExport(self.image, fmt=self.format, bitmap=bitmap,
+                                               connections=1)) as export:
+            with contextlib.closing(NbdPool(export.socket, connections=1, contexts=(context,),
+                                            what=f"qemu-nbd export of {self.image}")) as pool:
+                return nbdmap.all_dirty(pool, context)
+
+    def _rotate(self, present: dict[str, dict], previous: str, new: str) -> None:
+        """Removes our stale bitmaps, adds this cycle's, and makes the sentinel anew when
+        tracking restarts (a full sync) or it is missing."""
+        remake = bool(self.full_sync_reason) or self.sentinel not in present
+        for name in present:
+            keep = name == new or (name == previous and not self.full_sync_reason) or (
+                name == self.sentinel and not remake)
+            if name.startswith(BITMAP_PREFIX) and not keep:
+                qemu.remove_bitmap(self.image, name)
+        if new not in present:
+            qemu.add_bitmap(self.image, new)
+        if remake:
+            qemu.add_full_bitmap(self.image, self.sentinel, self.size)
 
     @property
     def bytes_read(self) -> int:
@@ -154,7 +198,8 @@ def locate(disk: DiskToRead) -> nodes_pb2.KvmSource:
     if kvm_live.is_live(disk.locator):
         return nodes_pb2.KvmSource(path=disk.locator, snapshot=disk.snapshot_id)
     return nodes_pb2.KvmSource(path=disk.locator, previous_bitmap=disk.previous_bitmap,
-                               bitmap=bitmap_name(disk.plan, disk.cycle))
+                               bitmap=bitmap_name(disk.plan, disk.cycle),
+                               previous_size=disk.previous_size)
 
 
 async def open_source(locator: nodes_pb2.KvmSource, site: common_pb2.SiteSettings,
@@ -174,7 +219,7 @@ async def open_source(locator: nodes_pb2.KvmSource, site: common_pb2.SiteSetting
     # Opening rotates bitmaps and starts qemu-nbd: blocking, so in a worker thread.
     return await loop.run_in_executor(env.executor, functools.partial(
         KvmDisk, path, previous_bitmap=locator.previous_bitmap, new_bitmap=locator.bitmap,
-        connections=env.connections))
+        previous_size=locator.previous_size, connections=env.connections))
 
 
 def _live_groups(disks, env: SourceEnv) -> dict[str, list[tuple[str, str]]]:

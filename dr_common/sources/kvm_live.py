@@ -20,10 +20,12 @@ The overlay is exported read-only (`block-export-add`, NBD, with the frozen bitm
 unix socket; replicate tasks read its dirty extents (`LiveDisk`). The VMs of a plan are
 prepared first and their transactions run back to back, as close together as QMP allows.
 
-What tracking cannot be trusted is not used: no previous point, the previous bitmap
-gone (QEMU restarted without it, the image replaced), inconsistent (QEMU died with it),
-not recording (disabled), or the disk's size changed since: the disk is read in full
-(its allocated extents only), and the reason recorded.
+What tracking cannot be trusted is not used (qemu.untrusted_reason, as for images at
+rest): no previous point, the previous bitmap gone (QEMU restarted without it, the image
+replaced), inconsistent (QEMU died with it), not recording (disabled), or the disk's size
+changed since: the disk is read in full (its allocated extents only), and the reason
+recorded. (A shrink and grow back between two cycles is not seen here: images at rest
+keep a sentinel bitmap for it; a running VM's size is only compared: docs/KVM.md.)
 
 Everything a cycle creates in QEMU — exports, the backup job, overlay nodes, frozen
 bitmaps, the NBD server — is named after the plan and removed by the drop_snapshots task
@@ -49,7 +51,7 @@ import structlog
 from dr_common.errors import InvalidArgument, SourceError
 from dr_common.names import resource_id
 from dr_common.qmp import Qmp, QmpError
-from dr_common.sources import nbdmap
+from dr_common.sources import nbdmap, qemu
 from dr_common.sources.base import DiskInfo, WorkloadInfo
 
 log = structlog.get_logger()
@@ -207,22 +209,6 @@ def _plan_pattern(plan_prefix: str) -> re.Pattern:
     return re.compile(rf"^{re.escape(plan_prefix)}\d+(-|$)")
 
 
-def untrusted_reason(bitmap: dict | None, *, previous: "LiveRef | None", size: int) -> str:
-    """Why the previous point's bitmap cannot say what changed ("" if it can), from
-    QEMU's view of it (query-named-block-nodes `dirty-bitmaps`)."""
-    if previous is None:
-        return "first-cycle"
-    if bitmap is None:
-        return "bitmap-missing"
-    if bitmap.get("inconsistent"):
-        return "bitmap-inconsistent"
-    if not bitmap.get("recording"):
-        return "bitmap-disabled"
-    if previous.size != size:
-        return "disk-resized"
-    return ""
-
-
 def clean(q: Qmp, socket: str, plan_prefix: str, *, keep_bitmaps: set[str] = frozenset(),
           persistent_too: bool = False) -> list[str]:
     """Removes what this plan's cycles made in the VM and are not needed any more:
@@ -335,8 +321,8 @@ def take(socket: str, disks: list[tuple[str, str]], *, plan_prefix: str, bitmap:
             prev = previous.get(name)
             present = _bitmaps(q, node)
             d = _Disk(name, device, node, size, prev)
-            d.reason = untrusted_reason(present.get(prev.bitmap) if prev else None,
-                                        previous=prev, size=size)
+            d.reason = "first-cycle" if prev is None else qemu.untrusted_reason(
+                qemu.qmp_flags(present.get(prev.bitmap)), previous_size=prev.size, size=size)
             if d.reason and prev and prev.bitmap in present:
                 q.execute("block-dirty-bitmap-remove", node=node, name=prev.bitmap)
             if d.reason:

@@ -26,6 +26,11 @@ def extents(nbd, dirty: str | None) -> list[Extent]:
     return _merge(zero, [(s, n, bool(f & _DIRTY)) for s, n, f in nbd.block_status(dirty)])
 
 
+def all_dirty(nbd, dirty: str) -> bool:
+    """Whether every granule of the export is dirty in context `dirty`."""
+    return all(flags & _DIRTY for _, _, flags in nbd.block_status(dirty))
+
+
 def _merge(zero: list[tuple[int, int, bool]], dirty: list[tuple[int, int, bool]]
            ) -> list[Extent]:
     """Intersects the allocation map with the dirty map. Zero extents say whether they

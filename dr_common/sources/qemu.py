@@ -51,9 +51,63 @@ def add_bitmap(path: str | os.PathLike, name: str) -> None:
          f"adding dirty bitmap {name} to {path}")
 
 
+def add_full_bitmap(path: str | os.PathLike, name: str, size: int) -> None:
+    """Adds a disabled bitmap with every granule of `size` bytes dirty.
+
+    qemu-img cannot set bits itself, so they are made on a scratch image: zero writes
+    over it mark its enabled bitmap dirty and, in qcow2, only write metadata (with 2 MiB
+    clusters a 1 TiB scratch takes ~0.1 s and 20 MB); the scratch bitmap is then merged
+    into the new, disabled one, which no later write changes."""
+    with tempfile.TemporaryDirectory(prefix="dr-bitmap-") as scratch_dir:
+        scratch = str(Path(scratch_dir) / "scratch.qcow2")
+        _run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", scratch,
+              str(size)], f"creating a scratch image for bitmap {name}")
+        _run(["qemu-img", "bitmap", "--add", scratch, "all"],
+             f"adding a bitmap to the scratch image for {name}")
+        # -n: never fall back to writing zero buffers (it would write `size` bytes).
+        _run(["qemu-io", "-f", "qcow2", "-c", f"write -q -z -n 0 {size}", scratch],
+             f"marking the scratch bitmap for {name} dirty")
+        _run(["qemu-img", "bitmap", "--add", "--disable", os.fspath(path), name],
+             f"adding dirty bitmap {name} to {path}")
+        _run(["qemu-img", "bitmap", "--merge", "all", "-b", scratch, "-F", "qcow2",
+              os.fspath(path), name], f"filling dirty bitmap {name} of {path}")
+
+
 def remove_bitmap(path: str | os.PathLike, name: str) -> None:
     _run(["qemu-img", "bitmap", "--remove", os.fspath(path), name],
          f"removing dirty bitmap {name} from {path}")
+
+
+def untrusted_reason(bitmap_info: dict | None, *, previous_size: int, size: int) -> str:
+    """Why the previous point's bitmap cannot tell what changed since that point, or ""
+    if it can. Pure, for every way of reading bitmaps.
+
+    `bitmap_info`: the bitmap added at the previous point, as `qemu-img info` shows it
+    ({name, granularity, flags}), None if the image has none of that name. (qcow2 keeps
+    no creation time: the name, unique per cycle and recorded by the point, says when it
+    was added.) A QMP caller maps query-block's `recording` to flag "auto" and
+    `inconsistent` to "inconsistent" (a running QEMU's bitmaps are in use by design).
+    `previous_size`: the disk's size at the previous point, 0 if unknown; `size`: now.
+    This cannot see a shrink and grow back to the same size: see `KvmDisk`'s sentinel.
+    """
+    if bitmap_info is None:
+        return "bitmap-missing"  # removed, or the image was replaced
+    flags = set(bitmap_info.get("flags", []))
+    if flags & {"in-use", "inconsistent"}:
+        return "bitmap-inconsistent"  # QEMU died with it open: it may have missed writes
+    if "auto" not in flags:
+        return "bitmap-disabled"  # not recording: writes since were not tracked
+    if previous_size and previous_size != size:
+        return "disk-resized"  # a grown range reads clean; a shrunk one was dropped
+    return ""
+
+
+def qmp_flags(bitmap: dict | None) -> dict | None:
+    """A bitmap as QMP shows it (recording, inconsistent) in qemu-img's terms (flags)."""
+    if bitmap is None:
+        return None
+    return {**bitmap, "flags": (["auto"] if bitmap.get("recording") else [])
+            + (["inconsistent"] if bitmap.get("inconsistent") else [])}
 
 
 class NbdExport:

@@ -91,7 +91,7 @@ def replicate_spec(plan: Plan, cycle: Cycle, source: Site, target: Site, disk: D
         bandwidth_bytes_per_second=plan.bandwidth)
     spec.source.CopyFrom(sources.locator(source.kind, DiskToRead(
         plan=plan_name, cycle=cycle_name, locator=disk.locator, size=disk.size,
-        previous_bitmap=previous.get("bitmap", ""),
+        previous_bitmap=previous.get("bitmap", ""), previous_size=previous.get("size_bytes", 0),
         previous_source_snapshot_id=previous.get("source_snapshot_id", ""),
         snapshot_id=source_snapshot_id)))
     spec.target.CopyFrom(targets.locator(plan.target_kind, target.path))
@@ -247,6 +247,7 @@ async def _after_finalize(ctx: ServiceContext, s, cycle: Cycle, task: Task) -> N
     s.add(RecoveryPoint(plan_id=cycle.plan_id, id=point_id, cycle_id=cycle.id,
                         cycle_seq=cycle.seq, stats=stats,
                         disks=[taskspecs.point_disk(d) for d in spec.disks]))
+    await _follow_sizes(s, spec.disks)
     cycle.state, cycle.end_time, cycle.recovery_point_id = "completed", utcnow(), point_id
     metrics.CYCLES.labels(state="completed").inc()
     log.info("recovery point recorded", plan=cycle.plan_id, cycle=cycle.seq, point=point_id)
@@ -254,6 +255,16 @@ async def _after_finalize(ctx: ServiceContext, s, cycle: Cycle, task: Task) -> N
     ctx.tasks_queued.notify()
     # A new newest point: retention may now let older ones go.
     await deletion.apply_retention(ctx, s, await s.get(Plan, cycle.plan_id))
+
+
+async def _follow_sizes(s, disks) -> None:
+    """Inventory takes the size each disk was read at: a disk resized since it was found
+    (a kvm image) shows its current size, and the next cycle's task expects it."""
+    for d in disks:
+        disk = await s.get(Disk, d.disk)
+        if disk is not None and d.size_bytes and disk.size != d.size_bytes:
+            log.info("disk resized", disk=d.disk, size=d.size_bytes, was=disk.size)
+            disk.size = d.size_bytes
 
 
 # What a completed task of each kind does next in its (still active) cycle.

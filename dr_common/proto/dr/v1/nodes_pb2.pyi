@@ -117,16 +117,18 @@ class FileSource(_message.Message):
     def __init__(self, path: _Optional[str] = ...) -> None: ...
 
 class KvmSource(_message.Message):
-    __slots__ = ("path", "previous_bitmap", "bitmap", "snapshot")
+    __slots__ = ("path", "previous_bitmap", "bitmap", "previous_size", "snapshot")
     PATH_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_BITMAP_FIELD_NUMBER: _ClassVar[int]
     BITMAP_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SIZE_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     path: str
     previous_bitmap: str
     bitmap: str
+    previous_size: int
     snapshot: str
-    def __init__(self, path: _Optional[str] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ..., snapshot: _Optional[str] = ...) -> None: ...
+    def __init__(self, path: _Optional[str] = ..., previous_bitmap: _Optional[str] = ..., bitmap: _Optional[str] = ..., previous_size: _Optional[int] = ..., snapshot: _Optional[str] = ...) -> None: ...
 
 class VsphereSource(_message.Message):
     __slots__ = ("vm_uuid", "device_key", "snapshot", "previous_change_id", "previous_size_bytes")
