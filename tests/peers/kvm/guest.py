@@ -18,13 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from tests.peers.kvm import initramfs, qmp
-from tests.peers.tools import free_port
+from tests.peers.tools import free_port, require_tool, unavailable
 
 LETTERS = "abcdefgh"  # init.sh mounts /dev/vda../dev/vdh
 
 
 class GuestError(RuntimeError):
     pass
+
+
+def require_guest() -> None:
+    """What booting and checking the guest needs; a skip, or a failure under CI=true."""
+    for tool in ("qemu-system-x86_64", "qemu-img", "busybox", "mkfs.ext4", "e2fsck",
+                 "debugfs"):
+        require_tool(tool)
+    try:
+        initramfs.kernel_version()
+    except initramfs.BuildError as e:
+        unavailable(str(e))
 
 
 def make_disk(path: str | os.PathLike, size_mib: int = 64) -> Path:
