@@ -25,8 +25,11 @@ def disks(tmp_path):
 
 
 def _grows(guest: Guest, beyond: int) -> int:
-    return wait_for(lambda: (lambda n: n if n > beyond else 0)(guest.count()), timeout=30,
-                    interval=0.2, what=f"the guest's count beyond {beyond}")
+    """Waits until the guest's count passes `beyond`; returns it."""
+    def passed() -> int:
+        n = guest.count()
+        return n if n > beyond else 0
+    return wait_for(passed, timeout=30, interval=0.2, what=f"the guest's count beyond {beyond}")
 
 
 def put_files(image, files: dict[str, bytes], tmp_path) -> None:
@@ -86,7 +89,7 @@ def test_writes_serves_stops_and_boots_again(disks, tmp_path):
         first = guest.count()
         seen = _grows(guest, max(first, 3))
         assert guest.get(f"a/{seen:06d}") == expected("a", seen)
-        assert guest.get(f"b/000001") == expected("b", 1)
+        assert guest.get("b/000001") == expected("b", 1)
         names = guest.files("b")
         assert names[:seen] == [f"{n:06d}" for n in range(1, seen + 1)]
         nodes = {b["qdev"]: b["inserted"]["node-name"] for b in guest.qmp("query-block")}

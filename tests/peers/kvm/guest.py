@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.peers.kvm import initramfs, qmp
 from tests.peers.tools import free_port, require_tool, unavailable
@@ -97,14 +97,14 @@ class Guest:
                     "-device", f"virtio-blk-pci,drive=disk{i},id=vd{i}"]
         return cmd
 
-    def start(self) -> Guest:
+    def start(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL,
-                                         stderr=open(self.workdir / "qemu.stderr", "wb"))
+        with open(self.workdir / "qemu.stderr", "wb") as stderr:
+            self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=stderr)
         return self
 
-    def __enter__(self) -> Guest:
+    def __enter__(self) -> Self:
         return self.start().wait_ready()
 
     def __exit__(self, *exc) -> None:
@@ -117,7 +117,7 @@ class Guest:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def wait_ready(self, timeout: float = 60.0) -> Guest:
+    def wait_ready(self, timeout: float = 60.0) -> Self:
         """Returns when the guest answers GET /count (init.sh starts httpd once its disks
         are mounted); raises GuestError with the console's tail if QEMU exits first or
         `timeout` passes."""

@@ -13,7 +13,6 @@ import fcntl
 import gzip
 import hashlib
 import lzma
-import os
 import shutil
 import subprocess
 from pathlib import Path
