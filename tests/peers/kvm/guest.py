@@ -5,13 +5,13 @@ What the guest does is in init.sh; what its disks must hold afterwards is in che
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,7 +105,12 @@ class Guest:
         return self
 
     def __enter__(self) -> Self:
-        return self.start().wait_ready()
+        self.start()
+        try:
+            return self.wait_ready()
+        except BaseException:  # __exit__ is not called when __enter__ raises
+            self.kill()
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -131,7 +136,7 @@ class Guest:
                 # accepts the connection and nothing ever answers it.
                 self.count(timeout=1.0)
                 return self
-            except (OSError, ValueError):
+            except (OSError, http.client.HTTPException, ValueError):
                 pass  # not up yet: QEMU's user network refuses or resets until httpd is
             if time.monotonic() > deadline:
                 raise GuestError(f"the guest did not answer on port {self.port} within "
@@ -165,8 +170,11 @@ class Guest:
         if self.running():
             try:
                 self.qmp("quit")
+            except (OSError, qmp.QmpError):
+                pass  # QEMU may close the socket before it answers: its exit says
+            try:
                 self._process.wait(timeout)
-            except (OSError, qmp.QmpError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 self._process.kill()
         self._wait(10)
 
