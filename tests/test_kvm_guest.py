@@ -5,7 +5,9 @@ the recovery site's tests rely on."""
 
 from __future__ import annotations
 
+import random
 import subprocess
+import time
 
 import pytest
 
@@ -114,6 +116,7 @@ def test_killed_guest_leaves_consistent_disks(disks, tmp_path):
     guest = Guest(disks, tmp_path / "boot1", rate=1000, kib=256)
     with guest:
         seen = _grows(guest, 5)
+        time.sleep(random.uniform(0, 1))  # not a wait: a kill at a point no test chose
         guest.kill()
     points = [check_point(disk, letter, kib=256) for letter, disk in zip("ab", disks)]
     print("after SIGKILL:", points)
