@@ -7,5 +7,7 @@ tests/conftest.py.
   aws/      the AWS peer: moto's server corrected to AWS's EBS semantics, with faults
   vsphere/  the vSphere peer: govmomi's vcsim behind a front that adds disk contents,
             snapshot and CBT semantics, /folder sessions, and faults
+  kvm/      the tiny kvm guest: a TCG VM over ext4 qcow2 disks that writes fsynced
+            numbered files while it runs and serves them; check_point for its disks
   pg.py     a throw-away PostgreSQL server
 """
