@@ -8,5 +8,4 @@ through QMP, and a recovery site can prove a recovered VM's data by booting it.
   check.py      check_point: a disk image is a crash-consistent point of the workload
   initramfs.py  the kernel and the cached initramfs
   init.sh       the guest's /init: disks, workload, HTTP
-  qmp.py        a minimal synchronous QMP client
 """

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from tests.peers.kvm import initramfs, qmp
+from dr_common.errors import DRError
+from dr_common.qmp import Qmp
+from tests.peers.kvm import initramfs
 from tests.peers.tools import free_port, require_tool, unavailable
 
 LETTERS = "abcdefgh"  # init.sh mounts /dev/vda../dev/vdh
@@ -157,7 +159,10 @@ class Guest:
         return self.get(f"cgi-bin/ls?{disk}").decode().split()
 
     def qmp(self, command: str, **arguments: Any) -> Any:
-        return qmp.execute(self.qmp_socket, command, **arguments)
+        # A connection per command: QEMU's QMP server talks to one client at a time, and
+        # the live source under test uses the same socket.
+        with Qmp(self.qmp_socket) as q:
+            return q.execute(command, **arguments)
 
     def kill(self) -> None:
         """SIGKILL: the disks are left as a power cut would leave them."""
@@ -170,7 +175,7 @@ class Guest:
         if self.running():
             try:
                 self.qmp("quit")
-            except (OSError, qmp.QmpError):
+            except (OSError, DRError):
                 pass  # QEMU may close the socket before it answers: its exit says
             try:
                 self._process.wait(timeout)
