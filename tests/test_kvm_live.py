@@ -69,7 +69,8 @@ class Cycles:
 
     def __init__(self, root: Path):
         self.root, self.env, self.n, self.keep = root, SourceEnv(roots=(str(root),)), 0, []
-        self.disks = [nodes_pb2.SnapshotDisk(disk=d.id, workload=w.id, locator=d.locator)
+        self.disks = [nodes_pb2.SnapshotDisk(disk=f"{w.id}/{d.id}", workload=w.id,
+                                              locator=d.locator)
                       for w in kvm.discover(root) for d in w.disks]
 
     def _spec(self, cls):
@@ -143,13 +144,29 @@ def test_a_point_is_the_state_at_the_transaction_and_incrementals_read_what_chan
             # Between points 1 and 2 (and each later pair) exactly 1 MiB of disk 0 and
             # one granule of disk 1 (zeroed: recorded as zero, never read) changed.
             if n > 1:
-                assert got["vd0"][2] == MiB, got["vd0"][2]
-                assert got["vd1"][2] == 0
-                assert bytes(got["vd0"][0][:MiB]) == bytes([0x40 + n - 1]) * MiB
+                assert got["vm1/vd0"][2] == MiB, got["vm1/vd0"][2]
+                assert got["vm1/vd1"][2] == 0
+                assert bytes(got["vm1/vd0"][0][:MiB]) == bytes([0x40 + n - 1]) * MiB
             # Only this cycle's bitmap and the one it replaces remain.
             assert sorted(vm.bitmaps(0)) == sorted(
                 {kvm.bitmap_name("p1", str(n)), kvm.bitmap_name("p1", str(max(n - 1, 1)))})
         assert not list(kvm_live.state_dir(str(tmp_path / "vm1.qmp")).glob("*.qcow2"))
+
+
+def test_the_vms_of_a_group_are_taken_together(tmp_path):
+    a = _images(tmp_path, 1)
+    b = [tmp_path / "vm2-0.qcow2"]
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(b[0]), str(SIZE)], check=True)
+    with PausedVm(tmp_path / "vm1.qmp", a) as vm1, PausedVm(tmp_path / "vm2.qmp", b) as vm2:
+        vm1.io(0, "write -P 0x21 0 1M")
+        vm2.io(0, "write -P 0x22 0 2M")
+        cycles = Cycles(tmp_path)
+        assert len(cycles.disks) == 2
+        got = cycles.read(cycles.take())
+        cycles.drop()
+        assert vm1.ours() == NOTHING and vm2.ours() == NOTHING
+    assert sorted((r, n) for _, r, n in got.values()) == [("first-cycle", MiB),
+                                                          ("first-cycle", 2 * MiB)]
 
 
 def test_what_a_dead_node_held_is_removed_by_the_next_cycle(tmp_path):
@@ -165,7 +182,7 @@ def test_what_a_dead_node_held_is_removed_by_the_next_cycle(tmp_path):
         cycles.drop()
         assert vm.ours() == NOTHING
         # The dead cycle's bitmap is gone; the point is still relative to point 1.
-        assert got["vd0"][1] == "" and sorted(vm.bitmaps(0)) == [
+        assert got["vm1/vd0"][1] == "" and sorted(vm.bitmaps(0)) == [
             kvm.bitmap_name("p1", "1"), kvm.bitmap_name("p1", "3")]
 
 
@@ -194,7 +211,7 @@ def test_tracking_that_cannot_be_trusted_is_a_labelled_full_sync(tmp_path, chang
             vm.qmp("block_resize", **{"node-name": "disk0"}, size=2 * SIZE)
             model.data.extend(bytes(SIZE))
         model.write(vm, 0, 0x52, MiB, MiB)  # a write the disabled bitmap would miss
-        got = cycles.read(cycles.take())["vd0"]
+        got = cycles.read(cycles.take())["vm1/vd0"]
         cycles.drop()
     content, why, read = got
     assert why == reason

@@ -235,21 +235,19 @@ def _live_groups(disks, env: SourceEnv) -> dict[str, list[tuple[str, str]]]:
 
 async def take_snapshots(spec: nodes_pb2.SnapshotSpec,
                          env: SourceEnv) -> list[nodes_pb2.SourceSnapshot]:
-    """The cycle's point of every running VM of the group (kvm_live.take), VM after VM;
-    images at rest get no snapshot (their bitmaps are rotated when they are read)."""
+    """The cycle's point of every running VM of the group (kvm_live.take); images at
+    rest get no snapshot (their bitmaps are rotated when they are read)."""
     vms = _live_groups(spec.disks, env)
     refs = [r for r in map(kvm_live.LiveRef.loads, spec.keep_snapshot_ids) if r]
     by_device = {(r.socket, r.device): r for r in refs}
     prefix, bitmap = plan_prefix(spec.plan), bitmap_name(spec.plan, spec.cycle)
 
+    previous = {name: by_device[(socket, dev)] for socket, members in vms.items()
+                for name, dev in members if (socket, dev) in by_device}
+
     def run() -> dict[str, kvm_live.LiveRef]:
-        taken: dict[str, kvm_live.LiveRef] = {}
-        for socket, members in vms.items():
-            previous = {name: by_device[(socket, dev)] for name, dev in members
-                        if (socket, dev) in by_device}
-            taken.update(kvm_live.take(socket, members, plan_prefix=prefix, bitmap=bitmap,
-                                       previous=previous))
-        return taken
+        return kvm_live.take(vms, plan_prefix=prefix, bitmap=bitmap, previous=previous) \
+            if vms else {}
 
     taken = await asyncio.get_running_loop().run_in_executor(env.executor, run)
     return [nodes_pb2.SourceSnapshot(

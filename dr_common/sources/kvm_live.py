@@ -18,7 +18,8 @@ The cycle's snapshot task takes the point (`take`), for each VM in one QMP
   guest overwrites it, so the overlay reads as the disk was at the transaction.
 The overlay is exported read-only (`block-export-add`, NBD, with the frozen bitmap) on a
 unix socket; replicate tasks read its dirty extents (`LiveDisk`). The VMs of a plan are
-prepared first and their transactions run back to back, as close together as QMP allows.
+all prepared first and their transactions run back to back, as close together as QMP
+allows (one VM's disks are atomic; VMs are not: QEMUs share no transaction).
 
 What tracking cannot be trusted is not used (qemu.untrusted_reason, as for images at
 rest): no previous point, the previous bitmap gone (QEMU restarted without it, the image
@@ -302,21 +303,33 @@ class _Disk:
     reason: str = ""
 
 
-def take(socket: str, disks: list[tuple[str, str]], *, plan_prefix: str, bitmap: str,
-         previous: dict[str, LiveRef]) -> dict[str, LiveRef]:
-    """The point of one VM: `disks` are (disk name, device) pairs, `previous` the
-    previous point's refs by disk name. Returns this point's ref per disk name."""
-    with Qmp(socket) as q:
-        clean(q, socket, plan_prefix,
+class _Vm:
+    """One VM of the group while its point is taken: its QMP connection, its disks,
+    and the transaction that takes the point once every VM is prepared."""
+
+    def __init__(self, socket: str, disks: list[tuple[str, str]], *, plan_prefix: str,
+                 bitmap: str, previous: dict[str, LiveRef]):
+        self.socket, self.plan_prefix, self.bitmap = socket, plan_prefix, bitmap
+        self.q = Qmp(socket)
+        self.todo: list[_Disk] = []
+        self.actions: list[dict] = []
+        try:
+            self._inspect(disks, previous)
+        except BaseException:
+            self.q.close()
+            raise
+
+    def _inspect(self, disks: list[tuple[str, str]], previous: dict[str, LiveRef]) -> None:
+        q = self.q
+        clean(q, self.socket, self.plan_prefix,
               keep_bitmaps={p.bitmap for p in previous.values()}, persistent_too=True)
         attached = _disks(q)
-        todo: list[_Disk] = []
         for name, device in disks:
             inserted = attached.get(device)
             if inserted is None:
-                raise SourceError(f"{socket}: the VM has no disk {device} any more "
+                raise SourceError(f"{self.socket}: the VM has no disk {device} any more "
                                   f"(detached?): refresh the site's inventory", retryable=False)
-            node = _format_node(inserted, socket, device)
+            node = _format_node(inserted, self.socket, device)
             size = int(inserted.get("image", {}).get("virtual-size", 0))
             prev = previous.get(name)
             present = _bitmaps(q, node)
@@ -326,60 +339,94 @@ def take(socket: str, disks: list[tuple[str, str]], *, plan_prefix: str, bitmap:
             if d.reason and prev and prev.bitmap in present:
                 q.execute("block-dirty-bitmap-remove", node=node, name=prev.bitmap)
             if d.reason:
-                log.warning("full sync", vm=socket, device=device, reason=d.reason)
-            todo.append(d)
+                log.warning("full sync", vm=self.socket, device=device, reason=d.reason)
+            self.todo.append(d)
+
+    def prepare(self) -> None:
+        """The overlays, and the transaction's actions: nothing of the point yet."""
+        for d in self.todo:
+            n = _names(self.bitmap, d.device)
+            self.q.execute("blockdev-add", driver="qcow2", **{"node-name": n["fleece"]},
+                           file={"driver": "file",
+                                 "filename": _overlay(self.socket, n["fleece"], d.size)},
+                           backing=d.node)
+            self.actions.append({"type": "block-dirty-bitmap-add", "data": {
+                "node": d.node, "name": self.bitmap, "persistent": True}})
+            if not d.reason:
+                self.actions += [
+                    {"type": "block-dirty-bitmap-add", "data": {
+                        "node": d.node, "name": n["view"], "persistent": False,
+                        "disabled": True}},
+                    {"type": "block-dirty-bitmap-merge", "data": {
+                        "node": d.node, "target": n["view"], "bitmaps": [d.previous.bitmap]}}]
+            self.actions.append({"type": "blockdev-backup", "data": {
+                "device": d.node, "target": n["fleece"], "sync": "none", "job-id": n["job"],
+                "auto-dismiss": True}})
+
+    def commit(self) -> None:
+        """The point: every disk of the VM at one instant."""
+        self.q.execute("transaction", actions=self.actions)
+
+    def export(self) -> dict[str, LiveRef]:
+        nbd = _nbd_socket(self.socket)
         try:
-            return _fleece(q, socket, plan_prefix, bitmap, todo)
-        except BaseException:
-            try:
-                clean(q, socket, plan_prefix)
-            except SourceError as e:
-                log.warning("cleanup after a failed point failed", vm=socket, error=e.message)
-            raise
+            self.q.execute("nbd-server-start", addr={"type": "unix", "data": {"path": nbd}})
+        except QmpError as e:
+            raise SourceError(f"{self.socket}: QEMU's NBD server is already in use by "
+                              f"another export ({e.message}); stop it to protect this VM",
+                              retryable=False) from None
+        out = {}
+        for d in self.todo:
+            n = _names(self.bitmap, d.device)
+            args = {"type": "nbd", "id": n["export"], "node-name": n["fleece"],
+                    "name": n["export"], "writable": False}
+            if not d.reason:
+                args["bitmaps"] = [{"node": d.node, "name": n["view"]}]
+            self.q.execute("block-export-add", **args)
+            out[d.disk] = LiveRef(socket=self.socket, device=d.device, bitmap=self.bitmap,
+                                  size=d.size, nbd=nbd, export=n["export"],
+                                  view="" if d.reason else n["view"],
+                                  full_sync_reason=d.reason)
+        return out
+
+    def undo(self) -> None:
+        try:
+            clean(self.q, self.socket, self.plan_prefix)
+        except SourceError as e:
+            log.warning("cleanup after a failed point failed", vm=self.socket, error=e.message)
 
 
-def _fleece(q: Qmp, socket: str, plan_prefix: str, bitmap: str, todo: list[_Disk]
-            ) -> dict[str, LiveRef]:
-    tag = bitmap  # the cycle's bitmap name is the cycle's tag
-    actions = []
-    for d in todo:
-        n = _names(tag, d.device)
-        q.execute("blockdev-add", driver="qcow2", **{"node-name": n["fleece"]},
-                  file={"driver": "file", "filename": _overlay(socket, n["fleece"], d.size)},
-                  backing=d.node)
-        actions.append({"type": "block-dirty-bitmap-add",
-                        "data": {"node": d.node, "name": bitmap, "persistent": True}})
-        if not d.reason:
-            actions += [{"type": "block-dirty-bitmap-add",
-                         "data": {"node": d.node, "name": n["view"], "persistent": False,
-                                  "disabled": True}},
-                        {"type": "block-dirty-bitmap-merge",
-                         "data": {"node": d.node, "target": n["view"],
-                                  "bitmaps": [d.previous.bitmap]}}]
-        actions.append({"type": "blockdev-backup",
-                        "data": {"device": d.node, "target": n["fleece"], "sync": "none",
-                                 "job-id": n["job"], "auto-dismiss": True}})
-    q.execute("transaction", actions=actions)
-    nbd = _nbd_socket(socket)
+def take(vms: dict[str, list[tuple[str, str]]], *, plan_prefix: str, bitmap: str,
+         previous: dict[str, LiveRef]) -> dict[str, LiveRef]:
+    """The point of a group of VMs: `vms` maps each VM's QMP socket to its (disk name,
+    device) pairs, `previous` has the previous point's refs by disk name. Every VM is
+    prepared first (stale objects removed, tracking checked, overlays added), then the
+    transactions run back to back, so the VMs' points are as close as QMP allows (each
+    VM's disks are atomic). Returns this point's ref per disk name."""
+    group: list[_Vm] = []
     try:
-        q.execute("nbd-server-start", addr={"type": "unix", "data": {"path": nbd}})
-    except QmpError as e:
-        raise SourceError(f"{socket}: QEMU's NBD server is already in use by another "
-                          f"export ({e.message}); stop it to protect this VM",
-                          retryable=False) from None
-    out = {}
-    for d in todo:
-        n = _names(tag, d.device)
-        args = {"type": "nbd", "id": n["export"], "node-name": n["fleece"],
-                "name": n["export"], "writable": False}
-        if not d.reason:
-            args["bitmaps"] = [{"node": d.node, "name": n["view"]}]
-        q.execute("block-export-add", **args)
-        out[d.disk] = LiveRef(socket=socket, device=d.device, bitmap=bitmap, size=d.size,
-                              nbd=nbd, export=n["export"],
-                              view="" if d.reason else n["view"],
-                              full_sync_reason=d.reason)
-    return out
+        for socket, disks in vms.items():
+            group.append(_Vm(socket, disks, plan_prefix=plan_prefix, bitmap=bitmap,
+                             previous={n: previous[n] for n, _ in disks if n in previous}))
+        for vm in group:
+            vm.prepare()
+        started = time.monotonic()
+        for vm in group:
+            vm.commit()
+        if len(group) > 1:
+            log.info("points of the group's VMs taken", vms=len(group),
+                     spread_seconds=round(time.monotonic() - started, 4))
+        taken: dict[str, LiveRef] = {}
+        for vm in group:
+            taken.update(vm.export())
+        return taken
+    except BaseException:
+        for vm in group:
+            vm.undo()
+        raise
+    finally:
+        for vm in group:
+            vm.q.close()
 
 
 def drop(socket: str, *, plan_prefix: str) -> list[str]:
