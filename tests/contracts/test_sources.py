@@ -1,7 +1,7 @@
 """The SourceDisk contract (dr_common.sources.base): what every source must report and
 read for one known disk, run against each source kind on its real peer: `file`
 (FileDisk on a sparse image), `kvm` (KvmDisk: a qcow2 image over qemu-nbd, with dirty
-bitmaps), `aws` (AwsDisk: EBS snapshots through the EBS direct APIs of the AWS peer),
+bitmaps; and LiveDisk: a running VM's disk at a QMP point, over QEMU's NBD server), `aws` (AwsDisk: EBS snapshots through the EBS direct APIs of the AWS peer),
 `vsphere` (VsphereDisk: a VM disk at a VM snapshot, CBT and datastore reads on the
 vSphere peer) and `azure` (AzureDisk: incremental snapshots of a managed disk, page-range
 diffs through a read SAS, on the Azure peer).
@@ -172,6 +172,50 @@ class VsphereSource:
         return disk
 
 
+class LiveKvmSource:
+    """A running VM's qcow2 disk (QEMU paused, written through HMP qemu-io as a guest
+    would); each point is a QMP transaction (kvm_live), the one before dropped first."""
+
+    def __init__(self, request: pytest.FixtureRequest, tmp_path: Path):
+        from tests.helpers.qemuvm import PausedVm
+        require_qemu()
+        self.dir, image = tmp_path, tmp_path / "disk.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), str(SIZE)],
+                       check=True)
+        self.vm = PausedVm(tmp_path / "vm.qmp", [image])
+        request.addfinalizer(self.vm.stop)
+        self.points, self.keep = 0, []
+
+    def write(self, blocks: dict[int, bytes]) -> None:
+        for index, data in blocks.items():
+            (self.dir / f"block-{index}").write_bytes(data)
+            self.vm.io(0, f"write -s {self.dir / f'block-{index}'} {index * BLOCK} {BLOCK}")
+
+    def zero(self, indices: tuple[int, ...]) -> None:
+        for index in indices:
+            self.vm.io(0, f"write -z {index * BLOCK} {BLOCK}")
+
+    async def open(self) -> SourceDisk:
+        from dr_common.proto.dr.v1 import nodes_pb2
+        from dr_common.sources import kvm
+        from dr_common.sources.base import SourceEnv
+        env = SourceEnv(roots=(str(self.dir),))
+        disks = [nodes_pb2.SnapshotDisk(disk="d", workload=w.id, locator=d.locator)
+                 for w in kvm.discover(self.dir) for d in w.disks]
+        if self.points:
+            await kvm.drop_snapshots(nodes_pb2.DropSnapshotsSpec(
+                plan="plans/contract", disks=disks, cycle=f"plans/contract/cycles/{self.points}"),
+                env)
+        self.points += 1
+        spec = nodes_pb2.SnapshotSpec(plan="plans/contract", disks=disks,
+                                      cycle=f"plans/contract/cycles/{self.points}",
+                                      keep_snapshot_ids=self.keep)
+        snap, = await kvm.take_snapshots(spec, env)
+        self.keep = [snap.snapshot_id]
+        return await kvm.open_source(nodes_pb2.KvmSource(
+            path=disks[0].locator, snapshot=snap.snapshot_id), None, env)
+
+
 class AzureSource:
     """A 1 GiB managed disk of the Azure peer; each point is an incremental snapshot."""
 
@@ -218,6 +262,7 @@ class AzureSource:
 SOURCES = {
     "file": lambda request, tmp_path: FileSource(tmp_path),
     "kvm": lambda request, tmp_path: KvmSource(tmp_path),
+    "kvm-live": LiveKvmSource,
     "aws": lambda request, tmp_path: AwsSource(
         *(request.getfixturevalue(f) for f in ("aws_peer", "boto", "aws_settings"))),
     "vsphere": lambda request, tmp_path: VsphereSource(request.getfixturevalue("vsphere_peer")),
