@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -23,7 +25,7 @@ import pytest
 
 from dr_common.errors import DRError, InvalidArgument
 from dr_control.recovery.base import BootGroup, RecoveredDisk, WorkloadSpec
-from dr_control.recovery.kvm import KvmProvider, execution_dir, vm_name
+from dr_control.recovery.kvm import KvmProvider, _Files, execution_dir, vm_name
 from tests.helpers.cluster import completed_execution
 from tests.peers.kvm import initramfs
 from tests.peers.kvm.guest import require_guest
@@ -57,7 +59,7 @@ def test_bad_settings_are_refused_naming_the_field_and_check_creates_nothing(tmp
     assert "not a file" in _refused({"kvm": {"kernel": str(tmp_path / "none")}}, "w.kvm.kernel")
     _refused({"kvm": {"initrd": str(kernel)}}, "w.kvm.initrd")  # without a kernel
     _refused({"kvm": {"accel": "xen"}}, "w.kvm.accel")
-    _refused({"kvm": {"wait_for": "port"}}, "w.kvm.wait_for")  # nothing forwarded
+    _refused({"kvm": {"wait_for": "http"}}, "w.kvm.wait_for")  # nothing forwarded
     _refused({"vsphere": {"datastore": "ds"}}, "w.vsphere")  # another provider's
     _refused({"instance_type": "t3.small"}, "w.instance_type")
     ok = KvmProvider.check_workload("w", {"kvm": {
@@ -140,7 +142,13 @@ def short_cluster():
         with Cluster(root) as c:
             yield c
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        # A failed test's VMs are stopped (they would hold a core each), found as
+        # cleanup finds them.
+        for pidfile in root.glob("kvm/hybrid-dr-*/*/qemu.pid"):
+            if pid := _Files(pidfile.parent).pid():
+                os.kill(pid, signal.SIGKILL)
+        if not os.environ.get("KEEP_KVM_TEST"):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.e2e
@@ -173,7 +181,7 @@ def test_a_two_group_drill_boots_recovered_disks_that_serve_the_points_files(sho
         return {"workload": f"sites/src/workloads/{w}", "tags": {"team": "storefront"},
                 "kvm": {"cpus": 1, "memory_mib": 256, "kernel": str(initramfs.kernel()),
                         "initrd": str(initramfs.initrd()), "append": APPEND,
-                        "wait_for": "port",
+                        "wait_for": "http",
                         "networks": [{"network": "user",
                                       "forwards": [f"tcp:127.0.0.1:{ports[w]}-:80"]}]}}
 

@@ -14,8 +14,8 @@ qcow2` makes), since nodes are what reach the repository. *recover* starts, per
 workload, a `qemu-system-x86_64` process (`-daemonize -pidfile`, its QMP socket and
 serial log in its directory) with its CPUs, memory, its disks as virtio-blk and one
 virtio-net NIC per mapped network; a group is up when each of its VMs' QEMU runs and
-QMP `query-status` says running (and, with wait_for "port", its first forwarded port
-reaches a listening guest), and only then does the next group start.
+QMP `query-status` says running (and, with wait_for "http", the guest answers HTTP on
+its first forwarded TCP port), and only then does the next group start.
 
 libvirt is not used: no libvirtd runs on the hosts this is for (nor in the tests), and
 a QEMU process per VM, found again by its pidfile, is all recovery needs. TCG
@@ -73,7 +73,7 @@ KVM_KEYS = ("cpus", "memory_mib", "networks", "kernel", "initrd", "append", "acc
 NETWORK_KEYS = ("source", "network", "forwards")
 USER_NETWORK = "user"
 ACCELS = ("tcg", "kvm")
-WAIT_FOR = ("running", "port")
+WAIT_FOR = ("running", "http")
 MAX_CPUS = 255  # QEMU's pc machine without an IOMMU
 MAX_MEMORY_MIB = 1024 * 1024
 DEFAULT_MEMORY_MIB = 1024
@@ -93,10 +93,9 @@ POLL_CAP = 1.0
 # How long a stopped VM gets to exit after QMP quit, then after SIGTERM.
 QUIT_WAIT = 10.0
 TERM_WAIT = 5.0
-# A forwarded port "reaches a listening guest" when a connection stays open this long:
-# QEMU's user networking accepts on the host at once and drops the connection only when
-# the guest refuses it.
-PORT_PROBE_SECONDS = 0.5
+# How long a guest has to answer one probe of its forwarded port (TCG is slow; the next
+# probe comes soon anyway).
+PORT_PROBE_SECONDS = 2.0
 SERIAL_TAIL = 2000
 MiB = 1 << 20
 
@@ -173,8 +172,8 @@ def check_settings(where: str, given: dict[str, Any]) -> dict[str, Any]:
     if wait_for not in WAIT_FOR:
         raise InvalidArgument(f"{where}: kvm.wait_for is {' or '.join(WAIT_FOR)}, got "
                               f"{wait_for!r}", field=f"{where}.kvm.wait_for")
-    if wait_for == "port" and not _first_port(networks):
-        raise InvalidArgument(f"{where}: kvm.wait_for \"port\" waits for the first "
+    if wait_for == "http" and not _first_port(networks):
+        raise InvalidArgument(f"{where}: kvm.wait_for \"http\" waits for the first "
                               f"forwarded TCP port, and no network forwards one",
                               field=f"{where}.kvm.wait_for")
     return {"cpus": _int(where, "cpus", given.get("cpus"), 1, 1, MAX_CPUS),
@@ -304,17 +303,20 @@ def qemu_command(site_path: str, execution: str, spec: WorkloadSpec,
     return cmd + _nic_args(k["networks"], test_mode)
 
 
-async def _port_reaches_guest(host: str, port: int) -> bool:
+async def _http_answers(host: str, port: int) -> bool:
+    """Whether a guest answers HTTP on a forwarded port (any status will do). Connecting
+    alone proves nothing: QEMU's user networking accepts on the host at once and holds
+    the connection, silent, until the guest takes it; and a server sent a malformed
+    request may close without a word."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
     except (OSError, asyncio.TimeoutError):
         return False
     try:
-        data = await asyncio.wait_for(reader.read(1), PORT_PROBE_SECONDS)
-        return bool(data)  # a guest that speaks first; b"": dropped, nobody listens
-    except asyncio.TimeoutError:
-        return True  # open and silent: a guest server waiting for a request
-    except OSError:
+        writer.write(b"HEAD / HTTP/1.0\r\n\r\n")
+        await writer.drain()
+        return (await asyncio.wait_for(reader.read(5), PORT_PROBE_SECONDS)) == b"HTTP/"
+    except (OSError, asyncio.TimeoutError):
         return False
     finally:
         writer.close()
@@ -496,7 +498,7 @@ class KvmProvider(RecoveryProvider):
         k = spec.settings["kvm"]
         files = _Files(workload_dir(self.path, execution, spec.workload))
         name = vm_name(execution, spec.workload)
-        port = _first_port(k["networks"]) if k["wait_for"] == "port" else None
+        port = _first_port(k["networks"]) if k["wait_for"] == "http" else None
         deadline = time.monotonic() + timeout
         delay = POLL_FIRST
         status = "not asked"
@@ -509,18 +511,18 @@ class KvmProvider(RecoveryProvider):
                     status = (await q.execute("query-status")).get("status", "")
             except (QmpError, OSError) as exc:
                 status = f"QMP: {getattr(exc, 'message', exc)}"
-            if status == "running" and (port is None or await _port_reaches_guest(*port)):
+            if status == "running" and (port is None or await _http_answers(*port)):
                 break
             if time.monotonic() + delay > deadline:
                 said = status if port is None or status != "running" else \
-                    f"running, port {port[0]}:{port[1]} not answered by the guest"
+                    f"running, no HTTP answer on {port[0]}:{port[1]}"
                 raise RecoveryFailed(
                     f"VM {name} is not up after {timeout:g} s ({said}); its serial log "
                     f"ends: {files.serial_tail()}")
             await asyncio.sleep(delay)
             delay = min(POLL_CAP, delay * 2)
         on_event(RecoveryEvent(time.monotonic(), group, spec.workload, "instance-running",
-                               f"{name} ({'port ' + str(port[1]) + ' answers' if port else 'running'})"))
+                               f"{name} ({'HTTP on port ' + str(port[1]) if port else 'running'})"))
         return RecoveredInstance(
             workload=spec.workload, instance_id=name, private_ip="", state="running",
             volume_ids=tuple(str(disk_path(self.path, execution, spec.workload, i))
