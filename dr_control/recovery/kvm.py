@@ -5,7 +5,7 @@ directory is where recovered VMs live, one directory per execution and workload:
 
     <site path>/hybrid-dr-<digest of the execution>/<workload>/
         disk-0.qcow2 ...   the point's disks, root disk first (prepare)
-        qemu.pid qmp.sock serial.log   the running VM's state (recover)
+        qemu.pid qmp.sock serial.log qemu.stderr   the running VM's state (recover)
         execution          the execution's and workload's names, for a person reading
 
 *prepare* has a node write each disk of the point there as a qcow2 image (the `kvm`
@@ -45,6 +45,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,6 +98,9 @@ TERM_WAIT = 5.0
 # probe comes soon anyway).
 PORT_PROBE_SECONDS = 2.0
 SERIAL_TAIL = 2000
+# QEMU's first process exits as soon as the VM is set up (a second or so); longer means
+# it is stuck opening something (a disk on a hung mount).
+LAUNCH_TIMEOUT = 60.0
 MiB = 1 << 20
 
 
@@ -238,6 +242,7 @@ class _Files:
         self.qmp = directory / "qmp.sock"
         self.serial = directory / "serial.log"
         self.record = directory / "execution"
+        self.stderr = directory / "qemu.stderr"
 
     def serial_tail(self) -> str:
         try:
@@ -480,15 +485,15 @@ class KvmProvider(RecoveryProvider):
             stale.unlink(missing_ok=True)
         cmd = qemu_command(self.path, execution, spec, test_mode)
         async with self.limiter:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True)
-            out, err = await proc.communicate()
+            # A blocking run in a worker thread, its output to a file: with -daemonize
+            # the VM outlives the process waited for, and neither pipes (held until the
+            # daemon lets go of them) nor the event loop's child watcher are to be
+            # trusted with that in every host process.
+            code = await asyncio.to_thread(_launch, cmd, files.stderr)
         # -daemonize: QEMU's first process exits once the VM is set up, 0 if it started.
-        if proc.returncode != 0:
-            raise RecoveryFailed(
-                f"QEMU did not start VM {name} (exit {proc.returncode}): "
-                f"{(err or out).decode(errors='replace').strip()[-SERIAL_TAIL:]}")
+        if code != 0:
+            said = files.stderr.read_text(errors="replace").strip()[-SERIAL_TAIL:]
+            raise RecoveryFailed(f"QEMU did not start VM {name} (exit {code}): {said}")
         log.info("VM started", vm=name, workload=spec.workload, pid=files.pid())
         on_event(RecoveryEvent(time.monotonic(), group, spec.workload, "instance-launched",
                                f"{name} (pid {files.pid()})"))
@@ -555,6 +560,12 @@ class KvmProvider(RecoveryProvider):
         log.info("recovery cleaned up", execution=execution,
                  **{k: len(v) for k, v in deleted.items()})
         return deleted
+
+
+def _launch(cmd: list[str], stderr: Path) -> int:
+    with open(stderr, "wb") as err:
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                              start_new_session=True, timeout=LAUNCH_TIMEOUT).returncode
 
 
 def _port_free(proto: str, addr: str, port: int) -> bool:
