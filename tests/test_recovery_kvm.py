@@ -100,6 +100,40 @@ def test_bad_settings_are_refused_naming_the_field_and_check_creates_nothing(tmp
     assert list(site.iterdir()) == []
 
 
+def test_a_vm_qemu_refuses_fails_with_what_qemu_said_and_cleanup_removes_it(tmp_path):
+    """A kernel QEMU cannot load: recover fails naming the VM and quoting QEMU, leaves
+    what it made in the execution's directory, and cleanup removes it all."""
+    require_guest()
+    site = Path(tempfile.mkdtemp(prefix="kvu-", dir="/tmp"))
+    try:
+        kernel = tmp_path / "vmlinuz"
+        kernel.write_bytes(b"not a kernel" * 100)
+        execution, workload = "recoveryPlans/r/executions/e", "sites/s/workloads/w"
+        settings = KvmProvider.check_workload("w", {"kvm": {"memory_mib": 64,
+                                                           "kernel": str(kernel)}})
+        spec = WorkloadSpec(workload, (RecoveredDisk("", "", MiB, disk="d", root_hash="h"),),
+                            settings=settings)
+        disk = execution_dir(str(site), execution) / "w" / "disk-0.qcow2"
+        disk.parent.mkdir(parents=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1M"], check=True)
+        provider = KvmProvider({"path": str(site)}, KvmProvider.new_limiter())
+        events = []
+        with pytest.raises(DRError) as e:
+            asyncio.run(provider.recover(execution, [BootGroup("g", (spec,))], test_mode=True,
+                                         on_event=events.append, running_timeout=30))
+        assert "QEMU did not start VM " + vm_name(execution, workload) in e.value.message
+        assert "kernel" in e.value.message.lower()  # what QEMU said
+        deleted = asyncio.run(provider.cleanup(execution, on_event=events.append))
+        assert deleted == {"vms": [], "disks": [str(disk)],
+                           "directories": [str(execution_dir(str(site), execution))]}
+        assert list(site.iterdir()) == []
+        # Nothing left: a second cleanup finds nothing.
+        assert asyncio.run(provider.cleanup(execution, on_event=events.append)) == {
+            "vms": [], "disks": [], "directories": []}
+    finally:
+        shutil.rmtree(site, ignore_errors=True)
+
+
 def _ext4_image(path: Path, files: dict[str, bytes], size: int = 16 * MiB) -> None:
     """A raw disk image holding an ext4 filesystem with `files` at its root (mkfs.ext4 -d
     populates it from a directory)."""
@@ -194,6 +228,8 @@ def test_a_two_group_drill_boots_recovered_disks_that_serve_the_points_files(sho
     assert code == 0, err
     shown = c.drctl_json("recovery-plan", "get", "rp1")
     assert shown["boot_groups"][0]["workloads"][0]["kvm"]["accel"] == "tcg"
+    table = c.drctl("recovery-plan", "get", "rp1")[1]
+    assert "1 vCPU 256 MiB" in table and f"-:80" in table
 
     started = time.monotonic()
     name = c.drctl_json("recovery", "run", "rp1", "--test")["name"]
