@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -77,7 +78,6 @@ def test_bad_settings_are_refused_naming_the_field_and_check_creates_nothing(tmp
     site = tmp_path / "site"
     site.mkdir()
     busy = free_port()
-    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", busy))
         s.listen()
@@ -229,7 +229,7 @@ def test_a_two_group_drill_boots_recovered_disks_that_serve_the_points_files(sho
     shown = c.drctl_json("recovery-plan", "get", "rp1")
     assert shown["boot_groups"][0]["workloads"][0]["kvm"]["accel"] == "tcg"
     table = c.drctl("recovery-plan", "get", "rp1")[1]
-    assert "1 vCPU 256 MiB" in table and f"-:80" in table
+    assert "1 vCPU 256 MiB" in table and "-:80" in table
 
     started = time.monotonic()
     name = c.drctl_json("recovery", "run", "rp1", "--test")["name"]

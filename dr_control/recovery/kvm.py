@@ -217,7 +217,8 @@ def execution_dir(site_path: str, execution: str) -> Path:
 
 
 def _workload_id(workload: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", names.parse_workload(workload)[1])
+    # No dots: an id of ".." must not name the execution's parent directory.
+    return re.sub(r"[^A-Za-z0-9_-]", "_", names.parse_workload(workload)[1])
 
 
 def workload_dir(site_path: str, execution: str, workload: str) -> Path:
@@ -374,6 +375,10 @@ class KvmProvider(RecoveryProvider):
         if not self.path or not os.path.isdir(self.path):
             raise FailedPrecondition(f"the kvm site's directory {self.path or '(none)'} does "
                                      f"not exist on the control plane's host")
+        if "," in self.path:
+            # QEMU's option syntax separates with commas (file=...,format=...).
+            raise FailedPrecondition(f"the kvm site's directory {self.path} has a comma, "
+                                     f"which QEMU's options cannot hold: use another path")
         specs = [s for g in groups for s in g.instances]
         if not specs:
             raise InvalidArgument("the recovery plan has no workloads", field="boot_groups")
