@@ -298,8 +298,8 @@ def qemu_command(site_path: str, execution: str, spec: WorkloadSpec,
            "-daemonize", "-pidfile", str(files.pidfile)]
     for i in range(len(spec.disks)):
         # Root disk first: it is vda, the one firmware and a kernel's root= look at.
-        cmd += ["-drive", f"file={disk_path(site_path, execution, spec.workload, i)},"
-                          f"format=qcow2,if=virtio"]
+        disk = disk_path(site_path, execution, spec.workload, i)
+        cmd += ["-drive", f"file={disk},format=qcow2,if=virtio"]
     if k["kernel"]:
         cmd += ["-kernel", k["kernel"]]
         if k["initrd"]:
@@ -316,13 +316,13 @@ async def _http_answers(host: str, port: int) -> bool:
     request may close without a word."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     try:
         writer.write(b"HEAD / HTTP/1.0\r\n\r\n")
         await writer.drain()
         return (await asyncio.wait_for(reader.read(5), PORT_PROBE_SECONDS)) == b"HTTP/"
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     finally:
         writer.close()
@@ -570,7 +570,8 @@ class KvmProvider(RecoveryProvider):
 def _launch(cmd: list[str], stderr: Path) -> int:
     with open(stderr, "wb") as err:
         return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                              start_new_session=True, timeout=LAUNCH_TIMEOUT).returncode
+                              start_new_session=True, timeout=LAUNCH_TIMEOUT,
+                              check=False).returncode
 
 
 def _port_free(proto: str, addr: str, port: int) -> bool:

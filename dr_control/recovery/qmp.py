@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Self
 
 from dr_common.errors import DRError
 
@@ -33,7 +33,7 @@ class Qmp:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def __aenter__(self) -> Qmp:
+    async def __aenter__(self) -> Self:
         try:
             self.reader, self.writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(self.path), REPLY_TIMEOUT)
@@ -46,7 +46,7 @@ class Qmp:
             raise
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         if self.writer is not None:
             self.writer.close()
             try:
@@ -59,7 +59,7 @@ class Qmp:
         assert self.reader is not None
         try:
             line = await asyncio.wait_for(self.reader.readline(), REPLY_TIMEOUT)
-        except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ConnectionError) as exc:
             raise QmpError(f"QMP at {self.path}: no answer ({exc!r})") from None
         if not line:
             raise QmpError(f"QMP at {self.path}: QEMU closed the connection")

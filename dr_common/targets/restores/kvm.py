@@ -31,7 +31,7 @@ import structlog
 from dr_common.errors import AlreadyExists, InvalidArgument, TargetError
 from dr_common.paths import check_within_roots
 from dr_common.targets.base import TargetEnv
-from dr_common.targets.image import pwrite_all, convert_to_qcow2
+from dr_common.targets.image import convert_to_qcow2, pwrite_all
 
 log = structlog.get_logger()
 
@@ -41,7 +41,7 @@ IMAGE_SUFFIX = ".qcow2"
 def _image_size(path: Path) -> int:
     """The image's virtual size, as QEMU sees it."""
     done = subprocess.run(["qemu-img", "info", "--output", "json", str(path)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise TargetError(f"qemu-img info {path} failed: {done.stderr.strip()}",
                           reason="restore-verify-failed", retryable=True)
@@ -52,7 +52,7 @@ def _compare(raw: Path, image: Path) -> None:
     """qemu-img compare: the qcow2 reads as the raw file's bytes, every one of them
     (exit 1: they differ, 2+: it could not tell)."""
     done = subprocess.run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "qcow2",
-                           str(raw), str(image)], capture_output=True, text=True)
+                           str(raw), str(image)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise TargetError(f"{image} does not read back as the restored disk "
                           f"(qemu-img compare: exit {done.returncode} "
