@@ -27,7 +27,7 @@ from dr_common.targets.base import Budget
 log = structlog.get_logger()
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
@@ -72,7 +72,7 @@ async def restore_raw(*, repo: Repository, root_hash: str, disk: str, destinatio
             try:
                 async with budget.hold(length):
                     data = await repo.get_chunk(cid, disk=disk, offset=offset)
-                    await loop.run_in_executor(pool, _pwrite_all, fd, data, offset)
+                    await loop.run_in_executor(pool, pwrite_all, fd, data, offset)
             finally:
                 slots.release()
             written += length

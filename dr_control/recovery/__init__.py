@@ -2,7 +2,8 @@
 
 One module per provider (`aws`: EC2 instances from `ebs` recovery points; `vsphere`: VMs
 on datastores from repository points; `azure`: VMs on managed disks made from
-`azure-disk` snapshots or from repository points), each a RecoveryProvider (base.py) found here by
+`azure-disk` snapshots or from repository points; `kvm`: QEMU VMs on qcow2 images of
+repository points, in a kvm site's directory), each a RecoveryProvider (base.py) found here by
 the kind of the recovery plan's recovery site, never by
 a test of that kind in the services. Each starts a recovery plan's boot groups in order,
 limits its own API traffic, tags everything it creates with the execution, and can clean
@@ -23,6 +24,7 @@ PROVIDERS: dict[str, tuple[str, str]] = {
     "aws": ("dr_control.recovery.aws", "AwsProvider"),
     "vsphere": ("dr_control.recovery.vsphere", "VsphereProvider"),
     "azure": ("dr_control.recovery.azure", "AzureProvider"),
+    "kvm": ("dr_control.recovery.kvm", "KvmProvider"),
 }
 
 

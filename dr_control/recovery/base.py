@@ -20,13 +20,14 @@ The steps of a recovery and where each is today:
   `DiskMover` through which the recovery service queues node restore tasks and waits
   for them (vsphere: each disk uploaded to a datastore; azure: a repository point's disks
   uploaded into managed disks, an azure-disk point's copied from its snapshots by Azure
-  without a node). aws needs none: EC2 makes the volumes from the point's snapshots
+  without a node; kvm: each disk written as a qcow2 in the site's directory). aws needs none: EC2 makes the volumes from the point's snapshots
   itself.
 - *start workload*, *network attach*: `recover` does both for every workload of a boot
   group (aws: an image registered from the point's snapshots, an instance launched from
   it on its subnet; vsphere: a VM created on the uploaded disks with its NICs on the
   mapped port groups, powered on; azure: a NIC in the mapped subnet and a VM on the
-  prepared managed disks, provisioned), group after group, each starting only when every
+  prepared managed disks, provisioned; kvm: a QEMU process on the qcow2 images, its
+  NICs on user networking or host bridges), group after group, each starting only when every
   workload of the one before is up.
 - *cleanup*: `cleanup` deletes what `prepare` and `recover` created for an execution (a
   test drill, a failed run); the recovery point itself is never touched.

@@ -50,9 +50,9 @@ def is_paired(site: Site) -> bool:
 
 def site_settings(ctx: ServiceContext, site: Site) -> dict:
     """A site's settings of its kind with its secrets unsealed, whatever the kind (for a
-    task or a call, never for an API answer or a log)."""
-    secret = ctx.secrets.open(site.secret, bound_to=names.site_name(site.id))
-    return {**kind_settings(site), **secret}
+    task or a call, never for an API answer or a log): a directory site's are its path
+    (where a kvm recovery site keeps its VMs)."""
+    return SITE_KINDS[site.kind].settings(ctx, site)
 
 
 class _DirectorySite:
@@ -71,6 +71,9 @@ class _DirectorySite:
 
     async def discover(self, ctx: ServiceContext, site: Site):
         return await asyncio.to_thread(self._discover, site.path)
+
+    def settings(self, ctx: ServiceContext, site: Site) -> dict:
+        return {"path": site.path}
 
     def task_settings(self, ctx: ServiceContext, site: Site) -> common_pb2.SiteSettings:
         return common_pb2.SiteSettings()
@@ -110,10 +113,14 @@ class _ApiSite:
         return path, cfg.public().as_dict(), secret, found
 
     async def discover(self, ctx: ServiceContext, site: Site):
-        return await self._discover(await self._config(site_settings(ctx, site)))
+        return await self._discover(await self._config(self.settings(ctx, site)))
+
+    def settings(self, ctx: ServiceContext, site: Site) -> dict:
+        secret = ctx.secrets.open(site.secret, bound_to=names.site_name(site.id))
+        return {**kind_settings(site), **secret}
 
     def task_settings(self, ctx: ServiceContext, site: Site) -> common_pb2.SiteSettings:
-        return common_pb2.SiteSettings(**{self.kind: self._message(**site_settings(ctx, site))})
+        return common_pb2.SiteSettings(**{self.kind: self._message(**self.settings(ctx, site))})
 
     def public(self, site: Site) -> dict:
         return {self.kind: self._message(**kind_settings(site))}

@@ -48,6 +48,7 @@ class DestinationKind:
 KINDS: dict[str, DestinationKind] = {k.name: k for k in (
     DestinationKind("vsphere", "dr_common.targets.restores.vsphere"),
     DestinationKind("azure", "dr_common.targets.restores.azure"),
+    DestinationKind("kvm", "dr_common.targets.restores.kvm"),
 )}
 REGISTRY = Registry("restore destination", KINDS.values())
 

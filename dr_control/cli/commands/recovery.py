@@ -58,14 +58,18 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p = rp_sub.add_parser(
         "create", parents=parents, help="create a recovery plan",
         description="Create a recovery plan for a protection plan: to EC2 from an ebs "
-        "target's points, to vSphere (--site) from a repository's, or to Azure (--site) "
-        "from an azure-disk target's or a repository's. Boot groups: --group "
+        "target's points, to vSphere (--site) from a repository's, to Azure (--site) "
+        "from an azure-disk target's or a repository's, or to a kvm site (--site, QEMU "
+        "VMs in its directory) from a repository's. Boot groups: --group "
         f"'{GROUP_SYNTAX}' (EC2; repeat, started in order), or --from-file with a JSON "
         "RecoveryPlan (as `recovery-plan get -o json` prints; vSphere workloads set "
         '"vsphere": {"cpus", "memory_mib", "datastore", "networks": [{"source", '
         '"port_group"}], "isolated_port_group", ...}; Azure workloads set "azure": '
         '{"vm_size", "subnet_id", "network_security_group_id", "private_ip", '
-        '"test_subnet_id", "os_type", "disk_sku"}, see docs/AZURE.md).',
+        '"test_subnet_id", "os_type", "disk_sku"}, see docs/AZURE.md; kvm workloads set '
+        '"kvm": {"cpus", "memory_mib", "networks": [{"source", "network": "user" or a '
+        'bridge, "forwards": ["tcp:127.0.0.1:8080-:80"]}], "kernel", "initrd", "append", '
+        '"accel", "wait_for"}).',
     )
     p.add_argument("id", metavar="ID", type=argtypes.resource_id(RECOVERY_PLAN))
     p.add_argument("--plan", metavar="PLAN", type=argtypes.name(names.PLAN),
@@ -343,6 +347,9 @@ def _network(w: recovery_pb2.RecoveryWorkload) -> str:
             if a.network_security_group_id else "",
             f"ip={a.private_ip}" if a.private_ip else "",
             f"test={a.test_subnet_id.rsplit('/', 1)[-1]}" if a.test_subnet_id else "") if x)
+    if w.HasField("kvm"):
+        return ",".join(f"{n.source or '-'}>{n.network}" + "".join(
+            f" {f}" for f in n.forwards) for n in w.kvm.networks) or "-"
     n = w.network_mapping
     text = n.subnet_id
     if n.security_group_ids:
@@ -364,7 +371,8 @@ def render_recovery_plan(plan: recovery_pb2.RecoveryPlan) -> str:
         ["ORDER", "GROUP", "WORKLOAD", "INSTANCE TYPE", "NETWORK", "TAGS"],
         [[i, g.name, names.short_name(w.workload), w.instance_type or (
             f"{w.vsphere.cpus} vCPU {w.vsphere.memory_mib} MiB {w.vsphere.datastore}"
-            if w.HasField("vsphere") else w.azure.vm_size or "-"), _network(w),
+            if w.HasField("vsphere") else f"{w.kvm.cpus} vCPU {w.kvm.memory_mib} MiB"
+            if w.HasField("kvm") else w.azure.vm_size or "-"), _network(w),
           ",".join(f"{k}={v}" for k, v in sorted(w.tags.items())) or "-"]
          for i, g in enumerate(plan.boot_groups, start=1) for w in g.workloads],
         right=["ORDER"])

@@ -367,14 +367,16 @@ class RestoreSpec(_message.Message):
     def __init__(self, recovery_point: _Optional[str] = ..., disk: _Optional[str] = ..., root_hash: _Optional[str] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., destination_path: _Optional[str] = ..., format: _Optional[str] = ..., overwrite: _Optional[bool] = ..., snapshot_id: _Optional[str] = ..., availability_zone: _Optional[str] = ..., destination: _Optional[_Union[RestoreDestination, _Mapping]] = ...) -> None: ...
 
 class RestoreDestination(_message.Message):
-    __slots__ = ("vsphere", "azure", "site")
+    __slots__ = ("vsphere", "azure", "kvm", "site")
     VSPHERE_FIELD_NUMBER: _ClassVar[int]
     AZURE_FIELD_NUMBER: _ClassVar[int]
+    KVM_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     vsphere: VsphereDatastoreFile
     azure: AzureManagedDisk
+    kvm: KvmImage
     site: _common_pb2.SiteSettings
-    def __init__(self, vsphere: _Optional[_Union[VsphereDatastoreFile, _Mapping]] = ..., azure: _Optional[_Union[AzureManagedDisk, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
+    def __init__(self, vsphere: _Optional[_Union[VsphereDatastoreFile, _Mapping]] = ..., azure: _Optional[_Union[AzureManagedDisk, _Mapping]] = ..., kvm: _Optional[_Union[KvmImage, _Mapping]] = ..., site: _Optional[_Union[_common_pb2.SiteSettings, _Mapping]] = ...) -> None: ...
 
 class VsphereDatastoreFile(_message.Message):
     __slots__ = ("datacenter", "datastore", "path", "overwrite")
@@ -406,6 +408,14 @@ class AzureManagedDisk(_message.Message):
     tags: _containers.ScalarMap[str, str]
     sku: str
     def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., sku: _Optional[str] = ...) -> None: ...
+
+class KvmImage(_message.Message):
+    __slots__ = ("path", "overwrite")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    overwrite: bool
+    def __init__(self, path: _Optional[str] = ..., overwrite: _Optional[bool] = ...) -> None: ...
 
 class VerifySpec(_message.Message):
     __slots__ = ("recovery_point", "target", "disks")

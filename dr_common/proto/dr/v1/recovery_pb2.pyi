@@ -34,7 +34,7 @@ class BootGroup(_message.Message):
     def __init__(self, name: _Optional[str] = ..., workloads: _Optional[_Iterable[_Union[RecoveryWorkload, _Mapping]]] = ...) -> None: ...
 
 class RecoveryWorkload(_message.Message):
-    __slots__ = ("workload", "instance_type", "network_mapping", "tags", "vsphere", "azure")
+    __slots__ = ("workload", "instance_type", "network_mapping", "tags", "vsphere", "azure", "kvm")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -48,13 +48,45 @@ class RecoveryWorkload(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     VSPHERE_FIELD_NUMBER: _ClassVar[int]
     AZURE_FIELD_NUMBER: _ClassVar[int]
+    KVM_FIELD_NUMBER: _ClassVar[int]
     workload: str
     instance_type: str
     network_mapping: NetworkMapping
     tags: _containers.ScalarMap[str, str]
     vsphere: VsphereWorkload
     azure: AzureWorkload
-    def __init__(self, workload: _Optional[str] = ..., instance_type: _Optional[str] = ..., network_mapping: _Optional[_Union[NetworkMapping, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., vsphere: _Optional[_Union[VsphereWorkload, _Mapping]] = ..., azure: _Optional[_Union[AzureWorkload, _Mapping]] = ...) -> None: ...
+    kvm: KvmWorkload
+    def __init__(self, workload: _Optional[str] = ..., instance_type: _Optional[str] = ..., network_mapping: _Optional[_Union[NetworkMapping, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., vsphere: _Optional[_Union[VsphereWorkload, _Mapping]] = ..., azure: _Optional[_Union[AzureWorkload, _Mapping]] = ..., kvm: _Optional[_Union[KvmWorkload, _Mapping]] = ...) -> None: ...
+
+class KvmWorkload(_message.Message):
+    __slots__ = ("cpus", "memory_mib", "networks", "kernel", "initrd", "append", "accel", "wait_for")
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    INITRD_FIELD_NUMBER: _ClassVar[int]
+    APPEND_FIELD_NUMBER: _ClassVar[int]
+    ACCEL_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_FIELD_NUMBER: _ClassVar[int]
+    cpus: int
+    memory_mib: int
+    networks: _containers.RepeatedCompositeFieldContainer[KvmNetwork]
+    kernel: str
+    initrd: str
+    append: str
+    accel: str
+    wait_for: str
+    def __init__(self, cpus: _Optional[int] = ..., memory_mib: _Optional[int] = ..., networks: _Optional[_Iterable[_Union[KvmNetwork, _Mapping]]] = ..., kernel: _Optional[str] = ..., initrd: _Optional[str] = ..., append: _Optional[str] = ..., accel: _Optional[str] = ..., wait_for: _Optional[str] = ...) -> None: ...
+
+class KvmNetwork(_message.Message):
+    __slots__ = ("source", "network", "forwards")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    FORWARDS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    network: str
+    forwards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, source: _Optional[str] = ..., network: _Optional[str] = ..., forwards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AzureWorkload(_message.Message):
     __slots__ = ("vm_size", "subnet_id", "network_security_group_id", "private_ip", "test_subnet_id", "os_type", "disk_sku")
