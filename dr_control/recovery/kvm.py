@@ -54,15 +54,15 @@ from typing import Any
 import structlog
 
 from dr_common import names
-from dr_common.errors import FailedPrecondition, InvalidArgument
+from dr_common.errors import DRError, FailedPrecondition, InvalidArgument
 from dr_common.proto.dr.v1 import nodes_pb2
+from dr_common.qmp import Qmp
 from dr_common.targets import REPOSITORY_KINDS
 from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, BootGroup,
                                       DiskMover, EventSink, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
                                       WorkloadSpec, prepare_disks, raise_group_failures,
                                       refuse_foreign)
-from dr_control.recovery.qmp import Qmp, QmpError
 
 log = structlog.get_logger()
 
@@ -517,9 +517,8 @@ class KvmProvider(RecoveryProvider):
                 raise RecoveryFailed(f"QEMU of VM {name} exited; its serial log ends: "
                                      f"{files.serial_tail()}")
             try:
-                async with Qmp(str(files.qmp)) as q:
-                    status = (await q.execute("query-status")).get("status", "")
-            except (QmpError, OSError) as exc:
+                status = (await _qmp(files, "query-status")).get("status", "")
+            except (DRError, OSError) as exc:
                 status = f"QMP: {getattr(exc, 'message', exc)}"
             if status == "running" and (port is None or await _http_answers(*port)):
                 break
@@ -585,6 +584,15 @@ def _port_free(proto: str, addr: str, port: int) -> bool:
     return True
 
 
+async def _qmp(files: "_Files", command: str):
+    """One QMP command to a recovered VM (a short session, in a worker thread: QMP
+    serves one client at a time)."""
+    def run():
+        with Qmp(str(files.qmp), timeout=5) as q:
+            return q.execute(command)
+    return await asyncio.to_thread(run)
+
+
 async def _stop(files: _Files) -> str:
     """Stops the VM of a workload directory if it runs; returns its pid's VM name, or ""
     when nothing ran. QMP quit first (QEMU flushes its disks and exits), signals if QMP
@@ -593,9 +601,8 @@ async def _stop(files: _Files) -> str:
     if not pid:
         return ""
     name = f"{files.dir.parent.name}-{files.dir.name}"
-    with contextlib.suppress(QmpError, OSError):
-        async with Qmp(str(files.qmp)) as q:
-            await q.execute("quit")
+    with contextlib.suppress(DRError, OSError):
+        await _qmp(files, "quit")
     for sig, wait in ((None, QUIT_WAIT), (signal.SIGTERM, TERM_WAIT), (signal.SIGKILL, TERM_WAIT)):
         if sig is not None and files.pid() == pid:
             with contextlib.suppress(ProcessLookupError):
