@@ -3,6 +3,10 @@ peers' code in tests/peers/. Each fixture name means one thing in every test mod
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -23,6 +27,26 @@ def metered(tmp_path: Path):
     """A cluster whose daemons serve /metrics (tests.helpers.cluster.daemon_metrics)."""
     with Cluster(tmp_path, metrics=True) as c:
         yield c
+
+
+@pytest.fixture
+def short_cluster():
+    """A cluster in a short directory under /tmp: the kvm site inside it keeps each VM's
+    QMP socket, and a unix socket's path is at most 107 bytes (pytest's tmp_path can be
+    longer than that on its own)."""
+    root = Path(tempfile.mkdtemp(prefix="kvr-", dir="/tmp"))
+    try:
+        with Cluster(root) as c:
+            yield c
+    finally:
+        # A failed test's VMs are stopped (they would hold a core each), found as
+        # cleanup finds them.
+        from dr_control.recovery.kvm import _Files
+        for pidfile in root.glob("kvm/hybrid-dr-*/*/qemu.pid"):
+            if pid := _Files(pidfile.parent).pid():
+                os.kill(pid, signal.SIGKILL)
+        if not os.environ.get("KEEP_KVM_TEST"):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 # The AWS test peer (tests/peers/aws/): one moto server per test session, reset before

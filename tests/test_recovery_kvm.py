@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -26,12 +24,11 @@ import pytest
 
 from dr_common.errors import DRError, InvalidArgument
 from dr_control.recovery.base import BootGroup, RecoveredDisk, WorkloadSpec
-from dr_control.recovery.kvm import KvmProvider, _Files, execution_dir, vm_name
+from dr_control.recovery.kvm import KvmProvider, execution_dir, vm_name
 from tests.helpers.cluster import completed_execution
 from tests.peers.kvm import initramfs
 from tests.peers.kvm.guest import require_guest
 from tests.peers.tools import free_port
-from tools.localcluster import Cluster
 
 MiB = 1 << 20
 # The guest's kernel command line: serial console, no EDD probe (slow under TCG), and
@@ -164,25 +161,6 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return False
-
-
-@pytest.fixture
-def short_cluster():
-    """A cluster in a short directory under /tmp: the kvm site inside it keeps each VM's
-    QMP socket, and a unix socket's path is at most 107 bytes (pytest's tmp_path can be
-    longer than that on its own)."""
-    root = Path(tempfile.mkdtemp(prefix="kvr-", dir="/tmp"))
-    try:
-        with Cluster(root) as c:
-            yield c
-    finally:
-        # A failed test's VMs are stopped (they would hold a core each), found as
-        # cleanup finds them.
-        for pidfile in root.glob("kvm/hybrid-dr-*/*/qemu.pid"):
-            if pid := _Files(pidfile.parent).pid():
-                os.kill(pid, signal.SIGKILL)
-        if not os.environ.get("KEEP_KVM_TEST"):
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.e2e

@@ -58,6 +58,27 @@ def make_disk(path: str | os.PathLike, size_mib: int = 64) -> Path:
     return path
 
 
+class GuestHttp:
+    """What the guest serves on a loopback port: its count, its files. Also for a guest
+    this test did not start (one booted by a recovery site)."""
+
+    def __init__(self, port: int):
+        self.port = port
+
+    def get(self, path: str, timeout: float = 10.0) -> bytes:
+        url = f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.read()
+
+    def count(self, timeout: float = 10.0) -> int:
+        """The last file number fsynced on every disk."""
+        return int(self.get("count", timeout))
+
+    def files(self, disk: str) -> list[str]:
+        """Disk `disk`'s numbered files (names), as the guest sees them."""
+        return self.get(f"cgi-bin/ls?{disk}").decode().split()
+
+
 class Guest:
     """One boot of the guest over `disks` (qcow2 paths: /dev/vda, /dev/vdb, ...). The
     disks are QMP block nodes disk0, disk1, ... on virtio-blk devices vd0, vd1, ...
@@ -146,17 +167,13 @@ class Guest:
             time.sleep(0.2)
 
     def get(self, path: str, timeout: float = 10.0) -> bytes:
-        url = f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.read()
+        return GuestHttp(self.port).get(path, timeout)
 
     def count(self, timeout: float = 10.0) -> int:
-        """The last file number fsynced on every disk."""
-        return int(self.get("count", timeout))
+        return GuestHttp(self.port).count(timeout)
 
     def files(self, disk: str) -> list[str]:
-        """Disk `disk`'s numbered files (names), as the guest sees them."""
-        return self.get(f"cgi-bin/ls?{disk}").decode().split()
+        return GuestHttp(self.port).files(disk)
 
     def qmp(self, command: str, **arguments: Any) -> Any:
         # A connection per command: QEMU's QMP server talks to one client at a time, and
