@@ -30,6 +30,17 @@ def metered(tmp_path: Path):
 
 
 @pytest.fixture
+def single_try_cluster(tmp_path):
+    """A cluster that tries a task once (a failure fails its cycle at once), with one
+    worker and a two-chunk window: a cycle is slow enough to be hurt mid-way."""
+    c = Cluster(tmp_path, node_env={"DR_NODE_ENGINE__WINDOW_CHUNKS": "2",
+                                    "DR_NODE_ENGINE__WORKERS": "1"})
+    c.control_env["DR_CONTROL_SCHEDULER__MAX_ATTEMPTS"] = "1"
+    with c:
+        yield c
+
+
+@pytest.fixture
 def short_cluster():
     """A cluster in a short directory under /tmp: the kvm site inside it keeps each VM's
     QMP socket, and a unix socket's path is at most 107 bytes (pytest's tmp_path can be

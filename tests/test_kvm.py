@@ -135,15 +135,6 @@ def test_removed_bitmap_means_a_labelled_full_sync(cluster: Cluster, tmp_path):
     assert _restore_sha(c, point["name"], "rp2.raw") == raw_sha(image, tmp_path)
 
 
-@pytest.fixture
-def single_try_cluster(tmp_path):
-    c = Cluster(tmp_path, node_env={"DR_NODE_ENGINE__WINDOW_CHUNKS": "2",
-                                    "DR_NODE_ENGINE__WORKERS": "1"})
-    c.control_env["DR_CONTROL_SCHEDULER__MAX_ATTEMPTS"] = "1"
-    with c:
-        yield c
-
-
 def test_qemu_nbd_dying_mid_cycle_is_a_clear_error_and_the_next_cycle_works(
         single_try_cluster: Cluster, tmp_path):
     c = single_try_cluster

@@ -269,15 +269,6 @@ def disk_arg(name: str) -> str:
     return "/".join(parts[1::2])
 
 
-@pytest.fixture
-def single_try_cluster(tmp_path):
-    c = Cluster(tmp_path, node_env={"DR_NODE_ENGINE__WINDOW_CHUNKS": "2",
-                                    "DR_NODE_ENGINE__WORKERS": "1"})
-    c.control_env["DR_CONTROL_SCHEDULER__MAX_ATTEMPTS"] = "1"
-    with c:
-        yield c
-
-
 def test_qemu_killed_mid_cycle_is_a_clear_error_and_after_a_restart_a_labelled_full_sync(
         single_try_cluster: Cluster):
     c = single_try_cluster

@@ -52,8 +52,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from dr_common.errors import DRError, InvalidArgument
+from dr_common.errors import DRError, FailedPrecondition, InvalidArgument
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
+from dr_common.targets import REPOSITORY_KINDS
 
 # What every provider tags (or annotates) what it creates with: the execution finds it
 # again for a retry, a resume or cleanup; the workload says which one it is; test says
@@ -270,6 +271,23 @@ async def prepare_disks(groups: Sequence[BootGroup],
             for spec in g.instances:
                 for i in range(len(spec.disks)):
                     tg.create_task(one(g.name, spec, i))
+
+
+def repository_workloads(groups: Sequence[BootGroup], site_kind: str) -> list[WorkloadSpec]:
+    """Every workload of the plan, each checked to have a repository manifest for every
+    disk (providers that write a point's disks at the site from a repository); raises
+    InvalidArgument for a plan without workloads, FailedPrecondition naming the disk."""
+    specs = [s for g in groups for s in g.instances]
+    if not specs:
+        raise InvalidArgument("the recovery plan has no workloads", field="boot_groups")
+    for spec in specs:
+        missing = [d.disk for d in spec.disks if not d.root_hash]
+        if missing or not spec.disks:
+            raise FailedPrecondition(
+                f"workload {spec.workload}: {', '.join(missing) or 'no disk'} has no "
+                f"repository manifest; {site_kind} recovery writes points of "
+                f"{' or '.join(REPOSITORY_KINDS)} targets")
+    return specs
 
 
 def refuse_foreign(where: str, settings: dict[str, Any], own: Sequence[str],

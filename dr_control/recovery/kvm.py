@@ -62,7 +62,7 @@ from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, Boo
                                       DiskMover, EventSink, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
                                       WorkloadSpec, prepare_disks, raise_group_failures,
-                                      refuse_foreign)
+                                      refuse_foreign, repository_workloads)
 
 log = structlog.get_logger()
 
@@ -379,16 +379,7 @@ class KvmProvider(RecoveryProvider):
             # QEMU's option syntax separates with commas (file=...,format=...).
             raise FailedPrecondition(f"the kvm site's directory {self.path} has a comma, "
                                      f"which QEMU's options cannot hold: use another path")
-        specs = [s for g in groups for s in g.instances]
-        if not specs:
-            raise InvalidArgument("the recovery plan has no workloads", field="boot_groups")
-        for spec in specs:
-            missing = [d.disk for d in spec.disks if not d.root_hash]
-            if missing or not spec.disks:
-                raise FailedPrecondition(
-                    f"workload {spec.workload}: {', '.join(missing) or 'no disk'} has no "
-                    f"repository manifest; KVM recovery writes points of "
-                    f"{' or '.join(REPOSITORY_KINDS)} targets")
+        specs = repository_workloads(groups, "KVM")
         return specs
 
     async def check(self, execution: str, groups: Sequence[BootGroup], *,

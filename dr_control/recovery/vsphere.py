@@ -44,7 +44,7 @@ from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, Boo
                                       DiskMover, EventSink, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
                                       WorkloadSpec, prepare_disks, raise_group_failures,
-                                      refuse_foreign)
+                                      refuse_foreign, repository_workloads)
 
 log = structlog.get_logger()
 
@@ -360,16 +360,8 @@ class VsphereProvider(RecoveryProvider):
         if not execution:
             raise InvalidArgument("an execution id is needed (it tags what recovery creates)",
                                   field="execution")
-        specs = [s for g in groups for s in g.instances]
-        if not specs:
-            raise InvalidArgument("the recovery plan has no workloads", field="boot_groups")
+        specs = repository_workloads(groups, "vSphere")
         for spec in specs:
-            missing = [d.disk for d in spec.disks if not d.root_hash]
-            if missing or not spec.disks:
-                raise FailedPrecondition(
-                    f"workload {spec.workload}: {', '.join(missing) or 'no disk'} has no "
-                    f"repository manifest; vSphere recovery uploads points of "
-                    f"{' or '.join(REPOSITORY_KINDS)} targets")
             v = spec.settings["vsphere"]
             if test_mode and v["networks"] and not v["isolated_port_group"]:
                 raise InvalidArgument(
