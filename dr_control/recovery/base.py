@@ -290,6 +290,22 @@ def repository_workloads(groups: Sequence[BootGroup], site_kind: str) -> list[Wo
     return specs
 
 
+def whole_number(where: str, key: str, value: Any, default: int, low: int, high: int) -> int:
+    """A provider's integer setting `key` (e.g. "kvm.cpus") of workload `where`: its
+    default when not given, else a whole number in [low, high]; InvalidArgument naming
+    the field otherwise."""
+    if value in ("", None, 0, "0"):
+        return default
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if not low <= n <= high:
+        raise InvalidArgument(f"{where}: {key} must be a whole number from {low} to "
+                              f"{high}, got {value!r}", field=f"{where}.{key}")
+    return n
+
+
 def refuse_foreign(where: str, settings: dict[str, Any], own: Sequence[str],
                    site_kind: str) -> None:
     """InvalidArgument for a given (non-empty) setting that is not one of `own`: it

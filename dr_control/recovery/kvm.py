@@ -62,7 +62,8 @@ from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, Boo
                                       DiskMover, EventSink, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
                                       WorkloadSpec, prepare_disks, raise_group_failures,
-                                      refuse_foreign, repository_workloads)
+                                      refuse_foreign, repository_workloads,
+                                      whole_number)
 
 log = structlog.get_logger()
 
@@ -105,19 +106,6 @@ MiB = 1 << 20
 
 
 # --- the plan's settings ----------------------------------------------------------------
-
-def _int(where: str, key: str, value: Any, default: int, low: int, high: int) -> int:
-    if value in ("", None, 0, "0"):
-        return default
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = -1
-    if not low <= n <= high:
-        raise InvalidArgument(f"{where}: kvm.{key} must be a whole number from {low} to "
-                              f"{high}, got {value!r}", field=f"{where}.kvm.{key}")
-    return n
-
 
 def _file(where: str, key: str, value: Any) -> str:
     path = str(value or "").strip()
@@ -180,9 +168,9 @@ def check_settings(where: str, given: dict[str, Any]) -> dict[str, Any]:
         raise InvalidArgument(f"{where}: kvm.wait_for \"http\" waits for the first "
                               f"forwarded TCP port, and no network forwards one",
                               field=f"{where}.kvm.wait_for")
-    return {"cpus": _int(where, "cpus", given.get("cpus"), 1, 1, MAX_CPUS),
-            "memory_mib": _int(where, "memory_mib", given.get("memory_mib"),
-                               DEFAULT_MEMORY_MIB, 16, MAX_MEMORY_MIB),
+    return {"cpus": whole_number(where, "kvm.cpus", given.get("cpus"), 1, 1, MAX_CPUS),
+            "memory_mib": whole_number(where, "kvm.memory_mib", given.get("memory_mib"),
+                                       DEFAULT_MEMORY_MIB, 16, MAX_MEMORY_MIB),
             "networks": networks, "kernel": kernel, "initrd": initrd, "append": append,
             "accel": accel, "wait_for": wait_for}
 

@@ -44,7 +44,8 @@ from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, Boo
                                       DiskMover, EventSink, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
                                       WorkloadSpec, prepare_disks, raise_group_failures,
-                                      refuse_foreign, repository_workloads)
+                                      refuse_foreign, repository_workloads,
+                                      whole_number)
 
 log = structlog.get_logger()
 
@@ -73,19 +74,6 @@ VM_NAME_MAX = 80
 
 # --- the plan's settings ----------------------------------------------------------------
 
-def _int(where: str, key: str, value: Any, default: int, low: int, high: int) -> int:
-    if value in ("", None, 0):
-        return default
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = -1
-    if not low <= n <= high:
-        raise InvalidArgument(f"{where}: vsphere.{key} must be a whole number from {low} to "
-                              f"{high}, got {value!r}", field=f"{where}.vsphere.{key}")
-    return n
-
-
 def check_settings(where: str, given: dict[str, Any]) -> dict[str, Any]:
     """RecoveryWorkload.vsphere, checked and normalized (defaults filled in)."""
     unknown = sorted(set(given) - set(VSPHERE_KEYS))
@@ -107,9 +95,9 @@ def check_settings(where: str, given: dict[str, Any]) -> dict[str, Any]:
     if wait_for not in WAIT_FOR:
         raise InvalidArgument(f"{where}: vsphere.wait_for is {' or '.join(WAIT_FOR)}, got "
                               f"{wait_for!r}", field=f"{where}.vsphere.wait_for")
-    return {"cpus": _int(where, "cpus", given.get("cpus"), 1, 1, MAX_CPUS),
-            "memory_mib": _int(where, "memory_mib", given.get("memory_mib"), 1024, 4,
-                               MAX_MEMORY_MIB),
+    return {"cpus": whole_number(where, "vsphere.cpus", given.get("cpus"), 1, 1, MAX_CPUS),
+            "memory_mib": whole_number(where, "vsphere.memory_mib", given.get("memory_mib"),
+                                       1024, 4, MAX_MEMORY_MIB),
             "datastore": datastore, "folder": str(given.get("folder", "")).strip().strip("/"),
             "resource_pool": str(given.get("resource_pool", "")).strip().strip("/"),
             "networks": networks,
