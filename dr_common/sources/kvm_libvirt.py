@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -53,6 +54,8 @@ LOCATOR_PREFIX = "libvirt:"
 URI_FILE = "libvirt.uri"
 _STATE_DIR = ".{vm}.hdr"
 _NBD_SOCKET = "nbd.sock"
+# Ending a job takes a moment; a stuck one must not hold a node forever.
+_JOB_END_SECONDS = 30.0
 
 
 def _libvirt():
@@ -63,6 +66,9 @@ def _libvirt():
     except ImportError:
         raise SourceError("python3-libvirt is not importable: run "
                           "tools/install-system-deps.sh", retryable=False) from None
+    # Errors are raised as libvirtError and reported by us; libvirt's default handler
+    # would also print each one (including those we expect, e.g. "no backup job").
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     return libvirt
 
 
@@ -188,6 +194,12 @@ def _end_job(dom, sdir: Path) -> list[str]:
     ours = _our_job(dom, sdir)
     if ours:
         dom.abortJob()
+        deadline = time.monotonic() + _JOB_END_SECONDS
+        while _our_job(dom, sdir) is not None:  # libvirt ends the job asynchronously
+            if time.monotonic() > deadline:
+                raise SourceError(f"libvirt did not end the backup job of {dom.name()} "
+                                  f"within {_JOB_END_SECONDS:.0f}s")
+            time.sleep(0.05)
         removed.append("backup job")
     elif ours is False:
         raise SourceError(f"domain {dom.name()} is being backed up by another tool (a "
