@@ -230,3 +230,51 @@ def test_a_missing_checkpoint_is_a_labelled_full_sync_and_a_stale_job_is_ended(l
     finally:
         dom.destroy()
         conn.close()
+
+
+def test_a_kvm_site_naming_a_libvirt_uri_lists_its_domains_and_cycles_through_them(
+        libvirtd, tmp_path):
+    """The kvm source's own entry points (what a node runs): inventory of a site whose
+    directory holds `libvirt.uri`, the snapshot task, reading, the drop task."""
+    import asyncio
+
+    from dr_common.proto.dr.v1 import nodes_pb2
+    from dr_common.sources import kvm
+    from dr_common.sources.base import SourceEnv
+
+    conn, dom = _boot(libvirtd)
+    site = libvirtd.root / "vms"
+    (site / kvm_libvirt.URI_FILE).write_text(libvirtd.uri + "\n")
+    try:
+        workloads = kvm.discover(site)
+        assert [(w.id, [(d.id, d.locator) for d in w.disks]) for w in workloads] == [
+            ("vm1", [("vda", f"libvirt:{libvirtd.uri}#{dom.UUIDString()}#vda")])]
+        env = SourceEnv(roots=(str(site),))
+        disks = [nodes_pb2.SnapshotDisk(disk="a", workload="vm1",
+                                        locator=workloads[0].disks[0].locator)]
+        keep, base, reasons = [], None, []
+        for n in (1, 2):
+            time.sleep(2)
+            spec = nodes_pb2.SnapshotSpec(plan="plans/p1", cycle=f"plans/p1/cycles/{n}",
+                                          disks=disks)
+            spec.source.kvm.SetInParent()
+            spec.keep_snapshot_ids.extend(keep)
+            snaps = asyncio.run(kvm.take_snapshots(spec, env))
+            disk = asyncio.run(kvm.open_source(
+                nodes_pb2.KvmSource(path=disks[0].locator, snapshot=snaps[0].snapshot_id),
+                None, env))
+            reasons.append(disk.full_sync_reason)
+            ref = disk.ref
+            disk.close()
+            restored = tmp_path / f"rp{n}.raw"
+            _read(ref, restored, base)
+            drop = nodes_pb2.DropSnapshotsSpec(plan="plans/p1", cycle=spec.cycle, disks=disks)
+            drop.source.kvm.SetInParent()
+            asyncio.run(kvm.drop_snapshots(drop, env))
+            assert _leftovers(dom, kvm_libvirt.state_dir(dom)) == []
+            check_point(restored, "a", KIB)
+            keep, base = [s.snapshot_id for s in snaps], restored
+        assert reasons == ["first-cycle", ""]
+    finally:
+        dom.destroy()
+        conn.close()
