@@ -198,7 +198,9 @@ def test_three_cycles_of_a_writing_domain_restore_each_point(libvirtd, tmp_path)
             assert _leftovers(dom, sdir) == []
             counts.append(check_point(restored, "a", KIB).count)  # e2fsck, exact prefix
             previous, base = refs, restored
-        assert sorted(c.getName() for c in dom.listAllCheckpoints(0)) == [f"{PREFIX}2", f"{PREFIX}3"]
+        # The previous point's checkpoint and this one's stay; older ones are deleted.
+        checkpoints = sorted(c.getName() for c in dom.listAllCheckpoints(0))
+        assert checkpoints == [f"{PREFIX}2", f"{PREFIX}3"]
     finally:
         dom.destroy()
         conn.close()
@@ -275,6 +277,25 @@ def test_a_kvm_site_naming_a_libvirt_uri_lists_its_domains_and_cycles_through_th
             check_point(restored, "a", KIB)
             keep, base = [s.snapshot_id for s in snaps], restored
         assert reasons == ["first-cycle", ""]
+    finally:
+        dom.destroy()
+        conn.close()
+
+
+def test_a_disk_resized_between_points_is_a_labelled_full_sync(libvirtd, tmp_path):
+    import libvirt
+    conn, dom = _boot(libvirtd)
+    try:
+        first = _cycle(libvirtd, dom, 1, {})
+        kvm_libvirt.drop(libvirtd.uri, dom.UUIDString())
+        dom.blockResize("vda", first["a"].size + (16 << 20),
+                        libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+        second = _cycle(libvirtd, dom, 2, first)
+        assert (second["a"].full_sync_reason, second["a"].size) == (
+            "disk-resized", first["a"].size + (16 << 20))
+        _read(second["a"], tmp_path / "rp2.raw", None)
+        kvm_libvirt.drop(libvirtd.uri, dom.UUIDString())
+        check_point(tmp_path / "rp2.raw", "a", KIB)
     finally:
         dom.destroy()
         conn.close()
