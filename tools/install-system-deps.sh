@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and the kvm source need, and makes libnbd's
-# Python binding importable from our virtualenv. Idempotent; needs root for apt-get.
+# Installs the Debian packages the tests and the kvm source need, and makes libnbd's and
+# libvirt's Python bindings importable from our virtualenv. Idempotent; needs root for apt-get.
 #
-# Only libnbd's own module (nbd.py and libnbdmod*.so) is linked into the venv, not the
+# Only the bindings' own modules (nbd.py, libnbdmod*.so; libvirt*.py, libvirtmod*.so) are
+# linked into the venv, not the
 # whole of Debian's dist-packages: Debian's other modules would shadow our pinned ones.
 set -euo pipefail
 VENV=${1:-.venv}
@@ -16,9 +17,13 @@ VENV=${1:-.venv}
 # source, the kvm recovery site) and the tiny guest they run in tests (tests/peers/kvm:
 # Debian's kernel and a busybox initramfs, booted under TCG); e2fsprogs checks the
 # filesystems recovered from it.
+# libvirt-daemon-system, libvirt-daemon-driver-qemu, libvirt-clients, python3-libvirt: the
+# libvirt flavour of the live kvm source (virDomainBackupBegin with checkpoints, libvirt
+# 9.0); tests/test_kvm_libvirt.py starts its own libvirtd (session mode, private dirs).
 PACKAGES=(qemu-utils libnbd-bin python3-libnbd postgresql chromium chromium-driver
           golang-go golang-github-vmware-govmomi-dev
-          qemu-system-x86 busybox-static linux-image-cloud-amd64 e2fsprogs)
+          qemu-system-x86 busybox-static linux-image-cloud-amd64 e2fsprogs
+          libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients python3-libvirt)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -40,6 +45,14 @@ ln -sf "$dist/nbd.py" "$site/nbd.py"
 for so in "$dist"/libnbdmod.cpython-*.so; do
     ln -sf "$so" "$site/$(basename "$so")"
 done
+for py in "$dist"/libvirt.py "$dist"/libvirt_qemu.py "$dist"/libvirtaio.py \
+          "$dist"/libvirtmod.cpython-*.so "$dist"/libvirtmod_qemu.cpython-*.so; do
+    ln -sf "$py" "$site/$(basename "$py")"
+done
+"$VENV/bin/python" -c 'import libvirt, libvirt_qemu' || {
+    echo "install-system-deps: libvirt's binding does not load in $VENV (is it CPython 3.11?)" >&2
+    exit 1
+}
 "$VENV/bin/python" -c 'import nbd; nbd.NBD()' || {
     echo "install-system-deps: libnbd's binding does not load in $VENV (is it CPython 3.11?)" >&2
     exit 1

@@ -34,7 +34,7 @@ from dr_common.errors import InvalidArgument, SourceError
 from dr_common.names import resource_id
 from dr_common.paths import check_within_roots
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
-from dr_common.sources import kvm_live, nbdmap, qemu
+from dr_common.sources import kvm_libvirt, kvm_live, nbdmap, qemu
 from dr_common.sources.qemu import untrusted_reason
 from dr_common.sources.base import DiskInfo, DiskToRead, Extent, SourceEnv, WorkloadInfo
 from dr_common.sources.file import discover as discover_files
@@ -49,10 +49,13 @@ IMAGE_SUFFIXES = (".qcow2", ".img", ".raw")
 
 
 def discover(root: str | os.PathLike) -> list:
-    """Inventory of a `kvm` site: its running VMs (a QMP socket each, kvm_live), then
-    its images at rest like `file` (one workload per image or directory), with sizes and
-    tracking from qemu-img; an image a running VM has open is that VM's disk only."""
+    """Inventory of a `kvm` site: its running VMs (a QMP socket each, kvm_live; the
+    domains of the libvirt its `libvirt.uri` names, kvm_libvirt), then its images at
+    rest like `file` (one workload per image or directory), with sizes and tracking from
+    qemu-img; an image a running VM has open is that VM's disk only."""
     found, in_use = kvm_live.discover(root)
+    domains, held = kvm_libvirt.discover(root)
+    found, in_use = found + domains, in_use | held
     for wl in discover_files(root):
         disks = []
         for d in wl.disks:
@@ -194,8 +197,13 @@ class KvmDisk:
         self.close()
 
 
+def _running(locator_text: str) -> bool:
+    """A running VM's disk (read from the cycle's point), not an image at rest."""
+    return kvm_live.is_live(locator_text) or kvm_libvirt.is_libvirt(locator_text)
+
+
 def locate(disk: DiskToRead) -> nodes_pb2.KvmSource:
-    if kvm_live.is_live(disk.locator):
+    if _running(disk.locator):
         return nodes_pb2.KvmSource(path=disk.locator, snapshot=disk.snapshot_id)
     return nodes_pb2.KvmSource(path=disk.locator, previous_bitmap=disk.previous_bitmap,
                                bitmap=bitmap_name(disk.plan, disk.cycle),
@@ -205,14 +213,18 @@ def locate(disk: DiskToRead) -> nodes_pb2.KvmSource:
 async def open_source(locator: nodes_pb2.KvmSource, site: common_pb2.SiteSettings,
                       env: SourceEnv) -> KvmDisk | kvm_live.LiveDisk:
     loop = asyncio.get_running_loop()
-    if kvm_live.is_live(locator.path):
-        socket, _ = kvm_live.parse_locator(locator.path)
-        check_within_roots(socket, env.roots, field="source.kvm.path")
+    if _running(locator.path):
+        if kvm_live.is_live(locator.path):
+            socket, _ = kvm_live.parse_locator(locator.path)
+            check_within_roots(socket, env.roots, field="source.kvm.path")
         ref = kvm_live.LiveRef.loads(locator.snapshot)
         if ref is None:
             raise InvalidArgument(f"{locator.path} is a running VM's disk, but the task "
                                   f"names no point of it (source.kvm.snapshot)",
                                   field="source.kvm.snapshot")
+        if kvm_libvirt.is_libvirt(locator.path):
+            # libvirt's NBD socket is beside the domain's disk, in the site's root.
+            check_within_roots(ref.nbd, env.roots, field="source.kvm.snapshot")
         return await loop.run_in_executor(env.executor, functools.partial(
             kvm_live.LiveDisk, ref, connections=env.connections))
     path = check_within_roots(locator.path, env.roots, field="source.kvm.path")
@@ -220,6 +232,16 @@ async def open_source(locator: nodes_pb2.KvmSource, site: common_pb2.SiteSetting
     return await loop.run_in_executor(env.executor, functools.partial(
         KvmDisk, path, previous_bitmap=locator.previous_bitmap, new_bitmap=locator.bitmap,
         previous_size=locator.previous_size, connections=env.connections))
+
+
+def _libvirt_groups(disks) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """The group's libvirt domains: (URI, UUID) -> [(disk name, target)]."""
+    vms: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for d in disks:
+        if kvm_libvirt.is_libvirt(d.locator):
+            uri, uuid, target = kvm_libvirt.parse_locator(d.locator)
+            vms.setdefault((uri, uuid), []).append((d.disk, target))
+    return vms
 
 
 def _live_groups(disks, env: SourceEnv) -> dict[str, list[tuple[str, str]]]:
@@ -235,9 +257,11 @@ def _live_groups(disks, env: SourceEnv) -> dict[str, list[tuple[str, str]]]:
 
 async def take_snapshots(spec: nodes_pb2.SnapshotSpec,
                          env: SourceEnv) -> list[nodes_pb2.SourceSnapshot]:
-    """The cycle's point of every running VM of the group (kvm_live.take); images at
-    rest get no snapshot (their bitmaps are rotated when they are read)."""
+    """The cycle's point of every running VM of the group (kvm_live.take for QMP
+    sockets, kvm_libvirt.take for libvirt's domains); images at rest get no snapshot
+    (their bitmaps are rotated when they are read)."""
     vms = _live_groups(spec.disks, env)
+    domains = _libvirt_groups(spec.disks)
     refs = [r for r in map(kvm_live.LiveRef.loads, spec.keep_snapshot_ids) if r]
     by_device = {(r.socket, r.device): r for r in refs}
     prefix, bitmap = plan_prefix(spec.plan), bitmap_name(spec.plan, spec.cycle)
@@ -246,8 +270,15 @@ async def take_snapshots(spec: nodes_pb2.SnapshotSpec,
                 for name, dev in members if (socket, dev) in by_device}
 
     def run() -> dict[str, kvm_live.LiveRef]:
-        return kvm_live.take(vms, plan_prefix=prefix, bitmap=bitmap, previous=previous) \
-            if vms else {}
+        taken = kvm_live.take(vms, plan_prefix=prefix, bitmap=bitmap,
+                              previous=previous) if vms else {}
+        for (uri, uuid), members in domains.items():
+            key = kvm_libvirt.vm_key(uri, uuid)
+            before = {name: by_device[(key, dev)] for name, dev in members
+                      if (key, dev) in by_device}
+            taken.update(kvm_libvirt.take(uri, uuid, members, plan_prefix=prefix,
+                                          checkpoint=bitmap, previous=before))
+        return taken
 
     taken = await asyncio.get_running_loop().run_in_executor(env.executor, run)
     return [nodes_pb2.SourceSnapshot(
@@ -256,13 +287,17 @@ async def take_snapshots(spec: nodes_pb2.SnapshotSpec,
 
 
 async def drop_snapshots(spec: nodes_pb2.DropSnapshotsSpec, env: SourceEnv) -> None:
-    """Removes what the cycle made in its running VMs (kvm_live.drop)."""
+    """Removes what the cycle made in its running VMs (kvm_live.drop, kvm_libvirt.drop)."""
     vms = _live_groups(spec.disks, env)
+    domains = _libvirt_groups(spec.disks)
     prefix = plan_prefix(spec.plan)
 
     def run() -> None:
         for socket in vms:
             removed = kvm_live.drop(socket, plan_prefix=prefix)
             log.info("cycle's QEMU objects removed", vm=socket, removed=removed)
+        for uri, uuid in domains:
+            removed = kvm_libvirt.drop(uri, uuid)
+            log.info("cycle's libvirt backup job ended", vm=uuid, uri=uri, removed=removed)
 
     await asyncio.get_running_loop().run_in_executor(env.executor, run)
