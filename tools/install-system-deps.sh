@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the kvm source need, and makes libnbd's and
-# libvirt's Python bindings importable from our virtualenv. Idempotent; needs root for apt-get.
+# libvirt's Python bindings importable from our virtualenv. Idempotent; needs root for
+# apt-get.
 #
 # Only the bindings' own modules (nbd.py, libnbdmod*.so; libvirt*.py, libvirtmod*.so) are
-# linked into the venv, not the
-# whole of Debian's dist-packages: Debian's other modules would shadow our pinned ones.
+# linked into the venv, not the whole of Debian's dist-packages: Debian's other modules
+# would shadow our pinned ones.
 set -euo pipefail
 VENV=${1:-.venv}
 # postgresql: the server the HA tests start (initdb/pg_ctl under

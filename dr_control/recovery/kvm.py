@@ -17,8 +17,8 @@ virtio-net NIC per mapped network; a group is up when each of its VMs' QEMU runs
 QMP `query-status` says running (and, with wait_for "http", the guest answers HTTP on
 its first forwarded TCP port), and only then does the next group start.
 
-libvirt is not used: no libvirtd runs on the hosts this is for (nor in the tests), and
-a QEMU process per VM, found again by its pidfile, is all recovery needs. TCG
+libvirt is not used for recovery (yet): a QEMU process per VM, found again by its
+pidfile, is all recovery needs, and runs on hosts without libvirtd. TCG
 (emulation) is the default accelerator, since it runs anywhere; "kvm" is a setting.
 
 Networks: `user` is QEMU's user networking (NAT through the host, with forwarded host
