@@ -17,7 +17,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,12 @@ from dr_common.errors import DRError, InvalidArgument
 from dr_control.recovery.base import BootGroup, RecoveredDisk, WorkloadSpec
 from dr_control.recovery.kvm import KvmProvider, execution_dir, vm_name
 from tests.helpers.cluster import completed_execution
+from tests.helpers.kvmrecovery import APPEND, alive, ext4_image, http_get, pid_of
 from tests.peers.kvm import initramfs
 from tests.peers.kvm.guest import require_guest
 from tests.peers.tools import free_port
 
 MiB = 1 << 20
-# The guest's kernel command line: serial console, no EDD probe (slow under TCG), and
-# dr.write=0: the recovered VM only serves its files, so what it serves is the point's.
-APPEND = "console=ttyS0 panic=-1 edd=off quiet dr.write=0"
 
 
 def _refused(settings: dict, field: str, *, where: str = "w") -> str:
@@ -131,38 +128,6 @@ def test_a_vm_qemu_refuses_fails_with_what_qemu_said_and_cleanup_removes_it(tmp_
         shutil.rmtree(site, ignore_errors=True)
 
 
-def _ext4_image(path: Path, files: dict[str, bytes], size: int = 16 * MiB) -> None:
-    """A raw disk image holding an ext4 filesystem with `files` at its root (mkfs.ext4 -d
-    populates it from a directory)."""
-    content = path.parent / f"{path.stem}-files"
-    content.mkdir()
-    for name, data in files.items():
-        (content / name).write_bytes(data)
-    with open(path, "wb") as f:
-        f.truncate(size)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
-                    "lazy_itable_init=0,lazy_journal_init=0", "-d", str(content), str(path)],
-                   check=True, capture_output=True)
-    shutil.rmtree(content)
-
-
-def _get(port: int, path: str) -> bytes:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-        return r.read()
-
-
-def _pid_of(pidfile: Path) -> int:
-    return int(pidfile.read_text().strip())
-
-
-def _alive(pid: int) -> bool:
-    """A zombie is not alive: a daemonized QEMU's parent is whatever reaps orphans here."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.e2e
 def test_a_two_group_drill_boots_recovered_disks_that_serve_the_points_files(short_cluster):
     require_guest()
@@ -171,7 +136,7 @@ def test_a_two_group_drill_boots_recovered_disks_that_serve_the_points_files(sho
     files = {"db": {"rows.bin": rnd.randbytes(40_000), "README": b"the db disk\n"},
              "web": {"index.html": b"<h1>recovered</h1>\n", "blob": rnd.randbytes(123_457)}}
     for w, content in files.items():
-        _ext4_image(c.src / f"{w}.img", content)
+        ext4_image(c.src / f"{w}.img", content)
     c.drctl("site", "add", "src", "--kind", "file", "--path", str(c.src))
     c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
     c.drctl("plan", "create", "p1", "--source", "src", "--target", "dst",
@@ -229,8 +194,8 @@ def test_a_two_group_drill_boots_recovered_disks_that_serve_the_points_files(sho
         assert got["volume_ids"] == [str(root / w / "disk-0.qcow2")]
         # The guest mounted the recovered disk at /data/a and serves it as /a/.
         for file_name, data in content.items():
-            assert _get(ports[w], f"/a/{file_name}") == data, f"{w}: {file_name} differs"
-        pids[w] = _pid_of(root / w / "qemu.pid")
+            assert http_get(ports[w], f"/a/{file_name}") == data, f"{w}: {file_name} differs"
+        pids[w] = pid_of(root / w / "qemu.pid")
         cmdline = Path(f"/proc/{pids[w]}/cmdline").read_bytes().split(b"\0")
         assert b"restrict=on" in b",".join(cmdline)  # a drill's network is isolated
 
@@ -241,7 +206,7 @@ def test_a_two_group_drill_boots_recovered_disks_that_serve_the_points_files(sho
     assert [e["step"] for e in cleaned["events"]][-3:] == [
         "cleanup-instances", "cleanup-disks", "cleanup-directories"]
     for pid in pids.values():
-        assert not _alive(pid), f"QEMU {pid} still runs"
+        assert not alive(pid), f"QEMU {pid} still runs"
     assert not root.exists() and list(site.iterdir()) == []
     # The recovery point is kept.
     assert [p["name"] for p in c.points("p1")] == [point["name"]]

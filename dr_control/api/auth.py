@@ -34,9 +34,9 @@ NODE_METHODS = frozenset({"RegisterNode", "Heartbeat", "AcquireTask", "ReportPro
 # or one of these (create/update/delete of sites, plans, recovery plans, tokens) is admin.
 OPERATOR_METHODS = frozenset({"RunPlan", "PausePlan", "ResumePlan", "RefreshSite",
                               "RestoreDisk", "VerifyRecoveryPoint", "StartRecovery",
-                              "CleanupExecution", "CancelOperation", "DrainNode",
-                              "UndrainNode"})
-READ_PREFIXES = ("Get", "List")
+                              "CleanupExecution", "CancelExecution", "CancelOperation",
+                              "DrainNode", "UndrainNode"})
+READ_PREFIXES = ("Get", "List", "Forecast")
 OPEN, NODE = "open", "node"
 BEARER = "bearer "
 

@@ -197,9 +197,13 @@ def recovery_plan(rp: models.RecoveryPlan) -> recovery_pb2.RecoveryPlan:
     return recovery_pb2.RecoveryPlan(
         name=recovery_plan_name(rp.id), protection_plan=names.plan_name(rp.plan_id),
         recovery_site=names.site_name(rp.site_id) if rp.site_id else "",
-        create_time=ts(rp.create_time),
-        boot_groups=[recovery_pb2.BootGroup(name=g["name"], workloads=[
-            _recovery_workload(w) for w in g["workloads"]]) for g in rp.boot_groups])
+        create_time=ts(rp.create_time), failed_over_by=rp.failed_over_by or "",
+        pre_scripts=[recovery_pb2.Script(**x) for x in (rp.scripts or {}).get("pre", [])],
+        post_scripts=[recovery_pb2.Script(**x) for x in (rp.scripts or {}).get("post", [])],
+        boot_groups=[recovery_pb2.BootGroup(
+            name=g["name"], delay_seconds=g.get("delay_seconds", 0),
+            workloads=[_recovery_workload(w) for w in g["workloads"]])
+            for g in rp.boot_groups])
 
 
 # The fields of RecoveryWorkload that are one provider's settings as a message of its
@@ -214,7 +218,11 @@ def _recovery_workload(w: dict) -> recovery_pb2.RecoveryWorkload:
     """A stored workload: its provider's settings are the fields of theirs (aws: the
     instance type and network mapping; vsphere, azure: their message)."""
     out = recovery_pb2.RecoveryWorkload(
-        workload=w["workload"], instance_type=w.get("instance_type", ""), tags=w["tags"])
+        workload=w["workload"], instance_type=w.get("instance_type", ""), tags=w["tags"],
+        checks=[json_format.ParseDict(c, recovery_pb2.ValidationCheck())
+                for c in w.get("checks", [])],
+        pre_scripts=[recovery_pb2.Script(**x) for x in w.get("pre_scripts", [])],
+        post_scripts=[recovery_pb2.Script(**x) for x in w.get("post_scripts", [])])
     if w.get("subnet_id") or w.get("security_group_ids") or w.get("private_ip"):
         out.network_mapping.CopyFrom(recovery_pb2.NetworkMapping(
             subnet_id=w.get("subnet_id", ""), security_group_ids=w.get("security_group_ids", []),
@@ -229,14 +237,43 @@ def boot_groups(groups) -> list[dict]:
     """The service layer's form of a request's boot groups (validated there, each
     workload's settings by the recovery site's provider, which refuses another
     provider's that are given)."""
-    return [{"name": g.name, "workloads": [
+    return [{"name": g.name, "delay_seconds": g.delay_seconds, "workloads": [
         {"workload": w.workload, "instance_type": w.instance_type,
+         "checks": [_check(c) for c in w.checks],
+         "pre_scripts": [_script(x) for x in w.pre_scripts],
+         "post_scripts": [_script(x) for x in w.post_scripts],
          "subnet_id": w.network_mapping.subnet_id,
          "security_group_ids": list(w.network_mapping.security_group_ids),
          "private_ip": w.network_mapping.private_ip, "tags": dict(w.tags),
          **{f: json_format.MessageToDict(getattr(w, f), preserving_proto_field_name=True)
             for f in PROVIDER_MESSAGES}}
         for w in g.workloads]} for g in groups]
+
+
+def _check(c: recovery_pb2.ValidationCheck) -> dict:
+    """A request's check with what it leaves unset left out (the service's defaults)."""
+    return {k: v for k, v in json_format.MessageToDict(
+        c, preserving_proto_field_name=True).items()}
+
+
+def _script(x: recovery_pb2.Script) -> dict:
+    return json_format.MessageToDict(x, preserving_proto_field_name=True)
+
+
+def plan_scripts(rp: recovery_pb2.RecoveryPlan) -> dict:
+    return {"pre": [_script(x) for x in rp.pre_scripts],
+            "post": [_script(x) for x in rp.post_scripts]}
+
+
+def forecast(name: str, f) -> recovery_pb2.RtoForecast:
+    return recovery_pb2.RtoForecast(
+        recovery_plan=name, rto_seconds=f.rto_seconds, restore_seconds=f.restore_seconds,
+        provider_seconds=f.provider_seconds, validation_seconds=f.validation_seconds,
+        script_seconds=f.script_seconds, delay_seconds=f.delay_seconds,
+        overhead_seconds=f.overhead_seconds,
+        throughput_bytes_per_second=f.throughput_bytes_per_second or 0.0, basis=f.basis,
+        last_measured_rto_seconds=f.last_measured_rto_seconds or 0.0,
+        last_execution=f.last_execution, restore_bytes=f.restore_bytes)
 
 
 def execution(e: models.Execution) -> recovery_pb2.Execution:
@@ -248,4 +285,9 @@ def execution(e: models.Execution) -> recovery_pb2.Execution:
                                             detail=v["detail"]) for v in e.events],
         instances=[recovery_pb2.RecoveredInstance(**i) for i in e.instances],
         error=task_error(e.error_reason, e.error_message), create_time=ts(e.create_time),
-        end_time=ts(e.end_time), done=e.state in ENDED_STATES and not e.cleanup_requested)
+        end_time=ts(e.end_time), done=e.state in ENDED_STATES and not e.cleanup_requested,
+        cancel_requested=e.cancel_requested,
+        workloads=[recovery_pb2.WorkloadResult(
+            workload=w["workload"], group=w["group"], state=w["state"], reason=w["reason"],
+            checks=[recovery_pb2.CheckResult(**c) for c in w["checks"]])
+            for w in e.workloads or []])

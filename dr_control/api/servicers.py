@@ -400,7 +400,8 @@ class Recovery(recovery_pb2_grpc.RecoveryServiceServicer):
         rp = request.recovery_plan
         created = await self.svc.create_recovery_plan(
             request.recovery_plan_id, protection_plan=rp.protection_plan,
-            boot_groups=convert.boot_groups(rp.boot_groups), recovery_site=rp.recovery_site)
+            boot_groups=convert.boot_groups(rp.boot_groups), recovery_site=rp.recovery_site,
+            scripts=convert.plan_scripts(rp))
         return convert.recovery_plan(created)
 
     @rpc
@@ -438,3 +439,11 @@ class Recovery(recovery_pb2_grpc.RecoveryServiceServicer):
     @rpc
     async def CleanupExecution(self, request, context):
         return convert.execution(await self.svc.cleanup_execution(request.name))
+
+    @rpc
+    async def CancelExecution(self, request, context):
+        return convert.execution(await self.svc.cancel_execution(request.name))
+
+    @rpc
+    async def ForecastRecoveryPlan(self, request, context):
+        return convert.forecast(request.name, await self.svc.forecast(request.name))

@@ -237,6 +237,11 @@ class RecoveryPlan(Base):
     # (aws: "instance_type", "subnet_id", "security_group_ids", "private_ip";
     # vsphere: "vsphere": {...})
     boot_groups: Mapped[list] = mapped_column(JSON, default=list)
+    # {"pre": [script], "post": [script]}, each {"command", "timeout_seconds"}
+    # (a workload's own checks and scripts are in its entry of boot_groups).
+    scripts: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The execution that failed the plan's workloads over last ("" never).
+    failed_over_by: Mapped[str] = mapped_column(String(255), default="")
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -253,12 +258,19 @@ class Execution(Base):
     seq: Mapped[int] = mapped_column(Integer)
     # "plans/{plan}/recoveryPoints/{point}"
     recovery_point: Mapped[str] = mapped_column(String(255))
-    # test | failover
+    # test | failover | migrate
     mode: Mapped[str] = mapped_column(String(16))
-    # started | running | completed | partially-completed | failed | cleaned-up
+    # started | running | completed | partially-completed | failed | cancelled |
+    # cleaned-up
     state: Mapped[str] = mapped_column(String(24), default="started", index=True)
     # Set while a cleanup runs (so a restarted control plane resumes it).
     cleanup_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set by CancelExecution; the run stops at its next step boundary.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The recovery plan as the execution started it: {"boot_groups", "scripts"}.
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    # [{"workload", "group", "state", "checks": [check result], "reason"}]
+    workloads: Mapped[list] = mapped_column(JSON, default=list)
     # [{"time" (ISO 8601), "group", "workload", "step", "detail"}]
     events: Mapped[list] = mapped_column(JSON, default=list)
     # [{"workload", "instance_id", "private_ip", "state", "volume_ids", "image_id"}]

@@ -23,7 +23,8 @@ The steps of a recovery and where each is today:
   without a node; kvm: each disk written as a qcow2 in the site's directory). aws needs none: EC2 makes the volumes from the point's snapshots
   itself.
 - *start workload*, *network attach*: `recover` does both for every workload of a boot
-  group (aws: an image registered from the point's snapshots, an instance launched from
+  group; the service calls it for one group at a time, in order, validating each before
+  the next (aws: an image registered from the point's snapshots, an instance launched from
   it on its subnet; vsphere: a VM created on the uploaded disks with its NICs on the
   mapped port groups, powered on; azure: a NIC in the mapped subnet and a VM on the
   prepared managed disks, provisioned; kvm: a QEMU process on the qcow2 images, its
@@ -31,12 +32,11 @@ The steps of a recovery and where each is today:
   workload of the one before is up.
 - *cleanup*: `cleanup` deletes what `prepare` and `recover` created for an execution (a
   test drill, a failed run); the recovery point itself is never touched.
-Steps no provider has yet, and which are therefore not part of the interface: *validate*
-(per-workload checks, a TCP port, an HTTP status, a command, that decide `completed`
-against `partially-completed`; it arrives with the recovery-orchestration issue), and
-*stop* (stopping the recovered or the source workloads, for `migrate`, `failback` and the
-end of a test; it arrives with those modes). The first provider that has one adds it
-here, for every provider.
+What is not a provider's: *validate* (per-workload checks, a TCP port, an HTTP status, a
+command, that decide `completed` against `partially-completed`) and scripts run in the
+control plane against each RecoveredInstance's `address` (services/recovery_run.py); a
+migration stops its source workloads through the source site, in the final cycle's
+snapshot task (dr_common/sources: `stops_workloads`).
 
 `prepare`, `recover` and `cleanup` are idempotent: everything a provider creates is
 tagged with (or named after) the execution, so running them again after a failure or a
@@ -108,6 +108,9 @@ class RecoveredInstance:
     volume_ids: tuple[str, ...]
     network_interface_ids: tuple[str, ...]
     image_id: str
+    # Where dr-control reaches the workload (validation checks, scripts' JSON); "": its
+    # private IP (kvm user networking: the host address its ports are forwarded on).
+    address: str = ""
 
 
 @dataclass(frozen=True)

@@ -511,8 +511,10 @@ class KvmProvider(RecoveryProvider):
             delay = min(POLL_CAP, delay * 2)
         on_event(RecoveryEvent(time.monotonic(), group, spec.workload, "instance-running",
                                f"{name} ({'HTTP on port ' + str(port[1]) if port else 'running'})"))
+        forwarded = _first_port(k["networks"])
         return RecoveredInstance(
             workload=spec.workload, instance_id=name, private_ip="", state="running",
+            address=forwarded[0] if forwarded else "",
             volume_ids=tuple(str(disk_path(self.path, execution, spec.workload, i))
                              for i in range(len(spec.disks))),
             network_interface_ids=tuple(f"net{i}" for i in range(len(k["networks"]))),

@@ -179,9 +179,16 @@ class PointService:
     async def cancel_operation(self, name: str) -> None:
         task = await self.get_operation(name)
         async with self.ctx.db() as s, s.begin():
-            task = await s.get(Task, task.id)
-            if task.state == "queued":
-                task.state, task.end_time = "cancelled", utcnow()
-                task.error_reason, task.error_message = "cancelled", "cancelled by a user"
-            elif task.state == "leased":
-                task.cancel_requested = True
+            request_cancel(await s.get(Task, task.id), "cancelled by a user")
+
+
+def request_cancel(task: Task | None, why: str) -> None:
+    """Cancels a node task (caller holds a transaction): a queued one at once; a leased
+    one is told to stop at its next progress report (ProgressReply.cancel)."""
+    if task is None:
+        return
+    if task.state == "queued":
+        task.state, task.end_time = "cancelled", utcnow()
+        task.error_reason, task.error_message = "cancelled", why
+    elif task.state == "leased":
+        task.cancel_requested = True

@@ -37,17 +37,23 @@ from google.protobuf import json_format
 from sqlalchemy import delete, func, select
 
 from dr_common import names
+from dr_common import sources
 from dr_common.errors import (AlreadyExists, DRError, FailedPrecondition, InvalidArgument,
                               NotFound)
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 from dr_control.db.models import (Disk, Execution, Plan, RecoveryPlan, RecoveryPoint, Site,
                                   Task, utcnow)
 from dr_control.recovery import provider_class
+from dr_control.recovery import forecast as forecast_mod
+from dr_control.recovery import scripts as scripts_mod
 from dr_control.recovery.base import (BootGroup, RecoveredDisk, RecoveryEvent, RecoveryFailed,
-                                      RecoveryProvider, WorkloadSpec)
+                                      RecoveryProvider, WorkloadSpec, whole_number)
 from dr_control.services import taskspecs
+from dr_control.services.recovery_run import (Cancelled, ExecutionRun, check_recovery_settings,
+                                              describe_failures)
 from dr_control.services.context import ServiceContext
 from dr_control.services.inventory import site_settings
+from dr_control.services.points import request_cancel
 from dr_control.services.routing import target_task
 
 log = structlog.get_logger()
@@ -58,9 +64,12 @@ parse_recovery_plan, recovery_plan_name = names._parser("recoveryPlans/{recovery
 parse_execution, execution_name = names._parser(
     "recoveryPlans/{recovery_plan}/executions/{execution}")
 
-MODES = ("test", "failover")
+MODES = ("test", "failover", "migrate")
 ACTIVE_STATES = frozenset({"started", "running"})
-ENDED_STATES = frozenset({"completed", "partially-completed", "failed", "cleaned-up"})
+ENDED_STATES = frozenset({"completed", "partially-completed", "failed", "cancelled",
+                          "cleaned-up"})
+# Modes after which the plan's workloads run at the recovery site for real.
+FAILOVER_MODES = ("failover", "migrate")
 
 # Device names a source instance's root volume has (aws inventory lists the root first,
 # and records "DEVICE (VOLUME)" as the disk's display name; the database keeps no order).
@@ -75,7 +84,8 @@ TASK_POLL_FIRST = 0.05
 TASK_POLL_CAP = 1.0
 # The keys of a recovery plan's workload that are every provider's; the others are the
 # recovery site's provider's own settings.
-COMMON_KEYS = ("workload", "tags")
+COMMON_KEYS = ("workload", "tags", "checks", "pre_scripts", "post_scripts")
+MAX_GROUP_DELAY = 3600
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,13 @@ def _key(e: Execution) -> ExecutionKey:
 
 def _execution_id(seq: int, now: datetime) -> str:
     return f"{now:%Y%m%dt%H%M%Sz}-{seq}"
+
+
+def _merged(stored: list[dict], ours: list[dict]) -> list[dict]:
+    """The events a run wrote (`ours`, which began as the row's events), plus any written
+    meanwhile by another writer (CancelExecution's cancel-requested), in time order."""
+    extra = [e for e in stored if e not in ours]
+    return sorted([*ours, *extra], key=lambda e: e["time"]) if extra else ours
 
 
 def _event(group: str, workload: str, step: str, detail: str = "") -> dict[str, str]:
@@ -157,10 +174,20 @@ def check_boot_groups(plan: Plan, boot_groups: list[dict[str, Any]],
                 at, {k: v for k, v in w.items() if k not in COMMON_KEYS})
             checked_settings.append((at, settings))
             checked.append({"workload": workload, **settings,
-                            "tags": _check_tags(at, w.get("tags"))})
-        out.append({"name": name, "workloads": checked})
+                            "tags": _check_tags(at, w.get("tags")),
+                            **check_recovery_settings(at, w)})
+        delay = whole_number(where, "delay_seconds", group.get("delay_seconds"), 0, 0,
+                             MAX_GROUP_DELAY)
+        out.append({"name": name, "delay_seconds": delay, "workloads": checked})
     provider.check_plan_settings(checked_settings)
     return out
+
+
+def check_plan_scripts(scripts: dict[str, Any] | None) -> dict[str, list[dict]]:
+    given = scripts or {}
+    return {phase: scripts_mod.check_scripts(f"recovery_plan.{phase}_scripts",
+                                             list(given.get(phase) or []))
+            for phase in ("pre", "post")}
 
 
 # --- from a recovery point to the library's boot groups --------------------------------
@@ -190,13 +217,13 @@ def _disks_for(workload: str, point: RecoveryPoint,
                  for d in entries)
 
 
-def _boot_groups(rp: RecoveryPlan, point: RecoveryPoint,
+def _boot_groups(boot_groups: list[dict[str, Any]], point: RecoveryPoint,
                  inventory: dict[str, Disk]) -> list[BootGroup]:
     return [BootGroup(g["name"], tuple(
         WorkloadSpec(workload=w["workload"], disks=_disks_for(w["workload"], point, inventory),
                      settings={k: v for k, v in w.items() if k not in COMMON_KEYS},
                      tags=dict(w.get("tags") or {}))
-        for w in g["workloads"])) for g in rp.boot_groups]
+        for w in g["workloads"])) for g in boot_groups]
 
 
 class _Mover:
@@ -206,8 +233,17 @@ class _Mover:
 
     FINISHED = ("completed", "failed", "cancelled")
 
-    def __init__(self, ctx: ServiceContext, plan: Plan, point: str, site: Site):
-        self.ctx, self.plan, self.point, self.site = ctx, plan, point, site
+    def __init__(self, ctx: ServiceContext, plan: Plan, point: Callable[[], str], site: Site,
+                 *, cancelled: Callable[[], Awaitable[bool]]):
+        """`point()`: the execution's point (a migration's is known once its final cycle
+        ran); `cancelled()`: whether the execution was asked to stop, checked while a
+        restore runs (a long step: cancel stops within it)."""
+        self.ctx, self.plan, self._point, self.site = ctx, plan, point, site
+        self.cancelled = cancelled
+
+    @property
+    def point(self) -> str:
+        return self._point()
 
     async def restore(self, disk: RecoveredDisk, destination: nodes_pb2.RestoreDestination
                       ) -> common_pb2.RestoreResult:
@@ -237,6 +273,9 @@ class _Mover:
                 task = await s.get(Task, task_id)
             if task.state in self.FINISHED:
                 break
+            if await self.cancelled():
+                await _cancel_task(self.ctx, task_id)
+                raise Cancelled()
             await asyncio.sleep(delay)
             delay = min(TASK_POLL_CAP, delay * 2)
         if task.state != "completed":
@@ -247,6 +286,11 @@ class _Mover:
                 reason=task.error_reason or None)
         return json_format.ParseDict(task.result or {}, common_pb2.RestoreResult(),
                                      ignore_unknown_fields=True)
+
+
+async def _cancel_task(ctx: ServiceContext, task_id: int) -> None:
+    async with ctx.db() as s, s.begin():
+        request_cancel(await s.get(Task, task_id), "its recovery execution was cancelled")
 
 
 # --- the service ------------------------------------------------------------------------
@@ -265,7 +309,8 @@ class RecoveryService:
 
     async def create_recovery_plan(self, recovery_plan_id: str, *, protection_plan: str,
                                    boot_groups: list[dict[str, Any]],
-                                   recovery_site: str = "") -> RecoveryPlan:
+                                   recovery_site: str = "",
+                                   scripts: dict[str, Any] | None = None) -> RecoveryPlan:
         """`recovery_site`: "sites/{site}" to recover to; empty: the protection plan's
         target site (where EC2 recovery launches the plan's own snapshots)."""
         names.check_id(recovery_plan_id, field="recovery_plan_id", what="recovery plan")
@@ -292,7 +337,8 @@ class RecoveryService:
             provider.check_points(protection_plan, plan.target_kind)
             groups = check_boot_groups(plan, boot_groups, provider)
             rp = RecoveryPlan(id=recovery_plan_id, plan_id=plan_id, site_id=site.id,
-                              boot_groups=groups, create_time=utcnow())
+                              boot_groups=groups, scripts=check_plan_scripts(scripts),
+                              create_time=utcnow())
             s.add(rp)
         return rp
 
@@ -333,20 +379,28 @@ class RecoveryService:
 
     async def start_recovery(self, name: str, *, recovery_point: str = "",
                              mode: str = "test") -> Execution:
-        """Checks everything that can be checked, records the execution and starts it."""
+        """Checks everything that can be checked, records the execution and starts it.
+        migrate: the point is the final cycle's, made once the execution runs; what is
+        checked now is the newest point (the final cycle only adds changes to it)."""
         mode = mode or "test"
         if mode not in MODES:
-            raise InvalidArgument(f"mode must be {' or '.join(MODES)}, got {mode!r}",
+            raise InvalidArgument(f"mode must be {', '.join(MODES)}, got {mode!r}",
                                   field="mode")
+        if mode == "migrate" and recovery_point:
+            raise InvalidArgument("a migration recovers the point of its own final cycle, "
+                                  "taken with the source stopped: give no recovery point",
+                                  field="recovery_point")
         rp = await self.get_recovery_plan(name)
         async with self.ctx.db() as s:
             plan = await s.get(Plan, rp.plan_id)
             point = await self._point(s, plan, recovery_point)
             site = await self._recovery_site(s, rp, plan)
-            inventory = {d.name: d for d in (await s.scalars(select(Disk).where(
-                Disk.name.in_([d["disk"] for d in point.disks])))).all()}
+            inventory = await self._inventory(s, point)
+            if mode == "migrate":
+                source = await s.get(Site, plan.source_site)
+                sources.check_stops_workloads(source.kind)
         provider = self._provider(site)
-        groups = _boot_groups(rp, point, inventory)
+        groups = _boot_groups(rp.boot_groups, point, inventory)
         await provider.check("check", groups, test_mode=mode == "test")
         async with self.ctx.db() as s, s.begin():
             running = await s.scalar(select(Execution).where(
@@ -359,14 +413,23 @@ class RecoveryService:
             now = utcnow()
             execution = Execution(
                 recovery_plan_id=rp.id, id=_execution_id(seq, now), seq=seq,
-                recovery_point=names.point_name(point.plan_id, point.id), mode=mode,
-                state="started", events=[], instances=[], create_time=now)
+                recovery_point="" if mode == "migrate" else
+                names.point_name(point.plan_id, point.id), mode=mode,
+                state="started", events=[], instances=[], create_time=now,
+                config={"boot_groups": rp.boot_groups, "scripts": rp.scripts or {}},
+                workloads=[{"workload": w["workload"], "group": g["name"], "state": "pending",
+                            "checks": [], "reason": ""}
+                           for g in rp.boot_groups for w in g["workloads"]])
             s.add(execution)
         log.info("recovery started", execution=_key(execution).name, mode=mode,
                  point=execution.recovery_point)
-        mover = _Mover(self.ctx, plan, execution.recovery_point, site)
-        self._spawn(_key(execution), self._run(_key(execution), provider, groups, mode, mover))
+        self._spawn(_key(execution), self._run(_key(execution), site))
         return execution
+
+    @staticmethod
+    async def _inventory(s, point: RecoveryPoint) -> dict[str, Disk]:
+        return {d.name: d for d in (await s.scalars(select(Disk).where(
+            Disk.name.in_([d["disk"] for d in point.disks])))).all()}
 
     async def _point(self, s, plan: Plan, recovery_point: str) -> RecoveryPoint:
         if recovery_point:
@@ -404,8 +467,8 @@ class RecoveryService:
         execution = await self.get_execution(name)
         key = _key(execution)
         if execution.state in ACTIVE_STATES:
-            raise FailedPrecondition(f"{name} is {execution.state}; wait for it to end, then "
-                                     f"clean up")
+            raise FailedPrecondition(f"{name} is {execution.state}; wait for it to end (or "
+                                     f"cancel it), then clean up")
         if execution.state == "cleaned-up" or execution.cleanup_requested:
             return execution
         rp = await self.get_recovery_plan(recovery_plan_name(key.recovery_plan_id))
@@ -417,6 +480,45 @@ class RecoveryService:
             row.events = [*row.events, _event("", "", "cleanup-started")]
         self._spawn(key, self._cleanup(key, self._provider(site)))
         return await self.get_execution(name)
+
+    async def cancel_execution(self, name: str) -> Execution:
+        """Asks a running execution to stop at its next step boundary; it then deletes
+        what it created and ends `cancelled`. Idempotent; an ended execution is
+        returned unchanged."""
+        execution = await self.get_execution(name)
+        if execution.state not in ACTIVE_STATES or execution.cancel_requested:
+            return execution
+
+        def ask(row: Execution) -> None:
+            if row.state in ACTIVE_STATES and not row.cancel_requested:
+                row.cancel_requested = True
+                row.events = [*row.events, _event("", "", "cancel-requested")]
+
+        await self._update(_key(execution), ask)
+        log.info("recovery cancel requested", execution=name)
+        return await self.get_execution(name)
+
+    async def forecast(self, name: str) -> forecast_mod.Forecast:
+        """The plan's RTO forecast from its newest point's disk sizes and what its
+        executions measured (recovery/forecast.py)."""
+        rp = await self.get_recovery_plan(name)
+        async with self.ctx.db() as s:
+            plan = await s.get(Plan, rp.plan_id)
+            point = await s.scalar(select(RecoveryPoint).where(
+                RecoveryPoint.plan_id == plan.id).order_by(
+                RecoveryPoint.create_time.desc()).limit(1))
+            rows = (await s.scalars(select(Execution).where(
+                Execution.recovery_plan_id == rp.id).order_by(Execution.seq))).all()
+        sizes: dict[str, list[int]] = {}
+        for d in (point.disks if point is not None else []):
+            sizes.setdefault(d["disk"].rsplit("/disks/", 1)[0], []).append(int(d["size_bytes"]))
+        groups = [(g["name"], float(g.get("delay_seconds") or 0),
+                   [n for w in g["workloads"] for n in sizes.get(w["workload"], [])])
+                  for g in rp.boot_groups]
+        history = [{"name": _key(e).name, "mode": e.mode, "state": e.state,
+                    "events": e.events, "create_time": e.create_time.isoformat(),
+                    "end_time": e.end_time.isoformat() if e.end_time else ""} for e in rows]
+        return forecast_mod.forecast(groups, history)
 
     # --- background work ---
 
@@ -441,6 +543,11 @@ class RecoveryService:
             if row is not None:
                 change(row)
 
+    async def _cancel_requested(self, key: ExecutionKey) -> bool:
+        async with self.ctx.db() as s:
+            row = await s.get(Execution, (key.recovery_plan_id, key.id))
+        return row is None or row.cancel_requested
+
     async def _record_events(self, key: ExecutionKey,
                              work: Callable[[Callable[[RecoveryEvent], None]], Awaitable[Any]],
                              on_event: Callable[[dict[str, str]], None] = lambda e: None) -> Any:
@@ -462,7 +569,10 @@ class RecoveryService:
                 await dirty.wait()
                 dirty.clear()
                 snapshot = list(events)
-                await self._update(key, lambda row: setattr(row, "events", snapshot))
+                # Events are this writer's alone: a cancel-requested event written by
+                # CancelExecution meanwhile is kept (it is not in `events`).
+                await self._update(key, lambda row: setattr(
+                    row, "events", _merged(row.events, snapshot)))
                 written = len(snapshot)
 
         writing = asyncio.create_task(writer(), name=f"events {key.name}")
@@ -476,10 +586,12 @@ class RecoveryService:
                 snapshot = list(events)
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._update(
-                        key, lambda row: setattr(row, "events", snapshot)))
+                        key, lambda row: setattr(row, "events",
+                                                 _merged(row.events, snapshot))))
 
-    async def _run(self, key: ExecutionKey, provider: RecoveryProvider,
-                   groups: list[BootGroup], mode: str, mover: _Mover) -> None:
+    async def _run(self, key: ExecutionKey, site: Site) -> None:
+        """Runs (or resumes) the execution's steps (services/recovery_run.py) and records
+        how it ended."""
         instances: dict[str, dict[str, Any]] = {}
         images: dict[str, str] = {}
 
@@ -499,47 +611,108 @@ class RecoveryService:
             row.state = "running"
 
         await self._update(key, set_running)
+        async with self.ctx.db() as s:
+            row = await s.get(Execution, (key.recovery_plan_id, key.id))
+            rp = await s.get(RecoveryPlan, key.recovery_plan_id)
+            plan = await s.get(Plan, rp.plan_id)
+        provider = self._provider(site)
+
+        async def groups_for(point_name: str) -> list[BootGroup]:
+            async with self.ctx.db() as s:
+                point = await self._point(s, plan, point_name)
+                return _boot_groups(row.config["boot_groups"], point,
+                                    await self._inventory(s, point))
 
         async def work(emit):
-            await provider.prepare(key.name, groups, mover=mover, on_event=emit)
-            return await provider.recover(key.name, groups, test_mode=mode == "test",
-                                          on_event=emit, running_timeout=self.running_timeout)
+            mover = _Mover(self.ctx, plan, lambda: run.point, site,
+                           cancelled=lambda: self._cancel_requested(key))
+            run = ExecutionRun(
+                self.ctx, key.name, row, rp, provider, mover, emit=emit,
+                save=lambda change: self._update(key, change),
+                cancelled=lambda: self._cancel_requested(key),
+                running_timeout=self.running_timeout)
+            recovered, state = await run.run(groups_for)
+            return recovered, state, run
 
         try:
-            recovered = await self._record_events(key, work, track)
+            recovered, state, run = await self._record_events(key, work, track)
         except asyncio.CancelledError:
             # dr-control is stopping: the execution stays "running" and is resumed at start.
             raise
+        except Cancelled:
+            await self._end_cancelled(key, provider)
+            return
         except Exception as exc:
-            error = exc if isinstance(exc, DRError) else None
-            if error is None:
-                log.exception("recovery failed unexpectedly", execution=key.name)
-            reason = error.reason if error else "internal"
-            message = error.message if error else "internal error; see dr-control's log"
-            if isinstance(error, InvalidArgument) and error.field:
-                message = f"{message} (field {error.field})"
-            launched = list(instances.values())
-
-            def fail(row: Execution) -> None:
-                row.state, row.end_time = "failed", utcnow()
-                row.error_reason, row.error_message = reason, message
-                row.instances = launched
-                row.events = [*row.events, _event("", "", "failed", message)]
-
-            await self._update(key, fail)
-            log.warning("recovery failed", execution=key.name, reason=reason)
+            await self._fail(key, exc, list(instances.values()))
             return
         result = [{"workload": r.workload, "instance_id": r.instance_id,
                    "private_ip": r.private_ip, "state": r.state,
-                   "volume_ids": list(r.volume_ids), "image_id": r.image_id}
-                  for r in recovered]
+                   "volume_ids": list(r.volume_ids), "image_id": r.image_id,
+                   "address": r.address} for r in recovered]
+        why = describe_failures(run.failures)
 
-        def complete(row: Execution) -> None:
-            row.state, row.end_time, row.instances = "completed", utcnow(), result
-            row.error_reason, row.error_message = "", ""
+        def end(row: Execution) -> None:
+            row.state, row.end_time, row.instances = state, utcnow(), result
+            row.error_reason = "" if state == "completed" else "validation"
+            row.error_message = why
+            row.events = [*row.events, _event("", "", state, why)]
 
-        await self._update(key, complete)
-        log.info("recovery completed", execution=key.name, instances=len(result))
+        await self._update(key, end)
+        if row.mode in FAILOVER_MODES:
+            await self._failed_over(key, plan.id)
+        log.info("recovery ended", execution=key.name, state=state, instances=len(result))
+
+    async def _failed_over(self, key: ExecutionKey, plan_id: str) -> None:
+        """After a failover or migration the workloads run at the recovery site: the
+        protection plan is paused (its source is gone, or stopped) and the recovery
+        plan says by which execution."""
+        async with self.ctx.db() as s, s.begin():
+            plan = await s.get(Plan, plan_id)
+            plan.paused = True
+            rp = await s.get(RecoveryPlan, key.recovery_plan_id)
+            rp.failed_over_by = key.name
+
+    async def _fail(self, key: ExecutionKey, exc: Exception, launched: list[dict]) -> None:
+        error = exc if isinstance(exc, DRError) else None
+        if error is None:
+            log.error("recovery failed unexpectedly", execution=key.name, exc_info=exc)
+        reason = error.reason if error else "internal"
+        message = error.message if error else "internal error; see dr-control's log"
+        if isinstance(error, InvalidArgument) and error.field:
+            message = f"{message} (field {error.field})"
+
+        def fail(row: Execution) -> None:
+            row.state, row.end_time = "failed", utcnow()
+            row.error_reason, row.error_message = reason, message
+            row.instances = launched
+            row.events = [*row.events, _event("", "", "failed", message)]
+
+        await self._update(key, fail)
+        log.warning("recovery failed", execution=key.name, reason=reason)
+
+    async def _end_cancelled(self, key: ExecutionKey, provider: RecoveryProvider) -> None:
+        """A cancelled execution deletes what it created, then ends `cancelled`."""
+        async def work(emit):
+            return await provider.cleanup(key.name, on_event=emit)
+
+        try:
+            await self._record_events(key, work)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._fail(key, exc, [])
+            return
+
+        def cancelled(row: Execution) -> None:
+            row.state, row.end_time = "cancelled", utcnow()
+            row.cancel_requested = False
+            row.instances = [{**i, "state": "terminated"} for i in row.instances]
+            row.error_reason, row.error_message = "cancelled", "cancelled on request"
+            row.events = [*row.events, _event("", "", "cancelled",
+                                              "what the execution created is deleted")]
+
+        await self._update(key, cancelled)
+        log.info("recovery cancelled", execution=key.name)
 
     async def _cleanup(self, key: ExecutionKey, provider: RecoveryProvider) -> None:
         async def work(emit):
@@ -588,16 +761,7 @@ class RecoveryService:
                 async with self.ctx.db() as s:
                     plan = await s.get(Plan, rp.plan_id)
                     site = await self._recovery_site(s, rp, plan)
-                    point = await self._point(s, plan, row.recovery_point)
-                    inventory = {d.name: d for d in (await s.scalars(select(Disk).where(
-                        Disk.name.in_([d["disk"] for d in point.disks])))).all()}
-                provider = self._provider(site)
-                if row.cleanup_requested:
-                    await self._update(key, lambda r: setattr(
-                        r, "events", [*r.events, _event("", "", "resumed", "cleanup")]))
-                    self._spawn(key, self._cleanup(key, provider))
-                    continue
-                groups = _boot_groups(rp, point, inventory)
+                provider_class(site.kind)
             except DRError as exc:
                 message = f"cannot resume after a restart: {exc.message}"
 
@@ -608,11 +772,14 @@ class RecoveryService:
 
                 await self._update(key, fail)
                 continue
-            await self._update(key, lambda r: setattr(
-                r, "events", [*r.events, _event("", "", "resumed", "after a restart")]))
-            log.info("recovery resumed", execution=key.name)
-            mover = _Mover(self.ctx, plan, row.recovery_point, site)
-            self._spawn(key, self._run(key, provider, groups, row.mode, mover))
+            what = "cleanup" if row.cleanup_requested else "after a restart"
+            await self._update(key, lambda r, what=what: setattr(
+                r, "events", [*r.events, _event("", "", "resumed", what)]))
+            log.info("recovery resumed", execution=key.name, what=what)
+            if row.cleanup_requested:
+                self._spawn(key, self._cleanup(key, self._provider(site)))
+            else:
+                self._spawn(key, self._run(key, site))
 
     async def stop(self) -> None:
         """Cancels this process's running executions; they resume at the next start."""

@@ -40,7 +40,8 @@ EXECUTION = names.Pattern("execution", ("recoveryPlans", "executions"),
 # As for cycles and operations (cli/wait.py): quick enough to show each step as it
 # happens, slow enough not to load dr-control.
 POLL_INTERVAL = 1.0
-TERMINAL_STATES = frozenset({"completed", "partially-completed", "failed", "cleaned-up"})
+TERMINAL_STATES = frozenset({"completed", "partially-completed", "failed", "cancelled",
+                             "cleaned-up"})
 
 GROUP_SYNTAX = ("NAME:WORKLOAD=TYPE,subnet=SUBNET[,sg=SG]...[,ip=IP][,tag.KEY=VALUE]..."
                 "[;WORKLOAD=...]")
@@ -86,7 +87,9 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p = rp_sub.add_parser("list", parents=parents, help="list recovery plans")
     p.set_defaults(handler=recovery_plan_list)
     for action, handler, text in (("get", recovery_plan_get, "show a recovery plan"),
-                                  ("delete", recovery_plan_delete, "delete a recovery plan")):
+                                  ("delete", recovery_plan_delete, "delete a recovery plan"),
+                                  ("forecast", recovery_plan_forecast,
+                                   "predict the plan's RTO from what its executions measured")):
         p = rp_sub.add_parser(action, parents=parents, help=text)
         p.add_argument("recovery_plan", metavar="ID", type=argtypes.name(RECOVERY_PLAN))
         p.set_defaults(handler=handler)
@@ -104,6 +107,9 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
                       help="a drill: instances tagged as a test, to be cleaned up (default)")
     mode.add_argument("--failover", dest="mode", action="store_const", const="failover",
                       help="a real failover")
+    mode.add_argument("--migrate", dest="mode", action="store_const", const="migrate",
+                      help="a migration: the plan paused, its source workloads stopped, a "
+                           "final cycle, then a failover from its point (no data lost)")
     p.add_argument("--wait", action="store_true",
                    help="show each step until the execution ends; exit 1 unless it completed")
     p.set_defaults(handler=recovery_run, mode="test")
@@ -126,6 +132,14 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
                    help="RECOVERY_PLAN/EXECUTION")
     p.add_argument("--wait", action="store_true", help="wait until the cleanup is done")
     p.set_defaults(handler=recovery_cleanup)
+
+    p = rec_sub.add_parser("cancel", parents=parents,
+                           help="stop a running execution at its next step and delete what it "
+                                "created; it ends cancelled")
+    p.add_argument("execution", metavar="EXECUTION", type=argtypes.name(EXECUTION),
+                   help="RECOVERY_PLAN/EXECUTION")
+    p.add_argument("--wait", action="store_true", help="wait until it has ended")
+    p.set_defaults(handler=recovery_cancel)
 
 
 # --- recovery plans ---------------------------------------------------------------------
@@ -225,6 +239,34 @@ def recovery_plan_get(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def recovery_plan_forecast(ctx: Context, args: argparse.Namespace) -> int:
+    forecast = ctx.client.call(_stub(ctx).ForecastRecoveryPlan,
+                               recovery_pb2.ForecastRecoveryPlanRequest(name=args.recovery_plan))
+    ctx.out.resource(forecast, render_forecast)
+    return EXIT_OK
+
+
+def render_forecast(f: recovery_pb2.RtoForecast) -> str:
+    rto = f.rto_seconds or 1e-9
+    parts = [("restore", f.restore_seconds), ("provider waits", f.provider_seconds),
+             ("validation", f.validation_seconds), ("scripts", f.script_seconds),
+             ("delays", f.delay_seconds), ("orchestration", f.overhead_seconds)]
+    table = format_table(["PART", "SECONDS", "SHARE"],
+                         [[name, f"{s:.1f}", f"{100 * s / rto:.0f} %"] for name, s in parts],
+                         right=["SECONDS", "SHARE"])
+    last = (f"{f.last_measured_rto_seconds:.1f} s ({names.short_name(f.last_execution)})"
+            if f.last_execution else "none yet")
+    fields = format_fields([
+        ("recovery plan", f.recovery_plan),
+        ("forecast RTO", f"{f.rto_seconds:.1f} s"),
+        ("last measured RTO", last),
+        ("restore", f"{f.restore_bytes / (1 << 20):.0f} MiB at "
+                    f"{f.throughput_bytes_per_second / (1 << 20):.1f} MiB/s"),
+        ("basis", f.basis),
+    ])
+    return f"{fields}\n\n{table}"
+
+
 def recovery_plan_delete(ctx: Context, args: argparse.Namespace) -> int:
     ctx.client.call(_stub(ctx).DeleteRecoveryPlan,
                     recovery_pb2.DeleteRecoveryPlanRequest(name=args.recovery_plan))
@@ -270,6 +312,17 @@ def recovery_get(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out.resource(execution, render_execution)
         return EXIT_OK
     return _finish(ctx, wait_execution(ctx, execution))
+
+
+def recovery_cancel(ctx: Context, args: argparse.Namespace) -> int:
+    execution = ctx.client.call(_stub(ctx).CancelExecution,
+                                recovery_pb2.CancelExecutionRequest(name=args.execution))
+    if not args.wait:
+        ctx.out.resource(execution, render_execution)
+        return EXIT_OK
+    execution = wait_execution(ctx, execution)
+    ctx.out.resource(execution, render_execution)
+    return EXIT_OK if execution.state == "cancelled" else EXIT_FAILURE
 
 
 def recovery_cleanup(ctx: Context, args: argparse.Namespace) -> int:
@@ -407,6 +460,12 @@ def render_execution(e: recovery_pb2.Execution) -> str:
     if task_error_text(e.error):
         fields.append(("error", task_error_text(e.error)))
     blocks = [format_fields(fields)]
+    if e.workloads:
+        blocks.append(format_table(
+            ["GROUP", "WORKLOAD", "STATE", "CHECKS", "REASON"],
+            [[w.group, names.short_name(w.workload), w.state,
+              f"{sum(c.passed for c in w.checks)}/{len(w.checks)}" if w.checks else "-",
+              w.reason or "-"] for w in e.workloads]))
     if e.instances:
         blocks.append(format_table(
             ["WORKLOAD", "INSTANCE", "STATE", "PRIVATE IP", "IMAGE", "VOLUMES"],

@@ -12,29 +12,69 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecoveryPlan(_message.Message):
-    __slots__ = ("name", "protection_plan", "boot_groups", "create_time", "recovery_site")
+    __slots__ = ("name", "protection_plan", "boot_groups", "create_time", "recovery_site", "pre_scripts", "post_scripts", "failed_over_by")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROTECTION_PLAN_FIELD_NUMBER: _ClassVar[int]
     BOOT_GROUPS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     RECOVERY_SITE_FIELD_NUMBER: _ClassVar[int]
+    PRE_SCRIPTS_FIELD_NUMBER: _ClassVar[int]
+    POST_SCRIPTS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_OVER_BY_FIELD_NUMBER: _ClassVar[int]
     name: str
     protection_plan: str
     boot_groups: _containers.RepeatedCompositeFieldContainer[BootGroup]
     create_time: _timestamp_pb2.Timestamp
     recovery_site: str
-    def __init__(self, name: _Optional[str] = ..., protection_plan: _Optional[str] = ..., boot_groups: _Optional[_Iterable[_Union[BootGroup, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recovery_site: _Optional[str] = ...) -> None: ...
+    pre_scripts: _containers.RepeatedCompositeFieldContainer[Script]
+    post_scripts: _containers.RepeatedCompositeFieldContainer[Script]
+    failed_over_by: str
+    def __init__(self, name: _Optional[str] = ..., protection_plan: _Optional[str] = ..., boot_groups: _Optional[_Iterable[_Union[BootGroup, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recovery_site: _Optional[str] = ..., pre_scripts: _Optional[_Iterable[_Union[Script, _Mapping]]] = ..., post_scripts: _Optional[_Iterable[_Union[Script, _Mapping]]] = ..., failed_over_by: _Optional[str] = ...) -> None: ...
 
 class BootGroup(_message.Message):
-    __slots__ = ("name", "workloads")
+    __slots__ = ("name", "workloads", "delay_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    DELAY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     workloads: _containers.RepeatedCompositeFieldContainer[RecoveryWorkload]
-    def __init__(self, name: _Optional[str] = ..., workloads: _Optional[_Iterable[_Union[RecoveryWorkload, _Mapping]]] = ...) -> None: ...
+    delay_seconds: int
+    def __init__(self, name: _Optional[str] = ..., workloads: _Optional[_Iterable[_Union[RecoveryWorkload, _Mapping]]] = ..., delay_seconds: _Optional[int] = ...) -> None: ...
+
+class ValidationCheck(_message.Message):
+    __slots__ = ("kind", "host", "port", "url", "status", "body_contains", "command", "timeout_seconds", "retries", "interval_seconds")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    BODY_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    host: str
+    port: int
+    url: str
+    status: int
+    body_contains: str
+    command: str
+    timeout_seconds: int
+    retries: int
+    interval_seconds: int
+    def __init__(self, kind: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., url: _Optional[str] = ..., status: _Optional[int] = ..., body_contains: _Optional[str] = ..., command: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., retries: _Optional[int] = ..., interval_seconds: _Optional[int] = ...) -> None: ...
+
+class Script(_message.Message):
+    __slots__ = ("command", "timeout_seconds")
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    command: str
+    timeout_seconds: int
+    def __init__(self, command: _Optional[str] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
 
 class RecoveryWorkload(_message.Message):
-    __slots__ = ("workload", "instance_type", "network_mapping", "tags", "vsphere", "azure", "kvm")
+    __slots__ = ("workload", "instance_type", "network_mapping", "tags", "vsphere", "azure", "kvm", "checks", "pre_scripts", "post_scripts")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +89,9 @@ class RecoveryWorkload(_message.Message):
     VSPHERE_FIELD_NUMBER: _ClassVar[int]
     AZURE_FIELD_NUMBER: _ClassVar[int]
     KVM_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    PRE_SCRIPTS_FIELD_NUMBER: _ClassVar[int]
+    POST_SCRIPTS_FIELD_NUMBER: _ClassVar[int]
     workload: str
     instance_type: str
     network_mapping: NetworkMapping
@@ -56,7 +99,10 @@ class RecoveryWorkload(_message.Message):
     vsphere: VsphereWorkload
     azure: AzureWorkload
     kvm: KvmWorkload
-    def __init__(self, workload: _Optional[str] = ..., instance_type: _Optional[str] = ..., network_mapping: _Optional[_Union[NetworkMapping, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., vsphere: _Optional[_Union[VsphereWorkload, _Mapping]] = ..., azure: _Optional[_Union[AzureWorkload, _Mapping]] = ..., kvm: _Optional[_Union[KvmWorkload, _Mapping]] = ...) -> None: ...
+    checks: _containers.RepeatedCompositeFieldContainer[ValidationCheck]
+    pre_scripts: _containers.RepeatedCompositeFieldContainer[Script]
+    post_scripts: _containers.RepeatedCompositeFieldContainer[Script]
+    def __init__(self, workload: _Optional[str] = ..., instance_type: _Optional[str] = ..., network_mapping: _Optional[_Union[NetworkMapping, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., vsphere: _Optional[_Union[VsphereWorkload, _Mapping]] = ..., azure: _Optional[_Union[AzureWorkload, _Mapping]] = ..., kvm: _Optional[_Union[KvmWorkload, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[ValidationCheck, _Mapping]]] = ..., pre_scripts: _Optional[_Iterable[_Union[Script, _Mapping]]] = ..., post_scripts: _Optional[_Iterable[_Union[Script, _Mapping]]] = ...) -> None: ...
 
 class KvmWorkload(_message.Message):
     __slots__ = ("cpus", "memory_mib", "networks", "kernel", "initrd", "append", "accel", "wait_for")
@@ -147,7 +193,7 @@ class NetworkMapping(_message.Message):
     def __init__(self, subnet_id: _Optional[str] = ..., security_group_ids: _Optional[_Iterable[str]] = ..., private_ip: _Optional[str] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("name", "recovery_point", "mode", "state", "events", "instances", "error", "create_time", "end_time", "done")
+    __slots__ = ("name", "recovery_point", "mode", "state", "events", "instances", "error", "create_time", "end_time", "done", "workloads", "cancel_requested")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +204,8 @@ class Execution(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     name: str
     recovery_point: str
     mode: str
@@ -168,7 +216,37 @@ class Execution(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     done: bool
-    def __init__(self, name: _Optional[str] = ..., recovery_point: _Optional[str] = ..., mode: _Optional[str] = ..., state: _Optional[str] = ..., events: _Optional[_Iterable[_Union[ExecutionEvent, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[RecoveredInstance, _Mapping]]] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., done: _Optional[bool] = ...) -> None: ...
+    workloads: _containers.RepeatedCompositeFieldContainer[WorkloadResult]
+    cancel_requested: bool
+    def __init__(self, name: _Optional[str] = ..., recovery_point: _Optional[str] = ..., mode: _Optional[str] = ..., state: _Optional[str] = ..., events: _Optional[_Iterable[_Union[ExecutionEvent, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[RecoveredInstance, _Mapping]]] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., done: _Optional[bool] = ..., workloads: _Optional[_Iterable[_Union[WorkloadResult, _Mapping]]] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
+
+class WorkloadResult(_message.Message):
+    __slots__ = ("workload", "group", "state", "checks", "reason")
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    workload: str
+    group: str
+    state: str
+    checks: _containers.RepeatedCompositeFieldContainer[CheckResult]
+    reason: str
+    def __init__(self, workload: _Optional[str] = ..., group: _Optional[str] = ..., state: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CheckResult(_message.Message):
+    __slots__ = ("check", "passed", "detail", "attempts", "seconds")
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    check: str
+    passed: bool
+    detail: str
+    attempts: int
+    seconds: float
+    def __init__(self, check: _Optional[str] = ..., passed: _Optional[bool] = ..., detail: _Optional[str] = ..., attempts: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class ExecutionEvent(_message.Message):
     __slots__ = ("time", "group", "workload", "step", "detail")
@@ -275,3 +353,45 @@ class CleanupExecutionRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CancelExecutionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ForecastRecoveryPlanRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RtoForecast(_message.Message):
+    __slots__ = ("recovery_plan", "rto_seconds", "restore_seconds", "provider_seconds", "validation_seconds", "script_seconds", "delay_seconds", "overhead_seconds", "throughput_bytes_per_second", "basis", "last_measured_rto_seconds", "last_execution", "restore_bytes")
+    RECOVERY_PLAN_FIELD_NUMBER: _ClassVar[int]
+    RTO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SCRIPT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DELAY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OVERHEAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
+    LAST_MEASURED_RTO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    recovery_plan: str
+    rto_seconds: float
+    restore_seconds: float
+    provider_seconds: float
+    validation_seconds: float
+    script_seconds: float
+    delay_seconds: float
+    overhead_seconds: float
+    throughput_bytes_per_second: float
+    basis: str
+    last_measured_rto_seconds: float
+    last_execution: str
+    restore_bytes: int
+    def __init__(self, recovery_plan: _Optional[str] = ..., rto_seconds: _Optional[float] = ..., restore_seconds: _Optional[float] = ..., provider_seconds: _Optional[float] = ..., validation_seconds: _Optional[float] = ..., script_seconds: _Optional[float] = ..., delay_seconds: _Optional[float] = ..., overhead_seconds: _Optional[float] = ..., throughput_bytes_per_second: _Optional[float] = ..., basis: _Optional[str] = ..., last_measured_rto_seconds: _Optional[float] = ..., last_execution: _Optional[str] = ..., restore_bytes: _Optional[int] = ...) -> None: ...

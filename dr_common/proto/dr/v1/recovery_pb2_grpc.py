@@ -75,6 +75,16 @@ class RecoveryServiceStub:
                 request_serializer=dr_dot_v1_dot_recovery__pb2.CleanupExecutionRequest.SerializeToString,
                 response_deserializer=dr_dot_v1_dot_recovery__pb2.Execution.FromString,
                 _registered_method=True)
+        self.CancelExecution = channel.unary_unary(
+                '/dr.v1.RecoveryService/CancelExecution',
+                request_serializer=dr_dot_v1_dot_recovery__pb2.CancelExecutionRequest.SerializeToString,
+                response_deserializer=dr_dot_v1_dot_recovery__pb2.Execution.FromString,
+                _registered_method=True)
+        self.ForecastRecoveryPlan = channel.unary_unary(
+                '/dr.v1.RecoveryService/ForecastRecoveryPlan',
+                request_serializer=dr_dot_v1_dot_recovery__pb2.ForecastRecoveryPlanRequest.SerializeToString,
+                response_deserializer=dr_dot_v1_dot_recovery__pb2.RtoForecast.FromString,
+                _registered_method=True)
 
 
 class RecoveryServiceServicer:
@@ -137,6 +147,22 @@ class RecoveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelExecution(self, request, context):
+        """Stops a running execution at its next step boundary and deletes what it created;
+        it ends "cancelled". An ended execution is returned as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForecastRecoveryPlan(self, request, context):
+        """The plan's predicted RTO, from the steps its executions measured, beside the last
+        measured one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecoveryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +205,16 @@ def add_RecoveryServiceServicer_to_server(servicer, server):
                     servicer.CleanupExecution,
                     request_deserializer=dr_dot_v1_dot_recovery__pb2.CleanupExecutionRequest.FromString,
                     response_serializer=dr_dot_v1_dot_recovery__pb2.Execution.SerializeToString,
+            ),
+            'CancelExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelExecution,
+                    request_deserializer=dr_dot_v1_dot_recovery__pb2.CancelExecutionRequest.FromString,
+                    response_serializer=dr_dot_v1_dot_recovery__pb2.Execution.SerializeToString,
+            ),
+            'ForecastRecoveryPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForecastRecoveryPlan,
+                    request_deserializer=dr_dot_v1_dot_recovery__pb2.ForecastRecoveryPlanRequest.FromString,
+                    response_serializer=dr_dot_v1_dot_recovery__pb2.RtoForecast.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +433,60 @@ class RecoveryService:
             '/dr.v1.RecoveryService/CleanupExecution',
             dr_dot_v1_dot_recovery__pb2.CleanupExecutionRequest.SerializeToString,
             dr_dot_v1_dot_recovery__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dr.v1.RecoveryService/CancelExecution',
+            dr_dot_v1_dot_recovery__pb2.CancelExecutionRequest.SerializeToString,
+            dr_dot_v1_dot_recovery__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForecastRecoveryPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dr.v1.RecoveryService/ForecastRecoveryPlan',
+            dr_dot_v1_dot_recovery__pb2.ForecastRecoveryPlanRequest.SerializeToString,
+            dr_dot_v1_dot_recovery__pb2.RtoForecast.FromString,
             options,
             channel_credentials,
             insecure,
