@@ -48,8 +48,10 @@ from dr_control.services.context import ServiceContext
 
 log = structlog.get_logger()
 
-# Polling the final cycle of a migration (a database read each).
+# Polling the final cycle of a migration, and a cancel during a group's delay (a
+# database read each).
 CYCLE_POLL = 0.5
+CANCEL_POLL = 0.5
 
 
 class Cancelled(Exception):
@@ -214,8 +216,11 @@ class ExecutionRun:
         delay = int(config.get("delay_seconds") or 0)
         if delay and not self._had("group-started", group=group.name):
             self.emit("group-delayed", f"{delay} s", group=group.name)
-            await asyncio.sleep(delay)
-            await self.boundary()
+            # A delay is a step of its own: a cancel stops it.
+            end = asyncio.get_running_loop().time() + delay
+            while (left := end - asyncio.get_running_loop().time()) > 0:
+                await asyncio.sleep(min(left, CANCEL_POLL))
+                await self.boundary()
         self.emit("group-started", f"{len(group.instances)} workload(s)", group=group.name)
         settings = {w["workload"]: w for w in config["workloads"]}
         for spec in group.instances:

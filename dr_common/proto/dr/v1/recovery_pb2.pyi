@@ -263,20 +263,22 @@ class ExecutionEvent(_message.Message):
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group: _Optional[str] = ..., workload: _Optional[str] = ..., step: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class RecoveredInstance(_message.Message):
-    __slots__ = ("workload", "instance_id", "private_ip", "state", "volume_ids", "image_id")
+    __slots__ = ("workload", "instance_id", "private_ip", "state", "volume_ids", "image_id", "address")
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     PRIVATE_IP_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
     workload: str
     instance_id: str
     private_ip: str
     state: str
     volume_ids: _containers.RepeatedScalarFieldContainer[str]
     image_id: str
-    def __init__(self, workload: _Optional[str] = ..., instance_id: _Optional[str] = ..., private_ip: _Optional[str] = ..., state: _Optional[str] = ..., volume_ids: _Optional[_Iterable[str]] = ..., image_id: _Optional[str] = ...) -> None: ...
+    address: str
+    def __init__(self, workload: _Optional[str] = ..., instance_id: _Optional[str] = ..., private_ip: _Optional[str] = ..., state: _Optional[str] = ..., volume_ids: _Optional[_Iterable[str]] = ..., image_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class CreateRecoveryPlanRequest(_message.Message):
     __slots__ = ("recovery_plan_id", "recovery_plan")

@@ -1,0 +1,251 @@
+"""Recovery orchestration at a kvm site, end to end with the real daemons, real QEMU (TCG)
+and the tiny guest (tests/peers/kvm): boot groups validated one after another, checks
+and scripts deciding completed against partially-completed, cancel, and dr-control
+SIGKILLed mid-execution resuming without starting anything twice.
+
+The workloads are `file` disks holding ext4 filesystems with known files, protected into
+an `fs` repository; each recovered VM mounts its disk and serves it over HTTP on a
+forwarded loopback port, which is what the validation checks ask."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+
+import pytest
+
+from dr_control.recovery.kvm import execution_dir, vm_name
+from tests.helpers.kvmrecovery import APPEND, alive, ext4_image, http_get
+from tests.peers.kvm import initramfs
+from tests.peers.kvm.guest import require_guest
+from tests.peers.tools import free_port, require_qemu
+from tools.localcluster import Cluster, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    require_qemu()
+    require_guest()
+
+
+class Site:
+    """A file source of ext4 disks protected into a repository, and a kvm recovery site."""
+
+    def __init__(self, c: Cluster, files: dict[str, dict[str, bytes]]):
+        self.c, self.files = c, files
+        for w, content in files.items():
+            ext4_image(c.src / f"{w}.img", content)
+        c.drctl("site", "add", "src", "--kind", "file", "--path", str(c.src))
+        c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
+        c.drctl("plan", "create", "p1", "--source", "src", "--target", "dst", "--rpo", "1h",
+                *(x for w in files for x in ("--workload", f"src/{w}")))
+        c.drctl("plan", "run", "p1", "--wait")
+        (self.point,) = c.points("p1")
+        for w in files:  # changed after the point: a recovered VM must not serve this
+            with open(c.src / f"{w}.img", "r+b") as f:
+                f.write(bytes(4096))
+        self.dir = c.root / "kvm"
+        self.dir.mkdir()
+        c.drctl("site", "add", "rs", "--kind", "kvm", "--path", str(self.dir))
+        self.ports = {w: free_port() for w in files}
+
+    def workload(self, w: str, checks: list[dict] = (), **extra) -> dict:
+        return {"workload": f"sites/src/workloads/{w}", "checks": list(checks),
+                "kvm": {"cpus": 1, "memory_mib": 256, "kernel": str(initramfs.kernel()),
+                        "initrd": str(initramfs.initrd()), "append": APPEND,
+                        "networks": [{"network": "user",
+                                      "forwards": [f"tcp:127.0.0.1:{self.ports[w]}-:80"]}]},
+                **extra}
+
+    def http_check(self, w: str, path: str, body: str, **extra) -> dict:
+        return {"kind": "http", "url": f"http://{{address}}:{self.ports[w]}{path}",
+                "body_contains": body, **extra}
+
+    def create(self, groups: list[dict], **extra) -> None:
+        plan = {"protection_plan": "plans/p1", "recovery_site": "sites/rs",
+                "boot_groups": groups, **extra}
+        path = self.c.root / "rp.json"
+        path.write_text(json.dumps(plan))
+        code, _, err = self.c.drctl("recovery-plan", "create", "rp1", "--from-file", str(path))
+        assert code == 0, err
+
+    def run(self, mode: str) -> str:
+        return self.c.drctl_json("recovery", "run", "rp1", f"--{mode}")["name"]
+
+    def get(self, name: str) -> dict:
+        return self.c.drctl_json("recovery", "get", short(name))
+
+    def wait_step(self, name: str, step: str, group: str = "", timeout: float = 120) -> dict:
+        def seen():
+            e = self.get(name)
+            assert e["state"] not in ("failed", "cancelled"), e
+            return e if any(v["step"] == step and v["group"] == group
+                            for v in e["events"]) else None
+        return wait_for(seen, timeout=timeout, interval=0.1, what=f"{step} {group}")
+
+    def wait_end(self, name: str) -> dict:
+        code, out, err = self.c.drctl("recovery", "get", short(name), "--wait",
+                                      "--output", "json", check=False)
+        assert out, err
+        return json.loads(out)
+
+    def qemus(self, name: str, w: str) -> list[int]:
+        """Every QEMU process running this execution's VM of workload w."""
+        want = str(execution_dir(str(self.dir), name) / w)
+        out = subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{want}/"],
+                             capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def cleanup(self, name: str, pids: list[int]) -> None:
+        code, out, err = self.c.drctl("recovery", "cleanup", short(name), "--wait",
+                                      "--output", "json", check=False)
+        assert code == 0, err
+        assert json.loads(out)["state"] == "cleaned-up"
+        for pid in pids:
+            assert not alive(pid), f"QEMU {pid} still runs"
+        # No VM, no disk, no directory left (user networking: no network object exists).
+        assert list(self.dir.iterdir()) == []
+
+
+def short(name: str) -> str:
+    return name.split("/", 1)[1].replace("executions/", "")
+
+
+def steps(execution: dict) -> list[tuple[str, str, str]]:
+    return [(e["group"], e["workload"].rsplit("/", 1)[-1], e["step"])
+            for e in execution["events"]]
+
+
+def kill_control(c: Cluster) -> None:
+    c.control.send_signal(signal.SIGKILL)
+    c.control.wait(30)
+    c.start_control()
+
+
+def test_a_drill_validates_each_group_before_the_next_and_resumes_after_sigkill(short_cluster):
+    """Three workloads in two boot groups: the web group starts only once the database's
+    HTTP check passed; every VM serves the point's files; dr-control SIGKILLed while the
+    second group boots resumes it without a second QEMU or a second script run; the post
+    script gets the recovered workloads as JSON; cleanup leaves nothing."""
+    c = short_cluster
+    rnd = random.Random(16)
+    files = {"db": {"README": b"the db disk\n", "rows.bin": rnd.randbytes(30_000)},
+             "web1": {"index.html": b"<h1>web one</h1>\n"},
+             "web2": {"index.html": b"<h1>web two</h1>\n", "blob": rnd.randbytes(70_001)}}
+    site = Site(c, files)
+    post = c.root / "post.json"
+    site.create([
+        {"name": "databases", "workloads": [
+            site.workload("db", [site.http_check("db", "/a/README", "the db disk")])]},
+        {"name": "web", "workloads": [
+            site.workload("web1", [site.http_check("web1", "/a/index.html", "web one"),
+                                   {"kind": "tcp", "port": site.ports["web1"]}]),
+            site.workload("web2", [site.http_check("web2", "/a/index.html", "web two")])]}],
+        post_scripts=[{"command": f"cat >> {post}; echo >> {post}; echo posted"}])
+    name = site.run("test")
+    site.wait_step(name, "group-started", "web")
+    (db_pid,) = site.qemus(name, "db")
+    kill_control(c)
+    execution = site.wait_end(name)
+    assert execution["state"] == "completed", execution
+    got = steps(execution)
+    assert ("", "", "resumed") in got
+    # Group 2 started after group 1 passed its checks.
+    assert got.index(("databases", "db", "validation-passed")) < \
+        got.index(("databases", "", "group-validated")) < got.index(("web", "", "group-started")) \
+        < got.index(("web", "web1", "instance-launched"))
+    # Nothing launched twice: one QEMU per workload, the database's the same process.
+    assert site.qemus(name, "db") == [db_pid]
+    pids = [db_pid]
+    for w, content in files.items():
+        (pid,) = site.qemus(name, w)
+        pids.append(pid)
+        for file_name, data in content.items():
+            assert http_get(site.ports[w], f"/a/{file_name}") == data, f"{w}: {file_name}"
+    results = {r["workload"].rsplit("/", 1)[-1]: r for r in execution["workloads"]}
+    assert {w: r["state"] for w, r in results.items()} == {w: "validated" for w in files}
+    assert [ch["passed"] for ch in results["web1"]["checks"]] == [True, True]
+    # The post script ran once, with every workload's name, id and address.
+    lines = post.read_text().split("\n\n")
+    assert len([x for x in lines if x.strip()]) == 1, post.read_text()
+    payload = json.loads(lines[0])
+    assert payload["execution"] == name and payload["mode"] == "test"
+    assert payload["recovery_point"] == site.point["name"]
+    assert {w["name"]: (w["instance_id"], w["address"]) for w in payload["workloads"]} == {
+        w: (vm_name(name, f"sites/src/workloads/{w}"), "127.0.0.1") for w in files}
+    assert any(e["step"] == "script-completed" and "posted" in e["detail"]
+               for e in execution["events"])
+    site.cleanup(name, pids)
+
+
+def test_a_failing_check_and_a_failing_script_make_a_failover_partially_completed(
+        short_cluster):
+    """A failover whose database fails its check: the web group is not started, the
+    plan's post script (exit 3) still gets the JSON, and the execution is
+    partially-completed with the reason per workload. dr-control SIGKILLed while the
+    check retries resumes it without a second VM; the plan is marked failed over."""
+    c = short_cluster
+    site = Site(c, {"db": {"README": b"the db disk\n"}, "web": {"index.html": b"web\n"}})
+    post = c.root / "post.json"
+    site.create([
+        {"name": "databases", "workloads": [site.workload("db", [
+            site.http_check("db", "/a/README", "not in the file", retries=8,
+                            interval_seconds=1, timeout_seconds=2)])]},
+        {"name": "web", "workloads": [site.workload("web")]}],
+        post_scripts=[{"command": f"cat >> {post}; echo failing on purpose; exit 3"}])
+    name = site.run("failover")
+    site.wait_step(name, "group-running", "databases")
+    (db_pid,) = site.qemus(name, "db")
+    kill_control(c)
+    execution = site.wait_end(name)
+    assert execution["state"] == "partially-completed", execution
+    assert site.qemus(name, "db") == [db_pid]
+    assert site.qemus(name, "web") == []
+    results = {r["workload"].rsplit("/", 1)[-1]: r for r in execution["workloads"]}
+    assert results["db"]["state"] == "validation-failed"
+    assert "not in the file" in results["db"]["reason"]
+    assert results["web"]["state"] == "not-started"
+    assert "databases" in results["web"]["reason"]
+    failed = [e for e in execution["events"] if e["step"] == "script-failed"]
+    assert len(failed) == 1 and "exit 3" in failed[0]["detail"] \
+        and "failing on purpose" in failed[0]["detail"]
+    payload = json.loads(post.read_text())
+    assert payload["mode"] == "failover"
+    assert [w["name"] for w in payload["workloads"]] == ["db", "web"]
+    assert "post script" in execution["error"]["message"]
+    assert "failed validation" in execution["error"]["message"]
+    # A failover pauses the protection plan and says so on the recovery plan.
+    assert c.drctl_json("recovery-plan", "get", "rp1")["failed_over_by"] == name
+    assert c.drctl_json("plan", "status", "p1")["plan"]["paused"] is True
+    site.cleanup(name, [db_pid])
+
+
+def test_cancel_stops_at_the_next_step_and_deletes_what_was_made(short_cluster):
+    """Cancelled while the second group waits out its delay: the execution stops there,
+    stops the first group's VM, removes its disks, and ends cancelled."""
+    c = short_cluster
+    site = Site(c, {"db": {"README": b"db\n"}, "web": {"index.html": b"web\n"}})
+    site.create([{"name": "databases", "workloads": [site.workload("db")]},
+                 {"name": "web", "delay_seconds": 600, "workloads": [site.workload("web")]}])
+    name = site.run("test")
+    site.wait_step(name, "group-delayed", "web")
+    (db_pid,) = site.qemus(name, "db")
+    code, out, err = c.drctl("recovery", "cancel", short(name), "--wait", "--output", "json",
+                             check=False)
+    assert code == 0, err
+    execution = json.loads(out)
+    assert execution["state"] == "cancelled" and execution["done"]
+    got = [s for _, _, s in steps(execution)]
+    assert got.index("cancel-requested") < got.index("cleanup-instances") < \
+        got.index("cancelled")
+    assert "group-started" not in [s for g, _, s in steps(execution) if g == "web"]
+    assert not alive(db_pid)
+    assert list(site.dir.iterdir()) == []
+    assert execution["instances"] == [] or all(
+        i["state"] == "terminated" for i in execution["instances"])
+    # Cancelling an ended execution changes nothing.
+    assert c.drctl_json("recovery", "cancel", short(name))["state"] == "cancelled"
