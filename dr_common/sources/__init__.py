@@ -9,7 +9,10 @@ A source module offers:
   its snapshot id and the consistency it got), the
   cycle's consistency group, taken by a snapshot task before the disks are read;
 - if the kind `drops_snapshots`: `drop_snapshots(spec, env)`, run by a drop_snapshots
-  task when the cycle ends, completed or failed, to remove what the snapshot task took.
+  task when the cycle ends, completed or failed, to remove what the snapshot task took;
+- if the kind `stops_workloads`: `stop_workloads(spec, env) -> [str]` (what it stopped),
+  run by the snapshot task before `take_snapshots` when the spec asks (the final cycle
+  of a migration).
 The facts the control plane needs without opening anything are in `KINDS`.
 """
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from dr_common.errors import InvalidArgument
+from dr_common.errors import FailedPrecondition, InvalidArgument
 from dr_common.registry import Registry
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.sources.base import DiskToRead, SourceDisk, SourceEnv
@@ -36,14 +39,21 @@ class SourceKind:
     # The cycle's snapshots are let go when it ends (vsphere: VM snapshots slow the VM
     # down and must not pile up); otherwise they are kept as the next cycle's base (aws).
     drops_snapshots: bool = False
+    # The kind can stop the plan's workloads before a cycle's snapshot and leave them
+    # stopped, so the point holds every write they made: the final cycle of a migration.
+    # file: images at rest, nothing runs, nothing to stop; kvm: running VMs are paused
+    # (QMP stop, libvirt suspend). aws, azure and vsphere could stop their instances and
+    # VMs through their APIs; not done yet (check_stops_workloads says so).
+    stops_workloads: bool = False
 
 
 # The registry. The kind is the name of its field in SourceLocator's `kind` oneof.
 KINDS: dict[str, SourceKind] = {k.name: k for k in (
-    SourceKind("file", "dr_common.sources.file"),
+    SourceKind("file", "dr_common.sources.file", stops_workloads=True),
     # kvm: running VMs get a point per cycle (QMP), dropped when it ends; images at rest
     # need neither (their snapshot is "", their drop a no-op).
-    SourceKind("kvm", "dr_common.sources.kvm", snapshots=True, drops_snapshots=True),
+    SourceKind("kvm", "dr_common.sources.kvm", snapshots=True, drops_snapshots=True,
+               stops_workloads=True),
     SourceKind("aws", "dr_common.sources.aws", snapshots=True),
     SourceKind("vsphere", "dr_common.sources.vsphere", snapshots=True, drops_snapshots=True),
     SourceKind("azure", "dr_common.sources.azure", snapshots=True),
@@ -102,3 +112,21 @@ async def drop_snapshots(spec: nodes_pb2.DropSnapshotsSpec, env: SourceEnv) -> N
         raise InvalidArgument(f"{name} sources keep their snapshots: nothing to drop",
                               field="source")
     await _module(name, "source").drop_snapshots(spec, env)
+
+
+def check_stops_workloads(kind_name: str) -> None:
+    """Refuses (control plane, before anything is queued) a cycle that is to stop the
+    workloads of a site whose kind cannot."""
+    if not kind(kind_name).stops_workloads:
+        raise FailedPrecondition(
+            f"sites of kind {kind_name} cannot stop their workloads for a migration yet; "
+            f"stop them yourself and use failover from a point taken after")
+
+
+async def stop_workloads(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> list[str]:
+    """Stops the workloads of the cycle's consistency group, and leaves them stopped, at a
+    kind that stops workloads; returns what it stopped (for the task's log). Stopping
+    what is already stopped is success: a retried snapshot task stops again."""
+    name = kind_of(spec.source)
+    check_stops_workloads(name)
+    return await _module(name, "source").stop_workloads(spec, env)

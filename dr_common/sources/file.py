@@ -152,3 +152,9 @@ def locate(disk: DiskToRead) -> nodes_pb2.FileSource:
 async def open_source(locator: nodes_pb2.FileSource, site: common_pb2.SiteSettings,
                       env: SourceEnv) -> FileDisk:
     return FileDisk(check_within_roots(locator.path, env.roots, field="source.file.path"))
+
+
+async def stop_workloads(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> list[str]:
+    """Images at rest: nothing runs, so nothing is stopped. (A file cycle has no
+    snapshot task that would call this; it is here so the registry's facet holds.)"""
+    return []

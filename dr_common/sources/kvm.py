@@ -286,6 +286,20 @@ async def take_snapshots(spec: nodes_pb2.SnapshotSpec,
         consistency="crash-consistent") for d in spec.disks]
 
 
+async def stop_workloads(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> list[str]:
+    """Pauses every running VM of the group and leaves it paused, before the final cycle
+    of a migration takes its point (kvm_live.stop for QMP sockets, kvm_libvirt.suspend
+    for libvirt's domains); images at rest: nothing runs. Returns what was stopped."""
+    vms = _live_groups(spec.disks, env)
+    domains = _libvirt_groups(spec.disks)
+
+    def run() -> list[str]:
+        return ([kvm_live.stop(socket) for socket in vms]
+                + [kvm_libvirt.suspend(uri, uuid) for uri, uuid in domains])
+
+    return await asyncio.get_running_loop().run_in_executor(env.executor, run)
+
+
 async def drop_snapshots(spec: nodes_pb2.DropSnapshotsSpec, env: SourceEnv) -> None:
     """Removes what the cycle made in its running VMs (kvm_live.drop, kvm_libvirt.drop)."""
     vms = _live_groups(spec.disks, env)

@@ -327,5 +327,36 @@ def drop(uri: str, domain_uuid: str) -> list[str]:
         conn.close()
 
 
+# --- stopping a VM (the final cycle of a migration) ----------------------------------------
+
+def suspend(uri: str, domain_uuid: str) -> str:
+    """Pauses the domain (virDomainSuspend: its vCPUs stop; QEMU and its disks stay, so
+    the cycle's backup job is begun as usual) and leaves it paused. A domain already
+    paused is fine. Returns what was done, for the task's log."""
+    libvirt = _libvirt()
+    conn = _connect(uri)
+    try:
+        dom = _domain(conn, uri, domain_uuid)
+        before = dom.state()[0]
+        if before != libvirt.VIR_DOMAIN_PAUSED:
+            try:
+                dom.suspend()
+            except libvirt.libvirtError as e:
+                raise SourceError(f"libvirt could not suspend {dom.name()}: "
+                                  f"{e.get_error_message()}; stop it yourself and use "
+                                  f"failover from a point taken after",
+                                  retryable=False) from None
+        if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+            raise SourceError(f"{dom.name()} is not paused after virDomainSuspend; stop "
+                              f"it yourself and use failover from a point taken after",
+                              retryable=False)
+        was = "paused" if before == libvirt.VIR_DOMAIN_PAUSED else (
+            "running" if before == libvirt.VIR_DOMAIN_RUNNING else f"state {before}")
+        log.info("domain suspended", vm=dom.name(), uri=uri, was=was)
+        return f"{uri} {dom.name()}: paused (was {was})"
+    finally:
+        conn.close()
+
+
 def remove_state_dir(dom) -> None:
     shutil.rmtree(state_dir(dom), ignore_errors=True)

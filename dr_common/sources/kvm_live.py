@@ -33,6 +33,10 @@ bitmaps, the NBD server — is named after the plan and removed by the drop_snap
 when the cycle ends (`drop`), completed or failed, and again by the next cycle's snapshot
 task if a node died holding it. Overlay files live in `.<vm>.hdr/` next to the QMP
 socket, so they are removed even when QEMU is gone.
+
+The final cycle of a migration first pauses the group's VMs (`stop`, QMP `stop`) and
+leaves them paused: the point then holds every write the guests made, and nothing is
+written after it. QEMU keeps running, so the point is taken and read as any other.
 """
 
 from __future__ import annotations
@@ -440,6 +444,26 @@ def drop(socket: str, *, plan_prefix: str) -> list[str]:
         return []
     with q:
         return clean(q, socket, plan_prefix)
+
+
+# --- stopping a VM (the final cycle of a migration) ----------------------------------------
+
+def stop(socket: str) -> str:
+    """Pauses the VM (QMP `stop`: its vCPUs stop, so the guest writes nothing more; QEMU
+    and its disks stay, so the cycle's point is taken as usual) and leaves it paused.
+    A VM already paused is fine. Returns what was done, for the task's log; SourceError
+    if QEMU does not say "paused" afterwards."""
+    with Qmp(socket) as q:
+        before = q.execute("query-status").get("status", "")
+        if before != "paused":
+            q.execute("stop")
+        after = q.execute("query-status").get("status", "")
+    if after != "paused":
+        raise SourceError(f"{socket}: QEMU's status is {after!r} after QMP stop, not "
+                          f"'paused'; stop the VM yourself and use failover from a point "
+                          f"taken after", retryable=False)
+    log.info("VM paused", vm=socket, was=before)
+    return f"{socket}: paused (was {before})"
 
 
 def remove_state_dir(socket: str) -> None:

@@ -46,16 +46,18 @@ def point_id(cycle: Cycle, now: datetime) -> str:
 # --- task specs ---------------------------------------------------------------------------
 
 def snapshot_spec(plan: Plan, cycle: Cycle, source: Site, disks: list[Disk],
-                  previous: dict[str, dict]) -> nodes_pb2.SnapshotSpec:
+                  previous: dict[str, dict], *, stop_workloads: bool = False
+                  ) -> nodes_pb2.SnapshotSpec:
     """The snapshot task's spec: the group's disks, and the source snapshots of the
     newest point, which the next cycle still needs (the node deletes the other snapshots
-    the plan took)."""
+    the plan took); with `stop_workloads`, the node stops the group's workloads first
+    (the final cycle of a migration)."""
     spec = nodes_pb2.SnapshotSpec(
         plan=names.plan_name(plan.id), cycle=names.cycle_name(plan.id, cycle.seq),
         disks=_group(disks),
         keep_snapshot_ids=[d["source_snapshot_id"] for d in previous.values()
                            if d.get("source_snapshot_id")],
-        quiesce=bool(plan.quiesce))
+        quiesce=bool(plan.quiesce), stop_workloads=stop_workloads)
     getattr(spec.source, sources.kind(source.kind).name).SetInParent()
     return spec
 
@@ -128,7 +130,8 @@ async def active_cycle(s, plan_id: str) -> Cycle | None:
 
 async def start_cycle(ctx: ServiceContext, s, plan: Plan, *,
                       known: tuple[int, RecoveryPoint | None] | None = None,
-                      task_rows: list[dict] | None = None) -> Cycle | None:
+                      task_rows: list[dict] | None = None,
+                      stop_workloads: bool = False) -> Cycle | None:
     """Queues a cycle: its snapshot task (aws sources) or one replicate task per
     disk (caller holds a transaction). None if the plan has an active cycle after
     all: another replica (a scheduler hand-over, a RunPlan) queued one meanwhile, and
@@ -138,7 +141,16 @@ async def start_cycle(ctx: ServiceContext, s, plan: Plan, *,
     (the scheduler, for many plans at once) already read them in this transaction;
     if another cycle was queued since, its seq is taken and the insert fails.
     `task_rows`: the replicate tasks' rows are appended there, for the caller to
-    insert (with those of other plans: one INSERT) before its transaction ends."""
+    insert (with those of other plans: one INSERT) before its transaction ends.
+
+    `stop_workloads`: the final cycle of a migration: the snapshot task stops the
+    plan's workloads first and leaves them stopped, so the point holds every write they
+    made. A kind without snapshot tasks (file: images at rest) has nothing running and
+    needs no task for it; a kind that cannot stop its workloads is refused
+    (FailedPrecondition) before anything is queued."""
+    source = await s.get(Site, plan.source_site)
+    if stop_workloads:
+        sources.check_stops_workloads(source.kind)
     if known is not None:
         seq, newest = known
     else:
@@ -153,7 +165,6 @@ async def start_cycle(ctx: ServiceContext, s, plan: Plan, *,
         log.info("cycle not queued: another is active or took its number", plan=plan.id,
                  cycle=seq + 1, error=type(e.orig).__name__)
         return None
-    source = await s.get(Site, plan.source_site)
     previous = _disks_of(newest) if known is not None else None
     if sources.kind(source.kind).snapshots:
         previous = previous if previous is not None else await _previous_disks(s, plan)
@@ -161,11 +172,13 @@ async def start_cycle(ctx: ServiceContext, s, plan: Plan, *,
         target = await s.get(Site, plan.target_site)
         s.add(Task(kind="snapshot", cycle_id=cycle.id, plan_id=plan.id,
                    site=bound_site(plan, target, "snapshot"), source_site=source.id,
-                   spec=taskspecs.store(snapshot_spec(plan, cycle, source, disks, previous))))
+                   spec=taskspecs.store(snapshot_spec(plan, cycle, source, disks, previous,
+                                                      stop_workloads=stop_workloads))))
     else:
         await _queue_replicas(ctx, s, plan, cycle, {}, previous=previous, rows=task_rows)
     plan.run_requested = False
-    log.info("cycle queued", plan=plan.id, cycle=cycle.seq, disks=len(plan.disks))
+    log.info("cycle queued", plan=plan.id, cycle=cycle.seq, disks=len(plan.disks),
+             stop_workloads=stop_workloads)
     metrics.CYCLES.labels(state="queued").inc()
     ctx.tasks_queued.notify()
     return cycle

@@ -255,20 +255,22 @@ class ReplicateSpec(_message.Message):
     def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., disk: _Optional[str] = ..., source: _Optional[_Union[SourceLocator, _Mapping]] = ..., target: _Optional[_Union[TargetLocator, _Mapping]] = ..., size_bytes: _Optional[int] = ..., chunk_size_bytes: _Optional[int] = ..., compression: _Optional[str] = ..., previous_root_hash: _Optional[str] = ..., previous_snapshot_id: _Optional[str] = ..., checkpoint: _Optional[_Union[_common_pb2.Checkpoint, _Mapping]] = ..., checkpoint_interval_bytes: _Optional[int] = ..., bandwidth_bytes_per_second: _Optional[int] = ..., pair: _Optional[_Union[Pair, _Mapping]] = ...) -> None: ...
 
 class SnapshotSpec(_message.Message):
-    __slots__ = ("plan", "cycle", "source", "disks", "keep_snapshot_ids", "quiesce")
+    __slots__ = ("plan", "cycle", "source", "disks", "keep_snapshot_ids", "quiesce", "stop_workloads")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CYCLE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     DISKS_FIELD_NUMBER: _ClassVar[int]
     KEEP_SNAPSHOT_IDS_FIELD_NUMBER: _ClassVar[int]
     QUIESCE_FIELD_NUMBER: _ClassVar[int]
+    STOP_WORKLOADS_FIELD_NUMBER: _ClassVar[int]
     plan: str
     cycle: str
     source: SourceLocator
     disks: _containers.RepeatedCompositeFieldContainer[SnapshotDisk]
     keep_snapshot_ids: _containers.RepeatedScalarFieldContainer[str]
     quiesce: bool
-    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., source: _Optional[_Union[SourceLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[SnapshotDisk, _Mapping]]] = ..., keep_snapshot_ids: _Optional[_Iterable[str]] = ..., quiesce: _Optional[bool] = ...) -> None: ...
+    stop_workloads: bool
+    def __init__(self, plan: _Optional[str] = ..., cycle: _Optional[str] = ..., source: _Optional[_Union[SourceLocator, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[SnapshotDisk, _Mapping]]] = ..., keep_snapshot_ids: _Optional[_Iterable[str]] = ..., quiesce: _Optional[bool] = ..., stop_workloads: _Optional[bool] = ...) -> None: ...
 
 class SnapshotDisk(_message.Message):
     __slots__ = ("disk", "workload", "locator")
