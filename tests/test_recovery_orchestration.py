@@ -19,11 +19,13 @@ import pytest
 from dr_control.recovery.kvm import execution_dir, vm_name
 from tests.helpers.kvmrecovery import APPEND, alive, ext4_image, http_get
 from tests.peers.kvm import initramfs
-from tests.peers.kvm.guest import require_guest
+from tests.peers.kvm.check import check_point, expected
+from tests.peers.kvm.guest import Guest, make_disk, require_guest
 from tests.peers.tools import free_port, require_qemu
 from tools.localcluster import Cluster, wait_for
 
 pytestmark = pytest.mark.e2e
+KIB = 64  # the writing guest's file size
 
 
 @pytest.fixture(autouse=True)
@@ -249,3 +251,71 @@ def test_cancel_stops_at_the_next_step_and_deletes_what_was_made(short_cluster):
         i["state"] == "terminated" for i in execution["instances"])
     # Cancelling an ended execution changes nothing.
     assert c.drctl_json("recovery", "cancel", short(name))["state"] == "cancelled"
+
+
+def test_migrating_a_running_guest_loses_nothing_it_wrote_and_resumes_after_sigkill(
+        short_cluster):
+    """A guest writing fsynced files, protected through QMP, migrated to the kvm site:
+    the plan is paused, the guest paused through its source site, a final cycle reads it,
+    and the VM recovered from that point holds exactly the files the paused guest had
+    written — the last one included. dr-control SIGKILLed during the final cycle resumes
+    it without a second cycle or a second VM."""
+    c = short_cluster
+    disk = make_disk(c.root / "vm1-a.qcow2")
+    guest = Guest([disk], c.root / "guest", qmp_socket=c.src / "vm1.qmp", rate=5, kib=KIB)
+    with guest:
+        c.drctl("site", "add", "hv", "--kind", "kvm", "--path", str(c.src))
+        c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
+        wait_for(lambda: guest.count() >= 2, timeout=60, what="the guest writing")
+        c.drctl("plan", "create", "p1", "--source", "hv", "--target", "dst", "--workload",
+                "hv/vm1", "--rpo", "1h")
+        c.drctl("plan", "run", "p1", "--wait")
+        site_dir = c.root / "kvm"
+        site_dir.mkdir()
+        c.drctl("site", "add", "rs", "--kind", "kvm", "--path", str(site_dir))
+        port = free_port()
+        workload = {"workload": "sites/hv/workloads/vm1", "checks": [
+            {"kind": "http", "url": f"http://{{address}}:{port}/count"}],
+            "kvm": {"memory_mib": 256, "kernel": str(initramfs.kernel()),
+                    "initrd": str(initramfs.initrd()), "append": APPEND,
+                    "networks": [{"network": "user",
+                                  "forwards": [f"tcp:127.0.0.1:{port}-:80"]}]}}
+        (c.root / "rp.json").write_text(json.dumps({
+            "protection_plan": "plans/p1", "recovery_site": "sites/rs",
+            "boot_groups": [{"name": "all", "workloads": [workload]}]}))
+        c.drctl("recovery-plan", "create", "rp1", "--from-file", str(c.root / "rp.json"))
+        before = guest.count()
+        name = c.drctl_json("recovery", "run", "rp1", "--migrate")["name"]
+        wait_for(lambda: any(e["step"] == "final-cycle-started" for e in c.drctl_json(
+            "recovery", "get", short(name))["events"]), interval=0.05, what="the final cycle")
+        kill_control(c)
+        code, out, err = c.drctl("recovery", "get", short(name), "--wait", "--output",
+                                 "json", check=False)
+        execution = json.loads(out)
+        assert execution["state"] == "completed", err
+        # The source is paused: what its disk holds now is all it ever wrote.
+        assert guest.qmp("query-status")["status"] == "paused"
+        frozen = c.root / "frozen.qcow2"
+        subprocess.run(["qemu-img", "convert", "-U", "-O", "qcow2", str(disk), str(frozen)],
+                       check=True)
+        at_stop = check_point(frozen, "a").count
+        assert at_stop >= before
+        cycles = c.cycles("p1")
+        assert len(cycles) == 2, cycles  # the first, and one final cycle despite the kill
+        point = cycles[-1]["recovery_point"]
+        assert execution["recovery_point"] == point
+        got = steps(execution)
+        assert ("", "", "resumed") in got
+        assert got.index(("", "", "final-cycle-completed")) < got.index(
+            ("all", "", "group-started"))
+        assert c.drctl_json("plan", "status", "p1")["plan"]["paused"] is True
+        # The recovered VM counts the files complete on its disk at boot.
+        assert int(http_get(port, "/count")) == at_stop
+        assert http_get(port, f"/a/{at_stop:06d}") == expected("a", at_stop, KIB)
+        root = execution_dir(str(site_dir), name)
+        pids = subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{root}/"],
+                              capture_output=True, text=True).stdout.split()
+        assert len(pids) == 1, pids
+        code, _, err = c.drctl("recovery", "cleanup", short(name), "--wait", check=False)
+        assert code == 0, err
+        assert list(site_dir.iterdir()) == []
