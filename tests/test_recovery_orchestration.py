@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 
@@ -37,10 +38,10 @@ def _tools():
 class Site:
     """A file source of ext4 disks protected into a repository, and a kvm recovery site."""
 
-    def __init__(self, c: Cluster, files: dict[str, dict[str, bytes]]):
+    def __init__(self, c: Cluster, files: dict[str, dict[str, bytes]], size: int = 16 << 20):
         self.c, self.files = c, files
         for w, content in files.items():
-            ext4_image(c.src / f"{w}.img", content)
+            ext4_image(c.src / f"{w}.img", content, size=size)
         c.drctl("site", "add", "src", "--kind", "file", "--path", str(c.src))
         c.drctl("site", "add", "dst", "--kind", "file", "--path", str(c.repo))
         c.drctl("plan", "create", "p1", "--source", "src", "--target", "dst", "--rpo", "1h",
@@ -319,3 +320,50 @@ def test_migrating_a_running_guest_loses_nothing_it_wrote_and_resumes_after_sigk
         code, _, err = c.drctl("recovery", "cleanup", short(name), "--wait", check=False)
         assert code == 0, err
         assert list(site_dir.iterdir()) == []
+
+
+def test_failback_brings_what_the_recovered_guest_wrote_home(short_cluster):
+    """A `file` workload failed over to the kvm site, where the recovered guest writes
+    files; failback protects it back into the plan's repository (its first cycle stores
+    only what the repository lacked: the chunks the guest's writes touched, not the 8 MiB
+    file it already held), pauses it, and writes its disk over the original image: the original site
+    ends with every file the guest wrote, the plan protects it again, and the failover's
+    VM is gone."""
+    c = short_cluster
+    big = random.Random(7).randbytes(8 << 20)
+    site = Site(c, {"w": {"big.bin": big}}, size=48 << 20)
+    writing = APPEND.replace("dr.write=0", "dr.write=1 dr.rate=5 dr.kib=64")
+    workload = site.workload("w", [site.http_check("w", "/count", "")])
+    workload["kvm"]["append"] = writing
+    site.create([{"name": "all", "workloads": [workload]}])
+    failover = site.run("failover")
+    ended = site.wait_end(failover)
+    assert ended["state"] == "completed", ended["error"]
+    wait_for(lambda: int(http_get(site.ports["w"], "/count")) >= 3, timeout=60,
+             what="the recovered guest writing")
+    written = int(http_get(site.ports["w"], "/count"))
+    code, out, err = c.drctl("recovery", "run", "rp1", "--failback", "--wait", "--output",
+                             "json", check=False)
+    execution = json.loads(out)
+    assert execution["state"] == "completed", err
+    assert [w["state"] for w in execution["workloads"]] == ["written-back"]
+    (first,) = [e["detail"] for e in execution["events"]
+                if e["step"] == "reverse-cycle-completed"]
+    read, sent, stored = (int(x) for x in re.findall(r"(?:read|sent|stored) (\d+)", first))
+    # Every allocated block is read (the recovered VM has no tracking relative to the
+    # original point) but the repository keeps only the chunks the guest changed.
+    assert read >= len(big) and stored < min(read // 2, len(big)), first
+    # Home: a clean filesystem with the disk's own file and every file the guest wrote.
+    home = c.src / "w.img"
+    assert check_point(home, "a", others={"big.bin": big}).count >= written
+    reverse = c.points("p1-back-1")[-1]
+    restored = c.root / "reverse.raw"
+    c.drctl("restore", reverse["name"], "--to", str(restored))
+    assert restored.read_bytes() == home.read_bytes()
+    plan = c.drctl_json("plan", "status", "p1")["plan"]
+    assert plan["paused"] is False
+    assert c.drctl_json("recovery-plan", "get", "rp1").get("failed_over_by", "") == ""
+    assert site.get(failover)["state"] == "cleaned-up"
+    assert list(site.dir.iterdir()) == []
+    code, _, err = c.drctl("plan", "run", "p1", "--wait", check=False)
+    assert code == 0, err

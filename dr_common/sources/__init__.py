@@ -12,7 +12,10 @@ A source module offers:
   task when the cycle ends, completed or failed, to remove what the snapshot task took;
 - if the kind `stops_workloads`: `stop_workloads(spec, env) -> [str]` (what it stopped),
   run by the snapshot task before `take_snapshots` when the spec asks (the final cycle
-  of a migration).
+  of a migration);
+- if the kind `writes_back`: `home_image(locator) -> (path, format) | None` (control
+  plane): the image file a failback writes a disk's data back into (a node restore
+  task), None for a disk that is not one (a running VM's).
 The facts the control plane needs without opening anything are in `KINDS`.
 """
 
@@ -45,15 +48,19 @@ class SourceKind:
     # (QMP stop, libvirt suspend). aws, azure and vsphere could stop their instances and
     # VMs through their APIs; not done yet (check_stops_workloads says so).
     stops_workloads: bool = False
+    # Failback can write recovered data back over the site's disks: file and kvm images
+    # at rest (each an image file a node restore replaces). aws, azure and vsphere would
+    # need a volume, a managed disk or a VMDK written back through their APIs: not done.
+    writes_back: bool = False
 
 
 # The registry. The kind is the name of its field in SourceLocator's `kind` oneof.
 KINDS: dict[str, SourceKind] = {k.name: k for k in (
-    SourceKind("file", "dr_common.sources.file", stops_workloads=True),
+    SourceKind("file", "dr_common.sources.file", stops_workloads=True, writes_back=True),
     # kvm: running VMs get a point per cycle (QMP), dropped when it ends; images at rest
     # need neither (their snapshot is "", their drop a no-op).
     SourceKind("kvm", "dr_common.sources.kvm", snapshots=True, drops_snapshots=True,
-               stops_workloads=True),
+               stops_workloads=True, writes_back=True),
     SourceKind("aws", "dr_common.sources.aws", snapshots=True),
     SourceKind("vsphere", "dr_common.sources.vsphere", snapshots=True, drops_snapshots=True),
     SourceKind("azure", "dr_common.sources.azure", snapshots=True),
@@ -121,6 +128,21 @@ def check_stops_workloads(kind_name: str) -> None:
         raise FailedPrecondition(
             f"sites of kind {kind_name} cannot stop their workloads for a migration yet; "
             f"stop them yourself and use failover from a point taken after")
+
+
+def home_image(kind_name: str, disk: str, locator: str) -> tuple[str, str]:
+    """Where a failback writes `disk` (found at `locator` by inventory) back at its
+    site of `kind_name`: (image path, restore format); FailedPrecondition saying why
+    not otherwise."""
+    writes_back = kind(kind_name).writes_back
+    found = _module(kind_name, "source").home_image(locator) if writes_back else None
+    if found is None:
+        what = "it is a running VM's" if writes_back else f"{kind_name} sites cannot yet"
+        raise FailedPrecondition(
+            f"disk {disk} cannot be written back at its {kind_name} site ({what}; failback "
+            f"writes image files of file and kvm sites): protect the recovered workloads "
+            f"into a new plan and recover them from it instead")
+    return found
 
 
 async def stop_workloads(spec: nodes_pb2.SnapshotSpec, env: SourceEnv) -> list[str]:

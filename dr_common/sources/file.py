@@ -145,6 +145,11 @@ class FileDisk:
         self.close()
 
 
+def home_image(locator: str) -> tuple[str, str]:
+    """Failback writes a raw image (or block device) back as raw bytes."""
+    return locator, "raw"
+
+
 def locate(disk: DiskToRead) -> nodes_pb2.FileSource:
     return nodes_pb2.FileSource(path=disk.locator)
 

@@ -202,6 +202,14 @@ def _running(locator_text: str) -> bool:
     return kvm_live.is_live(locator_text) or kvm_libvirt.is_libvirt(locator_text)
 
 
+def home_image(locator: str) -> tuple[str, str] | None:
+    """Failback writes an image at rest back in its format; a running VM's disk is not
+    an image failback can replace under it."""
+    if _running(locator):
+        return None
+    return locator, "qcow2" if locator.endswith(".qcow2") else "raw"
+
+
 def locate(disk: DiskToRead) -> nodes_pb2.KvmSource:
     if _running(disk.locator):
         return nodes_pb2.KvmSource(path=disk.locator, snapshot=disk.snapshot_id)

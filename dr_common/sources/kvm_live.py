@@ -62,6 +62,11 @@ from dr_common.sources.base import DiskInfo, WorkloadInfo
 log = structlog.get_logger()
 
 QMP_SUFFIX = ".qmp"
+# The VMs kvm recovery runs at the site (dr_control/recovery/kvm.py: one directory per
+# execution, one per workload in it, its QMP socket there), listed as workloads named
+# like the VM ("hybrid-dr-<execution digest>-<workload>"), so that a failback can protect
+# them back to where they came from.
+RECOVERED_SOCKETS = "hybrid-dr-*/*/qmp.sock"
 LOCATOR_PREFIX = "qmp:"
 _STATE_DIR = ".{vm}.hdr"
 # A job's cancel takes a moment; a stuck one must not hold a node forever.
@@ -130,12 +135,16 @@ def _bitmaps(q: Qmp, node: str) -> dict[str, dict]:
 
 # --- inventory ---------------------------------------------------------------------------
 
-def sockets_in(root: str | os.PathLike) -> list[Path]:
+def sockets_in(root: str | os.PathLike) -> list[tuple[str, Path]]:
+    """(VM name, QMP socket) of every VM of the site: NAME.qmp, and recovered VMs."""
     found = []
-    for p in sorted(Path(root).iterdir()):
+    recovered = [(f"{p.parent.parent.name}-{p.parent.name}", p)
+                 for p in sorted(Path(root).glob(RECOVERED_SOCKETS))]
+    for name, p in [(p.name[:-len(QMP_SUFFIX)], p) for p in sorted(Path(root).iterdir())
+                    if p.name.endswith(QMP_SUFFIX)] + recovered:
         try:
-            if p.name.endswith(QMP_SUFFIX) and stat.S_ISSOCK(p.stat().st_mode):
-                found.append(p)
+            if stat.S_ISSOCK(p.stat().st_mode):
+                found.append((name, p))
         except OSError:
             continue
     return found
@@ -146,7 +155,7 @@ def discover(root: str | os.PathLike) -> tuple[list[WorkloadInfo], set[str]]:
     listed again as images at rest). A socket nobody answers on is skipped: a VM that
     stopped leaves it behind."""
     vms, in_use = [], set()
-    for sock in sockets_in(root):
+    for name, sock in sockets_in(root):
         try:
             with Qmp(str(sock), timeout=5) as q:
                 attached = _disks(q)
@@ -168,8 +177,7 @@ def discover(root: str | os.PathLike) -> tuple[list[WorkloadInfo], set[str]]:
                                   locator=locator(str(sock.resolve()), device),
                                   size=int(image.get("virtual-size", 0)), cbt="dirty-bitmap"))
         if disks:
-            vms.append(WorkloadInfo(resource_id(sock.stem), f"{sock.stem} (running)",
-                                    tuple(disks)))
+            vms.append(WorkloadInfo(resource_id(name), f"{name} (running)", tuple(disks)))
     return vms, in_use
 
 

@@ -286,8 +286,13 @@ def qemu_command(site_path: str, execution: str, spec: WorkloadSpec,
            "-daemonize", "-pidfile", str(files.pidfile)]
     for i in range(len(spec.disks)):
         # Root disk first: it is vda, the one firmware and a kernel's root= look at.
+        # Named block nodes (disk0, ...) on devices vd0, ...: what the kvm source reads
+        # a running VM through (dr_common/sources/kvm_live.py), e.g. to fail it back.
         disk = disk_path(site_path, execution, spec.workload, i)
-        cmd += ["-drive", f"file={disk},format=qcow2,if=virtio"]
+        cmd += ["-blockdev", f"driver=file,filename={disk},node-name=file{i}",
+                "-blockdev", f"driver=qcow2,file=file{i},node-name=disk{i}",
+                "-device", f"virtio-blk-pci,drive=disk{i},id=vd{i}"
+                + (",bootindex=1" if i == 0 else "")]
     if k["kernel"]:
         cmd += ["-kernel", k["kernel"]]
         if k["initrd"]:

@@ -48,12 +48,12 @@ from dr_control.recovery import forecast as forecast_mod
 from dr_control.recovery import scripts as scripts_mod
 from dr_control.recovery.base import (BootGroup, RecoveredDisk, RecoveryEvent, RecoveryFailed,
                                       RecoveryProvider, WorkloadSpec, whole_number)
-from dr_control.services import taskspecs
-from dr_control.services.recovery_run import (Cancelled, ExecutionRun, check_recovery_settings,
+from dr_control.services import failback, taskspecs
+from dr_control.services.recovery_run import (ExecutionRun, check_recovery_settings,
                                               describe_failures)
 from dr_control.services.context import ServiceContext
 from dr_control.services.inventory import site_settings
-from dr_control.services.points import request_cancel
+from dr_control.services.nodework import Cancelled, wait_task
 from dr_control.services.routing import target_task
 
 log = structlog.get_logger()
@@ -64,7 +64,7 @@ parse_recovery_plan, recovery_plan_name = names._parser("recoveryPlans/{recovery
 parse_execution, execution_name = names._parser(
     "recoveryPlans/{recovery_plan}/executions/{execution}")
 
-MODES = ("test", "failover", "migrate")
+MODES = ("test", "failover", "migrate", "failback")
 ACTIVE_STATES = frozenset({"started", "running"})
 ENDED_STATES = frozenset({"completed", "partially-completed", "failed", "cancelled",
                           "cleaned-up"})
@@ -78,10 +78,6 @@ SOURCE_ROOT_DEVICES = ("/dev/xvda", "/dev/sda1", "/dev/sda", "/dev/nvme0n1")
 # Longest a boot group may take to be running (the library's default: a slow Windows
 # boot still fits, a wrong AMI does not hang an execution for ever).
 RUNNING_TIMEOUT = 300.0
-# Polling a prepare step's restore task: fast at first (a small disk is uploaded in a
-# second), then at most once a second (each poll is a database read).
-TASK_POLL_FIRST = 0.05
-TASK_POLL_CAP = 1.0
 # The keys of a recovery plan's workload that are every provider's; the others are the
 # recovery site's provider's own settings.
 COMMON_KEYS = ("workload", "tags", "checks", "pre_scripts", "post_scripts")
@@ -231,8 +227,6 @@ class _Mover:
     restored by a node task on the point's repository, bound to the nodes that reach
     that repository, whose destination gets the recovery site's settings at lease."""
 
-    FINISHED = ("completed", "failed", "cancelled")
-
     def __init__(self, ctx: ServiceContext, plan: Plan, point: Callable[[], str], site: Site,
                  *, cancelled: Callable[[], Awaitable[bool]]):
         """`point()`: the execution's point (a migration's is known once its final cycle
@@ -266,18 +260,7 @@ class _Mover:
                 s.add(task)
                 await s.flush()
             task_id = task.id
-        self.ctx.tasks_queued.notify()
-        delay = TASK_POLL_FIRST
-        while True:
-            async with self.ctx.db() as s:
-                task = await s.get(Task, task_id)
-            if task.state in self.FINISHED:
-                break
-            if await self.cancelled():
-                await _cancel_task(self.ctx, task_id)
-                raise Cancelled()
-            await asyncio.sleep(delay)
-            delay = min(TASK_POLL_CAP, delay * 2)
+        task = await wait_task(self.ctx, task_id, self.cancelled)
         if task.state != "completed":
             raise RecoveryFailed(
                 f"disk {disk.disk} of {self.point} could not be written to the recovery "
@@ -286,11 +269,6 @@ class _Mover:
                 reason=task.error_reason or None)
         return json_format.ParseDict(task.result or {}, common_pb2.RestoreResult(),
                                      ignore_unknown_fields=True)
-
-
-async def _cancel_task(ctx: ServiceContext, task_id: int) -> None:
-    async with ctx.db() as s, s.begin():
-        request_cancel(await s.get(Task, task_id), "its recovery execution was cancelled")
 
 
 # --- the service ------------------------------------------------------------------------
@@ -386,22 +364,27 @@ class RecoveryService:
         if mode not in MODES:
             raise InvalidArgument(f"mode must be {', '.join(MODES)}, got {mode!r}",
                                   field="mode")
-        if mode == "migrate" and recovery_point:
-            raise InvalidArgument("a migration recovers the point of its own final cycle, "
-                                  "taken with the source stopped: give no recovery point",
+        if mode in ("migrate", "failback") and recovery_point:
+            raise InvalidArgument(f"a {mode} recovers the point of its own final cycle, "
+                                  f"taken with the workloads stopped: give no recovery point",
                                   field="recovery_point")
         rp = await self.get_recovery_plan(name)
+        extra: dict[str, Any] = {}
         async with self.ctx.db() as s:
             plan = await s.get(Plan, rp.plan_id)
-            point = await self._point(s, plan, recovery_point)
             site = await self._recovery_site(s, rp, plan)
-            inventory = await self._inventory(s, point)
+            if mode == "failback":
+                extra = await failback.check_start(s, rp, plan, site)
+            else:
+                point = await self._point(s, plan, recovery_point)
+                inventory = await self._inventory(s, point)
             if mode == "migrate":
                 source = await s.get(Site, plan.source_site)
                 sources.check_stops_workloads(source.kind)
         provider = self._provider(site)
-        groups = _boot_groups(rp.boot_groups, point, inventory)
-        await provider.check("check", groups, test_mode=mode == "test")
+        if mode != "failback":
+            await provider.check("check", _boot_groups(rp.boot_groups, point, inventory),
+                                 test_mode=mode == "test")
         async with self.ctx.db() as s, s.begin():
             running = await s.scalar(select(Execution).where(
                 Execution.recovery_plan_id == rp.id, Execution.state.in_(ACTIVE_STATES)))
@@ -413,10 +396,10 @@ class RecoveryService:
             now = utcnow()
             execution = Execution(
                 recovery_plan_id=rp.id, id=_execution_id(seq, now), seq=seq,
-                recovery_point="" if mode == "migrate" else
+                recovery_point="" if mode in ("migrate", "failback") else
                 names.point_name(point.plan_id, point.id), mode=mode,
                 state="started", events=[], instances=[], create_time=now,
-                config={"boot_groups": rp.boot_groups, "scripts": rp.scripts or {}},
+                config={"boot_groups": rp.boot_groups, "scripts": rp.scripts or {}, **extra},
                 workloads=[{"workload": w["workload"], "group": g["name"], "state": "pending",
                             "checks": [], "reason": ""}
                            for g in rp.boot_groups for w in g["workloads"]])

@@ -38,13 +38,14 @@ from typing import Any
 import structlog
 
 from dr_common import names
-from dr_control.db.models import Cycle, Execution, Plan, RecoveryPlan
+from dr_control.db.models import Cycle, Execution, Plan, RecoveryPlan, RecoveryPoint
 from dr_control.recovery import checks as checks_mod
 from dr_control.recovery import scripts as scripts_mod
 from dr_control.recovery.base import (BootGroup, RecoveredInstance, RecoveryEvent,
                                       RecoveryFailed, RecoveryProvider)
-from dr_control.services import cycles
+from dr_control.services import cycles, failback
 from dr_control.services.context import ServiceContext
+from dr_control.services.nodework import Cancelled
 
 log = structlog.get_logger()
 
@@ -52,10 +53,6 @@ log = structlog.get_logger()
 # database read each).
 CYCLE_POLL = 0.5
 CANCEL_POLL = 0.5
-
-
-class Cancelled(Exception):
-    """CancelExecution was asked for: raised at the next step boundary."""
 
 
 @dataclass
@@ -125,31 +122,44 @@ class ExecutionRun:
 
     # -- 1: the final cycle of a migration
 
-    async def final_cycle(self) -> str:
-        """Pauses the plan, waits out its running cycle, runs the final cycle with the
-        source workloads stopped; returns the point's name."""
-        if ended := self._had("final-cycle-completed"):
-            return ended["detail"].split(" ", 1)[0]
+    async def final_cycle(self, plan_id: str) -> str:
+        """Pauses protection plan `plan_id`, waits out its running cycle, runs the final
+        cycle with the source workloads stopped; returns the point's name (and makes it
+        the execution's). A migration's is its own plan's; a failback's its reverse
+        plan's."""
         async with self.ctx.db() as s, s.begin():
-            plan = await s.get(Plan, self.plan_id)
+            plan = await s.get(Plan, plan_id)
             if not plan.paused:
                 plan.paused = True
                 self.emit("plan-paused", f"{names.plan_name(plan.id)}: no cycle starts by "
                                          f"itself any more")
-        started = self._had("final-cycle-started")
+        point = await self.cycle(plan_id, "final-cycle", stop_workloads=True)
+        self.point = point
+        await self.save(lambda row: setattr(row, "recovery_point", point))
+        return point
+
+    async def cycle(self, plan_id: str, step: str, *, stop_workloads: bool) -> str:
+        """Runs one cycle of `plan_id` (once its running one, if any, has ended) and
+        returns its point; `step`-started and `step`-completed events record it, so a
+        resumed run waits for the same cycle instead of starting another."""
+        if ended := self._had(f"{step}-completed"):
+            return ended["detail"].split(" ", 1)[0]
+        started = self._had(f"{step}-started")
         cycle_id = int(started["detail"].split("#", 1)[1].split(" ", 1)[0]) if started else 0
         while not cycle_id:
             await self.boundary()
             async with self.ctx.db() as s, s.begin():
-                plan = await s.get(Plan, self.plan_id)
+                plan = await s.get(Plan, plan_id)
                 if await cycles.active_cycle(s, plan.id) is None:
-                    cycle = await cycles.start_cycle(self.ctx, s, plan, stop_workloads=True)
+                    cycle = await cycles.start_cycle(self.ctx, s, plan,
+                                                     stop_workloads=stop_workloads)
                     if cycle is not None:
                         await s.flush()
                         cycle_id = cycle.id
-                        self.emit("final-cycle-started",
-                                  f"{names.cycle_name(plan.id, str(cycle.seq))} #{cycle.id} "
-                                  f"with the source workloads stopped")
+                        self.emit(f"{step}-started",
+                                  f"{names.cycle_name(plan.id, str(cycle.seq))} #{cycle.id}"
+                                  + (" with the source workloads stopped"
+                                     if stop_workloads else ""))
                         break
             await asyncio.sleep(CYCLE_POLL)  # a cycle of the plan is still running
         while True:
@@ -161,13 +171,20 @@ class ExecutionRun:
             await asyncio.sleep(CYCLE_POLL)
         if cycle.state != "completed" or not cycle.recovery_point_id:
             raise RecoveryFailed(
-                f"the final cycle {names.cycle_name(self.plan_id, str(cycle.seq))} ended "
-                f"{cycle.state}: {cycle.error_message or 'no point'}; the source workloads "
-                f"stay stopped and the plan paused: fix the cause and migrate again",
-                reason=cycle.error_reason or None)
-        point = names.point_name(self.plan_id, cycle.recovery_point_id)
-        await self.save(lambda row: setattr(row, "recovery_point", point))
-        self.emit("final-cycle-completed", f"{point} read with the source stopped")
+                f"cycle {names.cycle_name(plan_id, str(cycle.seq))} ended {cycle.state}: "
+                f"{cycle.error_message or 'no point'}; "
+                + ("the source workloads stay stopped and " if stop_workloads else "")
+                + f"{names.plan_name(plan_id)} stays paused: fix the cause and run the "
+                  f"{self.mode} again", reason=cycle.error_reason or None)
+        async with self.ctx.db() as s:
+            made = await s.get(RecoveryPoint, (plan_id, cycle.recovery_point_id))
+        stats = made.stats or {}
+        point = names.point_name(plan_id, cycle.recovery_point_id)
+        self.emit(f"{step}-completed",
+                  f"{point} read {int(stats.get('bytes_read', 0))} bytes, sent "
+                  f"{int(stats.get('bytes_sent', 0))}, stored "
+                  f"{int(stats.get('bytes_stored', 0))}"
+                  + (", with the source stopped" if stop_workloads else ""))
         return point
 
     # -- 2, 5: scripts
@@ -294,7 +311,9 @@ class ExecutionRun:
         partially-completed). `groups_for(point)` gives the point's boot groups."""
         if not self._had("started"):
             self.emit("started", self.mode)
-        point = await self.final_cycle() if self.mode == "migrate" else self.point
+        if self.mode == "failback":
+            return await failback.run(self, groups_for)
+        point = await self.final_cycle(self.plan_id) if self.mode == "migrate" else self.point
         groups: list[BootGroup] = await groups_for(point)
         plan_scripts = self.config.get("scripts") or {}
         await self.scripts("pre", plan_scripts.get("pre") or [], self._payload(point))

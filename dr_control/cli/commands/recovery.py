@@ -110,6 +110,9 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     mode.add_argument("--migrate", dest="mode", action="store_const", const="migrate",
                       help="a migration: the plan paused, its source workloads stopped, a "
                            "final cycle, then a failover from its point (no data lost)")
+    mode.add_argument("--failback", dest="mode", action="store_const", const="failback",
+                      help="after a failover: protect the recovered workloads back into the "
+                           "plan's repository, stop them, and write their disks home")
     p.add_argument("--wait", action="store_true",
                    help="show each step until the execution ends; exit 1 unless it completed")
     p.set_defaults(handler=recovery_run, mode="test")

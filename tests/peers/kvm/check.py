@@ -31,10 +31,12 @@ class PointCheck:
     torn: str | None  # the name of file count+1 when a crash left it incomplete
 
 
-def check_point(image: str | os.PathLike, disk: str, kib: int = KIB) -> PointCheck:
+def check_point(image: str | os.PathLike, disk: str, kib: int = KIB,
+                others: dict[str, bytes] | None = None) -> PointCheck:
     """Checks one disk image (raw or qcow2) as a recovered point of the guest's disk
     `disk`; raises AssertionError saying what is wrong. The image itself is not changed:
-    the journal is replayed on a raw copy, as mounting it after a crash would."""
+    the journal is replayed on a raw copy, as mounting it after a crash would.
+    `others`: files the disk held before the guest wrote to it, and their bytes."""
     with tempfile.TemporaryDirectory(prefix="kvm-check-") as tmp:
         raw = Path(tmp) / "disk.raw"
         subprocess.run(["qemu-img", "convert", "-O", "raw", os.fspath(image), str(raw)],
@@ -46,6 +48,11 @@ def check_point(image: str | os.PathLike, disk: str, kib: int = KIB) -> PointChe
         files.mkdir()
         subprocess.run(["debugfs", "-R", f"rdump / {files}", str(raw)], check=True,
                        capture_output=True)
+        for name, data in (others or {}).items():
+            path = files / name
+            if not path.is_file() or path.read_bytes() != data:
+                raise AssertionError(f"{image}: {name} is missing or differs")
+            path.unlink()
         return _files(files, image, disk, kib)
 
 
