@@ -147,7 +147,9 @@ def test_two_group_drill_boots_in_order_from_the_point_and_cleans_up(cluster: Cl
     group1_up = steps.index(("databases", "", "group-running"))
     assert steps.index(("databases", db.instance, "instance-running")) < group1_up
     assert steps.index(("web", web.instance, "instance-launched")) > group1_up
-    assert steps[-1] == ("web", "", "group-running")
+    # The last group up (no checks: validated at once), then the end.
+    assert steps[-3:] == [("web", "", "group-running"), ("web", "", "group-validated"),
+                          ("", "", "completed")]
 
     ec2 = boto("ec2")
     recovered = {i["workload"].rsplit("/", 1)[-1]: i for i in execution["instances"]}
@@ -317,7 +319,10 @@ def test_a_good_recovery_plan_is_normalized():
         provider_class("aws"))
     assert [g["name"] for g in groups] == ["db", "web"]
     assert groups[0]["workloads"][0]["instance_type"] == "t3.large"
-    assert groups[1]["workloads"][0] == _w(W2, security_group_ids=[], tags={"a": "b"})
+    # Every provider's checks and scripts are stored too (none given: empty).
+    assert groups[1]["workloads"][0] == _w(W2, security_group_ids=[], tags={"a": "b"},
+                                           checks=[], pre_scripts=[], post_scripts=[])
+    assert groups[1]["delay_seconds"] == 0
 
 
 def test_group_syntax():
