@@ -342,10 +342,17 @@ def test_failback_brings_what_the_recovered_guest_wrote_home(short_cluster):
     wait_for(lambda: int(http_get(site.ports["w"], "/count")) >= 3, timeout=60,
              what="the recovered guest writing")
     written = int(http_get(site.ports["w"], "/count"))
-    code, out, err = c.drctl("recovery", "run", "rp1", "--failback", "--wait", "--output",
-                             "json", check=False)
-    execution = json.loads(out)
-    assert execution["state"] == "completed", err
+    name = site.run("failback")
+    # dr-control SIGKILLed while the reverse plan's first cycle runs: resumed, it waits
+    # for that cycle instead of starting another, and creates no second plan.
+    site.wait_step(name, "reverse-cycle-started")
+    kill_control(c)
+    execution = site.wait_end(name)
+    assert execution["state"] == "completed", execution["error"]
+    assert ("", "", "resumed") in steps(execution)
+    assert sorted(p["name"] for p in c.drctl_json("plan", "list")) == [
+        "plans/p1", "plans/p1-back-1"]
+    assert len(c.cycles("p1-back-1")) == 2  # the first, while it ran; the final one
     assert [w["state"] for w in execution["workloads"]] == ["written-back"]
     (first,) = [e["detail"] for e in execution["events"]
                 if e["step"] == "reverse-cycle-completed"]
