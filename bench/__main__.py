@@ -1,4 +1,4 @@
-"""`python -m bench` / `make bench`: run the benchmark scenarios P1-P6, P1-NBD, P2-CBT, P9.
+"""`python -m bench` / `make bench`: run the benchmark scenarios P1-P6, P1-NBD, P2-CBT, P9, P10.
 
 A full run (all scenarios, not --smoke) writes bench/results.json and rewrites
 docs/BENCHMARKS.md; any other run writes WORK/results.json only, unless --merge: then
