@@ -421,6 +421,19 @@ def _goal(met: bool | None) -> str:
     return "-" if met is None else "met" if met else "NOT met"
 
 
+def _p10_restore_miss(p: dict) -> str:
+    """Says so when the forecast restores data that no execution moved."""
+    nf = p["next_forecast"]
+    if p["restore_bytes"] or not nf.get("restore_seconds"):
+        return ""
+    return (f" The miss is the forecast's restore: {nf['restore_seconds']:.0f} s, the plan's "
+            f"{nf['restore_bytes'] / (1 << 30):.0f} GiB at the default "
+            f"{nf['throughput_bytes_per_second'] / MiB:.0f} MiB/s, although no execution "
+            f"moved a byte (measured restore {p['restore_seconds'] * 1000:.0f} ms: the gap "
+            f"from started to prepare-completed, with no disk-prepared event), so the "
+            f"forecast takes the plan for one that moves data.")
+
+
 def _p10(s: dict) -> str:
     e = s["extra"]
     g = e["goals"]
@@ -436,8 +449,10 @@ def _p10(s: dict) -> str:
         polling = "" if lag is None else (
             f" Our probes of the forwarded ports (every 50 ms, from the bench) saw the "
             f"last guest of each group serve HTTP {lag:.2f} s in all before its "
-            f"group-running event: that much of the provider wait is the kvm provider's "
-            f"polling back-off (0.1 s doubling to 1 s), ours; with it, overhead would be "
+            f"group-running event: that much of the provider wait is ours, the kvm "
+            f"provider's polling (0.1 s doubling to 1 s between probes, and a probe sent "
+            f"before the guest listens waits up to 2 s for its answer); with it, overhead "
+            f"would be "
             f"{p['overhead_plus_polling_pct']:.1f} % of RTO. Starting the QEMU processes "
             f"(group-started to a group's last instance-launched) took "
             f"{p['launch_seconds']:.2f} s in all; the rest of the wait is the guests' boot "
@@ -462,7 +477,8 @@ def _p10(s: dict) -> str:
             ("" if p.get("forecast_error_pct_excluding_restore") is None else
              f"; with restore taken out of both sides (a diagnostic, not the figure): "
              f"{p['forecast_error_pct_excluding_restore']:+.1f} %") +
-            f". dr-control peak RSS {p['control_peak_rss_mib']:.0f} MiB.")
+            "." + _p10_restore_miss(p) +
+            f" dr-control peak RSS {p['control_peak_rss_mib']:.0f} MiB.")
     k = e["platforms"]["kvm"]
     shape = (f"{k['workloads']} workloads in {len(k['groups'])} boot groups "
              f"({', '.join(map(str, k['groups']))})")
@@ -560,6 +576,29 @@ The machine is shared with other work, so numbers are noisy: every figure is the
 
 {paragraphs}
 """
+
+
+def keep_sections(new: str, old: str) -> str:
+    """`new` (markdown()'s document) followed by the sections ("## " headings) of `old`
+    that markdown() does not write, e.g. the Azure section `make bench-azure`'s numbers
+    were put into by hand: rewriting the document after a run must not drop them."""
+    def sections(text: str) -> list[tuple[str, str]]:
+        out, head, body = [], None, []
+        for line in text.splitlines(keepends=True):
+            if line.startswith("## "):
+                if head is not None:
+                    out.append((head, "".join(body)))
+                head, body = line.strip(), [line]
+            elif head is not None:
+                body.append(line)
+        if head is not None:
+            out.append((head, "".join(body)))
+        return out
+    ours = {h for h, _ in sections(new)}
+    kept = [body for h, body in sections(old) if h not in ours]
+    if not kept:
+        return new
+    return new.rstrip("\n") + "\n\n" + "".join(kept).rstrip("\n") + "\n"
 
 
 def _proc(results: dict) -> str:

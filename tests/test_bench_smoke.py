@@ -194,3 +194,14 @@ def test_merge_replaces_one_scenario_and_says_when(tmp_path: Path) -> None:
     assert [m["id"] for m in listed] == [i for i in SCENARIOS if i in {m["id"] for m in listed}]
     doc = report.markdown(merged, {k: v[0] for k, v in SCENARIOS.items()}, 3, "make bench")
     assert f"{first['id']} on 2099-01-01 00:00 UTC (1 runs)" in doc
+
+
+def test_rewriting_the_document_keeps_sections_it_does_not_write() -> None:
+    """A hand-kept section (Azure's numbers) survives the document's rewrite after a run;
+    the generated sections are replaced, not doubled."""
+    from bench import report
+    old = "# Benchmarks\n\n## Results\n\nold table\n\n## Azure\n\nazure numbers\n"
+    new = "# Benchmarks\n\n## Results\n\nnew table\n"
+    doc = report.keep_sections(new, old)
+    assert doc == "# Benchmarks\n\n## Results\n\nnew table\n\n## Azure\n\nazure numbers\n"
+    assert report.keep_sections(new, "") == new
