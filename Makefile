@@ -38,9 +38,11 @@ test: $(STAMP) $(SYS_STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Benchmarks P1-P6, P1-NBD and P2-CBT against qemu-img, restic and nbdcopy (installed via
-# apt-get when missing; the kvm source's qemu-utils and libnbd via $(SYS_STAMP)):
+# apt-get when missing; the kvm source's qemu-utils and libnbd via $(SYS_STAMP)), P9
+# (paired nodes over an emulated WAN) and P10 (a recovery plan's RTO, split and
+# forecast, on a kvm site of tiny TCG guests and on moto EC2):
 # prints a table, writes bench/results.json and docs/BENCHMARKS.md. Quick check:
-# make bench BENCH_ARGS="--smoke"
+# make bench BENCH_ARGS="--smoke"; one scenario: BENCH_ARGS="--scenarios P10 --merge"
 bench: $(STAMP) $(SYS_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 

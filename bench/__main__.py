@@ -1,4 +1,4 @@
-"""`python -m bench` / `make bench`: run the benchmark scenarios P1-P6, P1-NBD, P2-CBT, P9.
+"""`python -m bench` / `make bench`: run the benchmark scenarios P1-P6, P1-NBD, P2-CBT, P9, P10.
 
 A full run (all scenarios, not --smoke) writes bench/results.json and rewrites
 docs/BENCHMARKS.md; any other run writes WORK/results.json only, unless --merge: then
@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         command = "make bench" + (f" BENCH_ARGS={shlex.quote(' '.join(sys.argv[1:]))}"
                                   if sys.argv[1:] and not args.merge else "")
         doc = ROOT / "docs" / "BENCHMARKS.md"
-        doc.write_text(report.markdown(results, titles, settings.runs, command))
+        old = doc.read_text() if doc.exists() else ""
+        doc.write_text(report.keep_sections(
+            report.markdown(results, titles, settings.runs, command), old))
         log(f"wrote {out} and {doc} ({time.monotonic() - t0:.0f} s)")
     else:
         out = work / "results.json"

@@ -138,6 +138,17 @@ def _key_extras(s: dict) -> str:
                 f"1-chunk window {fixed['share_of_link'] * 100:.0f} %; 1 % resets "
                 f"{resets['share_of_link'] * 100:.0f} % ({resets['resets']} resets); "
                 f"incremental 1 % {inc['seconds']:.1f} s")
+    if sid == "P10":
+        parts = []
+        for name, p in e["platforms"].items():
+            fc = p.get("forecast_error_pct")
+            parts.append(
+                f"{name}: RTO {p['rto_seconds']:.1f} s = restore {p['restore_seconds']:.1f} + "
+                f"provider {p['provider_seconds']:.1f} + validation "
+                f"{p['validation_seconds']:.1f} + overhead {p['overhead_seconds']:.2f} s "
+                f"({p['overhead_pct']:.1f} %); forecast "
+                + ("-" if fc is None else f"{fc:+.0f} %"))
+        return "; ".join(parts) + "; MB/s = kvm restore"
     return ""
 
 
@@ -401,7 +412,95 @@ def _paragraphs(results: dict, runs: int) -> list[str]:
             f"(VmHWM): " + ", ".join(f"{k} {v:.0f} MiB" for k, v in
                                      e["peak_rss_mib_by_node"].items()) +
             ". Goal (issue): >= 90 % of the link with the adaptive window.")
+    if "P10" in s:
+        out.append(_p10(s["P10"]))
     return out
+
+
+def _goal(met: bool | None) -> str:
+    return "-" if met is None else "met" if met else "NOT met"
+
+
+def _p10_restore_miss(p: dict) -> str:
+    """Says so when the forecast restores data that no execution moved."""
+    nf = p["next_forecast"]
+    if p["restore_bytes"] or not nf.get("restore_seconds"):
+        return ""
+    return (f" The miss is the forecast's restore: {nf['restore_seconds']:.0f} s, the plan's "
+            f"{nf['restore_bytes'] / (1 << 30):.0f} GiB at the default "
+            f"{nf['throughput_bytes_per_second'] / MiB:.0f} MiB/s, although no execution "
+            f"moved a byte (measured restore {p['restore_seconds'] * 1000:.0f} ms: the gap "
+            f"from started to prepare-completed, with no disk-prepared event), so the "
+            f"forecast takes the plan for one that moves data.")
+
+
+def _p10(s: dict) -> str:
+    e = s["extra"]
+    g = e["goals"]
+    items = []
+    for name, p in e["platforms"].items():
+        fc, worst = p.get("forecast_error_pct"), p.get("forecast_max_abs_error_pct")
+        gaps = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in
+                         p["overhead_gaps_seconds"].items()) or "none"
+        by_run = ", ".join(f"{r['forecast_rto_seconds']:.1f} s against {r['rto_seconds']:.1f}"
+                           f" s ({r['forecast_error_pct']:+.1f} %)"
+                           for r in p["per_run"] if "forecast_rto_seconds" in r)
+        lag = p.get("polling_lag_seconds")
+        polling = "" if lag is None else (
+            f" Our probes of the forwarded ports (every 50 ms, from the bench) saw the "
+            f"last guest of each group serve HTTP {lag:.2f} s in all before its "
+            f"group-running event: that much of the provider wait is ours, the kvm "
+            f"provider's polling (0.1 s doubling to 1 s between probes, and a probe sent "
+            f"before the guest listens waits up to 2 s for its answer); with it, overhead "
+            f"would be "
+            f"{p['overhead_plus_polling_pct']:.1f} % of RTO. Starting the QEMU processes "
+            f"(group-started to a group's last instance-launched) took "
+            f"{p['launch_seconds']:.2f} s in all; the rest of the wait is the guests' boot "
+            f"under TCG.")
+        items.append(
+            f"- {name} ({p['workloads']} workloads in groups of "
+            f"{'/'.join(map(str, p['groups']))}; check: {p['check']}): RTO "
+            f"{p['rto_seconds']:.1f} s (median of {p['runs']}) = restore "
+            f"{p['restore_seconds']:.2f} s ({_mib(p['restore_bytes'])} MiB) + provider waits "
+            f"{p['provider_seconds']:.2f} s + validation {p['validation_seconds']:.2f} s + "
+            f"scripts {p['script_seconds']:.2f} s + delays {p['delay_seconds']:.2f} s + our "
+            f"orchestration overhead {p['overhead_seconds']:.3f} s = "
+            f"{p['overhead_pct']:.2f} % of RTO (goal < {g['overhead_pct_below']:g} %: "
+            f"{_goal(p['overhead_goal_met'])}); the overhead's largest gaps (previous step "
+            f"-> next step, median): {gaps}.{polling} Forecast before runs 2..N: "
+            f"{by_run or 'none (one run)'}; median error "
+            + ("-" if fc is None else f"{fc:+.1f} %") +
+            (f", worst {worst:.1f} %" if worst is not None else "") +
+            f" (goal within ±{g['forecast_error_pct_within']:g} %, on the median: "
+            f"{_goal(p['forecast_goal_met'])}; in every run: "
+            f"{_goal(p.get('forecast_goal_met_every_run'))})" +
+            ("" if p.get("forecast_error_pct_excluding_restore") is None else
+             f"; with restore taken out of both sides (a diagnostic, not the figure): "
+             f"{p['forecast_error_pct_excluding_restore']:+.1f} %") +
+            "." + _p10_restore_miss(p) +
+            f" dr-control peak RSS {p['control_peak_rss_mib']:.0f} MiB.")
+    k = e["platforms"]["kvm"]
+    shape = (f"{k['workloads']} workloads in {len(k['groups'])} boot groups "
+             f"({', '.join(map(str, k['groups']))})")
+    return (
+        f"**P10 — a recovery plan's RTO, split, and its forecast.** A recovery plan of "
+        f"{shape} run as test drills through the real "
+        f"daemons (dr-control and one dr-node), {k['runs']} times per platform: on a `kvm` "
+        f"recovery site, {k['workloads']} `file` workloads ({_size(k['disk_bytes'])} ext4 "
+        f"disks with an index file) "
+        "protected into an `fs` repository, each recovered as a tiny guest (Debian kernel + "
+        f"busybox initramfs, TCG, {k['memory_mib']} MiB) with `wait_for` \"http\" (the "
+        "provider's wait lasts until the guest serves HTTP) and an HTTP check asking its "
+        "forwarded port for its index file; and on EC2 (the AWS peer, moto), as many "
+        "instances "        "protected into an `ebs` target, with no check (moto runs no guest: nothing "
+        "listens), in the same groups. Each execution is read back and split by "
+        "`dr_control.recovery.forecast.measure` (restore, provider waits, validation, "
+        "scripts, delays; the rest is our orchestration overhead); before each run after "
+        "the first, `drctl recovery-plan forecast` is asked and its RTO compared with the "
+        "run's. Each drill is cleaned up before the next. The table's MB/s is the kvm "
+        "site's aggregate restore (disks written by the node as qcow2; the ext4 disks are "
+        "mostly unallocated, so this is no disk-throughput figure). "
+        f"{e['note']}\n\n" + "\n".join(items))
 
 
 def _merged(m: dict) -> str:
@@ -477,6 +576,29 @@ The machine is shared with other work, so numbers are noisy: every figure is the
 
 {paragraphs}
 """
+
+
+def keep_sections(new: str, old: str) -> str:
+    """`new` (markdown()'s document) followed by the sections ("## " headings) of `old`
+    that markdown() does not write, e.g. the Azure section `make bench-azure`'s numbers
+    were put into by hand: rewriting the document after a run must not drop them."""
+    def sections(text: str) -> list[tuple[str, str]]:
+        out, head, body = [], None, []
+        for line in text.splitlines(keepends=True):
+            if line.startswith("## "):
+                if head is not None:
+                    out.append((head, "".join(body)))
+                head, body = line.strip(), [line]
+            elif head is not None:
+                body.append(line)
+        if head is not None:
+            out.append((head, "".join(body)))
+        return out
+    ours = {h for h, _ in sections(new)}
+    kept = [body for h, body in sections(old) if h not in ours]
+    if not kept:
+        return new
+    return new.rstrip("\n") + "\n\n" + "".join(kept).rstrip("\n") + "\n"
 
 
 def _proc(results: dict) -> str:

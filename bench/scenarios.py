@@ -55,6 +55,7 @@ class Settings:
     p5_disk_size: int = 256 * MiB
     nbd_size: int = 2 * GiB        # P1-NBD's qcow2 image
     cbt_sizes: tuple[int, ...] = (2 * GiB, 16 * GiB)   # P2-CBT's qcow2 images
+    p10_groups: tuple[int, ...] = (2, 4, 4)   # P10's boot groups (workloads in each)
     verify_max: int = 2 * GiB      # restores of P1-NBD / P2-CBT points checked up to this size
     drop: bool = True              # try to drop the page cache before each measurement
     keep_data: bool = False
@@ -63,7 +64,7 @@ class Settings:
     def smoke(cls, work: Path, runs: int = 2) -> Settings:
         return cls(work=work, runs=runs, size=64 * MiB, p3_size=1 * GiB, p3_data=16 * MiB,
                    p4_size=64 * MiB, p5_disks=4, p5_disk_size=16 * MiB, nbd_size=64 * MiB,
-                   cbt_sizes=(32 * MiB, 64 * MiB))
+                   cbt_sizes=(32 * MiB, 64 * MiB), p10_groups=(1, 2))
 
 
 def median(xs: list[float]) -> float | None:
@@ -706,6 +707,12 @@ class Bench:
         from bench import paired  # starts daemons: imported only when P9 runs
         return paired.p9(self)
 
+    # -- P10 ---------------------------------------------------------------------------
+
+    def p10(self) -> dict:
+        from bench import recovery  # starts daemons, QEMU and moto: only when P10 runs
+        return recovery.p10(self)
+
     def cleanup(self) -> None:
         for name in ("p1", "p1nbd", "p2", "p2cbt", "p3", "p4", "p5", "p6", "p9"):
             shutil.rmtree(self.s.work / name, ignore_errors=True)
@@ -729,6 +736,8 @@ SCENARIOS = {
     "P5": ("many disks at once on one node", Bench.p5),
     "P6": ("restore a recovery point -> raw, verified", Bench.p6),
     "P9": ("paired nodes over a 50 ms, 200 Mbit/s WAN (separate processes)", Bench.p9),
+    "P10": ("recovery plan, 10 workloads in 3 boot groups: RTO split, forecast (kvm, EC2)",
+            Bench.p10),
 }
 # Scenarios that read through the kvm source (qemu-io, qemu-nbd, libnbd's module).
 KVM_SCENARIOS = ("P1-NBD", "P2-CBT")

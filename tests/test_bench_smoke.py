@@ -133,6 +133,42 @@ def test_bench_smoke_paired_nodes(tmp_path: Path) -> None:
     assert set(e["peak_rss_mib_by_node"]) == {"src1", "tgt"}
 
 
+@pytest.mark.timeout(240)
+def test_bench_smoke_recovery(tmp_path: Path) -> None:
+    """P10 at 3 workloads in 2 boot groups, one run per platform: real daemons, tiny TCG
+    guests at a kvm site checked over HTTP, and EC2 on the AWS peer (moto)."""
+    from tests.peers.kvm.guest import require_guest
+    from tests.peers.tools import require_qemu, unavailable
+    require_qemu()
+    require_guest()
+    try:
+        import moto  # noqa: F401
+    except ImportError:
+        unavailable("moto[server] (the AWS peer): run `make test`, which installs it")
+    [p10] = _smoke(tmp_path, ["P10"])["scenarios"]
+    platforms = p10["extra"]["platforms"]
+    assert set(platforms) == {"kvm", "ec2"}
+    for name, p in platforms.items():
+        assert p["workloads"] == 3 and p["groups"] == [1, 2], name
+        [run] = p["per_run"]
+        parts = ("restore_seconds", "provider_seconds", "validation_seconds",
+                 "script_seconds", "delay_seconds", "overhead_seconds")
+        # The split is disjoint: its parts add up to the measured RTO.
+        assert sum(run[k] for k in parts) == pytest.approx(run["rto_seconds"], abs=1e-3)
+        assert run["provider_seconds"] > 0 and set(run["provider_seconds_by_group"]) == {
+            "g1", "g2"}
+        # One run: no forecast before it, but one after it, from that run.
+        assert p["forecast_error_pct"] is None and "forecast_rto_seconds" not in run
+        assert p["next_forecast"]["rto_seconds"] > 0
+        assert p["control_peak_rss_mib"] > 0
+    kvm = platforms["kvm"]
+    # The node wrote every disk at the site; each guest passed its HTTP check.
+    assert kvm["restore_bytes"] == 3 * kvm["disk_bytes"] and kvm["restore_seconds"] > 0
+    assert kvm["validation_seconds"] > 0
+    assert set(kvm["per_run"][0]["polling_lag"]["group_seconds"]) == {"g1", "g2"}
+    assert platforms["ec2"]["restore_bytes"] == 0  # EC2 boots from the point's snapshots
+
+
 def test_merge_replaces_one_scenario_and_says_when(tmp_path: Path) -> None:
     """`--merge`: a subset run's scenarios replace theirs in the committed results, in
     scenario order, marked with their run's date; the document says so."""
@@ -158,3 +194,14 @@ def test_merge_replaces_one_scenario_and_says_when(tmp_path: Path) -> None:
     assert [m["id"] for m in listed] == [i for i in SCENARIOS if i in {m["id"] for m in listed}]
     doc = report.markdown(merged, {k: v[0] for k, v in SCENARIOS.items()}, 3, "make bench")
     assert f"{first['id']} on 2099-01-01 00:00 UTC (1 runs)" in doc
+
+
+def test_rewriting_the_document_keeps_sections_it_does_not_write() -> None:
+    """A hand-kept section (Azure's numbers) survives the document's rewrite after a run;
+    the generated sections are replaced, not doubled."""
+    from bench import report
+    old = "# Benchmarks\n\n## Results\n\nold table\n\n## Azure\n\nazure numbers\n"
+    new = "# Benchmarks\n\n## Results\n\nnew table\n"
+    doc = report.keep_sections(new, old)
+    assert doc == "# Benchmarks\n\n## Results\n\nnew table\n\n## Azure\n\nazure numbers\n"
+    assert report.keep_sections(new, "") == new
