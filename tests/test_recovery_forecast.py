@@ -281,3 +281,17 @@ def test_as_dict_is_json():
     assert d["rto_seconds"] == pytest.approx(f.rto_seconds)
     assert d["provider_seconds_by_group"] == {"db": 40.0, "web": 60.0}
     assert d["basis"] == "the last completed execution (one, no median)"
+
+
+def test_a_prepare_step_that_moved_nothing_forecasts_no_restore():
+    """EC2 recovery: a prepare-completed a few ms after the start and no disk-prepared
+    (EC2 makes the volumes itself): the plan's bytes are not forecast as a restore."""
+    events = [ev(0, "started", detail="test"), ev(0.004, "prepare-completed"),
+              ev(0.01, "group-started", "db"),
+              ev(0.5, "instance-launched", "db", "sites/s/workloads/db-1"),
+              ev(2.0, "instance-running", "db", "sites/s/workloads/db-1"),
+              ev(2.0, "group-running", "db"), ev(2.0, "group-validated", "db"),
+              ev(2.02, "completed")]
+    f = forecast([("db", 0.0, [80 * GIB])], [execution(events)])
+    assert f.restore_seconds == 0
+    assert f.rto_seconds == pytest.approx(2.02, abs=0.05)

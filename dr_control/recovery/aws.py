@@ -649,6 +649,7 @@ class AwsProvider(RecoveryProvider):
     kind = PROVIDER
     point_kinds = ("ebs",)
     summary = "EC2 recovery launches EBS snapshots"
+    moves_data = False
 
     @classmethod
     def check_workload(cls, where: str, settings: dict[str, Any]) -> dict[str, Any]:

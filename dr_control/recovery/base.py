@@ -160,6 +160,9 @@ class RecoveryProvider(ABC):
     # what, for the message that refuses a recovery plan of another kind.
     point_kinds: ClassVar[tuple[str, ...]]
     summary: ClassVar[str]
+    # Whether `prepare` moves the point's data through nodes (the RTO forecast's restore
+    # part); aws boots from the point's snapshots where they are.
+    moves_data: ClassVar[bool] = True
 
     @abstractmethod
     def __init__(self, settings: dict[str, Any], limiter: Any) -> None:

@@ -301,7 +301,9 @@ def forecast(groups: Sequence[tuple[str, float, Sequence[int]]],
     total_bytes = sum(int(s) for _, _, sizes in groups for s in sizes)
 
     throughputs = [t for m in usable if (t := m.throughput_bytes_per_second) is not None]
-    moved = any(m.restore_bytes or m.restore_seconds for m in usable)
+    # Bytes, not time: an aws execution has a prepare step of a few ms that moves
+    # nothing (EC2 makes the volumes from the snapshots itself).
+    moved = any(m.restore_bytes for m in usable)
     if throughputs:
         throughput = statistics.median(throughputs)
     else:

@@ -501,7 +501,10 @@ class RecoveryService:
         history = [{"name": _key(e).name, "mode": e.mode, "state": e.state,
                     "events": e.events, "create_time": e.create_time.isoformat(),
                     "end_time": e.end_time.isoformat() if e.end_time else ""} for e in rows]
-        return forecast_mod.forecast(groups, history)
+        async with self.ctx.db() as s:
+            site = await self._recovery_site(s, rp, plan)
+        return forecast_mod.forecast(groups, history,
+                                     moves_data=provider_class(site.kind).moves_data)
 
     # --- background work ---
 
