@@ -182,6 +182,17 @@ def test_a_drill_validates_each_group_before_the_next_and_resumes_after_sigkill(
         w: (vm_name(name, f"sites/src/workloads/{w}"), "127.0.0.1") for w in files}
     assert any(e["step"] == "script-completed" and "posted" in e["detail"]
                for e in execution["events"])
+    # The RTO forecast stands on this execution: its parts, beside its measured RTO.
+    forecast = c.drctl_json("recovery-plan", "forecast", "rp1")
+    assert forecast["last_execution"] == name
+    assert int(forecast["restore_bytes"]) == 3 * 16 * (1 << 20)
+    parts = sum(forecast.get(k, 0) for k in (
+        "restore_seconds", "provider_seconds", "validation_seconds", "script_seconds",
+        "delay_seconds", "overhead_seconds"))
+    assert forecast["rto_seconds"] == pytest.approx(parts, rel=1e-6)
+    assert forecast["last_measured_rto_seconds"] > 0
+    code, text, err = c.drctl("recovery-plan", "forecast", "rp1", check=False)
+    assert code == 0 and "forecast RTO" in text and "last measured RTO" in text, err
     site.cleanup(name, pids)
 
 
