@@ -32,6 +32,26 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class RecoveryLimits:
+    """How hard the executions against one recovery site may push its API, shared by
+    every execution there (a cloud's limits are per account); 0: the provider's own
+    default (dr_control/recovery/<provider>.py). Throttling is retried, never fatal:
+    these bound how much is in flight so that it is rare."""
+
+    # API calls in flight (aws: EC2, default 4; azure: ARM, 6; vsphere: vCenter, 4).
+    api_calls_in_flight: int = 0
+    # Workloads started at once (kvm: QEMU processes, default 4).
+    launches_in_flight: int = 0
+    # Disks moved to the site at once, each a node restore task (default 4).
+    restores_in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    limits: RecoveryLimits = field(default_factory=RecoveryLimits)
+
+
+@dataclass(frozen=True)
 class ControlConfig:
     listen: str = "127.0.0.1:50051"
     state_dir: str = "/var/lib/hybrid-dr/control"
@@ -54,6 +74,7 @@ class ControlConfig:
     # With TLS: every client (nodes and drctl) must present a certificate signed by this CA.
     tls_client_ca_file: str = ""
     auth: AuthConfig = field(default_factory=AuthConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     # REST/JSON API and the web UI (HTTP, HOST:PORT); "" disables both. Plain HTTP:
     # keep it on loopback or behind a TLS-terminating proxy, with auth enabled.
     rest_listen: str = "127.0.0.1:8080"

@@ -138,3 +138,29 @@ def test_an_azure_workload_goes_from_the_api_to_the_provider_and_back():
         check_boot_groups(Plan(id="p1", workloads=[w], disks=[]), convert.boot_groups(bad),
                           provider_class("azure"))
     assert e.value.field == "recovery_plan.boot_groups[0].workloads[0].instance_type"
+
+
+def test_recovery_limits_come_from_the_configuration_and_bound_each_provider(tmp_path):
+    """[recovery.limits] (or DR_CONTROL_RECOVERY__LIMITS__*) bounds every recovery site's
+    limiter and its prepare step; 0 keeps each provider's own default."""
+    from dr_common import config as loader
+    from dr_control.config import ControlConfig, RecoveryLimits
+    from dr_control.recovery.aws import EC2_CONCURRENCY
+    from dr_control.recovery.kvm import RESTORES_IN_FLIGHT, STARTS_IN_FLIGHT
+
+    path = tmp_path / "control.toml"
+    path.write_text("[recovery.limits]\nlaunches_in_flight = 2\n")
+    cfg = loader.load(ControlConfig, path, env_prefix="DR_CONTROL_",
+                      environ={"DR_CONTROL_RECOVERY__LIMITS__RESTORES_IN_FLIGHT": "7"})
+    limits = cfg.recovery.limits
+    assert limits == RecoveryLimits(launches_in_flight=2, restores_in_flight=7)
+    kvm = provider_class("kvm")
+    assert kvm.new_limiter(limits)._value == 2
+    assert kvm.new_limiter()._value == STARTS_IN_FLIGHT
+    provider = kvm({"path": str(tmp_path)}, kvm.new_limiter(limits))
+    assert provider.restores_in_flight(RESTORES_IN_FLIGHT) == RESTORES_IN_FLIGHT
+    provider.limits = limits
+    assert provider.restores_in_flight(RESTORES_IN_FLIGHT) == 7
+    aws = provider_class("aws")
+    assert aws.new_limiter(RecoveryLimits(api_calls_in_flight=9)).remote._slots._value == 9
+    assert aws.new_limiter().remote._slots._value == EC2_CONCURRENCY

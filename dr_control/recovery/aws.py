@@ -41,6 +41,7 @@ from dr_common.errors import DRError, FailedPrecondition, InvalidArgument, NotFo
 from dr_common.remote import Remote, RetryPolicy
 # The values are base.py's, every provider's; RecoveredDisk is imported for the callers
 # of recover() that name them through this module.
+from dr_control.config import RecoveryLimits
 from dr_control.recovery.base import (TAG_EXECUTION, TAG_WORKLOAD, BootGroup,
                                       DiskMover, EventSink, RecoveredDisk,
                                       RecoveredInstance, RecoveryEvent, RecoveryFailed,
@@ -694,8 +695,8 @@ class AwsProvider(RecoveryProvider):
         self.limiter = limiter
 
     @classmethod
-    def new_limiter(cls) -> ApiLimiter:
-        return ApiLimiter()
+    def new_limiter(cls, limits: RecoveryLimits = RecoveryLimits()) -> ApiLimiter:
+        return ApiLimiter(concurrency=limits.api_calls_in_flight or EC2_CONCURRENCY)
 
     async def check(self, execution: str, groups: Sequence[BootGroup], *,
                     test_mode: bool = False) -> None:

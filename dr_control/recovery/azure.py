@@ -49,7 +49,8 @@ from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.targets import REPOSITORY_KINDS
 from dr_common.targets.azure_disk import (ManagedDisks, Replicas, azure_name,
                                           import_snapshot, parse_snapshot_ref)
-from dr_control.recovery.azure_limiter import ArmLimiter
+from dr_control.recovery.azure_limiter import ARM_CONCURRENCY, ArmLimiter
+from dr_control.config import RecoveryLimits
 from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, BootGroup,
                                       DiskMover, EventSink, RecoveredDisk, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
@@ -173,8 +174,8 @@ class AzureProvider(RecoveryProvider):
         self.limiter = limiter
 
     @classmethod
-    def new_limiter(cls) -> ArmLimiter:
-        return ArmLimiter()
+    def new_limiter(cls, limits: RecoveryLimits = RecoveryLimits()) -> ArmLimiter:
+        return ArmLimiter(concurrency=limits.api_calls_in_flight or ARM_CONCURRENCY)
 
     @classmethod
     def check_workload(cls, where: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -271,7 +272,7 @@ class AzureProvider(RecoveryProvider):
                                        spec.settings["azure"]["disk_sku"])
                 return name, how
 
-            await prepare_disks(groups, make, on_event, in_flight=DISKS_IN_FLIGHT)
+            await prepare_disks(groups, make, on_event, in_flight=self.restores_in_flight(DISKS_IN_FLIGHT))
 
     # -- recover: NICs and VMs, group by group
 

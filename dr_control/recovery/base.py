@@ -55,6 +55,7 @@ from typing import Any, ClassVar, Protocol
 from dr_common.errors import DRError, FailedPrecondition, InvalidArgument
 from dr_common.proto.dr.v1 import common_pb2, nodes_pb2
 from dr_common.targets import REPOSITORY_KINDS
+from dr_control.config import RecoveryLimits
 
 # What every provider tags (or annotates) what it creates with: the execution finds it
 # again for a retry, a resume or cleanup; the workload says which one it is; test says
@@ -169,12 +170,19 @@ class RecoveryProvider(ABC):
         """`settings`: the target site's settings with its secrets unsealed
         (inventory.site_settings); `limiter`: the site's, from new_limiter()."""
 
+    # Set by the service from dr-control's [recovery.limits] (0: the provider's default).
+    limits: RecoveryLimits = RecoveryLimits()
+
     @classmethod
     @abstractmethod
-    def new_limiter(cls) -> Any:
+    def new_limiter(cls, limits: RecoveryLimits = RecoveryLimits()) -> Any:
         """A limiter for the API calls of every execution against one site: a cloud's
         rate limits are per account (and region), shared with everything else the
-        customer runs there."""
+        customer runs there; `limits.api_calls_in_flight` (or launches) bounds it."""
+
+    def restores_in_flight(self, default: int) -> int:
+        """Disks `prepare` moves at once."""
+        return self.limits.restores_in_flight or default
 
     @classmethod
     def check_points(cls, plan_name: str, target_kind: str) -> None:

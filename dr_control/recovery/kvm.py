@@ -58,6 +58,7 @@ from dr_common.errors import DRError, FailedPrecondition, InvalidArgument
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.qmp import Qmp
 from dr_common.targets import REPOSITORY_KINDS
+from dr_control.config import RecoveryLimits
 from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, BootGroup,
                                       DiskMover, EventSink, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
@@ -338,8 +339,8 @@ class KvmProvider(RecoveryProvider):
         self.limiter = limiter
 
     @classmethod
-    def new_limiter(cls) -> asyncio.Semaphore:
-        return asyncio.Semaphore(STARTS_IN_FLIGHT)
+    def new_limiter(cls, limits: RecoveryLimits = RecoveryLimits()) -> asyncio.Semaphore:
+        return asyncio.Semaphore(limits.launches_in_flight or STARTS_IN_FLIGHT)
 
     @classmethod
     def check_workload(cls, where: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -433,7 +434,7 @@ class KvmProvider(RecoveryProvider):
             result = await mover.restore(spec.disks[index], dest)
             return result.datastore_path, f"written by a node, verified {result.verified}"
 
-        await prepare_disks(groups, write, on_event, in_flight=RESTORES_IN_FLIGHT)
+        await prepare_disks(groups, write, on_event, in_flight=self.restores_in_flight(RESTORES_IN_FLIGHT))
 
     # -- recover: the VMs, group by group
 

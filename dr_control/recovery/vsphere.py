@@ -40,6 +40,7 @@ from dr_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from dr_common.proto.dr.v1 import nodes_pb2
 from dr_common.targets import REPOSITORY_KINDS
 from dr_common.vsphere import Session, VsphereSettings
+from dr_control.config import RecoveryLimits
 from dr_control.recovery.base import (TAG_EXECUTION, TAG_TEST, TAG_WORKLOAD, BootGroup,
                                       DiskMover, EventSink, RecoveredInstance,
                                       RecoveryEvent, RecoveryFailed, RecoveryProvider,
@@ -313,8 +314,8 @@ class VsphereProvider(RecoveryProvider):
         self.limiter = limiter
 
     @classmethod
-    def new_limiter(cls) -> VcLimiter:
-        return VcLimiter()
+    def new_limiter(cls, limits: RecoveryLimits = RecoveryLimits()) -> VcLimiter:
+        return VcLimiter(limits.api_calls_in_flight or VC_CONCURRENCY)
 
     @classmethod
     def check_workload(cls, where: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -426,7 +427,7 @@ class VsphereProvider(RecoveryProvider):
             result = await mover.restore(spec.disks[index], dest)
             return result.datastore_path, f"verified {result.verified}"
 
-        await prepare_disks(groups, upload, on_event, in_flight=UPLOADS_IN_FLIGHT)
+        await prepare_disks(groups, upload, on_event, in_flight=self.restores_in_flight(UPLOADS_IN_FLIGHT))
 
     # -- recover: the VMs, group by group
 

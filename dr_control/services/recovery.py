@@ -518,10 +518,13 @@ class RecoveryService:
         """The provider of the site's kind, from the registry, opened with the site's
         unsealed settings and the limiter every execution against the site shares."""
         cls = provider_class(site.kind)
+        limits = self.ctx.config.recovery.limits
         limiter = self._limiters.get((site.kind, site.id))
         if limiter is None:
-            limiter = self._limiters[(site.kind, site.id)] = cls.new_limiter()
-        return cls(site_settings(self.ctx, site), limiter)
+            limiter = self._limiters[(site.kind, site.id)] = cls.new_limiter(limits)
+        provider = cls(site_settings(self.ctx, site), limiter)
+        provider.limits = limits
+        return provider
 
     async def _update(self, key: ExecutionKey, change: Callable[[Execution], None]) -> None:
         async with self.ctx.db() as s, s.begin():
