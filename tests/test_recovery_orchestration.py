@@ -385,3 +385,29 @@ def test_failback_brings_what_the_recovered_guest_wrote_home(short_cluster):
     assert list(site.dir.iterdir()) == []
     code, _, err = c.drctl("plan", "run", "p1", "--wait", check=False)
     assert code == 0, err
+
+
+def test_a_test_with_a_ttl_is_cleaned_up_by_itself_even_across_a_restart(short_cluster):
+    """A drill with a TTL whose VM QEMU refuses (its kernel is not one) fails at once;
+    dr-control SIGKILLed before the TTL ends still cleans it up when it is over."""
+    c = short_cluster
+    site = Site(c, {"db": {"README": b"db\n"}})
+    workload = site.workload("db")
+    not_a_kernel = c.root / "not-a-kernel"
+    not_a_kernel.write_bytes(b"nothing to boot\n")
+    workload["kvm"]["kernel"] = str(not_a_kernel)
+    site.create([{"name": "databases", "workloads": [workload]}])
+    code, out, err = c.drctl("recovery", "run", "rp1", "--test", "--ttl", "4s", "--output",
+                             "json")
+    name = json.loads(out)["name"]
+    failed = site.wait_end(name)
+    assert failed["state"] == "failed" and failed["expire_time"], failed
+    assert (site.dir / execution_dir(str(site.dir), name).name).exists()
+    kill_control(c)
+    cleaned = wait_for(lambda: (lambda e: e if e["state"] == "cleaned-up" else None)(
+        site.get(name)), timeout=60, what="the TTL's cleanup")
+    assert "expired" in [s for _, _, s in steps(cleaned)]
+    assert list(site.dir.iterdir()) == []
+    # Only a test has a TTL.
+    code, _, err = c.drctl("recovery", "run", "rp1", "--failover", "--ttl", "1h", check=False)
+    assert code != 0 and "ttl_seconds" in err

@@ -186,7 +186,7 @@ def task(t: models.Task) -> nodes_pb2.Task:
 # Imported here, with the conversions that need them, to keep this section self-contained.
 from dr_common.proto.dr.v1 import recovery_pb2  # noqa: E402
 from dr_control.services.recovery import (ENDED_STATES, execution_name,  # noqa: E402
-                                          recovery_plan_name)
+                                          expire_time, recovery_plan_name)
 
 
 def _ts_text(text: str) -> timestamp_pb2.Timestamp | None:
@@ -287,6 +287,7 @@ def execution(e: models.Execution) -> recovery_pb2.Execution:
         error=task_error(e.error_reason, e.error_message), create_time=ts(e.create_time),
         end_time=ts(e.end_time), done=e.state in ENDED_STATES and not e.cleanup_requested,
         cancel_requested=e.cancel_requested,
+        expire_time=ts(expire_time(e)) if expire_time(e) else None,
         workloads=[recovery_pb2.WorkloadResult(
             workload=w["workload"], group=w["group"], state=w["state"], reason=w["reason"],
             checks=[recovery_pb2.CheckResult(**c) for c in w["checks"]])

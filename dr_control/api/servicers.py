@@ -423,7 +423,8 @@ class Recovery(recovery_pb2_grpc.RecoveryServiceServicer):
     @rpc
     async def StartRecovery(self, request, context):
         return convert.execution(await self.svc.start_recovery(
-            request.name, recovery_point=request.recovery_point, mode=request.mode))
+            request.name, recovery_point=request.recovery_point, mode=request.mode,
+            ttl_seconds=request.ttl_seconds))
 
     @rpc
     async def GetExecution(self, request, context):

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -112,6 +112,14 @@ def _merged(stored: list[dict], ours: list[dict]) -> list[dict]:
 def _event(group: str, workload: str, step: str, detail: str = "") -> dict[str, str]:
     return {"time": utcnow().isoformat(), "group": group, "workload": workload, "step": step,
             "detail": detail}
+
+
+def expire_time(e: Execution) -> datetime | None:
+    """When an ended test execution with a TTL is cleaned up by itself."""
+    ttl = (e.config or {}).get("ttl_seconds", 0)
+    if not ttl or e.end_time is None or e.state in ("cleaned-up", "cancelled"):
+        return None
+    return e.end_time + timedelta(seconds=ttl)
 
 
 # --- validation of a recovery plan ------------------------------------------------------
@@ -279,6 +287,8 @@ class RecoveryService:
         self.running_timeout = running_timeout
         # Running executions and cleanups of this process, by execution.
         self._tasks: dict[ExecutionKey, asyncio.Task] = {}
+        # Test executions waiting out their TTL, by execution.
+        self._expiries: dict[ExecutionKey, asyncio.Task] = {}
         # One limiter per target site (its provider's): rate limits are per account and
         # region.
         self._limiters: dict[tuple[str, str], Any] = {}
@@ -356,7 +366,7 @@ class RecoveryService:
     # --- executions ---
 
     async def start_recovery(self, name: str, *, recovery_point: str = "",
-                             mode: str = "test") -> Execution:
+                             mode: str = "test", ttl_seconds: int = 0) -> Execution:
         """Checks everything that can be checked, records the execution and starts it.
         migrate: the point is the final cycle's, made once the execution runs; what is
         checked now is the newest point (the final cycle only adds changes to it)."""
@@ -364,17 +374,20 @@ class RecoveryService:
         if mode not in MODES:
             raise InvalidArgument(f"mode must be {', '.join(MODES)}, got {mode!r}",
                                   field="mode")
+        if ttl_seconds and mode != "test":
+            raise InvalidArgument(f"only a test is cleaned up by itself; a {mode} stays "
+                                  f"until it is failed back", field="ttl_seconds")
         if mode in ("migrate", "failback") and recovery_point:
             raise InvalidArgument(f"a {mode} recovers the point of its own final cycle, "
                                   f"taken with the workloads stopped: give no recovery point",
                                   field="recovery_point")
         rp = await self.get_recovery_plan(name)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"ttl_seconds": ttl_seconds} if ttl_seconds else {}
         async with self.ctx.db() as s:
             plan = await s.get(Plan, rp.plan_id)
             site = await self._recovery_site(s, rp, plan)
             if mode == "failback":
-                extra = await failback.check_start(s, rp, plan, site)
+                extra.update(await failback.check_start(s, rp, plan, site))
             else:
                 point = await self._point(s, plan, recovery_point)
                 inventory = await self._inventory(s, point)
@@ -647,9 +660,33 @@ class RecoveryService:
             row.events = [*row.events, _event("", "", state, why)]
 
         await self._update(key, end)
+        self._expire_later(key, row.config.get("ttl_seconds", 0))
         if row.mode in FAILOVER_MODES:
             await self._failed_over(key, plan.id)
         log.info("recovery ended", execution=key.name, state=state, instances=len(result))
+
+    def _expire_later(self, key: ExecutionKey, ttl: int, *, ended: datetime | None = None
+                      ) -> None:
+        """Cleans a test execution up `ttl` seconds after it ended (now, or `ended`)."""
+        if not ttl or key in self._expiries:
+            return
+        delay = ttl - ((utcnow() - ended).total_seconds() if ended else 0)
+
+        async def expire() -> None:
+            await asyncio.sleep(max(0.0, delay))
+            with contextlib.suppress(DRError):
+                execution = await self.get_execution(key.name)
+                if execution.state in ENDED_STATES and execution.state not in (
+                        "cleaned-up", "cancelled") and not execution.cleanup_requested:
+                    log.info("test execution expired: cleaning up", execution=key.name,
+                             ttl=ttl)
+                    await self._update(key, lambda row: setattr(row, "events", [
+                        *row.events, _event("", "", "expired", f"TTL of {ttl} s")]))
+                    await self.cleanup_execution(key.name)
+
+        task = asyncio.create_task(expire(), name=f"expiry {key.name}")
+        self._expiries[key] = task
+        task.add_done_callback(lambda t: self._expiries.pop(key, None))
 
     async def _failed_over(self, key: ExecutionKey, plan_id: str) -> None:
         """After a failover or migration the workloads run at the recovery site: the
@@ -678,6 +715,9 @@ class RecoveryService:
 
         await self._update(key, fail)
         log.warning("recovery failed", execution=key.name, reason=reason)
+        async with self.ctx.db() as s:
+            row = await s.get(Execution, (key.recovery_plan_id, key.id))
+        self._expire_later(key, (row.config or {}).get("ttl_seconds", 0))
 
     async def _end_cancelled(self, key: ExecutionKey, provider: RecoveryProvider) -> None:
         """A cancelled execution deletes what it created, then ends `cancelled`."""
@@ -737,7 +777,16 @@ class RecoveryService:
     # --- process lifecycle ---
 
     async def resume(self) -> None:
-        """Resumes executions and cleanups a stopped control plane left running."""
+        """Resumes executions and cleanups a stopped control plane left running, and the
+        TTLs of ended test executions."""
+        async with self.ctx.db() as s:
+            waiting = (await s.scalars(select(Execution).where(
+                Execution.mode == "test", Execution.state.in_(
+                    ("completed", "partially-completed", "failed")),
+                Execution.cleanup_requested.is_(False)))).all()
+        for row in waiting:
+            self._expire_later(_key(row), (row.config or {}).get("ttl_seconds", 0),
+                               ended=row.end_time)
         async with self.ctx.db() as s:
             rows = (await s.scalars(select(Execution).where(
                 (Execution.state.in_(ACTIVE_STATES)) | Execution.cleanup_requested))).all()
@@ -772,7 +821,7 @@ class RecoveryService:
 
     async def stop(self) -> None:
         """Cancels this process's running executions; they resume at the next start."""
-        tasks = list(self._tasks.values())
+        tasks = list(self._tasks.values()) + list(self._expiries.values())
         for task in tasks:
             task.cancel()
         for task in tasks:

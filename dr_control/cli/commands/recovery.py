@@ -113,6 +113,9 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     mode.add_argument("--failback", dest="mode", action="store_const", const="failback",
                       help="after a failover: protect the recovered workloads back into the "
                            "plan's repository, stop them, and write their disks home")
+    p.add_argument("--ttl", type=argtypes.duration, default=0, metavar="DURATION",
+                   help="--test only: clean it up by itself this long after it ends "
+                        "(e.g. 2h); default: it stays until `drctl recovery cleanup`")
     p.add_argument("--wait", action="store_true",
                    help="show each step until the execution ends; exit 1 unless it completed")
     p.set_defaults(handler=recovery_run, mode="test")
@@ -292,7 +295,8 @@ def recovery_run(ctx: Context, args: argparse.Namespace) -> int:
         except names.InvalidName as e:
             raise UsageError(f"argument --point: {e}") from None
     execution = ctx.client.call(_stub(ctx).StartRecovery, recovery_pb2.StartRecoveryRequest(
-        name=args.recovery_plan, recovery_point=point, mode=args.mode))
+        name=args.recovery_plan, recovery_point=point, mode=args.mode,
+        ttl_seconds=args.ttl))
     if not args.wait:
         ctx.out.resource(execution, render_execution)
         ctx.out.note(f"follow it with `drctl recovery get {names.short_name(execution.name)} "
@@ -460,6 +464,8 @@ def render_execution(e: recovery_pb2.Execution) -> str:
         ("ended", format_time(e.end_time)),
         ("duration", _duration(e)),
     ]
+    if is_set(e.expire_time):
+        fields.append(("cleaned up by itself", format_time(e.expire_time)))
     if task_error_text(e.error):
         fields.append(("error", task_error_text(e.error)))
     blocks = [format_fields(fields)]

@@ -193,7 +193,7 @@ class NetworkMapping(_message.Message):
     def __init__(self, subnet_id: _Optional[str] = ..., security_group_ids: _Optional[_Iterable[str]] = ..., private_ip: _Optional[str] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("name", "recovery_point", "mode", "state", "events", "instances", "error", "create_time", "end_time", "done", "workloads", "cancel_requested")
+    __slots__ = ("name", "recovery_point", "mode", "state", "events", "instances", "error", "create_time", "end_time", "done", "workloads", "cancel_requested", "expire_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +206,7 @@ class Execution(_message.Message):
     DONE_FIELD_NUMBER: _ClassVar[int]
     WORKLOADS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     recovery_point: str
     mode: str
@@ -218,7 +219,8 @@ class Execution(_message.Message):
     done: bool
     workloads: _containers.RepeatedCompositeFieldContainer[WorkloadResult]
     cancel_requested: bool
-    def __init__(self, name: _Optional[str] = ..., recovery_point: _Optional[str] = ..., mode: _Optional[str] = ..., state: _Optional[str] = ..., events: _Optional[_Iterable[_Union[ExecutionEvent, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[RecoveredInstance, _Mapping]]] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., done: _Optional[bool] = ..., workloads: _Optional[_Iterable[_Union[WorkloadResult, _Mapping]]] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., recovery_point: _Optional[str] = ..., mode: _Optional[str] = ..., state: _Optional[str] = ..., events: _Optional[_Iterable[_Union[ExecutionEvent, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[RecoveredInstance, _Mapping]]] = ..., error: _Optional[_Union[_common_pb2.TaskError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., done: _Optional[bool] = ..., workloads: _Optional[_Iterable[_Union[WorkloadResult, _Mapping]]] = ..., cancel_requested: _Optional[bool] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class WorkloadResult(_message.Message):
     __slots__ = ("workload", "group", "state", "checks", "reason")
@@ -317,14 +319,16 @@ class DeleteRecoveryPlanRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class StartRecoveryRequest(_message.Message):
-    __slots__ = ("name", "recovery_point", "mode")
+    __slots__ = ("name", "recovery_point", "mode", "ttl_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     recovery_point: str
     mode: str
-    def __init__(self, name: _Optional[str] = ..., recovery_point: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
+    ttl_seconds: int
+    def __init__(self, name: _Optional[str] = ..., recovery_point: _Optional[str] = ..., mode: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class GetExecutionRequest(_message.Message):
     __slots__ = ("name",)
