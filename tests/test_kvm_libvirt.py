@@ -34,8 +34,8 @@ USER = "nobody"
 PREFIX = "hdr-p1-"
 
 
-@pytest.fixture(autouse=True)
-def _tools():
+def require_libvirt() -> None:
+    """What a test with a real libvirtd and the tiny guest needs (also test_kvm_stop)."""
     require_qemu()
     require_guest()
     require_tool("libvirtd")
@@ -45,6 +45,11 @@ def _tools():
         unavailable("python3-libvirt is not importable: run tools/install-system-deps.sh")
     if os.geteuid() != 0:
         unavailable("the libvirt test starts libvirtd as user nobody: run it as root")
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    require_libvirt()
 
 
 class Libvirtd:

@@ -29,9 +29,10 @@ from dr_common.sources.base import SourceEnv
 from dr_node.tasks import snapshot as snapshot_task
 from tests.peers.kvm.check import check_point
 from tests.peers.kvm.guest import Guest, make_disk, require_guest
-from tests.peers.tools import require_qemu, require_tool, unavailable
+from tests.peers.tools import require_qemu
 # The libvirt suite's own libvirtd, and its way to boot and read the guest.
-from tests.test_kvm_libvirt import Libvirtd, _boot, _read as _libvirt_read
+from tests.test_kvm_libvirt import Libvirtd, _boot, require_libvirt
+from tests.test_kvm_libvirt import _read as _libvirt_read
 from tools.localcluster import wait_for
 
 KIB = 64  # the guest's file size
@@ -195,15 +196,7 @@ def test_a_running_guest_is_paused_before_its_point_and_left_paused(tmp_path):
 @pytest.fixture
 def libvirtd():
     """tests/test_kvm_libvirt.py's libvirtd, once what it needs is known to be here."""
-    require_qemu()
-    require_guest()
-    require_tool("libvirtd")
-    try:
-        import libvirt  # noqa: F401
-    except ImportError:
-        unavailable("python3-libvirt is not importable: run tools/install-system-deps.sh")
-    if os.geteuid() != 0:
-        unavailable("the libvirt test starts libvirtd as user nobody: run it as root")
+    require_libvirt()
     # Not pytest's tmp_path: its parents are root's only, and libvirtd runs as nobody.
     root = Path(tempfile.mkdtemp(prefix="dr-libvirt-"))
     os.chmod(root, 0o755)

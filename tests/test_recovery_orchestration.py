@@ -79,6 +79,16 @@ class Site:
     def run(self, mode: str) -> str:
         return self.c.drctl_json("recovery", "run", "rp1", f"--{mode}")["name"]
 
+    def run_interrupted(self, mode: str, step: str, group: str) -> tuple[str, int, dict]:
+        """Starts an execution, SIGKILLs dr-control once `step` of `group` happened and
+        starts it again; returns the execution's name, the pid the database's VM had
+        then, and the execution once it has ended."""
+        name = self.run(mode)
+        self.wait_step(name, step, group)
+        (pid,) = self.qemus(name, "db")
+        kill_control(self.c)
+        return name, pid, self.wait_end(name)
+
     def get(self, name: str) -> dict:
         return self.c.drctl_json("recovery", "get", short(name))
 
@@ -149,11 +159,7 @@ def test_a_drill_validates_each_group_before_the_next_and_resumes_after_sigkill(
                                    {"kind": "tcp", "port": site.ports["web1"]}]),
             site.workload("web2", [site.http_check("web2", "/a/index.html", "web two")])]}],
         post_scripts=[{"command": f"cat >> {post}; echo >> {post}; echo posted"}])
-    name = site.run("test")
-    site.wait_step(name, "group-started", "web")
-    (db_pid,) = site.qemus(name, "db")
-    kill_control(c)
-    execution = site.wait_end(name)
+    name, db_pid, execution = site.run_interrupted("test", "group-started", "web")
     assert execution["state"] == "completed", execution
     got = steps(execution)
     assert ("", "", "resumed") in got
@@ -211,11 +217,7 @@ def test_a_failing_check_and_a_failing_script_make_a_failover_partially_complete
                             interval_seconds=1, timeout_seconds=2)])]},
         {"name": "web", "workloads": [site.workload("web")]}],
         post_scripts=[{"command": f"cat >> {post}; echo failing on purpose; exit 3"}])
-    name = site.run("failover")
-    site.wait_step(name, "group-running", "databases")
-    (db_pid,) = site.qemus(name, "db")
-    kill_control(c)
-    execution = site.wait_end(name)
+    name, db_pid, execution = site.run_interrupted("failover", "group-running", "databases")
     assert execution["state"] == "partially-completed", execution
     assert site.qemus(name, "db") == [db_pid]
     assert site.qemus(name, "web") == []

@@ -719,8 +719,10 @@ class RecoveryService:
             row = await s.get(Execution, (key.recovery_plan_id, key.id))
         self._expire_later(key, (row.config or {}).get("ttl_seconds", 0))
 
-    async def _end_cancelled(self, key: ExecutionKey, provider: RecoveryProvider) -> None:
-        """A cancelled execution deletes what it created, then ends `cancelled`."""
+    async def _delete_made(self, key: ExecutionKey, provider: RecoveryProvider
+                           ) -> Exception | None:
+        """The provider's cleanup of what the execution made, its steps written as
+        events; the error it raised, if any."""
         async def work(emit):
             return await provider.cleanup(key.name, on_event=emit)
 
@@ -729,6 +731,12 @@ class RecoveryService:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            return exc
+        return None
+
+    async def _end_cancelled(self, key: ExecutionKey, provider: RecoveryProvider) -> None:
+        """A cancelled execution deletes what it created, then ends `cancelled`."""
+        if (exc := await self._delete_made(key, provider)) is not None:
             await self._fail(key, exc, [])
             return
 
@@ -744,17 +752,10 @@ class RecoveryService:
         log.info("recovery cancelled", execution=key.name)
 
     async def _cleanup(self, key: ExecutionKey, provider: RecoveryProvider) -> None:
-        async def work(emit):
-            return await provider.cleanup(key.name, on_event=emit)
-
-        try:
-            await self._record_events(key, work)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        if (exc := await self._delete_made(key, provider)) is not None:
             error = exc if isinstance(exc, DRError) else None
             if error is None:
-                log.exception("cleanup failed unexpectedly", execution=key.name)
+                log.error("cleanup failed unexpectedly", execution=key.name, exc_info=exc)
             reason = error.reason if error else "internal"
             message = (f"cleanup failed: {error.message if error else 'internal error'}; "
                        f"run cleanup again")

@@ -131,21 +131,17 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
     p.add_argument("--wait", action="store_true", help="wait until the execution ends")
     p.set_defaults(handler=recovery_get)
 
-    p = rec_sub.add_parser("cleanup", parents=parents,
-                           help="delete what an execution created (instances, volumes, network "
-                                "interfaces, images); the recovery point is kept")
-    p.add_argument("execution", metavar="EXECUTION", type=argtypes.name(EXECUTION),
-                   help="RECOVERY_PLAN/EXECUTION")
-    p.add_argument("--wait", action="store_true", help="wait until the cleanup is done")
-    p.set_defaults(handler=recovery_cleanup)
-
-    p = rec_sub.add_parser("cancel", parents=parents,
-                           help="stop a running execution at its next step and delete what it "
-                                "created; it ends cancelled")
-    p.add_argument("execution", metavar="EXECUTION", type=argtypes.name(EXECUTION),
-                   help="RECOVERY_PLAN/EXECUTION")
-    p.add_argument("--wait", action="store_true", help="wait until it has ended")
-    p.set_defaults(handler=recovery_cancel)
+    for action, handler, text in (
+            ("cleanup", recovery_cleanup, "delete what an ended execution created (instances, "
+                                          "volumes, network interfaces, images); the "
+                                          "recovery point is kept"),
+            ("cancel", recovery_cancel, "stop a running execution at its next step and "
+                                        "delete what it created; it ends cancelled")):
+        p = rec_sub.add_parser(action, parents=parents, help=text)
+        p.add_argument("execution", metavar="EXECUTION", type=argtypes.name(EXECUTION),
+                       help="RECOVERY_PLAN/EXECUTION")
+        p.add_argument("--wait", action="store_true", help="wait until it has ended")
+        p.set_defaults(handler=handler)
 
 
 # --- recovery plans ---------------------------------------------------------------------
