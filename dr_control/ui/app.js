@@ -434,8 +434,11 @@ async function refresh() {
     }
     document.getElementById("cycles").replaceWith(cyclesBox);
 
-    renderRecoveryPlans(recoveryResp.recovery_plans || []);
-    if (state.recoveryPlan) await refreshRecoveryPlan();
+    const recoveryPlans = recoveryResp.recovery_plans || [];
+    renderRecoveryPlans(recoveryPlans);
+    // A deleted plan's detail goes, rather than a NOT_FOUND on every poll.
+    if (!recoveryPlans.some((rp) => rp.name === state.recoveryPlan)) state.recoveryPlan = "";
+    await refreshRecoveryPlan();
 
     document.getElementById("nodes").replaceChildren(...(nodesResp.nodes || []).map((n) =>
       el("tr", { "class": "node", "data-node": n.name }, el("td", {}, n.name), el("td", {}, n.state),
