@@ -24,7 +24,7 @@ from google.protobuf import json_format, message_factory
 
 from dr_common import errors, grpc_errors
 from dr_common.proto.dr.v1 import (inventory_pb2, nodes_pb2, operations_pb2, protection_pb2,
-                                   recovery_points_pb2, restore_pb2)
+                                   recovery_pb2, recovery_points_pb2, restore_pb2)
 from dr_control.api import auth
 from dr_control.services.tokens import TokenService, role_allows
 
@@ -41,7 +41,8 @@ UI_FILES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javasc
 _FILES = {module.DESCRIPTOR.services_by_name[name].full_name: module for module, name in (
     (inventory_pb2, "InventoryService"), (protection_pb2, "ProtectionService"),
     (recovery_points_pb2, "RecoveryPointService"), (restore_pb2, "RestoreService"),
-    (operations_pb2, "OperationsService"), (nodes_pb2, "NodeService"))}
+    (operations_pb2, "OperationsService"), (nodes_pb2, "NodeService"),
+    (recovery_pb2, "RecoveryService"))}
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,14 @@ class Route:
             .methods_by_name[self.rpc]
 
 
-INV, PROT, RP, RES, OPS, NODES = (f"dr.v1.{s}" for s in (
+INV, PROT, RP, RES, OPS, NODES, REC = (f"dr.v1.{s}" for s in (
     "InventoryService", "ProtectionService", "RecoveryPointService", "RestoreService",
-    "OperationsService", "NodeService"))
+    "OperationsService", "NodeService", "RecoveryService"))
 PLAN = (("name", "plans/{plan}"),)
+RPLAN = (("name", "recoveryPlans/{recovery_plan}"),)
+EXECUTION = (("name", "recoveryPlans/{recovery_plan}/executions/{execution}"),)
+# The path variables, in the order the OpenAPI document lists them.
+PATH_VARS = ("plan", "point", "operation", "recovery_plan", "execution")
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/sites", INV, "ListSites", summary="List sites"),
     Route("GET", "/v1/plans", PROT, "ListPlans", summary="List protection plans"),
@@ -94,6 +99,31 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/plans/{plan}/recoveryPoints/{point}:restore", RES, "RestoreDisk",
           (("recovery_point", "plans/{plan}/recoveryPoints/{point}"),), body=True,
           summary="Restore a disk of a recovery point (returns an operation)"),
+    Route("GET", "/v1/recoveryPlans", REC, "ListRecoveryPlans", summary="List recovery plans"),
+    Route("GET", "/v1/recoveryPlans/{recovery_plan}", REC, "GetRecoveryPlan", RPLAN,
+          summary="Get a recovery plan"),
+    # The body is the request message: {"recovery_plan_id": ..., "recovery_plan": {...}}.
+    Route("POST", "/v1/recoveryPlans", REC, "CreateRecoveryPlan", body=True,
+          summary="Create a recovery plan (body: recovery_plan_id and recovery_plan)"),
+    Route("DELETE", "/v1/recoveryPlans/{recovery_plan}", REC, "DeleteRecoveryPlan", RPLAN,
+          summary="Delete a recovery plan (refused while an execution of it runs)"),
+    Route("POST", "/v1/recoveryPlans/{recovery_plan}:start", REC, "StartRecovery", RPLAN,
+          body=True, summary="Start an execution (body: recovery_point, mode: test, "
+                             "failover or migrate); poll it with GET"),
+    Route("GET", "/v1/recoveryPlans/{recovery_plan}:forecast", REC, "ForecastRecoveryPlan",
+          RPLAN, summary="A recovery plan's predicted RTO, its parts, the last measured RTO"),
+    Route("GET", "/v1/recoveryPlans/{recovery_plan}/executions", REC, "ListExecutions",
+          (("parent", "recoveryPlans/{recovery_plan}"),),
+          summary="List a recovery plan's executions"),
+    Route("GET", "/v1/recoveryPlans/{recovery_plan}/executions/{execution}", REC,
+          "GetExecution", EXECUTION,
+          summary="Get an execution: its state, events and per-workload results"),
+    Route("POST", "/v1/recoveryPlans/{recovery_plan}/executions/{execution}:cancel", REC,
+          "CancelExecution", EXECUTION,
+          summary="Cancel a running execution (an ended one is returned as it is)"),
+    Route("POST", "/v1/recoveryPlans/{recovery_plan}/executions/{execution}:cleanup", REC,
+          "CleanupExecution", EXECUTION,
+          summary="Delete what an ended execution created (runs in the background)"),
 )
 
 
@@ -178,7 +208,7 @@ def _ui_file(name: str) -> str:
 
 
 def _aiohttp_path(path: str) -> str:
-    for var in ("plan", "point", "operation"):
+    for var in PATH_VARS:
         path = path.replace("{%s}" % var, "{%s:%s}" % (var, SEGMENT))
     return path
 
@@ -227,7 +257,7 @@ def openapi_document() -> dict:
     paths: dict[str, dict] = {}
     for route in ROUTES:
         params = [{"name": var, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for var in ("plan", "point", "operation") if "{%s}" % var in route.path]
+                  for var in PATH_VARS if "{%s}" % var in route.path]
         if route.list:
             params += [{"name": "page_size", "in": "query", "schema": {"type": "integer"}},
                        {"name": "page_token", "in": "query", "schema": {"type": "string"}}]

@@ -115,19 +115,21 @@ async def start(config: ControlConfig) -> Control:
     control = Control(config=config, server=server, port=port, scheduler_task=scheduler_task,
                       engine=engine, recovery=recovery)
     if config.rest_listen:
-        control.rest = await _start_rest(config, ctx, leases, points, tokens)
+        control.rest = await _start_rest(config, ctx, leases, points, tokens, recovery)
     return control
 
 
 async def _start_rest(config: ControlConfig, ctx: ServiceContext, leases: Leases,
-                      points: PointService, tokens: TokenService):
+                      points: PointService, tokens: TokenService, recovery: RecoveryService):
     """The REST/JSON API and web UI over servicers of the same services (dr_control.rest)."""
     from dr_control import rest
     by_service = {
         rest.INV: servicers.Inventory(InventoryService(ctx)),
         rest.PROT: servicers.Protection(ProtectionService(ctx)),
         rest.RP: servicers.RecoveryPoints(points), rest.RES: servicers.Restore(points),
-        rest.OPS: servicers.Operations(points), rest.NODES: servicers.Nodes(ctx, leases)}
+        rest.OPS: servicers.Operations(points), rest.NODES: servicers.Nodes(ctx, leases),
+        # The gRPC port's RecoveryService itself: it owns the running executions' tasks.
+        rest.REC: servicers.Recovery(recovery)}
     runner = await rest.start(config.rest_listen, by_service,
                               tokens if config.auth.enabled else None)
     log.info("REST API and web UI started", rest_listen=config.rest_listen,
