@@ -367,3 +367,17 @@ async def test_script_that_cannot_start():
 async def test_script_killed_by_a_signal():
     result = await run_script({"command": "kill -9 $$", "timeout_seconds": 5}, {})
     assert not result.passed and result.exit_code == -9 and result.reason == "killed by SIGKILL"
+
+
+@pytest.mark.parametrize("command", ["true", "exit 0", "exec 0<&-; sleep 0.1"])
+def test_a_script_that_ignores_its_stdin_still_passes_under_uvloop(command):
+    """uvloop reports a write to a pipe the script closed as a RuntimeError, not a
+    BrokenPipeError: the script's result stands, no error escapes."""
+    import uvloop
+
+    async def many():
+        return [await run_script({"command": command, "timeout_seconds": 10},
+                                 {"pad": "x" * 200_000}) for _ in range(10)]
+
+    results = uvloop.run(many())
+    assert all(r.passed and r.exit_code == 0 for r in results), results

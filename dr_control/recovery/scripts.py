@@ -202,10 +202,13 @@ async def run_shell(command: str, *, timeout: float, stdin: bytes | None = None,
     async def write() -> None:
         assert proc.stdin is not None
         try:
-            proc.stdin.write(stdin or b"")
-            await proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the command exited, or closed its stdin, without reading it all
+            if not proc.stdin.is_closing():
+                proc.stdin.write(stdin or b"")
+                await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError, RuntimeError):
+            # The command exited, or closed its stdin, without reading it all (uvloop
+            # says so with a RuntimeError about the closed transport).
+            pass
         finally:
             proc.stdin.close()
 

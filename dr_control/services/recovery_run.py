@@ -250,9 +250,10 @@ class ExecutionRun:
             recovered = await self.provider.recover(
                 self.name, [group], test_mode=self.mode == "test",
                 on_event=self.emit_event, running_timeout=self.running_timeout)
-        except RecoveryFailed:
+        except RecoveryFailed as exc:
             for spec in group.instances:
-                self.workloads[spec.workload].state = "failed"
+                w = self.workloads[spec.workload]
+                w.state, w.reason = "failed", exc.message
             await self._save_workloads()
             raise
         for r in recovered:
