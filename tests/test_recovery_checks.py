@@ -371,8 +371,9 @@ async def test_script_killed_by_a_signal():
 
 @pytest.mark.parametrize("command", ["true", "exit 0", "exec 0<&-; sleep 0.1"])
 def test_a_script_that_ignores_its_stdin_still_passes_under_uvloop(command):
-    """uvloop reports a write to a pipe the script closed as a RuntimeError, not a
-    BrokenPipeError: the script's result stands, no error escapes."""
+    """Under uvloop (dr-control's loop) a write to a pipe the script already closed may
+    be reported as a RuntimeError, not a BrokenPipeError (seen in a daemon, about one run
+    in six; not reproduced on its own here): the script's result stands either way."""
     import uvloop
 
     async def many():
