@@ -35,7 +35,7 @@ demo: $(STAMP)
 
 # The whole suite, real daemons included.
 test: $(STAMP) $(SYS_STAMP) $(NPM_STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # Benchmarks P1-P6, P1-NBD and P2-CBT against qemu-img, restic and nbdcopy (installed via
 # apt-get when missing; the kvm source's qemu-utils and libnbd via $(SYS_STAMP)), P9
