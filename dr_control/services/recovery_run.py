@@ -267,13 +267,13 @@ class ExecutionRun:
         self.emit("group-validated", f"{sum(results)} of {len(results)} workload(s) passed",
                   group=group.name)
         for spec in group.instances:
-            w = settings[spec.workload]
+            w, state = settings[spec.workload], self.workloads[spec.workload]
             if not await self.scripts("post", w.get("post_scripts") or [],
-                                      {**self._payload(point),
-                                       "workload": self.workloads[spec.workload].payload()},
+                                      {**self._payload(point), "workload": state.payload()},
                                       group=group.name, workload=spec.workload):
-                state = self.workloads[spec.workload]
                 state.state, state.reason = "script-failed", "its post script failed"
+            elif state.reason and state.state in ("up", "validated"):
+                state.state = "script-failed"  # its pre script failed
         await self._save_workloads()
         return all(results)
 
