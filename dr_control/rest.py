@@ -124,6 +124,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/recoveryPlans/{recovery_plan}/executions/{execution}:cleanup", REC,
           "CleanupExecution", EXECUTION,
           summary="Delete what an ended execution created (runs in the background)"),
+    Route("POST", "/v1/recoveryPlans/{recovery_plan}/executions/{execution}:refresh", REC,
+          "RefreshExecution", EXECUTION,
+          summary="Run an ended execution's validation checks again"),
 )
 
 

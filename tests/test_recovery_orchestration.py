@@ -10,6 +10,7 @@ forwarded loopback port, which is what the validation checks ask."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -199,6 +200,13 @@ def test_a_drill_validates_each_group_before_the_next_and_resumes_after_sigkill(
     assert forecast["last_measured_rto_seconds"] > 0
     code, text, err = c.drctl("recovery-plan", "forecast", "rp1", check=False)
     assert code == 0 and "forecast RTO" in text and "last measured RTO" in text, err
+    # Refresh runs the checks again: web2's VM is gone, the others still pass.
+    (web2_pid,) = site.qemus(name, "web2")
+    os.kill(web2_pid, signal.SIGKILL)
+    refreshed = c.drctl_json("recovery", "refresh", short(name))
+    now = {r["workload"].rsplit("/", 1)[-1]: r["state"] for r in refreshed["workloads"]}
+    assert now == {"db": "validated", "web1": "validated", "web2": "validation-failed"}
+    assert refreshed["events"][-1]["step"] == "refreshed"
     site.cleanup(name, pids)
 
 

@@ -34,7 +34,8 @@ NODE_METHODS = frozenset({"RegisterNode", "Heartbeat", "AcquireTask", "ReportPro
 # or one of these (create/update/delete of sites, plans, recovery plans, tokens) is admin.
 OPERATOR_METHODS = frozenset({"RunPlan", "PausePlan", "ResumePlan", "RefreshSite",
                               "RestoreDisk", "VerifyRecoveryPoint", "StartRecovery",
-                              "CleanupExecution", "CancelExecution", "CancelOperation",
+                              "CleanupExecution", "CancelExecution", "RefreshExecution",
+                              "CancelOperation",
                               "DrainNode", "UndrainNode"})
 READ_PREFIXES = ("Get", "List", "Forecast")
 OPEN, NODE = "open", "node"

@@ -446,5 +446,9 @@ class Recovery(recovery_pb2_grpc.RecoveryServiceServicer):
         return convert.execution(await self.svc.cancel_execution(request.name))
 
     @rpc
+    async def RefreshExecution(self, request, context):
+        return convert.execution(await self.svc.refresh_execution(request.name))
+
+    @rpc
     async def ForecastRecoveryPlan(self, request, context):
         return convert.forecast(request.name, await self.svc.forecast(request.name))

@@ -50,7 +50,7 @@ from dr_control.recovery.base import (BootGroup, RecoveredDisk, RecoveryEvent, R
                                       RecoveryProvider, WorkloadSpec, whole_number)
 from dr_control.services import failback, taskspecs
 from dr_control.services.recovery_run import (ExecutionRun, check_recovery_settings,
-                                              describe_failures)
+                                              describe_failures, refresh)
 from dr_control.services.context import ServiceContext
 from dr_control.services.inventory import site_settings
 from dr_control.services.nodework import Cancelled, wait_task
@@ -492,6 +492,23 @@ class RecoveryService:
 
         await self._update(_key(execution), ask)
         log.info("recovery cancel requested", execution=name)
+        return await self.get_execution(name)
+
+    async def refresh_execution(self, name: str) -> Execution:
+        """Runs the checks of an ended execution's recovered workloads again
+        (recovery_run.refresh) and records the result."""
+        execution = await self.get_execution(name)
+        if execution.state not in ("completed", "partially-completed"):
+            raise FailedPrecondition(f"{name} is {execution.state}: only the workloads of "
+                                     f"a completed or partially-completed execution are "
+                                     f"running to be checked")
+        workloads, summary = await refresh(execution)
+
+        def record(row: Execution) -> None:
+            row.workloads = workloads
+            row.events = [*row.events, _event("", "", "refreshed", summary)]
+
+        await self._update(_key(execution), record)
         return await self.get_execution(name)
 
     async def forecast(self, name: str) -> forecast_mod.Forecast:

@@ -334,6 +334,34 @@ class ExecutionRun:
         return recovered, "partially-completed" if self.failures else "completed"
 
 
+async def refresh(execution: Execution) -> tuple[list[dict], str]:
+    """An ended execution's workloads with their checks run again against what was
+    recovered (in parallel); and a summary for the "refreshed" event."""
+    settings = {w["workload"]: w for g in execution.config.get("boot_groups", [])
+                for w in g["workloads"]}
+    instances = {i["workload"]: i for i in execution.instances}
+
+    async def one(w: dict) -> dict:
+        i, given = instances.get(w["workload"]), settings.get(w["workload"], {})
+        checks = given.get("checks") or []
+        if i is None or not checks or w["state"] in ("not-started", "failed"):
+            return w
+        state = WorkloadState(w["workload"], w["group"], instance=RecoveredInstance(
+            workload=i["workload"], instance_id=i["instance_id"],
+            private_ip=i.get("private_ip", ""), state=i.get("state", ""),
+            volume_ids=tuple(i.get("volume_ids", ())), network_interface_ids=(),
+            image_id=i.get("image_id", ""), address=i.get("address", "")))
+        results = await checks_mod.run_checks(checks, state.facts())
+        failed = [r for r in results if not r.passed]
+        return {**w, "checks": [r.as_dict() for r in results],
+                "state": "validation-failed" if failed else "validated",
+                "reason": "; ".join(f"{r.check}: {r.detail}" for r in failed)}
+
+    refreshed = list(await asyncio.gather(*(one(w) for w in execution.workloads)))
+    passing = sum(w["state"] == "validated" for w in refreshed)
+    return refreshed, f"{passing} of {len(refreshed)} workload(s) pass their checks now"
+
+
 def check_recovery_settings(where: str, w: dict[str, Any]) -> dict[str, Any]:
     """A workload's checks and scripts (every provider's settings), normalized."""
     return {"checks": checks_mod.check_checks(f"{where}.checks", list(w.get("checks") or [])),

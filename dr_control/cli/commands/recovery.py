@@ -142,6 +142,12 @@ def register(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentPar
                        help="RECOVERY_PLAN/EXECUTION")
         p.add_argument("--wait", action="store_true", help="wait until it has ended")
         p.set_defaults(handler=handler)
+    p = rec_sub.add_parser("refresh", parents=parents,
+                           help="run an ended execution's validation checks again and show "
+                                "what they say now")
+    p.add_argument("execution", metavar="EXECUTION", type=argtypes.name(EXECUTION),
+                   help="RECOVERY_PLAN/EXECUTION")
+    p.set_defaults(handler=recovery_refresh)
 
 
 # --- recovery plans ---------------------------------------------------------------------
@@ -326,6 +332,13 @@ def recovery_cancel(ctx: Context, args: argparse.Namespace) -> int:
     execution = wait_execution(ctx, execution)
     ctx.out.resource(execution, render_execution)
     return EXIT_OK if execution.state == "cancelled" else EXIT_FAILURE
+
+
+def recovery_refresh(ctx: Context, args: argparse.Namespace) -> int:
+    execution = ctx.client.call(_stub(ctx).RefreshExecution,
+                                recovery_pb2.RefreshExecutionRequest(name=args.execution))
+    ctx.out.resource(execution, render_execution)
+    return EXIT_OK
 
 
 def recovery_cleanup(ctx: Context, args: argparse.Namespace) -> int:

@@ -80,6 +80,11 @@ class RecoveryServiceStub:
                 request_serializer=dr_dot_v1_dot_recovery__pb2.CancelExecutionRequest.SerializeToString,
                 response_deserializer=dr_dot_v1_dot_recovery__pb2.Execution.FromString,
                 _registered_method=True)
+        self.RefreshExecution = channel.unary_unary(
+                '/dr.v1.RecoveryService/RefreshExecution',
+                request_serializer=dr_dot_v1_dot_recovery__pb2.RefreshExecutionRequest.SerializeToString,
+                response_deserializer=dr_dot_v1_dot_recovery__pb2.Execution.FromString,
+                _registered_method=True)
         self.ForecastRecoveryPlan = channel.unary_unary(
                 '/dr.v1.RecoveryService/ForecastRecoveryPlan',
                 request_serializer=dr_dot_v1_dot_recovery__pb2.ForecastRecoveryPlanRequest.SerializeToString,
@@ -155,6 +160,14 @@ class RecoveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefreshExecution(self, request, context):
+        """Runs the validation checks of an ended execution's recovered workloads again and
+        records what they say now (each workload's state and checks, a "refreshed" event).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ForecastRecoveryPlan(self, request, context):
         """The plan's predicted RTO, from the steps its executions measured, beside the last
         measured one.
@@ -209,6 +222,11 @@ def add_RecoveryServiceServicer_to_server(servicer, server):
             'CancelExecution': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelExecution,
                     request_deserializer=dr_dot_v1_dot_recovery__pb2.CancelExecutionRequest.FromString,
+                    response_serializer=dr_dot_v1_dot_recovery__pb2.Execution.SerializeToString,
+            ),
+            'RefreshExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefreshExecution,
+                    request_deserializer=dr_dot_v1_dot_recovery__pb2.RefreshExecutionRequest.FromString,
                     response_serializer=dr_dot_v1_dot_recovery__pb2.Execution.SerializeToString,
             ),
             'ForecastRecoveryPlan': grpc.unary_unary_rpc_method_handler(
@@ -459,6 +477,33 @@ class RecoveryService:
             target,
             '/dr.v1.RecoveryService/CancelExecution',
             dr_dot_v1_dot_recovery__pb2.CancelExecutionRequest.SerializeToString,
+            dr_dot_v1_dot_recovery__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefreshExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dr.v1.RecoveryService/RefreshExecution',
+            dr_dot_v1_dot_recovery__pb2.RefreshExecutionRequest.SerializeToString,
             dr_dot_v1_dot_recovery__pb2.Execution.FromString,
             options,
             channel_credentials,
