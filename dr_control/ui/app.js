@@ -204,7 +204,9 @@ function openRecoveryPlan(name) {
 
 async function startRecovery(plan, mode) {
   // A failover or migrate acts on production: ask first. A test is a drill.
-  if (mode !== "test" && !window.confirm(mode + " " + plan + " from its newest recovery point?")) return;
+  const what = mode === "failback" ? "fail back " + plan + " to its original site?"
+    : mode + " " + plan + " from its newest recovery point?";
+  if (mode !== "test" && !window.confirm(what)) return;
   try {
     const execution = await api(`/v1/${plan}:start`, "POST", { mode });
     showError("");
@@ -218,7 +220,10 @@ async function startRecovery(plan, mode) {
 function recoveryPlanActions(plan) {
   const box = el("div", { "class": "recovery-actions" });
   if (!allows("operator")) return box;
-  for (const [mode, label] of [["test", "Run test"], ["failover", "Failover"], ["migrate", "Migrate"]]) {
+  // Failing back is offered once the plan has failed over; the others until then.
+  const modes = plan.failed_over_by ? [["failback", "Fail back"]]
+    : [["test", "Run test"], ["failover", "Failover"], ["migrate", "Migrate"]];
+  for (const [mode, label] of modes) {
     box.append(el("button", { "class": "start-" + mode, type: "button",
                               onclick: () => startRecovery(plan.name, mode) }, label));
   }
