@@ -92,7 +92,7 @@ STARTS_IN_FLIGHT = 4
 # Disks written at once (each is a node task; nodes bound their own work too).
 RESTORES_IN_FLIGHT = 4
 POLL_FIRST = 0.1
-POLL_CAP = 1.0
+POLL_CAP = 0.5  # a VM coming up is waited for; each poll is one QMP query
 # How long a stopped VM gets to exit after QMP quit, then after SIGTERM.
 QUIT_WAIT = 10.0
 TERM_WAIT = 5.0
