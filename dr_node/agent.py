@@ -153,6 +153,7 @@ class Agent:
             try:
                 await self.stub.Heartbeat(nodes_pb2.HeartbeatRequest(
                     node=self.node_name, running_tasks=len(self.running),
+                    tasks=list(self.running),
                     inflight_bytes=self.engine.budget.used,
                     backpressure=self.engine.budget.pressure, pairs=self.pairs.health()),
                     timeout=10)

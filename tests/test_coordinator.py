@@ -240,3 +240,27 @@ async def test_a_vsphere_cycle_drops_its_snapshots_when_it_ends(
                                    stats={}, result={}, full_sync=False)
         [(cycle, _)] = await prot.list_cycles("plans/v")
         assert cycle.state == outcome  # dropping changes nothing of the ended cycle
+
+
+async def test_a_lease_the_node_never_heard_of_is_not_renewed_by_its_heartbeats(
+        plan_on_two_nodes):
+    """dr-control killed as it answered AcquireTask: the task is leased to n1, which never
+    got it. n1's heartbeats list only what it runs, so that lease is not renewed, expires
+    and the task is queued again; a task n1 does run keeps its lease."""
+    from dr_control.services.nodes import heartbeat
+    ctx, leases, prot = plan_on_two_nodes
+    await prot.run_plan("plans/p")
+    lost = await leases.acquire_task("nodes/n1")
+    kept = await leases.acquire_task("nodes/n1")
+    for t in (lost, kept):
+        await _expire(ctx, t.id)
+    await heartbeat(ctx, "nodes/n1", running_tasks=1, inflight_bytes=0,
+                    tasks=[f"tasks/{kept.id}"])
+    assert await leases.expire_leases() == 1
+    async with ctx.db() as s:
+        assert (await s.get(Task, lost.id)).state == "queued"
+        assert (await s.get(Task, kept.id)).state == "leased"
+    # A node that lists no task while it runs some (older nodes) renews all its leases.
+    await _expire(ctx, kept.id)
+    await heartbeat(ctx, "nodes/n1", running_tasks=1, inflight_bytes=0)
+    assert await leases.expire_leases() == 0

@@ -293,7 +293,8 @@ class Nodes(nodes_pb2_grpc.NodeServiceServicer):
         await nodes.heartbeat(self.ctx, request.node, running_tasks=request.running_tasks,
                               inflight_bytes=request.inflight_bytes,
                               backpressure=request.backpressure,
-                              pairs=[_dict(p) for p in request.pairs])
+                              pairs=[_dict(p) for p in request.pairs],
+                              tasks=list(request.tasks))
         return nodes_pb2.HeartbeatResponse(
             lease_seconds=self.ctx.config.scheduler.lease_seconds)
 

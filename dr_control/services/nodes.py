@@ -128,8 +128,13 @@ async def register_node(ctx: ServiceContext, node_id: str, *, hostname: str, ver
 
 async def heartbeat(ctx: ServiceContext, node_name: str, *, running_tasks: int,
                     inflight_bytes: int, backpressure: float = 0.0,
-                    pairs: list[dict] | None = None) -> None:
+                    pairs: list[dict] | None = None, tasks: list[str] | None = None) -> None:
+    """Records a node's heartbeat and renews the leases of the tasks it runs (`tasks`;
+    every lease of the node when it lists none but runs some: a node of before the
+    list). A task leased to it that it does not run keeps its expiry and is queued
+    again when that passes."""
     node_id = names.parse_node(node_name, field="node")
+    running = [int(t.rsplit("/", 1)[1]) for t in tasks or () if t.rsplit("/", 1)[-1].isdigit()]
     now = utcnow()
     # Two UPDATEs, no read: the node's row, then its leases (the cheapest write,
     # so heartbeats hold SQLite's single writer as briefly as possible).
@@ -142,7 +147,10 @@ async def heartbeat(ctx: ServiceContext, node_name: str, *, running_tasks: int,
             .execution_options(synchronize_session=False))
         if found.rowcount != 1:
             raise NotFound(f"node {node_name} is not registered; register it again")
-        await s.execute(update(Task).where(Task.node_id == node_id, Task.state == "leased")
+        mine = (Task.node_id == node_id) & (Task.state == "leased")
+        if tasks or not running_tasks:
+            mine = mine & Task.id.in_(running)
+        await s.execute(update(Task).where(mine)
                         .values(lease_expire_time=now + lease_duration(ctx)))
 
 

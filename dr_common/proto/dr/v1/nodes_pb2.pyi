@@ -468,18 +468,20 @@ class RegisterNodeRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., max_tasks: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., site: _Optional[str] = ..., transfer_address: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node", "running_tasks", "inflight_bytes", "backpressure", "pairs")
+    __slots__ = ("node", "running_tasks", "inflight_bytes", "backpressure", "pairs", "tasks")
     NODE_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
     INFLIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
     BACKPRESSURE_FIELD_NUMBER: _ClassVar[int]
     PAIRS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     node: str
     running_tasks: int
     inflight_bytes: int
     backpressure: float
     pairs: _containers.RepeatedCompositeFieldContainer[PairHealth]
-    def __init__(self, node: _Optional[str] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ..., backpressure: _Optional[float] = ..., pairs: _Optional[_Iterable[_Union[PairHealth, _Mapping]]] = ...) -> None: ...
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node: _Optional[str] = ..., running_tasks: _Optional[int] = ..., inflight_bytes: _Optional[int] = ..., backpressure: _Optional[float] = ..., pairs: _Optional[_Iterable[_Union[PairHealth, _Mapping]]] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("lease_seconds",)
